@@ -1,0 +1,3 @@
+from kubetrail.cli import main
+
+main()

@@ -1,0 +1,146 @@
+"""The ONLY module that wires kubetrail's parts together (DESIGN.md "One picture").
+
+Flow for every shape (``ingest``, ``run``, later agent/collector)::
+
+    source items ─► to_record (redact, extract, key) ─► batch ─► store.append (leaf indexes,
+    positions, one transaction) ─► consumers (trail checkpoints, detection, credentials)
+
+Consumers run after the commit, in the order of ``CONSUMERS``; each receives only the records that
+were newly stored (duplicates never reach them twice).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+import msgspec
+import orjson
+
+from kubetrail.record import Decoded, Record, Rejected, SourceRef
+from kubetrail.stages.extract import to_record
+from kubetrail.store.sqlite import Store
+
+REJECTS_FILE = "rejects.jsonl"
+DEFAULT_BATCH = 2000
+
+
+class Consumer(Protocol):
+    def consume(self, records: list[Record], store: Store) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Options(msgspec.Struct, kw_only=True):
+    """What consumers may need to know about the run; the config file fills it for `run`."""
+
+    data_dir: str
+    cluster: str = ""
+    detect: bool = True
+    witness_dir: str | None = None
+
+
+ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
+
+# The consumer table, in order. Each factory may return None when its part is not configured.
+CONSUMERS: list[ConsumerFactory] = []
+
+
+def build_consumers(store: Store, options: Options) -> list[Consumer]:
+    out: list[Consumer] = []
+    for factory in CONSUMERS:
+        consumer = factory(store, options)
+        if consumer is not None:
+            out.append(consumer)
+    return out
+
+
+class Summary(msgspec.Struct, kw_only=True):
+    read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        return (f"read {self.read}, stored {self.stored}, duplicates {self.duplicates}, "
+                f"rejected {self.rejected} ({self.seconds:.2f}s, {rate:,.0f} events/s)")
+
+
+class RejectsFile:
+    """Append-only JSON lines: position and reason, never the input itself (see record.Rejected)."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.path = os.path.join(data_dir, REJECTS_FILE)
+
+    def write(self, items: Sequence[Rejected]) -> None:
+        if not items:
+            return
+        with open(self.path, "ab") as fh:
+            now = time.time_ns()
+            for r in items:
+                fh.write(orjson.dumps({"time_ns": now, "position": r.position, "reason": r.reason}) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+class Pipeline:
+    """Batches records into the store and hands what was stored to the consumers."""
+
+    def __init__(self, store: Store, consumers: list[Consumer], rejects: RejectsFile,
+                 batch_size: int = DEFAULT_BATCH) -> None:
+        self.store = store
+        self.consumers = consumers
+        self.rejects = rejects
+        self.batch_size = batch_size
+        self.summary = Summary()
+
+    def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
+               positions: dict[str, str] | None = None) -> list[Record]:
+        """Durably store one batch (and the positions that produced it); returns the new records."""
+        self.rejects.write(rejected)
+        result = self.store.append(records, positions)
+        if rejected:
+            self.store.count("rejected", len(rejected))
+        self.summary.read += len(records) + len(rejected)
+        self.summary.stored += len(result.stored)
+        self.summary.duplicates += result.duplicates
+        self.summary.rejected += len(rejected)
+        if result.stored:
+            for consumer in self.consumers:
+                consumer.consume(result.stored, self.store)
+        return result.stored
+
+    def ingest_items(self, items: Iterable[Decoded | Rejected], source: SourceRef,
+                     progress: Callable[[int], None] | None = None) -> Summary:
+        started = time.perf_counter()
+        batch: list[Record] = []
+        rejected: list[Rejected] = []
+        for item in items:
+            if isinstance(item, Decoded):
+                batch.append(to_record(item, source))
+            else:
+                rejected.append(item)
+            if len(batch) + len(rejected) >= self.batch_size:
+                self.commit(batch, rejected)
+                if progress:
+                    progress(len(batch) + len(rejected))
+                batch, rejected = [], []
+        if batch or rejected:
+            self.commit(batch, rejected)
+            if progress:
+                progress(len(batch) + len(rejected))
+        self.summary.seconds += time.perf_counter() - started
+        return self.summary
+
+    def close(self) -> None:
+        for consumer in self.consumers:
+            consumer.close()
+
+
+def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
+    store = Store.open(options.data_dir)
+    return Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size)

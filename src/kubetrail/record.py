@@ -1,0 +1,109 @@
+"""The one thing that flows through kubetrail: a ``Record`` (see DESIGN.md "Records").
+
+A record's ``body`` is the original event after redaction, as bytes; ``meta`` holds the fields
+every later stage filters on, extracted once. ``key`` is a content hash, never ``auditID`` alone:
+clients choose ``Audit-ID`` themselves, so keying on it would let an attacker suppress an event as
+a "duplicate". ``leaf_index`` is set by the store when the record becomes a trail leaf.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import orjson
+
+
+class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a record was read: ``node-a/audit-file`` within a cluster."""
+
+    cluster: str = ""
+    node: str = ""
+    stream: str = ""
+
+    def label(self) -> str:
+        return "/".join(p for p in (self.cluster, self.node, self.stream) if p)
+
+
+class Redaction(msgspec.Struct, frozen=True):
+    """One value removed before anything was written: where it was and a short hash of it.
+
+    The hash prefix lets an analyst see that two events carried the same secret without ever
+    storing the secret.
+    """
+
+    path: str
+    sha256_prefix: str
+    what: str = "secret"
+
+
+class AuditMeta(msgspec.Struct, kw_only=True):
+    """Fields extracted from an audit event; indexed columns in the store."""
+
+    audit_id: str = ""
+    stage: str = ""
+    level: str = ""
+    verb: str = ""
+    user: str = ""
+    groups: list[str] = []
+    uid: str = ""
+    impersonated_user: str = ""
+    impersonated_groups: list[str] = []
+    resource: str = ""
+    subresource: str = ""
+    api_group: str = ""
+    api_version: str = ""
+    namespace: str = ""
+    name: str = ""
+    code: int | None = None
+    source_ips: list[str] = []
+    user_agent: str = ""
+    request_uri: str = ""
+    credential_id: str = ""
+    request_received: int | None = None
+    stage_time: int | None = None
+    # What the delivery format could not carry (e.g. GKE has no groups/extra/stage).
+    lossy: list[str] = []
+
+
+class Record(msgspec.Struct, kw_only=True, dict=True):
+    kind: str
+    key: str
+    time: int
+    source: SourceRef
+    body: bytes
+    meta: AuditMeta
+    seq: int = 0
+    format: str = ""
+    redactions: list[Redaction] = []
+    leaf_index: int | None = None
+
+    def event(self) -> dict[str, Any]:
+        """The parsed (redacted) body; parsed on demand because most stages never need it."""
+        cached: dict[str, Any] | None = self.__dict__.get("_event")
+        if cached is None:
+            cached = orjson.loads(self.body)
+            self.__dict__["_event"] = cached
+        return cached
+
+
+Batch = list[Record]
+
+
+class Decoded(msgspec.Struct):
+    """One audit Event decoded from whatever envelope delivered it (see sources/formats.py)."""
+
+    event: dict[str, Any]
+    format: str
+    position: str
+    lossy: list[str] = []
+
+
+class Rejected(msgspec.Struct):
+    """Input that is not an audit Event: where it was and why, for the rejects file.
+
+    No excerpt of the input is kept: a malformed line can still carry a secret that redaction,
+    which needs a parsed event, could not find."""
+
+    position: str
+    reason: str

@@ -1,0 +1,129 @@
+"""Turn a decoded audit Event into a ``Record``: redact, extract the indexed fields, key it.
+
+The key is SHA-256 over a version tag and the redacted body bytes. The body carries ``auditID``,
+``stage``, ``stageTimestamp`` and everything else, so two deliveries of the same event (a webhook
+retry, the same line read from a CRI-wrapped and a plain file) share a key, while an attacker who
+reuses an ``Audit-ID`` still produces a new record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from kubetrail.record import AuditMeta, Decoded, Record, SourceRef
+from kubetrail.stages.redact import contains_jwt, redact_event
+
+KEY_VERSION = b"kubetrail-audit-key/v1\n"
+CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(prefix: str) -> int:
+    return int(datetime.fromisoformat(prefix + "+00:00").timestamp())
+
+
+def parse_time_ns(value: Any) -> int | None:
+    """RFC 3339 with up to nanosecond precision → ns since the epoch (None if unusable)."""
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    try:
+        secs = _epoch_seconds(value[:19])
+    except ValueError:
+        return None
+    rest = value[19:]
+    frac = 0
+    if rest.startswith("."):
+        digits = ""
+        for ch in rest[1:]:
+            if not ch.isdigit():
+                break
+            digits += ch
+        rest = rest[1 + len(digits):]
+        frac = int((digits + "000000000")[:9]) if digits else 0
+    offset = 0
+    if rest and rest not in ("Z", "z"):
+        try:
+            sign = -1 if rest[0] == "-" else 1
+            hh, mm = rest[1:].split(":") if ":" in rest else (rest[1:3], rest[3:5])
+            offset = sign * (int(hh) * 3600 + int(mm) * 60)
+        except ValueError:
+            return None
+    return (secs - offset) * 1_000_000_000 + frac
+
+
+def _strs(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def extract_meta(event: dict[str, Any], lossy: list[str] | None = None) -> AuditMeta:
+    user = event.get("user") if isinstance(event.get("user"), dict) else {}
+    imp = event.get("impersonatedUser") if isinstance(event.get("impersonatedUser"), dict) else {}
+    ref = event.get("objectRef") if isinstance(event.get("objectRef"), dict) else {}
+    status = event.get("responseStatus") if isinstance(event.get("responseStatus"), dict) else {}
+    extra = user.get("extra") if isinstance(user.get("extra"), dict) else {}
+    cred = extra.get(CREDENTIAL_ID)
+    code = status.get("code")
+    name = ref.get("name") or ""
+    if not name and event.get("verb") == "create":
+        for field in ("responseObject", "requestObject"):
+            obj = event.get(field)
+            md = obj.get("metadata") if isinstance(obj, dict) else None
+            if isinstance(md, dict) and isinstance(md.get("name"), str):
+                name = md["name"]
+                break
+    received = parse_time_ns(event.get("requestReceivedTimestamp")) or parse_time_ns(event.get("timestamp"))
+    return AuditMeta(
+        audit_id=str(event.get("auditID", "")),
+        stage=str(event.get("stage", "")),
+        level=str(event.get("level", "")),
+        verb=str(event.get("verb", "")),
+        user=str(user.get("username", "")),
+        groups=_strs(user.get("groups")),
+        uid=str(user.get("uid", "")),
+        impersonated_user=str(imp.get("username", "")),
+        impersonated_groups=_strs(imp.get("groups")),
+        resource=str(ref.get("resource", "")),
+        subresource=str(ref.get("subresource", "")),
+        api_group=str(ref.get("apiGroup", "")),
+        api_version=str(ref.get("apiVersion", "")),
+        namespace=str(ref.get("namespace", "")),
+        name=str(name),
+        code=code if isinstance(code, int) else None,
+        source_ips=_strs(event.get("sourceIPs")),
+        user_agent=str(event.get("userAgent", "")),
+        request_uri=str(event.get("requestURI", "")),
+        credential_id=str(cred[0]) if isinstance(cred, list) and cred else "",
+        request_received=received,
+        stage_time=parse_time_ns(event.get("stageTimestamp")),
+        lossy=list(lossy or []),
+    )
+
+
+def event_time(meta: AuditMeta) -> int:
+    return meta.stage_time or meta.request_received or 0
+
+
+def to_record(decoded: Decoded, source: SourceRef) -> Record:
+    """Redact ``decoded.event`` in place and wrap it."""
+    event = decoded.event
+    redactions = redact_event(event, scan_jwts=False)
+    body = orjson.dumps(event)
+    if contains_jwt(body):
+        redactions += redact_event(event, scan_jwts=True)
+        body = orjson.dumps(event)
+    meta = extract_meta(event, decoded.lossy)
+    return Record(
+        kind="audit",
+        key=hashlib.sha256(KEY_VERSION + body).hexdigest(),
+        time=event_time(meta),
+        source=source,
+        body=body,
+        meta=meta,
+        format=decoded.format,
+        redactions=redactions,
+    )

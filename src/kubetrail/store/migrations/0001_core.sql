@@ -1,0 +1,52 @@
+-- kubetrail core schema: entries (one row per trail leaf), source positions, ingest counters.
+-- Both engines run this file; keep to the SQL that SQLite and PostgreSQL share.
+
+CREATE TABLE entries (
+    leaf_index   BIGINT PRIMARY KEY,      -- trail position, 0-based, contiguous
+    key          TEXT NOT NULL UNIQUE,    -- content hash (stages/extract.py)
+    time         BIGINT NOT NULL,         -- event time, ns since the epoch (UTC)
+    kind         TEXT NOT NULL,
+    source       TEXT NOT NULL,           -- cluster/node/stream
+    seq          BIGINT NOT NULL,
+    format       TEXT NOT NULL,
+    audit_id     TEXT NOT NULL,
+    stage        TEXT NOT NULL,
+    level        TEXT NOT NULL,
+    verb         TEXT NOT NULL,
+    username     TEXT NOT NULL,
+    groups_json  TEXT NOT NULL,           -- JSON array
+    impersonated TEXT NOT NULL,
+    resource     TEXT NOT NULL,
+    subresource  TEXT NOT NULL,
+    api_group    TEXT NOT NULL,
+    namespace    TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    code         INTEGER,
+    source_ips   TEXT NOT NULL,           -- JSON array; the last one is the trusted peer
+    source_ip    TEXT NOT NULL,           -- last of source_ips
+    user_agent   TEXT NOT NULL,
+    request_uri  TEXT NOT NULL,
+    credential_id TEXT NOT NULL,
+    meta         BLOB NOT NULL,           -- msgspec JSON of AuditMeta + redactions
+    entry        BLOB NOT NULL,           -- canonical trail entry header (trail/entry.py)
+    leaf_hash    BLOB NOT NULL,           -- SHA-256(0x00 || entry)
+    body         BLOB                     -- zlib(redacted body); NULL once retention removed it
+);
+CREATE INDEX entries_time ON entries (time);
+CREATE INDEX entries_user ON entries (username, time);
+CREATE INDEX entries_verb_resource ON entries (resource, verb, time);
+CREATE INDEX entries_namespace ON entries (namespace, time);
+CREATE INDEX entries_audit_id ON entries (audit_id);
+CREATE INDEX entries_credential ON entries (credential_id);
+CREATE INDEX entries_source_ip ON entries (source_ip);
+
+CREATE TABLE source_positions (
+    source     TEXT PRIMARY KEY,          -- e.g. audit_file:/var/log/kubernetes/audit.log
+    position   TEXT NOT NULL,             -- JSON owned by the source (file identity + offset …)
+    updated_ns BIGINT NOT NULL
+);
+
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,               -- read, stored, duplicates, rejected
+    value BIGINT NOT NULL
+);

@@ -1,0 +1,284 @@
+"""The embedded store: one SQLite file in the data directory, WAL mode, one writer.
+
+Every stored record is a trail leaf: ``entries.leaf_index`` is contiguous from 0 and assigned in
+the same transaction that inserts the row, together with the source positions that produced the
+batch, so a crash can never leave a position ahead of its data (at-least-once in) nor a key
+stored twice (exactly-once out: the store refuses a key it already holds).
+
+``append_hooks`` run inside that transaction, after the rows are inserted: the trail keeps its
+Merkle nodes there so that the tree and the entries never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from importlib import resources
+from typing import Any
+
+import msgspec
+import orjson
+
+from kubetrail.errors import StoreError, StoreVersionError
+from kubetrail.record import AuditMeta, Record, Redaction, SourceRef
+from kubetrail.store.queries import QueryFilters, where_clause
+from kubetrail.trail.entry import encode_entry, leaf_hash
+
+DB_NAME = "kubetrail.db"
+COMPRESS_LEVEL = 1
+
+AppendHook = Callable[[sqlite3.Connection, list[Record]], None]
+
+
+class StoredMeta(msgspec.Struct):
+    meta: AuditMeta
+    redactions: list[Redaction] = []
+
+
+class AppendResult(msgspec.Struct):
+    stored: list[Record]
+    duplicates: int
+
+    @property
+    def stored_count(self) -> int:
+        return len(self.stored)
+
+
+_meta_encoder = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(StoredMeta)
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    files = sorted(p.name for p in resources.files("kubetrail.store.migrations").iterdir()
+                   if p.name.endswith(".sql"))
+    out = []
+    for name in files:
+        text = resources.files("kubetrail.store.migrations").joinpath(name).read_text()
+        out.append((int(name.split("_", 1)[0]), name, text))
+    return out
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, data_dir: str) -> None:
+        self.connection = conn
+        self.data_dir = data_dir
+        self.append_hooks: list[AppendHook] = []
+        self._size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
+
+    @classmethod
+    def open(cls, data_dir: str, create: bool = True) -> Store:
+        path = os.path.join(data_dir, DB_NAME)
+        if not create and not os.path.exists(path):
+            raise StoreError(f"no kubetrail store in {data_dir} (run `kubetrail ingest` first, or pass --data)")
+        try:
+            os.makedirs(data_dir, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the store in {data_dir}: {exc}") from exc
+        _migrate(conn)
+        return cls(conn, data_dir)
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- writing -------------------------------------------------------------------------------
+    def size(self) -> int:
+        return int(self._size)
+
+    def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult:
+        """Store the records whose keys are new, in order, and the source positions, atomically."""
+        conn = self.connection
+        seen: set[str] = set()
+        unique: list[Record] = []
+        for r in records:
+            if r.key not in seen:
+                seen.add(r.key)
+                unique.append(r)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
+            existing = _existing_keys(conn, [r.key for r in unique])
+            fresh = [r for r in unique if r.key not in existing]
+            rows = []
+            for i, r in enumerate(fresh):
+                r.leaf_index = self._size + i
+                rows.append(_row(r))
+            conn.executemany(_INSERT, rows)
+            for hook in self.append_hooks:
+                hook(conn, fresh)
+            if positions:
+                now = time.time_ns()
+                conn.executemany(
+                    "INSERT INTO source_positions (source, position, updated_ns) VALUES (?, ?, ?) "
+                    "ON CONFLICT (source) DO UPDATE SET position = excluded.position, updated_ns = excluded.updated_ns",
+                    [(s, p, now) for s, p in positions.items()],
+                )
+            dups = len(records) - len(fresh)
+            _bump(conn, {"stored": len(fresh), "duplicates": dups})
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for r in records:
+                r.leaf_index = None
+            raise
+        self._size += len(fresh)
+        return AppendResult(stored=fresh, duplicates=dups)
+
+    def count(self, name: str, n: int) -> None:
+        """Add to a named counter outside a batch (e.g. rejects)."""
+        with _tx(self.connection):
+            _bump(self.connection, {name: n})
+
+    def position(self, source: str) -> str | None:
+        row = self.connection.execute("SELECT position FROM source_positions WHERE source = ?", (source,)).fetchone()
+        return row[0] if row else None
+
+    # -- reading -------------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        return dict(self.connection.execute("SELECT name, value FROM counters").fetchall())
+
+    def query(self, filters: QueryFilters, limit: int | None = None, order: str = "ASC") -> Iterator[Record]:
+        where, params = where_clause(filters)
+        sql = f"SELECT {_COLUMNS} FROM entries {where} ORDER BY time {order}, leaf_index {order}"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        for row in self.connection.execute(sql, params):
+            yield _record(row)
+
+    def count_matching(self, filters: QueryFilters) -> int:
+        where, params = where_clause(filters)
+        return int(self.connection.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
+
+    def get(self, key: str) -> Record | None:
+        row = self.connection.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
+        if row is None and key.isdigit():
+            row = self.connection.execute(f"SELECT {_COLUMNS} FROM entries WHERE leaf_index = ?",
+                                          (int(key),)).fetchone()
+        return _record(row) if row else None
+
+    def records_by_index(self, start: int, end: int) -> Iterator[Record]:
+        sql = f"SELECT {_COLUMNS} FROM entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"
+        for row in self.connection.execute(sql, (start, end)):
+            yield _record(row)
+
+    def iter_entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
+        """(leaf_index, entry, leaf_hash, decompressed body or None) in index order, streamed."""
+        end = self.size() if end is None else end
+        cur = self.connection.execute(
+            "SELECT leaf_index, entry, leaf_hash, body FROM entries WHERE leaf_index >= ? AND leaf_index < ? "
+            "ORDER BY leaf_index", (start, end))
+        for idx, entry, lh, body in cur:
+            yield idx, bytes(entry), bytes(lh), zlib.decompress(body) if body is not None else None
+
+    def stats(self) -> dict[str, Any]:
+        c = self.connection
+        out: dict[str, Any] = {"entries": self.size(), "counters": self.counters()}
+        out["bodies_kept"] = c.execute("SELECT COUNT(*) FROM entries WHERE body IS NOT NULL").fetchone()[0]
+        span = c.execute("SELECT MIN(time), MAX(time) FROM entries").fetchone()
+        out["first_time"], out["last_time"] = span
+        for col in ("kind", "source", "format", "verb", "resource", "username"):
+            out[f"top_{col}"] = c.execute(
+                f"SELECT {col}, COUNT(*) n FROM entries GROUP BY {col} ORDER BY n DESC LIMIT 10").fetchall()
+        try:
+            out["db_bytes"] = os.path.getsize(os.path.join(self.data_dir, DB_NAME))
+        except OSError:
+            out["db_bytes"] = None
+        return out
+
+
+_COLUMNS = "leaf_index, key, time, kind, source, seq, format, meta, body"
+_INSERT = (
+    "INSERT INTO entries (leaf_index, key, time, kind, source, seq, format, audit_id, stage, level, verb, "
+    "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, source_ips, "
+    "source_ip, user_agent, request_uri, credential_id, meta, entry, leaf_hash, body) "
+    "VALUES (" + ", ".join("?" * 29) + ")"
+)
+
+
+def _row(r: Record) -> tuple[Any, ...]:
+    m = r.meta
+    label = r.source.label()
+    body_hash = hashlib.sha256(r.body).digest()
+    entry = encode_entry(r.key, r.time, r.kind, label, r.seq, body_hash)
+    return (
+        r.leaf_index, r.key, r.time, r.kind, label, r.seq, r.format, m.audit_id, m.stage, m.level, m.verb,
+        m.user, orjson.dumps(m.groups).decode(), m.impersonated_user, m.resource, m.subresource, m.api_group,
+        m.namespace, m.name, m.code, orjson.dumps(m.source_ips).decode(),
+        m.source_ips[-1] if m.source_ips else "", m.user_agent, m.request_uri, m.credential_id,
+        _meta_encoder.encode(StoredMeta(m, r.redactions)), entry, leaf_hash(entry),
+        zlib.compress(r.body, COMPRESS_LEVEL),
+    )
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    idx, key, t, kind, source, seq, fmt, meta, body = row
+    sm = _meta_decoder.decode(meta)
+    parts = source.split("/")
+    ref = SourceRef(cluster=parts[0], node=parts[1], stream="/".join(parts[2:])) if len(parts) >= 3 else \
+        SourceRef(stream=source)
+    return Record(kind=kind, key=key, time=t, source=ref, seq=seq, format=fmt, meta=sm.meta,
+                  redactions=sm.redactions, body=zlib.decompress(body) if body is not None else b"",
+                  leaf_index=idx)
+
+
+def _existing_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(keys), 500):
+        chunk = keys[i:i + 500]
+        q = f"SELECT key FROM entries WHERE key IN ({','.join('?' * len(chunk))})"
+        found.update(k for (k,) in conn.execute(q, chunk))
+    return found
+
+
+def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
+    conn.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        [(k, v) for k, v in deltas.items() if v],
+    )
+
+
+class _tx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+    done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+    known = migrations()
+    newest = max((v for v, _, _ in known), default=0)
+    if done and max(done) > newest:
+        raise StoreVersionError(f"the store has schema version {max(done)}, newer than this kubetrail ({newest})")
+    for version, name, sql in known:
+        if version in done:
+            continue
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _statements(sql):
+                conn.execute(stmt)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"migration {name} failed: {exc}") from exc
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [ln.split("--", 1)[0] for ln in sql.splitlines()]  # migrations keep "--" out of strings
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
