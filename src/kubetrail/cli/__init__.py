@@ -19,7 +19,8 @@ COMMAND_MODULES = [
     "run",  # run, webhook-config
     "demo",
     "trail",  # keys, checkpoint, proof, verify, retention
-    "rules",  # rules lint/test/list, detect, alerts
+    "rules",  # rules lint/test/list
+    "alerts",  # alerts, detect
     "creds",  # creds list/show
     "policy",  # policy generate/lint/simulate/explain, check apiserver
 ]
