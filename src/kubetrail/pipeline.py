@@ -12,6 +12,7 @@ were newly stored (duplicates never reach them twice).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
@@ -19,7 +20,9 @@ from typing import Protocol
 import msgspec
 import orjson
 
+from kubetrail.config import Config
 from kubetrail.record import Decoded, Record, Rejected, SourceRef
+from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.stages.extract import to_record
 from kubetrail.store.sqlite import Store
 
@@ -28,6 +31,9 @@ DEFAULT_BATCH = 2000
 
 
 class Consumer(Protocol):
+    """Runs after each commit. May also define ``tick(store)`` for timer work (``run`` calls it
+    every ``checkpoint_interval_secs``)."""
+
     def consume(self, records: list[Record], store: Store) -> None: ...
 
     def close(self) -> None: ...
@@ -97,6 +103,7 @@ class Pipeline:
         self.rejects = rejects
         self.batch_size = batch_size
         self.summary = Summary()
+        self._lock = threading.Lock()  # one writer: live sources commit from their own threads
 
     def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
                positions: dict[str, str] | None = None) -> list[Record]:
@@ -113,6 +120,13 @@ class Pipeline:
             for consumer in self.consumers:
                 consumer.consume(result.stored, self.store)
         return result.stored
+
+    def commit_decoded(self, decoded: Sequence[Decoded], rejected: Sequence[Rejected], source: SourceRef,
+                       positions: dict[str, str] | None = None) -> list[Record]:
+        """The live sources' entry point: redact and key, then ``commit`` under the writer lock."""
+        records = [to_record(d, source) for d in decoded]
+        with self._lock:
+            return self.commit(records, rejected, positions)
 
     def ingest_items(self, items: Iterable[Decoded | Rejected], source: SourceRef,
                      progress: Callable[[int], None] | None = None) -> Summary:
@@ -136,6 +150,14 @@ class Pipeline:
         self.summary.seconds += time.perf_counter() - started
         return self.summary
 
+    def tick(self) -> None:
+        """Timer work of consumers that have some (signed checkpoints when idle, audit silence)."""
+        with self._lock:
+            for consumer in self.consumers:
+                tick = getattr(consumer, "tick", None)
+                if tick is not None:
+                    tick(self.store)
+
     def close(self) -> None:
         for consumer in self.consumers:
             consumer.close()
@@ -144,3 +166,56 @@ class Pipeline:
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
     store = Store.open(options.data_dir)
     return Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size)
+
+
+class LiveSource(Protocol):
+    def run(self, commit: Callable[..., object], load_position: Callable[[str], str | None],
+            stop: threading.Event) -> None: ...
+
+
+def build_sources(config: Config) -> list[LiveSource]:
+    """One live source per ``sources[]`` entry; the config's ``type`` picks the class."""
+    out: list[LiveSource] = []
+    for src in config.sources:
+        if isinstance(src, AuditFileConfig):
+            out.append(AuditFileSource(src, cluster=config.cluster))
+    return out
+
+
+def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] = print) -> Summary:
+    """Run every configured source until ``stop`` is set; then flush and close cleanly.
+
+    A source that fails is logged and restarted with backoff (its position is in the store, so a
+    restart re-reads at most one uncommitted chunk, which the store de-duplicates).
+    """
+    options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
+                      witness_dir=config.witness_dir)
+    pipe = open_pipeline(options)
+    threads = []
+
+    def supervise(source: LiveSource) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                source.run(pipe.commit_decoded, pipe.store.position, stop)
+                return
+            except Exception as exc:  # noqa: BLE001 - a source must never take the run down
+                log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+
+    for source in build_sources(config):
+        t = threading.Thread(target=supervise, args=(source,), name=type(source).__name__, daemon=True)
+        t.start()
+        threads.append(t)
+    try:
+        while not stop.wait(config.checkpoint_interval_secs):
+            pipe.tick()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        pipe.tick()
+        pipe.close()
+        pipe.store.close()
+    return pipe.summary

@@ -1,7 +1,39 @@
-"""Commands of this group are added here (see kubetrail.cli.COMMAND_MODULES)."""
+"""`kubetrail run --config FILE`: the live, single-process shape (no broker)."""
 
 from __future__ import annotations
 
-import click
+import signal
+import threading
+from types import FrameType
 
-commands: list[click.Command] = []
+import click
+import msgspec
+
+from kubetrail.config import load
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML config file (see docs/config.md).")
+@click.option("--data", "data_dir", default=None, help="Override the config's data_dir.")
+def run(config_path: str, data_dir: str | None) -> None:
+    """Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."""
+    from kubetrail.pipeline import run_live
+
+    config = load(config_path)
+    if data_dir:
+        config = msgspec.structs.replace(config, data_dir=data_dir)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"received {signal.Signals(signum).name}: finishing the current batch", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    click.echo(f"kubetrail run: {len(config.sources)} source(s), data in {config.data_dir}", err=True)
+    summary = run_live(config, stop, log=lambda m: click.echo(m, err=True))
+    click.echo(summary.line(), err=True)
+
+
+commands: list[click.Command] = [run]

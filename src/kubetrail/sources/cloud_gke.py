@@ -20,6 +20,7 @@ RPC_TO_HTTP = {
 _VERBS = {"create", "update", "patch", "delete", "deletecollection", "get", "list", "watch",
           "connect", "proxy", "approve", "sign", "bind", "escalate", "impersonate"}
 LOSSY = ["groups", "extra", "stage", "code:rpc"]
+_SUFFIXLESS_GROUPS = {"apps", "batch", "policy", "autoscaling", "extensions"}
 
 
 def _split_method(method: str) -> tuple[str, str, str, str, str] | None:
@@ -36,9 +37,10 @@ def _split_method(method: str) -> tuple[str, str, str, str, str] | None:
     vi = next((i for i, p in enumerate(body) if p[:1] == "v" and p[1:2].isdigit()), None)
     if vi is None or vi + 1 >= len(body):
         return None
-    group = ".".join(body[:vi])
+    # Java-package order: io.k8s.authorization.rbac.v1 is rbac.authorization.k8s.io.
+    group = ".".join(reversed(body[:vi]))
     group = "" if group == "core" else group
-    if group and "." not in group and group not in ("apps", "batch", "policy", "autoscaling"):
+    if group and group not in _SUFFIXLESS_GROUPS:
         group = f"{group}.k8s.io"
     version = body[vi]
     resource = body[vi + 1]
@@ -110,6 +112,9 @@ def gke_to_event(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str
         event["requestURI"] = "/" + rname.lstrip("/")
     else:
         group, version, resource, sub, verb = split
+        first = rname.split("/", 1)[0]
+        if "." in first and first.count("/") == 0 and rname.count("/") >= 2:
+            group = first  # the resourceName spells the real API group
         if verb not in _VERBS:
             return None, [], f"unknown verb {verb!r} in methodName"
         event["verb"] = verb

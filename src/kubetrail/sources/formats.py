@@ -181,11 +181,14 @@ def decode_line(line: bytes, position: str) -> Iterator[Item]:
     stripped = line.strip()
     if not stripped:
         return
-    if stripped[:1] in (b"{", b"["):
+    if stripped[:1] in (b"{", b"[", b'"'):
         try:
             obj = orjson.loads(stripped)
         except orjson.JSONDecodeError as exc:
             yield Rejected(position, f"invalid JSON: {exc}")
+            return
+        if isinstance(obj, str):
+            yield Rejected(position, "double-encoded JSON string")
             return
         yield from decode_value(obj, position)
         return

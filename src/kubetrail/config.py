@@ -1,0 +1,99 @@
+"""The config file (YAML): typed, frozen, unknown keys rejected, errors naming the exact key path.
+
+Example (every key is documented in docs/config.md)::
+
+    data_dir: /var/lib/kubetrail
+    cluster: prod-eu-1
+    checkpoint_interval_secs: 60
+    sources:
+      - type: audit_file
+        path: /var/log/kubernetes/audit/audit.log
+      - type: audit_webhook
+        listen_address: 0.0.0.0:8443
+        tls_cert_file: /etc/kubetrail/tls.crt
+        tls_key_file: /etc/kubetrail/tls.key
+        client_ca_file: /etc/kubetrail/apiserver-ca.crt
+
+A source's ``type`` names its module in ``kubetrail.sources``; ``SourceConfig`` below is the whole
+registry of source types.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import msgspec
+import yaml
+
+from kubetrail.errors import ConfigError
+from kubetrail.sources.audit_file import AuditFileConfig
+
+SourceConfig = AuditFileConfig
+
+
+class DetectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./kubetrail-data"
+    cluster: str = ""
+    sources: list[SourceConfig] = []
+    checkpoint_interval_secs: float = 60.0
+    witness_dir: str | None = None
+    detect: DetectConfig = DetectConfig()
+
+
+_PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+
+# Fields that must name an existing file when they are set.
+_FILE_FIELDS = ("tls_cert_file", "tls_key_file", "client_ca_file", "bearer_token_file")
+
+
+def _where(path: str) -> str:
+    return path[1:] if path.startswith(".") else path
+
+
+def parse(data: Any, origin: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{origin}: the top level must be a mapping, not {type(data).__name__}")
+    try:
+        config = msgspec.convert(data, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = _PATH_IN_MSG.search(msg)
+        where = _where(m.group("path")) if m else ""
+        raise ConfigError(where, _PATH_IN_MSG.sub("", msg)) from exc
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    if config.checkpoint_interval_secs <= 0:
+        raise ConfigError("checkpoint_interval_secs", "must be greater than 0")
+    for i, src in enumerate(config.sources):
+        if isinstance(src, AuditFileConfig):
+            parent = os.path.dirname(os.path.abspath(src.path))
+            if not os.path.isdir(parent):
+                raise ConfigError(f"sources[{i}].path", f"no such directory {parent!r}")
+            if src.poll_ms <= 0 or src.max_batch_bytes <= 0:
+                raise ConfigError(f"sources[{i}]", "poll_ms and max_batch_bytes must be greater than 0")
+        for field in _FILE_FIELDS:
+            value = getattr(src, field, None)
+            if value and not os.path.isfile(value):
+                raise ConfigError(f"sources[{i}].{field}", f"no such file {value!r}")
+
+
+def load(path: str) -> Config:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError("", f"{path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{path}: not valid YAML: {exc}") from exc
+    return parse(data, path)

@@ -1,0 +1,49 @@
+"""Helpers for kubetrail's tests and for users testing their own rules and pipelines.
+
+``fixtures_dir()`` finds the shared public fixtures; ``make_event()`` builds a realistic audit Event
+so tests say only what matters to them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parents[2]
+
+
+def shared_dir() -> Path:
+    """``$KUBETRAIL_SHARED``, else ``shared/`` beside the checkout (where CI puts it)."""
+    return Path(os.environ.get("KUBETRAIL_SHARED", _REPO.parent / "shared"))
+
+
+def fixtures_dir() -> Path:
+    return shared_dir() / "fixtures"
+
+
+def make_event(audit_id: str = "00000000-0000-0000-0000-000000000001", *, verb: str = "get",
+               user: str = "alice", groups: list[str] | None = None, resource: str = "pods",
+               subresource: str = "", namespace: str = "default", name: str = "", code: int = 200,
+               stage: str = "ResponseComplete", source_ips: list[str] | None = None,
+               time: str = "2024-05-01T10:00:00.000000Z", api_group: str = "", **extra: Any) -> dict[str, Any]:
+    """An ``audit.k8s.io/v1`` Event; keyword ``extra`` fields are merged at the top level."""
+    ref: dict[str, Any] = {"resource": resource, "namespace": namespace, "apiVersion": "v1"}
+    if name:
+        ref["name"] = name
+    if subresource:
+        ref["subresource"] = subresource
+    if api_group:
+        ref["apiGroup"] = api_group
+    path = f"/api/v1/namespaces/{namespace}/{resource}" + (f"/{name}" if name else "") + \
+        (f"/{subresource}" if subresource else "")
+    event: dict[str, Any] = {
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": audit_id,
+        "stage": stage, "requestURI": path, "verb": verb,
+        "user": {"username": user, "groups": groups if groups is not None else ["system:authenticated"]},
+        "sourceIPs": source_ips or ["10.0.0.1"], "userAgent": "kubectl/v1.30.0", "objectRef": ref,
+        "responseStatus": {"metadata": {}, "code": code},
+        "requestReceivedTimestamp": time, "stageTimestamp": time,
+    }
+    event.update(extra)
+    return event

@@ -1,0 +1,94 @@
+"""Secrets and tokens are removed before anything is written, and the removal is listed."""
+
+from __future__ import annotations
+
+import base64
+import copy
+
+import orjson
+
+from kubetrail.stages.redact import CLAIMS_ANNOTATION, LAST_APPLIED, REDACTED, redact_event
+
+
+def b64url(obj: dict) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
+
+
+def jwt(claims: dict) -> str:
+    return f"{b64url({'alg': 'RS256', 'kid': 'k'})}.{b64url(claims)}.c2lnbmF0dXJlLXNpZ25hdHVyZQ"
+
+
+CLAIMS = {"aud": ["https://kubernetes.default.svc"], "exp": 1714560000, "iat": 1714556400,
+          "iss": "https://kubernetes.default.svc", "jti": "5b4c7c0e-1111-2222-3333-444455556666",
+          "sub": "system:serviceaccount:kube-system:admin-sa",
+          "kubernetes.io": {"namespace": "kube-system", "serviceaccount": {"name": "admin-sa", "uid": "u"}}}
+TOKEN = jwt(CLAIMS)
+
+
+def secret_event(**over: object) -> dict:
+    ev = {"auditID": "1", "verb": "create", "stage": "ResponseComplete",
+          "objectRef": {"resource": "secrets", "namespace": "default", "name": "db"},
+          "requestObject": {"kind": "Secret", "apiVersion": "v1",
+                            "metadata": {"name": "db", "annotations": {LAST_APPLIED: '{"data":{"pw":"aHVudGVyMg=="}}'}},
+                            "data": {"pw": "aHVudGVyMg=="}, "stringData": {"user": "root"}},
+          "responseObject": {"kind": "Secret", "data": {"pw": "aHVudGVyMg=="}}}
+    ev.update(over)
+    return ev
+
+
+def test_secret_data_stringdata_and_last_applied() -> None:
+    """data, stringData and the last-applied annotation of a Secret are gone, paths listed."""
+    ev = secret_event()
+    found = redact_event(ev)
+    text = orjson.dumps(ev)
+    assert b"aHVudGVyMg==" not in text and b"root" not in text
+    paths = {r.path for r in found}
+    assert {"requestObject.data.pw", "requestObject.stringData.user", "responseObject.data.pw",
+            f"requestObject.metadata.annotations.{LAST_APPLIED}"} <= paths
+    same = [r.sha256_prefix for r in found if r.path.endswith("data.pw")]
+    assert len(set(same)) == 1, "equal secret values share a hash prefix"
+
+
+def test_secret_list_and_patch() -> None:
+    """A cluster-wide list of Secrets and a patch of one are scrubbed too."""
+    listing = {"auditID": "2", "verb": "list", "objectRef": {"resource": "secrets"},
+               "responseObject": {"kind": "SecretList", "items": [{"data": {"a": "czE="}}, {"data": {"b": "czI="}}]}}
+    redact_event(listing)
+    assert listing["responseObject"]["items"][1]["data"]["b"] == REDACTED
+    patch = {"auditID": "3", "verb": "patch", "objectRef": {"resource": "secrets", "name": "x"},
+             "requestObject": {"stringData": {"token": "abc123"}}}
+    redact_event(patch)
+    assert patch["requestObject"]["stringData"]["token"] == REDACTED
+
+
+def test_non_secret_objects_are_untouched() -> None:
+    """A ConfigMap's data is not a Secret's data (detections need it)."""
+    ev = {"auditID": "4", "verb": "create", "objectRef": {"resource": "configmaps"},
+          "requestObject": {"kind": "ConfigMap", "data": {"a": "b"}}}
+    before = copy.deepcopy(ev)
+    assert redact_event(ev) == [] and ev == before
+
+
+def test_tokenrequest_token_removed_claims_kept() -> None:
+    """The issued token is never kept; its claims are, as an annotation."""
+    ev = {"auditID": "5", "verb": "create",
+          "objectRef": {"resource": "serviceaccounts", "subresource": "token", "name": "admin-sa"},
+          "responseObject": {"kind": "TokenRequest", "status": {"token": TOKEN, "expirationTimestamp": "x"}}}
+    found = redact_event(ev)
+    assert TOKEN not in orjson.dumps(ev).decode()
+    assert ev["responseObject"]["status"]["token"] == REDACTED
+    claims = orjson.loads(ev["annotations"][CLAIMS_ANNOTATION])
+    assert claims["jti"] == CLAIMS["jti"] and claims["kubernetes.io"]["serviceaccount"]["name"] == "admin-sa"
+    assert [r.what for r in found] == ["token"]
+
+
+def test_tokenreview_and_jwt_anywhere() -> None:
+    """TokenReview spec.token and JWT-shaped strings in URIs or other objects are removed."""
+    ev = {"auditID": "6", "verb": "create", "objectRef": {"resource": "tokenreviews"},
+          "requestObject": {"spec": {"token": TOKEN}}}
+    redact_event(ev)
+    assert TOKEN not in orjson.dumps(ev).decode()
+    ev = {"auditID": "7", "verb": "get", "requestURI": f"/api/v1/namespaces?token={TOKEN}",
+          "objectRef": {"resource": "configmaps"}, "responseObject": {"data": {"kubeconfig": f"token: {TOKEN}"}}}
+    found = redact_event(ev)
+    assert TOKEN not in orjson.dumps(ev).decode() and len(found) == 2
