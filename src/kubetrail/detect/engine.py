@@ -1,0 +1,173 @@
+"""The detection engine: compiled Falco-language rules over audit records -> matches.
+
+API (what other modules use)::
+
+    from kubetrail.detect.engine import load_rules, builtin_rule_paths, RuleSet, Match
+
+    rs = load_rules(paths, compat="kubetrail" | "falco", match="first" | "all", min_priority="debug")
+    rs.errors / rs.warnings        # list[Diagnostic]; str(d) == "file:line:col: error: message"
+    rs.counts                      # {"lists", "macros", "rules", "compiled", "skipped"}
+    rs.ok                          # no errors
+    rs.raise_for_errors()          # RuleError listing every error
+    rs.rules                       # list[CompiledRule] in evaluation (definition) order
+    rs.evaluate(record_or_event)   # list[Match]; accepts a kubetrail.record.Record or an event dict
+    rs.evaluate_many(items)        # Iterator[tuple[item, Match]]
+
+    Match: rule, priority (e.g. "Warning"), priority_level (0 = Emergency … 7 = Debug), output,
+           tags, fields ({field: str | list[str] | None}), source, audit_id, stage, leaf_index, key,
+           time (ns or None); match.to_json() -> the `rules test --json` object.
+
+``compat="falco"`` reproduces the k8saudit plugin's quirks (see ``detect/falco/fields.py`` and
+docs/detect-falco.md); ``match="first"`` (Falco's default) reports only the first matching rule per
+event in definition order, ``"all"`` every matching rule.
+
+Indexing: each rule's resolved condition is analysed for the values ``ka.verb`` and
+``ka.target.resource`` must take (``value_sets``). For an event, the candidate rules for its
+(verb, resource) pair are computed once and cached, so an event is tested only against rules that
+can match it; rules without such a constraint are candidates for every event.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetrail.detect.falco.collector import PRIORITY_NAMES, Diagnostic, parse_priority
+from kubetrail.detect.falco.context import EventContext
+from kubetrail.detect.falco.loader import CompiledRule, load
+from kubetrail.errors import RuleError
+
+BUILTIN_DIR = os.path.join(os.path.dirname(__file__), "rules")
+_CACHE_LIMIT = 4096
+
+
+def builtin_rule_paths() -> list[str]:
+    """kubetrail's built-in ruleset, ``detect/rules/*.yaml`` in name order."""
+    return sorted(glob.glob(os.path.join(BUILTIN_DIR, "*.yaml")))
+
+
+@dataclass
+class Match:
+    rule: str
+    priority: str
+    priority_level: int
+    output: str
+    tags: tuple[str, ...]
+    fields: dict[str, Any]
+    source: str = "k8s_audit"
+    audit_id: str | None = None
+    stage: str | None = None
+    leaf_index: int | None = None
+    key: str | None = None
+    time: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "priority": self.priority, "output": self.output, "auditID": self.audit_id,
+                "stage": self.stage, "leaf_index": self.leaf_index, "tags": list(self.tags),
+                "time": self.time, "key": self.key}
+
+
+@dataclass
+class RuleSet:
+    rules: list[CompiledRule]
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    match: str = "first"
+    min_priority: int = 7
+    compat: str = "kubetrail"
+
+    def __post_init__(self) -> None:
+        if self.match not in ("first", "all"):
+            raise RuleError("", f"rule matching must be 'first' or 'all', not {self.match!r}")
+        self._active = [r for r in self.rules if r.enabled and r.priority <= self.min_priority]
+        self._candidates: dict[tuple[str | None, str | None], tuple[CompiledRule, ...]] = {}
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> None:
+        errs = self.errors
+        if errs:
+            first = errs[0]
+            rest = "".join(f"\n{e}" for e in errs[1:])
+            raise RuleError(str(first.pos or ""), first.message + rest)
+
+    def candidates(self, verb: str | None, resource: str | None) -> tuple[CompiledRule, ...]:
+        """The active rules that can match an event with this verb and resource, in order."""
+        key = (verb, resource)
+        found = self._candidates.get(key)
+        if found is None:
+            found = tuple(r for r in self._active
+                          if (r.verbs is None or verb in r.verbs) and (r.resources is None or resource in r.resources))
+            if len(self._candidates) >= _CACHE_LIMIT:
+                self._candidates.clear()
+            self._candidates[key] = found
+        return found
+
+    def evaluate(self, item: Any) -> list[Match]:
+        """Matches for one record (``kubetrail.record.Record``) or one audit event dict."""
+        if isinstance(item, dict):
+            ev, record = item, None
+        else:
+            ev, record = item.event(), item
+        ctx = EventContext(ev, record)
+        if ctx.audit:
+            verb, obj = ev.get("verb"), ev.get("objectRef")
+            res = obj.get("resource") if isinstance(obj, dict) else None
+            verb = verb if isinstance(verb, str) else None
+            res = res if isinstance(res, str) else None
+        else:
+            verb = res = None
+        out: list[Match] = []
+        for rule in self.candidates(verb, res):
+            if rule.condition(ctx):
+                out.append(self._match(rule, ctx, ev, record))
+                if self.match == "first":
+                    break
+        return out
+
+    def evaluate_many(self, items: Iterable[Any]) -> Iterator[tuple[Any, Match]]:
+        for item in items:
+            for m in self.evaluate(item):
+                yield item, m
+
+    def _match(self, rule: CompiledRule, ctx: EventContext, ev: dict[str, Any], record: Any) -> Match:
+        aid, stage = ev.get("auditID"), ev.get("stage")
+        return Match(
+            rule=rule.name,
+            priority=PRIORITY_NAMES[rule.priority],
+            priority_level=rule.priority,
+            output=rule.output.render(ctx),
+            tags=rule.tags,
+            fields=rule.output.fields(ctx),
+            audit_id=aid if isinstance(aid, str) else None,
+            stage=stage if isinstance(stage, str) else None,
+            leaf_index=getattr(record, "leaf_index", None),
+            key=getattr(record, "key", None),
+            time=ctx.time_ns,
+        )
+
+
+def load_rules(paths: Iterable[str], *, compat: str = "kubetrail", match: str = "first",
+               min_priority: str = "debug", texts: dict[str, str] | None = None) -> RuleSet:
+    """Load and compile rules files (in order; later files override earlier ones). Never raises for bad
+    rules: look at ``.errors`` (or call ``raise_for_errors``). ``texts`` adds in-memory files."""
+    if compat not in ("kubetrail", "falco"):
+        raise RuleError("", f"compat must be 'kubetrail' or 'falco', not {compat!r}")
+    level = parse_priority(min_priority)
+    if level is None:
+        raise RuleError("", f"unknown priority {min_priority!r}")
+    loaded = load(list(paths), compat=compat, texts=texts)
+    return RuleSet(loaded.rules, loaded.diagnostics, loaded.counts, match=match, min_priority=level, compat=compat)
