@@ -1,0 +1,167 @@
+"""``kubetrail rules lint|test|list``: check Falco-language rules files and run them over event files.
+
+``--rules`` and ``--events`` take several files each (``--rules a.yaml b.yaml --events x.json y.json``):
+``_GreedyCommand`` rewrites that into repeated options before click parses the line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import orjson
+
+from kubetrail.cli.options import json_option
+from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
+from kubetrail.errors import InputError
+
+_GREEDY = ("--rules", "--events")
+
+
+class _GreedyCommand(click.Command):
+    """Let ``--rules``/``--events`` swallow every following non-option word."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        current: str | None = None
+        for arg in args:
+            if arg in _GREEDY:
+                current = arg
+                continue
+            if arg.startswith("-") and arg != "-":
+                current = None
+                out.append(arg)
+                continue
+            if current is not None:
+                out.extend((current, arg))
+            else:
+                out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def _compat_options(fn: Any) -> Any:
+    fn = click.option("--compat", type=click.Choice(["kubetrail", "falco"]), default="kubetrail", show_default=True,
+                      help="'falco' reproduces the k8saudit plugin's quirks (docs/detect-falco.md).")(fn)
+    return fn
+
+
+def _print_diagnostics(rs: RuleSet, quiet: bool, err: bool = False) -> None:
+    for d in rs.errors:
+        click.echo(str(d), err=True)
+    if not quiet:
+        for d in rs.warnings:
+            click.echo(str(d), err=err)
+
+
+@click.group("rules")
+def rules() -> None:
+    """Falco-language detection rules: lint, test over events, list."""
+
+
+@rules.command("lint")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_compat_options
+@click.option("-q", "--quiet", is_flag=True, help="Do not print warnings.")
+@json_option
+def lint(files: tuple[str, ...], compat: str, quiet: bool, as_json: bool) -> None:
+    """Load FILES in order (later files override earlier ones) and report every error and warning.
+
+    Exit status 1 when any file has an error.
+    """
+    rs = load_rules(list(files), compat=compat)
+    if as_json:
+        click.echo(orjson.dumps({"ok": rs.ok, **rs.counts, "errors": [str(d) for d in rs.errors],
+                                 "warnings": [str(d) for d in rs.warnings]}).decode())
+    else:
+        _print_diagnostics(rs, quiet)
+        c = rs.counts
+        click.echo(f"{c['lists']} lists, {c['macros']} macros, {c['rules']} rules "
+                   f"({c['compiled']} compiled, {c['skipped']} of other sources skipped); "
+                   f"{len(rs.errors)} errors, {len(rs.warnings)} warnings")
+    if not rs.ok:
+        sys.exit(1)
+
+
+def _rule_paths(paths: tuple[str, ...]) -> list[str]:
+    if paths:
+        return list(paths)
+    builtin = builtin_rule_paths()
+    if not builtin:
+        raise InputError("no --rules given and no built-in rules found in detect/rules/")
+    return builtin
+
+
+def _events(paths: list[str]) -> Iterator[dict[str, Any]]:
+    from kubetrail.record import Decoded
+    from kubetrail.sources.formats import read_paths
+
+    rejected = 0
+    for item in read_paths(paths):
+        if isinstance(item, Decoded):
+            yield item.event
+        else:
+            rejected += 1
+            click.echo(f"{item.position}: data not recognized as a k8s audit event: {item.reason}", err=True)
+    if rejected:
+        click.echo(f"{rejected} input(s) rejected", err=True)
+
+
+@rules.command("test", cls=_GreedyCommand)
+@click.option("--rules", "rule_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Rules files, in load order (default: the built-in ruleset). Takes several files.")
+@click.option("--events", "event_files", multiple=True, required=True, type=click.Path(),
+              help="Audit event files in any format kubetrail ingests. Takes several files.")
+@_compat_options
+@click.option("--match", "match", type=click.Choice(["first", "all"]), default="first", show_default=True,
+              help="Report only the first matching rule per event (Falco's default) or all of them.")
+@click.option("--min-priority", default="debug", show_default=True, help="Ignore rules below this priority.")
+@json_option
+def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str, match: str, min_priority: str,
+         as_json: bool) -> None:
+    """Run rules over event files and print one line per match.
+
+    With --json each line is {"rule", "priority", "output", "auditID", "stage", "leaf_index", ...}
+    (leaf_index is null: events read from files are not trail leaves). Exit status 1 when the rules
+    have errors.
+    """
+    rs = load_rules(_rule_paths(rule_files), compat=compat, match=match, min_priority=min_priority)
+    _print_diagnostics(rs, quiet=True)
+    n = 0
+    for ev in _events(list(event_files)):
+        for m in rs.evaluate(ev):
+            n += 1
+            if as_json:
+                click.echo(orjson.dumps(m.to_json()).decode())
+            else:
+                click.echo(f"{m.fields.get('evt.time') or ev.get('stageTimestamp', '')}: {m.priority} {m.output}")
+    click.echo(f"{n} match(es)", err=True)
+    if not rs.ok:
+        sys.exit(1)
+
+
+@rules.command("list", cls=_GreedyCommand)
+@click.option("--rules", "rule_files", multiple=True, type=click.Path(dir_okay=False),
+              help="Rules files (default: the built-in ruleset). Takes several files.")
+@_compat_options
+@json_option
+def list_rules(rule_files: tuple[str, ...], compat: str, as_json: bool) -> None:
+    """List the compiled rules in evaluation order: priority, name, tags, enabled, where defined."""
+    from kubetrail.detect.falco.collector import PRIORITY_NAMES
+
+    rs = load_rules(_rule_paths(rule_files), compat=compat)
+    _print_diagnostics(rs, quiet=True)
+    for r in rs.rules:
+        row = {"rule": r.name, "priority": PRIORITY_NAMES[r.priority], "enabled": r.enabled, "tags": list(r.tags),
+               "source": r.source, "where": str(r.pos), "desc": r.desc.strip()}
+        if as_json:
+            click.echo(orjson.dumps(row).decode())
+        else:
+            flag = "" if r.enabled else "  (disabled)"
+            click.echo(f"{row['priority']:<13} {r.name}  [{', '.join(r.tags)}]{flag}")
+    if not rs.ok:
+        sys.exit(1)
+
+
+commands: list[click.Command] = [rules]
