@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from kubetrail.posture.policy.model import GroupResources, Policy, PolicyRule, Problem
+from kubetrail.posture.policy.model import GroupResources, Level, Policy, PolicyRule, Problem
 
 RESOURCE_VERBS = frozenset({"get", "list", "watch", "create", "update", "patch", "delete", "deletecollection",
                             "proxy"})
@@ -50,7 +50,8 @@ def rule_checks(policy: Policy) -> Iterator[Problem]:
         yield Problem("warn", "omits-response-started", "omitStages",
                       "omitting ResponseStarted loses every rejected (401) request, whose only stage it is, "
                       "and the start of exec/attach/port-forward sessions")
-    if "RequestReceived" not in policy.omit_stages:
+    if any(r.level > Level.NONE and "RequestReceived" not in r.omit_stages for r in policy.rules) \
+            and "RequestReceived" not in policy.omit_stages:
         yield Problem("info", "keeps-request-received", "omitStages",
                       "RequestReceived is recorded: it roughly doubles the volume and adds nothing once "
                       "ResponseComplete arrives (keep it only with --audit-log-mode=blocking-strict)")
@@ -105,6 +106,7 @@ def _group_checks(where: str, g: GroupResources, rule: PolicyRule) -> Iterator[P
     if g.group in ("v1",) or g.group.endswith(".v1"):
         yield Problem("error", "misplaced-group", f"{where}.group",
                       f"group {g.group!r} never matches: groups are written without a version ('' is core)")
+        return
     for res in g.resources:
         base = res.split("/", 1)[0]
         if base != "*" and base.lower() != base:

@@ -49,8 +49,9 @@ class RequestClass:
 
 def _req(verbs: tuple[str, ...], group: str, resource: str, sub: str = "", ns: str = "default",
          name: str = "x", users: tuple[UserInfo | None, ...] = (ALICE,)) -> tuple[RequestAttrs, ...]:
-    """Requests for every verb × user; ``create`` gets no name, as a POST to a collection has none."""
-    return tuple(RequestAttrs(u, v, True, group, resource, sub, ns, "" if v == "create" and not sub else name)
+    """Requests for every verb × user; collection verbs (create, list, watch, deletecollection) carry no name."""
+    nameless = ("create", "list", "watch", "deletecollection")
+    return tuple(RequestAttrs(u, v, True, group, resource, sub, ns, "" if v in nameless and not sub else name)
                  for v in verbs for u in users)
 
 

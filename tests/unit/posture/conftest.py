@@ -1,0 +1,6 @@
+"""Make the transcribed reference checker importable from this directory's tests."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
