@@ -8,7 +8,7 @@ the compiler never sees a ``MacroRef``. Nodes are immutable, so a macro's tree i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +17,7 @@ class FieldRef:
 
     name: str
     arg: str | None = None
-    pos: int = 0
+    pos: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         return self.name if self.arg is None else f"{self.name}[{self.arg}]"
@@ -29,7 +29,7 @@ class Transform:
 
     name: str
     args: tuple[Operand, ...]
-    pos: int = 0
+    pos: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         return f"{self.name}({', '.join(str(a) for a in self.args)})"
@@ -71,13 +71,13 @@ class Check:
     op: str
     rhs: Value | None = None
     modifier: str | None = None
-    pos: int = 0
+    pos: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class MacroRef:
     name: str
-    pos: int = 0
+    pos: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

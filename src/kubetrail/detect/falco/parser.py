@@ -22,7 +22,7 @@ LIST_OPS = ("intersects", "in", "pmatch")
 MODIFIERS = ("oneof", "anyof", "allof")
 TRANSFORMERS = ("tolower", "toupper", "b64", "basename", "len")
 _UNSUPPORTED_TRANSFORMERS = ("join", "concat", "getopt")
-MAX_DEPTH = 1000
+MAX_DEPTH = 100  # Falco allows 1000 for rules; Python frames make 100 (libsinsp's default) the safe choice
 
 
 class _Parser:
@@ -44,7 +44,7 @@ class _Parser:
     def _enter(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise self.s.error("exceeded max depth limit of 1000")
+            raise self.s.error(f"exceeded max depth limit of {MAX_DEPTH}")
 
     def or_expr(self) -> ast.Node:
         self._enter()
