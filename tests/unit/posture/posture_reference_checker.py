@@ -1,3 +1,4 @@
+# ruff: noqa: SIM102, SIM103, SIM110  -- the Go control flow is kept on purpose
 """A plain, line-by-line transcription of the apiserver's policy checker (``pkg/audit/policy/checker.go``,
 as quoted in the shared reference §1.3), working on the raw policy dict. It is the oracle for the
 property tests: deliberately naive, no compilation, no sets, the Go control flow kept as is.
