@@ -19,6 +19,8 @@ plugin has a bug, the spec carries two extractors: ``extract`` (kubetrail, fixed
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -29,6 +31,7 @@ from kubetrail.detect.falco.context import MISSING, EventContext, Extracted, Fie
 from kubetrail.detect.falco.ktfields import KT_FIELDS
 
 FIELDS: dict[str, FieldSpec] = {}
+_HOSTNAME = socket.gethostname()
 
 
 def _add(spec: FieldSpec) -> None:
@@ -284,15 +287,13 @@ def _evt_time(c: EventContext, _arg: str | None, fmt: str) -> Extracted:
     t = c.time_ns
     if t is None:
         return None
-    import time as _time
-
     secs, ns = divmod(t, 1_000_000_000)
     if fmt == "time":
-        return _time.strftime("%H:%M:%S", _time.gmtime(secs)) + f".{ns:09d}"
+        return time.strftime("%H:%M:%S", time.gmtime(secs)) + f".{ns:09d}"
     if fmt == "iso":
-        return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(secs)) + f".{ns:09d}Z"
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns:09d}Z"
     if fmt == "date":
-        return _time.strftime("%Y-%m-%d %H:%M:%S", _time.gmtime(secs)) + f".{ns:09d}"
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(secs)) + f".{ns:09d}"
     return str(t)
 
 
@@ -302,7 +303,7 @@ _add(FieldSpec("evt.datetime", "event date and time", partial(_evt_time, fmt="da
 _add(FieldSpec("evt.rawtime", "event time in ns", partial(_evt_time, fmt="raw")))
 _add(FieldSpec("evt.source", "event source", lambda c, a: "k8s_audit"))
 _add(FieldSpec("evt.pluginname", "plugin name", lambda c, a: "k8saudit"))
-_add(FieldSpec("evt.hostname", "host name", lambda c, a: __import__("socket").gethostname()))
+_add(FieldSpec("evt.hostname", "host name", lambda c, a: _HOSTNAME))
 
 for _spec in KT_FIELDS:
     _add(_spec)
