@@ -80,7 +80,7 @@ def parse_flags(tokens: list[str]) -> dict[str, str]:
             continue
         name, eq, value = tok[2:].partition("=")
         if not eq:
-            if name not in BOOL_FLAGS and i < len(tokens) and not tokens[i].startswith("-"):
+            if name not in BOOL_FLAGS and i < len(tokens) and (tokens[i] == "-" or not tokens[i].startswith("-")):
                 value, i = tokens[i], i + 1
             else:
                 value = "true"
