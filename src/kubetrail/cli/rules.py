@@ -31,7 +31,8 @@ class _GreedyCommand(click.Command):
                 current = arg
                 continue
             if arg.startswith("-") and arg != "-":
-                current = None
+                # "--rules=a.yaml b.yaml" keeps collecting after the first value
+                current = next((g for g in _GREEDY if arg.startswith(g + "=")), None)
                 out.append(arg)
                 continue
             if current is not None:

@@ -12,6 +12,8 @@ API (what other modules use)::
     rs.rules                       # list[CompiledRule] in evaluation (definition) order
     rs.evaluate(record_or_event)   # list[Match]; accepts a kubetrail.record.Record or an event dict
     rs.evaluate_many(items)        # Iterator[tuple[item, Match]]
+    rs.set_enabled(False, rule="K8s * Created", tag=None)  # Falco's `rules:` enable/disable (fnmatch on
+                                   # the name, or a tag), applied in call order; returns the count changed
 
     Match: rule, priority (e.g. "Warning"), priority_level (0 = Emergency … 7 = Debug), output,
            tags, fields ({field: str | list[str] | None}), source, audit_id, stage, leaf_index, key,
@@ -29,6 +31,7 @@ can match it; rules without such a constraint are candidates for every event.
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections.abc import Iterable, Iterator
@@ -82,8 +85,23 @@ class RuleSet:
     def __post_init__(self) -> None:
         if self.match not in ("first", "all"):
             raise RuleError("", f"rule matching must be 'first' or 'all', not {self.match!r}")
+        self._reindex()
+
+    def _reindex(self) -> None:
         self._active = [r for r in self.rules if r.enabled and r.priority <= self.min_priority]
         self._candidates: dict[tuple[str | None, str | None], tuple[CompiledRule, ...]] = {}
+
+    def set_enabled(self, enabled: bool, *, rule: str | None = None, tag: str | None = None) -> int:
+        """Enable or disable rules by name (``*`` wildcards) or by tag, like Falco's ``rules:`` config."""
+        if (rule is None) == (tag is None):
+            raise RuleError("", "give exactly one of rule= or tag=")
+        changed = 0
+        for r in self.rules:
+            if (rule is not None and fnmatch.fnmatchcase(r.name, rule)) or (tag is not None and tag in r.tags):
+                changed += r.enabled != enabled
+                r.enabled = enabled
+        self._reindex()
+        return changed
 
     @property
     def errors(self) -> list[Diagnostic]:

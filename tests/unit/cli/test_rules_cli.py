@@ -65,6 +65,9 @@ def test_test_prints_one_json_line_per_match(files: dict[str, str]) -> None:
 def test_test_text_and_bad_rules(files: dict[str, str]) -> None:
     r = CliRunner().invoke(cli, ["rules", "test", "--events", files["events"], "--rules", files["good"]])
     assert r.exit_code == 0 and "Warning eve made pods" in r.stdout
+    r = CliRunner().invoke(cli, ["rules", "test", f"--rules={files['good']}", files["good"], "--events",
+                                 files["events"]])
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["rules", "test", "--rules", files["bad"], "--events", files["events"]])
     assert r.exit_code == 1
     r = CliRunner().invoke(cli, ["rules", "test", "--rules", files["good"], "--events", "/nonexistent.json"])

@@ -125,3 +125,13 @@ def test_indexing_agrees_with_full_scan_on_the_trace_files() -> None:
             ctx = EventContext(e)
             full = [x.name for x in r.rules if x.enabled and x.condition(ctx)]
             assert [m.rule for m in r.evaluate(e)] == full, path
+
+
+def test_enable_and_disable_by_name_or_tag() -> None:
+    r = rs(match="all")
+    e = ev("create", "pods", user="eve")
+    assert r.set_enabled(False, tag="T1610") == 1
+    assert [m.rule for m in r.evaluate(e)] == ["write", "anything"]
+    assert r.set_enabled(False, rule="wr*") == 1
+    assert r.set_enabled(True, rule="*") == 2
+    assert [m.rule for m in r.evaluate(e)] == ["pod create", "write", "anything"]
