@@ -173,7 +173,8 @@ def _define(col: Collector, item: Node, m: dict[str, Node], name: str, prev: Rul
     prio = parse_priority(ptext)
     if prio is None:
         raise ItemError(m["priority"].pos, f"Invalid priority level: {ptext}")
-    source = col._text(item, m, "source", required=False, empty_ok=True) or "syscall"
+    source_text = col._text(item, m, "source", required=False, empty_ok=True)
+    source = source_text or (prev.source if prev is not None and source_text == "" else "syscall")
     enabled = col._bool(m, "enabled")
     tags = _tags(m["tags"]) if "tags" in m else []
     exceptions = _exceptions(m["exceptions"], source) if "exceptions" in m else []
@@ -184,7 +185,7 @@ def _define(col: Collector, item: Node, m: dict[str, Node], name: str, prev: Rul
     for key in ("warn_evttypes", "capture"):
         col._bool(m, key)
     if prev is not None:
-        if prev.source != source and "source" in m:
+        if prev.source != source:
             raise ItemError(item.pos, "Rule has been re-defined with a different source")
         index = prev.index
     else:

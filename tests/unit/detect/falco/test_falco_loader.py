@@ -152,6 +152,8 @@ def test_redefinition_keeps_position_and_enabled_toggle() -> None:
     rs = load(R("first", "ka.verb=create"), "- rule: first\n  enabled: no\n  override:\n    enabled: replace\n")
     assert names(rs) == []
     assert "no rule by that name" in load("- rule: x\n  enabled: false\n").errors[0].message
+    no_source = "- rule: first\n  desc: d\n  condition: ka.verb=get\n  output: o\n  priority: INFO\n"
+    assert "different source" in load(R("first", "ka.verb=create"), no_source).errors[0].message
 
 
 def test_exceptions() -> None:
