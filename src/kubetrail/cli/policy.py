@@ -117,7 +117,7 @@ def simulate_cmd(policy_file: str, more_events: tuple[str, ...], events: tuple[s
                f"recorded; {s.rejected_inputs} inputs were not audit events")
     for title, counter in (("lost by reason", s.lost_by_reason), ("lost by rule", s.lost_by_rule),
                            ("lost security events", s.lost_by_class),
-                           ("security events losing their bodies", s.downgraded_by_class)):
+                           ("security events kept at a lower level (less body)", s.downgraded_by_class)):
         if counter:
             click.echo(f"{title}: " + ", ".join(f"{k} {v}" for k, v in counter.most_common()))
 
