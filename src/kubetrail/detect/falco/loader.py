@@ -176,14 +176,20 @@ def load(paths: list[str], *, compat: str = "kubetrail", texts: dict[str, str] |
             continue
         for doc in docs:
             col.add_document(doc)
-    return _compile(col, compat)
+    loaded = _compile(col, compat)
+    rank = {name: i for i, (name, _) in enumerate(sources)}
+    loaded.diagnostics.sort(key=lambda d: (rank.get(d.pos.file, len(rank)), d.pos.line, d.pos.col) if d.pos
+                            else (len(rank), 0, 0))
+    return loaded
 
 
-def _cond_error(diags: list[Diagnostic], pos: Pos, what: str, exc: Exception, text: str) -> None:
+def _cond_error(diags: list[Diagnostic], pos: Pos, what: str, exc: Exception, text: str, orig: str) -> None:
+    """Report a condition error; exact line:col when the text is the unchanged one-line YAML scalar."""
     offset = getattr(exc, "pos", 0)
     message = getattr(exc, "message", str(exc))
     near = text[offset : offset + 30].replace("\n", " ")
-    diags.append(Diagnostic(pos, f"{what}: {message} (at offset {offset}: '{near}')"))
+    where = pos.at(text, offset) if text == orig else pos
+    diags.append(Diagnostic(where, f"{what}: {message} (at offset {offset}: '{near}')"))
 
 
 def _compile(col: Collector, compat: str) -> Loaded:
@@ -215,13 +221,13 @@ def _compile(col: Collector, compat: str) -> Loaded:
         try:
             trees[macro.name] = parse_condition(texts[macro.name])
         except ConditionSyntaxError as exc:
-            _cond_error(diags, macro.pos, f"macro '{macro.name}'", exc, texts[macro.name])
+            _cond_error(diags, macro.pos, f"macro '{macro.name}'", exc, texts[macro.name], macro.condition)
     resolver = _Resolver(col.macros, trees)
     for name in trees:
         try:
             resolver.macro(name, ())
         except CompileError as exc:
-            _cond_error(diags, col.macros[name].pos, f"macro '{name}'", exc, texts[name])
+            _cond_error(diags, col.macros[name].pos, f"macro '{name}'", exc, texts[name], col.macros[name].condition)
     compiled: list[CompiledRule] = []
     skipped: Counter[tuple[str, str]] = Counter()
     for rule in sorted(col.rules.values(), key=lambda r: r.index):
@@ -264,7 +270,7 @@ def _compile_rule(rule: RuleDef, subst: object, resolver: _Resolver, compat: str
         if rule.skip_unknown and "nonexistent field" in str(exc):
             diags.append(Diagnostic(rule.pos, f"{what}: {exc} (skipped: skip-if-unknown-filter)", "warning"))
             return None
-        _cond_error(diags, rule.pos, f"{what} condition", exc, text)
+        _cond_error(diags, rule.pos, f"{what} condition", exc, text, rule.condition)
         return None
     try:
         output = compile_output(rule.output, compiler)

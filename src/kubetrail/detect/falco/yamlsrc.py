@@ -29,9 +29,17 @@ class Pos:
     file: str
     line: int
     col: int
+    # For a one-line plain (0) or quoted (1) scalar: where its text starts after ``col``; else -1.
+    shift: int = field(default=-1, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
+
+    def at(self, text: str, offset: int) -> Pos:
+        """The position of ``text[offset]`` when ``text`` is this scalar's unchanged one-line value."""
+        if self.shift < 0 or "\n" in text:
+            return self
+        return Pos(self.file, self.line, self.col + self.shift + offset)
 
 
 Value = str | None | list["Node"] | dict[str, "Node"]
@@ -73,6 +81,9 @@ def _convert(node: yaml.Node, file: str) -> Node:
     if isinstance(node, yaml.ScalarNode):
         if not node.style and node.value in _NULLS:  # plain style: None (PyYAML) or '' (libyaml)
             return Node(None, pos)
+        one_line = node.start_mark.line == node.end_mark.line
+        if one_line and node.style in (None, "", '"', "'"):
+            pos = Pos(file, pos.line, pos.col, 1 if node.style else 0)
         return Node(node.value, pos, node.style)
     if isinstance(node, yaml.SequenceNode):
         return Node([_convert(n, file) for n in node.value], pos)

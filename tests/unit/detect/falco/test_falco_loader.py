@@ -49,7 +49,8 @@ def test_every_error_is_reported_with_file_line_col() -> None:
     errs = [str(e) for e in rs.errors]
     assert len(errs) == 4, errs
     assert errs[0].startswith("f0.yaml:")
-    assert any(":3:14: error: rule 'bad1' condition" in e for e in errs)
+    assert errs[0].startswith("f0.yaml:3:23: error: rule 'bad1' condition")  # the column of the problem
+    assert errs[1].startswith("f0.yaml:9:14: error: rule 'bad2' condition")  # sorted by position
     assert any("nonexistent field ka.nope" in e for e in errs)
     assert any("List items must be a sequence" in e for e in errs)
     assert any("Item has no mapping for key 'condition'" in e for e in errs)
