@@ -3,21 +3,26 @@
 Position format (JSON, stored in ``source_positions`` in the same transaction as the records it
 covers, so a crash can only ever re-read, never skip)::
 
-    {"v": 1, "dev": int, "ino": int, "fp": "<hex sha256 of the first FP_BYTES bytes>" or "", "offset": int}
+    {"v": 2, "dev": int, "ino": int, "fp": "<hex sha256 of the first fp_len bytes>", "fp_len": int,
+     "mtime_ns": int, "offset": int}
 
-The fingerprint is empty until the file holds FP_BYTES bytes (a younger file is told apart by inode
-and size alone).
+``fp`` identifies a file's *content generation*: the hash of its first ``fp_len`` bytes
+(``fp_len`` grows to FP_BYTES as the file grows). It tells a copy made by copytruncate from the
+original, and a truncated-and-rewritten file from the one we were reading.
 
 Rules:
 
-* Only whole lines are returned; a partial last line waits for its newline.
-* Rename rotation (the apiserver's own, logrotate ``create``) and delete-and-recreate: the old file
-  handle is read to its end before the new file is opened at offset 0.
-* copytruncate: the file shrinks or its first bytes change under the same inode. The copy is
-  found among the siblings by its fingerprint and read from our offset first.
-* After a restart the file named by the position is found by inode (the live file or a rotated
-  sibling, matched on inode and fingerprint); if it is gone, reading starts at the beginning of the
-  live file. Re-reading is harmless because the store refuses keys it already holds.
+* Only whole lines are returned; a partial last line waits for its newline (a finished, rotated
+  file gives up its last bytes when it is drained).
+* Rename rotation (the apiserver's own, logrotate ``create``) and delete-and-recreate: the old
+  handle is read to its end before the new file is read from offset 0.
+* copytruncate: the file shrinks or its first bytes change under the same inode. The copy is found
+  among the siblings by fingerprint and read from our offset first.
+* A first start (no position) with ``read_from: beginning`` reads the rotated siblings, oldest
+  first, before the live file: the history already on the node belongs in the trail.
+* Whenever we lose sight of our file (restart, rotation, truncation), every rotated sibling written
+  since our file's last write is also read from the start, so two rotations between polls or during
+  a restart lose nothing. Re-reading is harmless: the store refuses keys it already holds.
 """
 
 from __future__ import annotations
@@ -32,21 +37,24 @@ import orjson
 FP_BYTES = 256
 
 
-def fingerprint(fh: BinaryIO, length: int = FP_BYTES) -> str:
-    """SHA-256 of the first ``length`` bytes, or "" when the file is shorter than that."""
+def _hash_prefix(fh: BinaryIO, length: int) -> str | None:
+    """SHA-256 of exactly the first ``length`` bytes, or None when the file is shorter."""
     pos = fh.tell()
     fh.seek(0)
     head = fh.read(length)
     fh.seek(pos)
-    return hashlib.sha256(head).hexdigest() if head and len(head) == length else ""
+    return hashlib.sha256(head).hexdigest() if len(head) == length else None
 
 
 class Position:
-    def __init__(self, dev: int, ino: int, fp: str, offset: int) -> None:
-        self.dev, self.ino, self.fp, self.offset = dev, ino, fp, offset
+    def __init__(self, dev: int, ino: int, fp: str = "", fp_len: int = 0, offset: int = 0,
+                 mtime_ns: int = 0) -> None:
+        self.dev, self.ino, self.fp, self.fp_len = dev, ino, fp, fp_len
+        self.offset, self.mtime_ns = offset, mtime_ns
 
     def dumps(self) -> str:
-        return orjson.dumps({"v": 1, "dev": self.dev, "ino": self.ino, "fp": self.fp, "offset": self.offset}).decode()
+        return orjson.dumps({"v": 2, "dev": self.dev, "ino": self.ino, "fp": self.fp, "fp_len": self.fp_len,
+                             "mtime_ns": self.mtime_ns, "offset": self.offset}).decode()
 
     @classmethod
     def loads(cls, text: str | None) -> Position | None:
@@ -54,13 +62,85 @@ class Position:
             return None
         try:
             d = orjson.loads(text)
-            return cls(int(d["dev"]), int(d["ino"]), str(d["fp"]), int(d["offset"]))
+            return cls(int(d["dev"]), int(d["ino"]), str(d["fp"]), int(d.get("fp_len", 0)),
+                       int(d["offset"]), int(d.get("mtime_ns", 0)))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
+    def copy(self) -> Position:
+        return Position(self.dev, self.ino, self.fp, self.fp_len, self.offset, self.mtime_ns)
+
+    def same_content(self, fh: BinaryIO) -> bool:
+        """Does ``fh`` start with the bytes this position was fingerprinted on?"""
+        return self.fp_len == 0 or _hash_prefix(fh, self.fp_len) == self.fp
+
+
+class _File:
+    """One open file being drained, with its own partial-line buffer."""
+
+    def __init__(self, fh: BinaryIO, pos: Position) -> None:
+        self.fh, self.pos, self.buf = fh, pos, b""
+
+    @classmethod
+    def open(cls, path: str) -> _File | None:
+        try:
+            # Unbuffered: a buffered reader may answer a seek(0) from stale buffer bytes and miss a
+            # truncation.
+            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - owned by the _File
+        except OSError:
+            return None
+        st = os.fstat(fh.fileno())
+        f = cls(fh, Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns))
+        f.refresh_fp()
+        return f
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        return self.pos.dev, self.pos.ino
+
+    def refresh_fp(self) -> None:
+        size = os.fstat(self.fh.fileno()).st_size
+        length = min(size, FP_BYTES)
+        if length > self.pos.fp_len:
+            fp = _hash_prefix(self.fh, length)
+            if fp is not None:
+                self.pos.fp, self.pos.fp_len = fp, length
+
+    def seek(self, offset: int) -> None:
+        self.fh.seek(offset)
+        self.pos.offset = offset
+        self.buf = b""
+
+    def truncated(self) -> bool:
+        size = os.fstat(self.fh.fileno()).st_size
+        return size < self.pos.offset + len(self.buf) or not self.pos.same_content(self.fh)
+
+    def drain(self, max_bytes: int, final: bool) -> Iterator[tuple[list[bytes], Position]]:
+        while True:
+            chunk = self.fh.read(max_bytes)
+            if not chunk:
+                if final and self.buf:
+                    line, self.buf = self.buf, b""
+                    self.pos.offset += len(line)
+                    yield [line], self.pos.copy()
+                return
+            self.pos.mtime_ns = max(self.pos.mtime_ns, os.fstat(self.fh.fileno()).st_mtime_ns)
+            data = self.buf + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                self.buf = data
+                continue
+            whole, self.buf = data[:cut + 1], data[cut + 1:]
+            self.pos.offset = self.fh.tell() - len(self.buf)
+            self.refresh_fp()
+            yield whole.splitlines(), self.pos.copy()
+
+    def close(self) -> None:
+        self.fh.close()
+
 
 def siblings(path: str) -> list[str]:
-    """Rotated copies next to ``path`` (audit.log.1, audit-2024-….log, audit.log-20240101), oldest last."""
+    """Rotated copies next to ``path`` (audit.log.1, audit-2024-….log, audit.log-20240101), oldest first."""
     directory, base = os.path.split(path)
     stem = base.rsplit(".", 1)[0] if "." in base else base
     try:
@@ -69,151 +149,129 @@ def siblings(path: str) -> list[str]:
         return []
     out = [os.path.join(directory, n) for n in names
            if n != base and n.startswith(stem) and not n.endswith(".gz")]
-    return sorted(out, key=lambda p: _mtime(p), reverse=True)
+    return sorted(out, key=_mtime_ns)
 
 
-def _mtime(p: str) -> float:
+def _mtime_ns(p: str) -> int:
     try:
-        return os.stat(p).st_mtime
+        return os.stat(p).st_mtime_ns
     except OSError:
-        return 0.0
+        return 0
 
 
 class Tailer:
-    """Yields ``(lines, position)`` chunks; call ``poll()`` repeatedly."""
+    """Yields ``(lines, position)`` chunks from ``poll()``; the position is where to resume."""
 
     def __init__(self, path: str, start: Position | None, max_bytes: int = 1 << 20,
                  from_end: bool = False) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self.fh: BinaryIO | None = None
-        self.pos: Position | None = None
-        self.buf = b""
-        self.pending: list[tuple[BinaryIO, Position]] = []  # drained before the live file
-        self._resume(start, from_end)
-
-    # -- opening ---------------------------------------------------------------------------------
-    def _open(self, path: str) -> tuple[BinaryIO, Position] | None:
-        try:
-            fh = open(path, "rb")  # noqa: SIM115 - owned by the tailer
-        except OSError:
-            return None
-        st = os.fstat(fh.fileno())
-        return fh, Position(st.st_dev, st.st_ino, fingerprint(fh), 0)
-
-    def _resume(self, start: Position | None, from_end: bool) -> None:
-        live = self._open(self.path)
+        self.live: _File | None = None
+        self.pending: list[_File] = []  # finished files, drained in order before the live one
+        live = _File.open(path)
+        if start is not None and live and live.ident == (start.dev, start.ino) and start.fp_len \
+                and start.same_content(live.fh) and os.fstat(live.fh.fileno()).st_size >= start.offset:
+            live.seek(start.offset)
+            self.live = live
+            return
         if start is not None:
-            if live and (live[1].dev, live[1].ino) == (start.dev, start.ino) and \
-                    _same_prefix(live[0], start):
-                self.fh, self.pos = live
-                self.pos.offset = start.offset
-                self.fh.seek(start.offset)
-                return
-            for sib in siblings(self.path):
-                got = self._open(sib)
-                if not got:
-                    continue
-                fh, p = got
-                same_inode = (p.dev, p.ino) == (start.dev, start.ino) and _same_prefix(fh, start)
-                if same_inode or (start.fp and p.fp == start.fp):
-                    p.offset = start.offset
-                    fh.seek(start.offset)
-                    self.pending.append((fh, p))
-                    break
-                fh.close()
-        if live:
-            self.fh, self.pos = live
-            if from_end and start is None:
-                self.fh.seek(0, os.SEEK_END)
-                self.pos.offset = self.fh.tell()
+            self._queue_lost(start, exclude=live.ident if live else None)
+        elif not from_end:
+            self._queue_lost(Position(-1, -1), exclude=live.ident if live else None)
+        self.live = live
+        if live and from_end and start is None:
+            live.fh.seek(0, os.SEEK_END)
+            live.pos.offset = live.fh.tell()
 
-    # -- reading ---------------------------------------------------------------------------------
-    def poll(self) -> Iterator[tuple[list[bytes], Position]]:
-        while self.pending:
-            fh, p = self.pending[0]
-            yield from self._drain(fh, p, final=True)
-            fh.close()
-            self.pending.pop(0)
-        if self.fh is None or self.pos is None:
-            got = self._open(self.path)
-            if not got:
-                return
-            self.fh, self.pos = got
-        self._check_rotation()
-        yield from self._drain(self.fh, self.pos, final=False)
-
-    def _drain(self, fh: BinaryIO, p: Position, final: bool) -> Iterator[tuple[list[bytes], Position]]:
-        while True:
-            chunk = fh.read(self.max_bytes)
-            if not chunk:
-                if final and self.buf:  # a rotated file never gets its newline: take the rest
-                    line, self.buf = self.buf, b""
-                    p.offset += len(line)
-                    yield [line], _copy(p)
-                return
-            data = self.buf + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                self.buf = data
+    def _queue_lost(self, lost: Position, exclude: tuple[int, int] | None) -> None:
+        """Queue the file we lost sight of (from its offset) and every sibling written after it."""
+        own_found = False
+        for sib in siblings(self.path):
+            f = _File.open(sib)
+            if f is None:
                 continue
-            whole, self.buf = data[:cut + 1], data[cut + 1:]
-            p.offset = fh.tell() - len(self.buf)
-            yield whole.splitlines(), _copy(p)
+            if f.ident == exclude:
+                f.close()
+                continue
+            same_gen = lost.fp_len > 0 and lost.same_content(f.fh)
+            own = same_gen and (f.ident == (lost.dev, lost.ino) or not own_found)
+            if own and not own_found:
+                own_found = True
+                f.seek(min(lost.offset, os.fstat(f.fh.fileno()).st_size))
+                self.pending.append(f)
+            elif not same_gen and f.pos.mtime_ns >= lost.mtime_ns:
+                self.pending.append(f)
+            else:
+                f.close()
 
-    def _check_rotation(self) -> None:
-        assert self.fh is not None and self.pos is not None
+    def poll(self) -> Iterator[tuple[list[bytes], Position]]:
+        while True:
+            while self.pending:
+                f = self.pending[0]
+                if f.truncated():  # truncated after we queued it: its tail is in a copy
+                    self.pending.pop(0)
+                    self._lost(f)
+                    continue
+                yield from f.drain(self.max_bytes, final=True)
+                f.close()
+                self.pending.pop(0)
+            if self.live is None:
+                self.live = _File.open(self.path)
+                if self.live is None:
+                    return
+            if not self._rotated():
+                break
+        yield from self.live.drain(self.max_bytes, final=False)
+
+    def _lost(self, f: _File) -> None:
+        """``f`` was truncated under us: read its copy from our offset, then it from the start."""
+        self._queue_lost(f.pos, exclude=f.ident)
+        f.fh.seek(0)
+        st = os.fstat(f.fh.fileno())
+        f.pos = Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns)
+        f.buf = b""
+        f.refresh_fp()
+        self.pending.append(f)
+
+    def _rotated(self) -> bool:
+        """Detects rotation/truncation and queues what must be read first; True when it did."""
+        assert self.live is not None
         try:
             st = os.stat(self.path)
         except OSError:
-            return  # deleted and not yet recreated: keep reading the open handle
-        if (st.st_dev, st.st_ino) != (self.pos.dev, self.pos.ino):
-            # Renamed or recreated: finish the old handle first, then the new file from 0.
-            self.pending.append((self.fh, self.pos))
-            self.fh, self.pos = None, None
-            got = self._open(self.path)
-            if got:
-                self.fh, self.pos = got
-            return
-        if st.st_size < self.pos.offset:
-            self._truncated()
-            return
-        current = fingerprint(self.fh)
-        if not self.pos.fp:
-            self.pos.fp = current
-        elif current != self.pos.fp:
-            self._truncated()
+            return False  # deleted and not yet recreated: keep reading the open handle
+        live = self.live
+        if (st.st_dev, st.st_ino) != live.ident:
+            self.live = None
+            if live.truncated():
+                self._lost(live)
+            else:
+                self.pending.append(live)
+                newer = _File.open(self.path)
+                self._queue_newer(live.pos, exclude=newer.ident if newer else None)
+                if newer:
+                    newer.close()
+            return True
+        if live.truncated():
+            self.live = None
+            self._lost(live)
+            self.live = self.pending.pop()  # _lost queued it last, reset to offset 0: it stays live
+            return True
+        return False
 
-    def _truncated(self) -> None:
-        assert self.fh is not None and self.pos is not None
-        old = self.pos
+    def _queue_newer(self, old: Position, exclude: tuple[int, int] | None) -> None:
         for sib in siblings(self.path):
-            got = self._open(sib)
-            if not got:
+            f = _File.open(sib)
+            if f is None:
                 continue
-            fh, p = got
-            if old.fp and p.fp == old.fp and (p.dev, p.ino) != (old.dev, old.ino):
-                p.offset = old.offset
-                fh.seek(p.offset)
-                self.buf = b""
-                self.pending.append((fh, p))
-                break
-            fh.close()
-        self.buf = b""
-        self.fh.seek(0)
-        self.pos = Position(old.dev, old.ino, fingerprint(self.fh), 0)
+            if f.ident not in ((old.dev, old.ino), exclude) and f.pos.mtime_ns > old.mtime_ns:
+                self.pending.append(f)
+            else:
+                f.close()
 
     def close(self) -> None:
-        for fh, _ in self.pending:
-            fh.close()
+        for f in self.pending:
+            f.close()
         self.pending.clear()
-        if self.fh:
-            self.fh.close()
-
-
-def _copy(p: Position) -> Position:
-    return Position(p.dev, p.ino, p.fp, p.offset)
-
-
-def _same_prefix(fh: BinaryIO, start: Position) -> bool:
-    return not start.fp or fingerprint(fh) == start.fp
+        if self.live:
+            self.live.close()
