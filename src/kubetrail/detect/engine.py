@@ -87,6 +87,8 @@ class RuleSet:
             raise RuleError("", f"rule matching must be 'first' or 'all', not {self.match!r}")
         self._reindex()
 
+    eval_errors: int = 0  # rule evaluations that raised (a bug in an extractor); counted, never fatal
+
     def _reindex(self) -> None:
         self._active = [r for r in self.rules if r.enabled and r.priority <= self.min_priority]
         self._candidates: dict[tuple[str | None, str | None], tuple[CompiledRule, ...]] = {}
@@ -150,7 +152,12 @@ class RuleSet:
             verb = res = None
         out: list[Match] = []
         for rule in self.candidates(verb, res):
-            if rule.condition(ctx):
+            try:
+                hit = rule.condition(ctx)
+            except Exception:  # noqa: BLE001 - like Falco, an extraction failure is "no value", never a crash
+                self.eval_errors += 1
+                continue
+            if hit:
                 out.append(self._match(rule, ctx, ev, record))
                 if self.match == "first":
                     break

@@ -135,3 +135,14 @@ def test_enable_and_disable_by_name_or_tag() -> None:
     assert r.set_enabled(False, rule="wr*") == 1
     assert r.set_enabled(True, rule="*") == 2
     assert [m.rule for m in r.evaluate(e)] == ["pod create", "write", "anything"]
+
+
+def test_a_failing_rule_is_counted_not_fatal() -> None:
+    r = rs(match="all")
+
+    def boom(ctx: object) -> bool:
+        raise RuntimeError("bug")
+
+    r.rules[0].condition = boom
+    assert [m.rule for m in r.evaluate(ev("create", "pods", user="eve"))] == ["write", "anything"]
+    assert r.eval_errors == 1

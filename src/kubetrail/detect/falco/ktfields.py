@@ -121,7 +121,7 @@ def _csr_field(key: str, scalar: bool) -> Any:
         if not v:
             return None
         if scalar:
-            return v[0] if isinstance(v, list) else str(v)
+            return str(v[0]) if isinstance(v, list) else str(v)
         return [str(x) for x in v]
 
     return ext
