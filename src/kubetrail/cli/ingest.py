@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -36,7 +37,7 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
     """
     files = expand_paths(paths)
     pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect))
-    total = sum(Input(p).size if p != "-" else 0 for p in files)
+    total = sum(os.path.getsize(p) for p in files if p != "-")
     show = not no_progress and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     try:
         with click.progressbar(length=max(total, 1), label="ingesting", file=sys.stderr,

@@ -1,0 +1,98 @@
+"""The store: contiguous leaf indexes, refusal of known keys, atomic positions, queries."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from kubetrail.errors import StoreError, StoreVersionError
+from kubetrail.record import Decoded, SourceRef
+from kubetrail.stages.extract import to_record
+from kubetrail.store.queries import QueryFilters
+from kubetrail.store.sqlite import Store
+from kubetrail.testing import make_event
+from kubetrail.timefmt import parse_when
+
+
+def rec(i: int, **kw: object):
+    return to_record(Decoded(make_event(f"id-{i}", **kw), "event", f"t:{i}"), SourceRef(stream="t"))
+
+
+def test_leaf_indexes_are_contiguous_and_duplicates_refused(tmp_path) -> None:
+    """Known keys (in the store or twice in a batch) are counted, never stored again."""
+    s = Store.open(str(tmp_path))
+    r1 = s.append([rec(1), rec(2), rec(2)])
+    assert [r.leaf_index for r in r1.stored] == [0, 1] and r1.duplicates == 1
+    r2 = s.append([rec(2), rec(3)])
+    assert [r.leaf_index for r in r2.stored] == [2] and r2.duplicates == 1
+    assert s.size() == 3 and s.counters() == {"stored": 3, "duplicates": 2}
+    s.close()
+
+
+def test_same_audit_id_different_content_is_a_new_record(tmp_path) -> None:
+    """A client-chosen Audit-ID cannot suppress another event as a duplicate."""
+    s = Store.open(str(tmp_path))
+    a = rec(1, verb="get")
+    b = rec(1, verb="delete")
+    assert a.meta.audit_id == b.meta.audit_id
+    assert len(s.append([a, b]).stored) == 2
+    s.close()
+
+
+def test_positions_commit_with_the_batch(tmp_path) -> None:
+    """A failed append leaves neither records nor the position behind."""
+    s = Store.open(str(tmp_path))
+    s.append([rec(1)], {"src": "p1"})
+
+    def boom(conn: sqlite3.Connection, records: list) -> None:
+        raise RuntimeError("hook failed")
+
+    s.append_hooks.append(boom)
+    with pytest.raises(RuntimeError):
+        s.append([rec(2)], {"src": "p2"})
+    assert s.position("src") == "p1" and s.size() == 1
+    s.append_hooks.clear()
+    assert [r.leaf_index for r in s.append([rec(2)], {"src": "p2"}).stored] == [1]
+    s.close()
+
+
+def test_reopen_and_query_filters(tmp_path) -> None:
+    """Every filter narrows; groups and source IPs match any element."""
+    s = Store.open(str(tmp_path))
+    s.append([
+        rec(1, user="alice", groups=["dev"], verb="list", resource="secrets", namespace="", code=200,
+            source_ips=["1.1.1.1", "10.0.0.9"], time="2024-05-01T10:00:00Z"),
+        rec(2, user="bob", groups=["ops", "system:masters"], verb="create", resource="pods", subresource="exec",
+            name="web", code=403, time="2024-05-01T11:00:00Z", userAgent="curl/8.0"),
+        rec(3, user="alice", verb="get", resource="pods", name="web", time="2024-05-01T12:00:00Z"),
+    ])
+    s.close()
+    s = Store.open(str(tmp_path), create=False)
+
+    def ids(**kw: object) -> list[str]:
+        return [r.meta.audit_id for r in s.query(QueryFilters(**kw))]
+
+    assert ids(user=["alice"]) == ["id-1", "id-3"]
+    assert ids(group=["system:masters"]) == ["id-2"]
+    assert ids(verb=["create"], subresource=["exec"]) == ["id-2"]
+    assert ids(resource=["pods"], name=["web"]) == ["id-2", "id-3"]
+    assert ids(code=[403]) == ["id-2"]
+    assert ids(source_ip=["10.0.0.9"]) == ["id-1"]
+    assert ids(user_agent="CURL") == ["id-2"]
+    assert ids(since=parse_when("2024-05-01T10:30:00Z"), until=parse_when("2024-05-01T11:30:00Z")) == ["id-2"]
+    assert s.count_matching(QueryFilters(user=["alice"])) == 2
+    got = s.get(ids(code=[403])[0] and next(s.query(QueryFilters(code=[403]))).key)
+    assert got is not None and got.event()["user"]["username"] == "bob"
+    assert s.get("1") is not None and s.get("nope") is None
+    s.close()
+
+
+def test_missing_store_and_newer_schema_are_clear_errors(tmp_path) -> None:
+    with pytest.raises(StoreError, match="no kubetrail store"):
+        Store.open(str(tmp_path / "none"), create=False)
+    s = Store.open(str(tmp_path))
+    s.connection.execute("INSERT INTO schema_migrations VALUES (9999, 'future.sql')")
+    s.close()
+    with pytest.raises(StoreVersionError):
+        Store.open(str(tmp_path))
