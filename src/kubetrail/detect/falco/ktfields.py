@@ -20,8 +20,8 @@ import orjson
 
 from kubetrail.detect.falco import jsonval
 from kubetrail.detect.falco.context import MISSING, EventContext, Extracted, FieldSpec, get
+from kubetrail.stages.redact import CLAIMS_ANNOTATION
 
-CLAIMS_ANNOTATION = "kubetrail.dev/token-claims"  # kubetrail.stages.redact.CLAIMS_ANNOTATION
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
 

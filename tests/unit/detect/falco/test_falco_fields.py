@@ -200,3 +200,18 @@ def test_every_field_has_a_description_and_extracts_safely() -> None:
             for ext in (spec.extract, spec.extractor("falco")):
                 v = ext(EventContext(ev), arg)
                 assert v is None or isinstance(v, str) or (isinstance(v, list) and v), (name, ev, v)
+
+
+def test_token_claims_after_redaction() -> None:
+    from kubetrail.stages.redact import redact_event
+
+    def b64(obj: object) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
+
+    token = "eyJhbGciOiJSUzI1NiJ9." + b64({"sub": "system:serviceaccount:d:s", "jti": "j1"}) + ".sig"
+    ev = {"auditID": "a", "verb": "create", "objectRef": {"resource": "serviceaccounts", "subresource": "token"},
+          "responseObject": {"kind": "TokenRequest", "status": {"token": token}}}
+    redact_event(ev)
+    assert token not in orjson.dumps(ev).decode()
+    assert x("kt.token.claims[jti]", ev) == "j1"
+    assert x("kt.token.claims[sub]", ev) == "system:serviceaccount:d:s"
