@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import orjson
 
+from kubetrail.store.sqlite import Store
 from kubetrail.testing import make_event
 
 SECRET_B64 = base64.b64encode(b"planted-db-password-7f3a").decode()
@@ -52,10 +51,12 @@ def all_bytes(data_dir: Path) -> bytes:
     for p in data_dir.rglob("*"):
         if p.is_file():
             out += p.read_bytes()
-    db = data_dir / "kubetrail.db"
-    with sqlite3.connect(db) as conn:
-        for (body,) in conn.execute("SELECT body FROM entries WHERE body IS NOT NULL"):
-            out += zlib.decompress(body)
+    store = Store.open(str(data_dir), create=False)
+    try:
+        for _, _, _, body in store.iter_entries():
+            out += body or b""
+    finally:
+        store.close()
     return out
 
 

@@ -35,6 +35,8 @@ def parse_time_ns(value: Any) -> int | None:
         secs = _epoch_seconds(value[:19])
     except ValueError:
         return None
+    if value[-1] == "Z" and value[19:20] == "." and value[20:-1].isdigit():  # the apiserver's own form
+        return secs * 1_000_000_000 + int((value[20:-1] + "000000000")[:9])
     rest = value[19:]
     frac = 0
     if rest.startswith("."):

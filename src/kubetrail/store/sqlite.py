@@ -15,7 +15,6 @@ import hashlib
 import os
 import sqlite3
 import time
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
@@ -25,17 +24,24 @@ import orjson
 
 from kubetrail.errors import StoreError, StoreVersionError
 from kubetrail.record import AuditMeta, Record, Redaction, SourceRef
+from kubetrail.store.codec import BodyCodec
 from kubetrail.store.queries import QueryFilters, where_clause
 from kubetrail.trail.entry import encode_entry, leaf_hash
 
 DB_NAME = "kubetrail.db"
-COMPRESS_LEVEL = 1
 
 AppendHook = Callable[[sqlite3.Connection, list[Record]], None]
 
 
-class StoredMeta(msgspec.Struct):
-    meta: AuditMeta
+class StoredMeta(msgspec.Struct, omit_defaults=True, array_like=True):
+    """The part of a record's metadata that has no column of its own (columns hold the rest)."""
+
+    uid: str = ""
+    impersonated_groups: list[str] = []
+    api_version: str = ""
+    request_received: int | None = None
+    stage_time: int | None = None
+    lossy: list[str] = []
     redactions: list[Redaction] = []
 
 
@@ -67,6 +73,7 @@ class Store:
         self.connection = conn
         self.data_dir = data_dir
         self.append_hooks: list[AppendHook] = []
+        self.codec = BodyCodec(conn)
         self._size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
 
     @classmethod
@@ -106,10 +113,11 @@ class Store:
             self._size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
             existing = _existing_keys(conn, [r.key for r in unique])
             fresh = [r for r in unique if r.key not in existing]
+            bodies = self.codec.compress_many([r.body for r in fresh])
             rows = []
             for i, r in enumerate(fresh):
                 r.leaf_index = self._size + i
-                rows.append(_row(r))
+                rows.append(_row(r, bodies[i]))
             conn.executemany(_INSERT, rows)
             for hook in self.append_hooks:
                 hook(conn, fresh)
@@ -151,7 +159,7 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         for row in self.connection.execute(sql, params):
-            yield _record(row)
+            yield self._record(row)
 
     def count_matching(self, filters: QueryFilters) -> int:
         where, params = where_clause(filters)
@@ -162,12 +170,12 @@ class Store:
         if row is None and key.isdigit():
             row = self.connection.execute(f"SELECT {_COLUMNS} FROM entries WHERE leaf_index = ?",
                                           (int(key),)).fetchone()
-        return _record(row) if row else None
+        return self._record(row) if row else None
 
     def records_by_index(self, start: int, end: int) -> Iterator[Record]:
         sql = f"SELECT {_COLUMNS} FROM entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"
         for row in self.connection.execute(sql, (start, end)):
-            yield _record(row)
+            yield self._record(row)
 
     def iter_entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
         """(leaf_index, entry, leaf_hash, decompressed body or None) in index order, streamed."""
@@ -176,7 +184,7 @@ class Store:
             "SELECT leaf_index, entry, leaf_hash, body FROM entries WHERE leaf_index >= ? AND leaf_index < ? "
             "ORDER BY leaf_index", (start, end))
         for idx, entry, lh, body in cur:
-            yield idx, bytes(entry), bytes(lh), zlib.decompress(body) if body is not None else None
+            yield idx, bytes(entry), bytes(lh), self.codec.decompress(body) if body is not None else None
 
     def stats(self) -> dict[str, Any]:
         c = self.connection
@@ -193,8 +201,31 @@ class Store:
             out["db_bytes"] = None
         return out
 
+    def decompress(self, body: bytes | None) -> bytes | None:
+        return self.codec.decompress(body) if body is not None else None
 
-_COLUMNS = "leaf_index, key, time, kind, source, seq, format, meta, body"
+    def _record(self, row: tuple[Any, ...]) -> Record:
+        (idx, key, t, kind, source, seq, fmt, meta, body, audit_id, stage, level, verb, user, groups, imp,
+         resource, subresource, api_group, namespace, name, code, source_ips, user_agent, request_uri, cred) = row
+        sm = _meta_decoder.decode(meta)
+        am = AuditMeta(
+            audit_id=audit_id, stage=stage, level=level, verb=verb, user=user, groups=orjson.loads(groups),
+            uid=sm.uid, impersonated_user=imp, impersonated_groups=sm.impersonated_groups, resource=resource,
+            subresource=subresource, api_group=api_group, api_version=sm.api_version, namespace=namespace,
+            name=name, code=code, source_ips=orjson.loads(source_ips), user_agent=user_agent,
+            request_uri=request_uri, credential_id=cred, request_received=sm.request_received,
+            stage_time=sm.stage_time, lossy=sm.lossy)
+        parts = source.split("/")
+        ref = SourceRef(cluster=parts[0], node=parts[1], stream="/".join(parts[2:])) if len(parts) >= 3 else \
+            SourceRef(stream=source)
+        return Record(kind=kind, key=key, time=t, source=ref, seq=seq, format=fmt, meta=am,
+                      redactions=sm.redactions, body=self.codec.decompress(body) if body is not None else b"",
+                      leaf_index=idx)
+
+
+_COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "
+            "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, "
+            "source_ips, user_agent, request_uri, credential_id")
 _INSERT = (
     "INSERT INTO entries (leaf_index, key, time, kind, source, seq, format, audit_id, stage, level, verb, "
     "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, source_ips, "
@@ -203,7 +234,7 @@ _INSERT = (
 )
 
 
-def _row(r: Record) -> tuple[Any, ...]:
+def _row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     m = r.meta
     label = r.source.label()
     body_hash = hashlib.sha256(r.body).digest()
@@ -213,20 +244,9 @@ def _row(r: Record) -> tuple[Any, ...]:
         m.user, orjson.dumps(m.groups).decode(), m.impersonated_user, m.resource, m.subresource, m.api_group,
         m.namespace, m.name, m.code, orjson.dumps(m.source_ips).decode(),
         m.source_ips[-1] if m.source_ips else "", m.user_agent, m.request_uri, m.credential_id,
-        _meta_encoder.encode(StoredMeta(m, r.redactions)), entry, leaf_hash(entry),
-        zlib.compress(r.body, COMPRESS_LEVEL),
+        _meta_encoder.encode(StoredMeta(m.uid, m.impersonated_groups, m.api_version, m.request_received,
+                                        m.stage_time, m.lossy, r.redactions)), entry, leaf_hash(entry), compressed_body,
     )
-
-
-def _record(row: tuple[Any, ...]) -> Record:
-    idx, key, t, kind, source, seq, fmt, meta, body = row
-    sm = _meta_decoder.decode(meta)
-    parts = source.split("/")
-    ref = SourceRef(cluster=parts[0], node=parts[1], stream="/".join(parts[2:])) if len(parts) >= 3 else \
-        SourceRef(stream=source)
-    return Record(kind=kind, key=key, time=t, source=ref, seq=seq, format=fmt, meta=sm.meta,
-                  redactions=sm.redactions, body=zlib.decompress(body) if body is not None else b"",
-                  leaf_index=idx)
 
 
 def _existing_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:

@@ -27,10 +27,10 @@ CREATE TABLE entries (
     user_agent   TEXT NOT NULL,
     request_uri  TEXT NOT NULL,
     credential_id TEXT NOT NULL,
-    meta         BLOB NOT NULL,           -- msgspec JSON of AuditMeta + redactions
+    meta         BLOB NOT NULL,           -- StoredMeta (store/sqlite.py): metadata without a column, redactions
     entry        BLOB NOT NULL,           -- canonical trail entry header (trail/entry.py)
     leaf_hash    BLOB NOT NULL,           -- SHA-256(0x00 || entry)
-    body         BLOB                     -- zlib(redacted body); NULL once retention removed it
+    body         BLOB                     -- zstd frame of the redacted body (store/codec.py); NULL after retention
 );
 CREATE INDEX entries_time ON entries (time);
 CREATE INDEX entries_user ON entries (username, time);
@@ -38,7 +38,6 @@ CREATE INDEX entries_verb_resource ON entries (resource, verb, time);
 CREATE INDEX entries_namespace ON entries (namespace, time);
 CREATE INDEX entries_audit_id ON entries (audit_id);
 CREATE INDEX entries_credential ON entries (credential_id);
-CREATE INDEX entries_source_ip ON entries (source_ip);
 
 CREATE TABLE source_positions (
     source     TEXT PRIMARY KEY,          -- e.g. audit_file:/var/log/kubernetes/audit.log
@@ -49,4 +48,10 @@ CREATE TABLE source_positions (
 CREATE TABLE counters (
     name  TEXT PRIMARY KEY,               -- read, stored, duplicates, rejected
     value BIGINT NOT NULL
+);
+
+CREATE TABLE zstd_dictionaries (
+    dict_id    BIGINT PRIMARY KEY,        -- the id zstd writes into every frame that uses it
+    data       BLOB NOT NULL,
+    created_ns BIGINT NOT NULL
 );

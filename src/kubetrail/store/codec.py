@@ -1,0 +1,78 @@
+"""Body compression: zstd frames, with a dictionary trained on the store's own first events.
+
+Audit events are small (about 1 KiB) and alike, so plain per-event compression gains little
+(~0.6x) while a trained dictionary gets ~0.1–0.25x and is faster. Format, for anyone reading the
+store without kubetrail:
+
+* ``entries.body`` is one zstd frame of the redacted event JSON.
+* A frame whose header names a dictionary id was compressed with the row of ``zstd_dictionaries``
+  that has that ``dict_id``; a frame without one needs no dictionary.
+* Dictionaries are never changed or deleted, so every body stays readable.
+
+The trail hashes the *uncompressed* body, so the codec can change without touching any leaf.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import zstandard
+
+TRAIN_AFTER = 2000  # bodies seen before a dictionary is trained
+DICT_BYTES = 32 * 1024
+LEVEL = 3
+
+
+class BodyCodec:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._plain = zstandard.ZstdCompressor(level=LEVEL)
+        self._compressor = self._plain
+        self._decompressors: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
+        self._samples: list[bytes] = []
+        rows = conn.execute("SELECT dict_id, data FROM zstd_dictionaries ORDER BY created_ns").fetchall()
+        for dict_id, data in rows:
+            d = zstandard.ZstdCompressionDict(bytes(data))
+            self._decompressors[dict_id] = zstandard.ZstdDecompressor(dict_data=d)
+            self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=d)
+        self.trained = bool(rows)
+
+    def compress_many(self, bodies: list[bytes]) -> list[bytes]:
+        """Called inside the append transaction, so a new dictionary commits with its first use."""
+        if not self.trained:
+            self._samples.extend(bodies[: TRAIN_AFTER - len(self._samples)])
+            if len(self._samples) >= TRAIN_AFTER:
+                self._train()
+        compress = self._compressor.compress
+        return [compress(b) for b in bodies]
+
+    def _train(self) -> None:
+        try:
+            d = zstandard.train_dictionary(DICT_BYTES, self._samples)
+        except zstandard.ZstdError:
+            self._samples.clear()  # too little variety to train on: keep plain frames
+            self.trained = True
+            return
+        d.precompute_compress(level=LEVEL)
+        import time
+
+        self._conn.execute("INSERT OR IGNORE INTO zstd_dictionaries (dict_id, data, created_ns) VALUES (?, ?, ?)",
+                           (d.dict_id(), d.as_bytes(), time.time_ns()))
+        self._decompressors[d.dict_id()] = zstandard.ZstdDecompressor(dict_data=d)
+        self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=d)
+        self._samples.clear()
+        self.trained = True
+
+    def decompress(self, frame: bytes) -> bytes:
+        dict_id = zstandard.get_frame_parameters(frame).dict_id
+        dec = self._decompressors.get(dict_id)
+        if dec is None:  # another process trained it after we opened the store
+            row = self._conn.execute("SELECT data FROM zstd_dictionaries WHERE dict_id = ?", (dict_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"body needs zstd dictionary {dict_id}, which the store does not have")
+            dec = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(bytes(row[0])))
+            self._decompressors[dict_id] = dec
+        with self._lock:
+            return dec.decompress(frame)
