@@ -16,7 +16,8 @@ from kubetrail.errors import KubetrailError
 # The whole command registry, in the order `kubetrail --help` shows it.
 COMMAND_MODULES = [
     "ingest",  # ingest, query, show, stats
-    "run",  # run, webhook-config
+    "run",  # run
+    "webhook",  # webhook-config, webhook serve
     "demo",
     "trail",  # keys, checkpoint, proof, verify, retention
     "rules",  # rules lint/test/list

@@ -1,0 +1,219 @@
+"""HTTP plumbing of the audit webhook: TLS per connection, the request gate, graceful drain.
+
+Kept apart from ``audit_webhook`` so that module reads as the protocol (who may send, what is
+stored); this one is how bytes move. The TLS handshake runs in the connection's own thread, so
+a slow client never blocks ``accept()``. Between requests a connection is *idle*; ``drain`` closes
+idle connections at once and waits for busy ones, so a batch being committed still gets its 200.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import socketserver
+import ssl
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from kubetrail.sources.audit_webhook import AuditWebhookReceiver
+
+log = logging.getLogger("kubetrail.sources.audit_webhook")
+
+# After an early error (401/413) a client may still be sending its body; reading a little of it
+# lets the client see the answer instead of a connection reset. Bounded: never the whole body.
+DRAIN_AFTER_ERROR_BYTES = 256 * 1024
+DRAIN_AFTER_ERROR_SECS = 1.0
+
+
+class WebhookHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily,
+                 receiver: AuditWebhookReceiver) -> None:
+        self.address_family = family
+        self.receiver = receiver
+        self.stopping = threading.Event()
+        self.handlers: set[WebhookHandler] = set()
+        self.handlers_lock = threading.Condition()
+        super().__init__(address, WebhookHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (a DNS query); nothing here needs it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.receiver.config.read_timeout_secs)
+        try:
+            conn = self.receiver.tls_context().wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.receiver.count("tls_failed")
+            log.info("audit_webhook: TLS handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        level = logging.DEBUG if isinstance(exc, ConnectionError | TimeoutError) else logging.WARNING
+        log.log(level, "audit_webhook: connection from %s ended: %r", client_address[0], exc)
+
+    def drain(self, grace_secs: float) -> None:
+        """Close idle connections; wait up to ``grace_secs`` for busy ones, then close those too."""
+        self.stopping.set()
+        deadline = time.monotonic() + grace_secs
+        with self.handlers_lock:
+            while True:
+                for h in list(self.handlers):
+                    if h.idle or time.monotonic() >= deadline:
+                        h.abort()
+                if not self.handlers or time.monotonic() >= deadline + 1:
+                    return
+                self.handlers_lock.wait(0.1)
+
+
+class WebhookHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kubetrail-webhook"
+    sys_version = ""
+    server: WebhookHTTPServer
+    connection: ssl.SSLSocket
+
+    def setup(self) -> None:
+        super().setup()
+        self.idle = True
+        self._principal: str | None = None
+        with self.server.handlers_lock:
+            self.server.handlers.add(self)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.handlers_lock:
+                self.server.handlers.discard(self)
+                self.server.handlers_lock.notify_all()
+
+    def abort(self) -> None:
+        """Cut the connection under the handler (idle: it just ends; busy: the client retries)."""
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)  # the TCP socket, not TLS
+
+    def handle_one_request(self) -> None:
+        self.idle = True
+        if self.server.stopping.is_set():
+            self.close_connection = True
+            return
+        super().handle_one_request()
+        self.idle = True
+
+    def parse_request(self) -> bool:
+        self.idle = False
+        self._principal = None
+        return super().parse_request()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        log.debug("audit_webhook: %s %s", self.address_string(), format % args)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _answer(self, code: int, payload: dict[str, Any], close: bool = False) -> None:
+        body = orjson.dumps(payload)
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        if code == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="kubetrail"')
+        if close or self.server.stopping.is_set():
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+        self.server.receiver.count(f"http_{code}")
+
+    def _refuse(self, code: int, message: str, expect_continue: bool = False) -> None:
+        """Answer an error before the body was read, and close (the body is never read in full)."""
+        self._answer(code, {"error": message}, close=True)
+        if expect_continue:
+            return
+        try:
+            remaining = min(int(self.headers.get("Content-Length") or 0), DRAIN_AFTER_ERROR_BYTES)
+        except ValueError:
+            return
+        deadline = time.monotonic() + DRAIN_AFTER_ERROR_SECS
+        try:
+            self.connection.settimeout(DRAIN_AFTER_ERROR_SECS)
+            while remaining > 0 and time.monotonic() < deadline:
+                chunk = self.rfile.read1(min(remaining, 65536))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        except (OSError, ValueError):
+            pass
+
+    def _gate(self, expect_continue: bool = False) -> bool:
+        """Authentication and size checks, before any of the body is read. False: refused."""
+        if self._principal is not None:
+            return True
+        receiver = self.server.receiver
+        principal = receiver.authenticate(self.connection, self.headers.get("Authorization"))
+        if principal is None:
+            self._refuse(401, "unauthenticated: a client certificate or bearer token is required", expect_continue)
+            return False
+        if self.command != "POST":
+            self._refuse(405, "only POST is accepted", expect_continue)
+            return False
+        if self.headers.get("Transfer-Encoding"):
+            self._refuse(411, "send a Content-Length; chunked bodies are not accepted", expect_continue)
+            return False
+        if self.headers.get("Content-Encoding", "identity").lower() != "identity":
+            self._refuse(415, "compressed bodies are not accepted", expect_continue)
+            return False
+        raw = self.headers.get("Content-Length")
+        if raw is None or not raw.strip().isdigit():
+            self._refuse(411, "a valid Content-Length is required", expect_continue)
+            return False
+        if int(raw) > receiver.config.max_body_bytes:
+            self._refuse(413, f"body over {receiver.config.max_body_bytes} bytes", expect_continue)
+            return False
+        self._principal = principal
+        return True
+
+    def handle_expect_100(self) -> bool:
+        # Refuse before the client sends the body when it asked first (Expect: 100-continue).
+        if not self._gate(expect_continue=True):
+            return False
+        return super().handle_expect_100()
+
+    def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's naming
+        if not self._gate():
+            return
+        length = int(self.headers["Content-Length"])
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client went away mid-body: nothing to answer, nothing stored
+            self.close_connection = True
+            return
+        code, payload = self.server.receiver.accept(body, self._principal or "", self.client_address[0])
+        self._answer(code, payload, close=code != 200)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] in ("/healthz", "/livez", "/readyz"):
+            self._answer(200, {"status": "ok"})
+            return
+        self._gate()  # 401 unless authenticated, then 405
+
+    def _other_method(self) -> None:
+        self._gate()
+
+    do_PUT = do_DELETE = do_PATCH = _other_method  # noqa: N815

@@ -1,0 +1,314 @@
+"""Receive the kube-apiserver's audit webhook backend (``--audit-webhook-config-file``) over HTTPS.
+
+The apiserver POSTs an ``audit.k8s.io`` ``EventList`` per batch (one event per POST in the blocking
+modes) and retries any non-2xx answer up to five times, so the contract is:
+
+* TLS always; a client is either a certificate verified against ``client_ca_file`` (optionally
+  restricted to ``client_names``) or a bearer token listed in ``bearer_token_file``. Anything else:
+  401, before a byte of the body is read.
+* ``Content-Length`` over ``max_body_bytes``: 413, without reading the body. No length (chunked): 411.
+* Not JSON, or not an EventList / Event / JSON array of events: 400 and nothing is stored. Items
+  of an EventList that are not events are written to the rejects file next to the good ones.
+* 200 only after ``commit`` has returned, i.e. after the store committed the batch. A commit that
+  fails answers 503 and the apiserver sends the batch again; the store's content keys make the
+  redelivery a no-op.
+
+Positions are ``webhook:<remote address>:<request number>``; nothing is resumable, so nothing is
+written to ``source_positions``. Batches are committed one at a time (the store has one writer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import orjson
+
+from kubetrail.errors import SourceError
+from kubetrail.record import Decoded, Rejected, SourceRef
+from kubetrail.sources._webhook_http import WebhookHTTPServer
+from kubetrail.sources.formats import decode_value
+
+log = logging.getLogger("kubetrail.sources.audit_webhook")
+
+Commit = Callable[[list[Decoded], list[Rejected], SourceRef, dict[str, str]], object]
+
+MIB = 1024 * 1024
+
+
+class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", frozen=True, kw_only=True,
+                         forbid_unknown_fields=True):
+    """``sources[]`` entry. In a cluster, bind ``0.0.0.0:8443`` (the default only listens locally)."""
+
+    listen_address: str = "127.0.0.1:8443"
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""
+    # Accepted client-certificate names (subject CN or DNS SAN); empty = any cert the CA signed.
+    client_names: list[str] = []
+    # One token per line, optionally ``token,name`` (as in the apiserver's static token file).
+    bearer_token_file: str = ""
+    max_body_bytes: int = 16 * MIB
+    read_timeout_secs: float = 30.0
+    node: str = ""
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, message) pairs for config validation; empty when the entry is usable."""
+        out: list[tuple[str, str]] = []
+        if not self.tls_cert_file or not self.tls_key_file:
+            out.append(("tls_cert_file", "the webhook always uses TLS: set tls_cert_file and tls_key_file"))
+        if not self.client_ca_file and not self.bearer_token_file:
+            out.append(("client_ca_file", "set client_ca_file and/or bearer_token_file (clients must authenticate)"))
+        if self.max_body_bytes <= 0 or self.read_timeout_secs <= 0:
+            out.append(("max_body_bytes", "max_body_bytes and read_timeout_secs must be greater than 0"))
+        try:
+            parse_listen_address(self.listen_address)
+        except ValueError as exc:
+            out.append(("listen_address", str(exc)))
+        return out
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class BearerTokens:
+    """Tokens from a file, re-read when the file changes; compared in constant time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._sig: tuple[int, int, int] | None = None
+        self._digests: list[tuple[bytes, str]] = []
+        self._lock = threading.Lock()
+        self._reload()
+        if not self._digests:
+            raise SourceError(f"{path}: no bearer tokens in the file")
+
+    def _reload(self) -> None:
+        try:
+            st = os.stat(self.path)
+            sig = (st.st_mtime_ns, st.st_size, st.st_ino)
+            if sig == self._sig:
+                return
+            with open(self.path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except OSError as exc:
+            if self._sig is None:
+                raise SourceError(f"cannot read bearer_token_file {self.path}: {exc.strerror or exc}") from exc
+            log.warning("cannot re-read bearer_token_file %s: %s; keeping the previous tokens", self.path, exc)
+            return
+        digests = []
+        for i, line in enumerate(lines):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            token, _, rest = line.partition(",")
+            name = rest.split(",", 1)[0].strip().strip('"') or f"token{i + 1}"
+            digests.append((hashlib.sha256(token.strip().encode()).digest(), name))
+        with self._lock:
+            self._digests, self._sig = digests, sig
+
+    def match(self, presented: str) -> str | None:
+        """The token's name, or None. Every token is compared, so timing says nothing about which."""
+        self._reload()
+        digest = hashlib.sha256(presented.encode("utf-8", "replace")).digest()
+        found = None
+        with self._lock:
+            for candidate, name in self._digests:
+                if hmac.compare_digest(digest, candidate) and found is None:
+                    found = name
+        return found
+
+
+def _cert_names(cert: dict[str, Any]) -> list[str]:
+    names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    names += [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
+    return names
+
+
+class AuditWebhookReceiver:
+    """The HTTPS server. ``start()`` binds and serves in a thread; ``stop()`` drains and closes."""
+
+    def __init__(self, config: AuditWebhookConfig, commit: Commit, cluster: str = "") -> None:
+        problems = config.problems()
+        if problems:
+            raise SourceError("; ".join(f"{field}: {msg}" for field, msg in problems))
+        self.config = config
+        self.commit = commit
+        self.cluster = cluster
+        self.tokens = BearerTokens(config.bearer_token_file) if config.bearer_token_file else None
+        self.counts: dict[str, int] = {}
+        self._commit_lock = threading.Lock()
+        self._counter_lock = threading.Lock()
+        self._requests = 0
+        self._tls_sig: tuple[int, ...] | None = None
+        self._context = self._load_tls()
+        self._httpd: WebhookHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- TLS and authentication -----------------------------------------------------------------
+    def _tls_files(self) -> list[str]:
+        c = self.config
+        return [f for f in (c.tls_cert_file, c.tls_key_file, c.client_ca_file) if f]
+
+    def _load_tls(self) -> ssl.SSLContext:
+        c = self.config
+        try:
+            self._tls_sig = tuple(os.stat(f).st_mtime_ns for f in self._tls_files())
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(c.tls_cert_file, c.tls_key_file)
+            if c.client_ca_file:
+                ctx.load_verify_locations(cafile=c.client_ca_file)
+                ctx.verify_mode = ssl.CERT_OPTIONAL  # token clients present no certificate
+        except (OSError, ssl.SSLError) as exc:
+            raise SourceError(f"audit_webhook TLS setup failed: {exc}") from exc
+        return ctx
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The current context; rebuilt when a certificate file changes (cert-manager rotation)."""
+        try:
+            sig = tuple(os.stat(f).st_mtime_ns for f in self._tls_files())
+        except OSError:
+            return self._context
+        if sig != self._tls_sig:
+            try:
+                self._context = self._load_tls()
+                log.info("audit_webhook: reloaded TLS certificates")
+            except SourceError as exc:
+                log.warning("%s; keeping the previous certificates", exc)
+                self._tls_sig = sig
+        return self._context
+
+    def authenticate(self, conn: ssl.SSLSocket, authorization: str | None) -> str | None:
+        """The client's name (certificate CN or token name), or None when it is not authenticated."""
+        if self.config.client_ca_file:
+            cert = conn.getpeercert()
+            if cert:  # non-empty only when the handshake verified it against client_ca_file
+                names = _cert_names(cert)
+                allowed = self.config.client_names
+                if not allowed:
+                    return names[0] if names else "client-cert"
+                for name in names:
+                    if name in allowed:
+                        return name
+        if self.tokens is not None and authorization:
+            scheme, _, value = authorization.strip().partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                return self.tokens.match(value.strip())
+        return None
+
+    # -- requests --------------------------------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def accept(self, body: bytes, principal: str, remote: str) -> tuple[int, dict[str, Any]]:
+        """Decode and commit one POSTed body; returns (HTTP status, JSON answer)."""
+        with self._counter_lock:
+            self._requests += 1
+            position = f"webhook:{remote}:{self._requests}"
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return 400, {"error": "the body is not valid JSON"}
+        why = _shape_problem(obj)
+        if why:
+            return 400, {"error": why}
+        decoded: list[Decoded] = []
+        rejected: list[Rejected] = []
+        for item in decode_value(obj, position):
+            (decoded if isinstance(item, Decoded) else rejected).append(item)
+        if rejected and not decoded:
+            return 400, {"error": f"no audit events in the body: {rejected[0].reason}"}
+        source = SourceRef(cluster=self.cluster, node=self.config.node, stream=f"audit-webhook:{principal}")
+        try:
+            with self._commit_lock:
+                self.commit(decoded, rejected, source, {})
+        except Exception as exc:  # noqa: BLE001 - the apiserver retries a 5xx; never a traceback
+            log.error("audit_webhook: commit of %s failed: %s", position, exc)
+            return 503, {"error": "the batch could not be stored; retry"}
+        self.count("events", len(decoded))
+        self.count("rejected", len(rejected))
+        return 200, {"events": len(decoded), "rejected": len(rejected)}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port): useful with port 0."""
+        if self._httpd is None:
+            raise SourceError("audit_webhook is not started")
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        host, port = parse_listen_address(self.config.listen_address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            self._httpd = WebhookHTTPServer((host, port), family, self)
+        except OSError as exc:
+            raise SourceError(f"audit_webhook cannot listen on {self.config.listen_address}: {exc}") from exc
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="audit-webhook", daemon=True)
+        self._thread.start()
+        log.info("audit_webhook listening on %s:%d", *self.address)
+
+    def stop(self, grace_secs: float = 30.0) -> None:
+        """Stop accepting, let requests in flight finish (up to ``grace_secs``), close the rest."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.drain(grace_secs)
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def _shape_problem(obj: Any) -> str | None:
+    """Why the top level is not something the webhook backend sends (EventList, Event, array)."""
+    if isinstance(obj, list):
+        return None
+    if not isinstance(obj, dict):
+        return f"expected an audit.k8s.io EventList, got a JSON {type(obj).__name__}"
+    kind = obj.get("kind")
+    api = obj.get("apiVersion")
+    if api is not None and not (isinstance(api, str) and api.startswith("audit.k8s.io/")):
+        return "expected an audit.k8s.io EventList, got another apiVersion"
+    if kind == "EventList" or (kind in (None, "Event") and "auditID" in obj):
+        return None
+    return "expected an audit.k8s.io EventList"
+
+
+class AuditWebhookSource:
+    """The live-source face for ``pipeline.build_sources``: serves until ``stop`` is set."""
+
+    def __init__(self, config: AuditWebhookConfig, cluster: str = "") -> None:
+        self.config = config
+        self.cluster = cluster
+
+    def run(self, commit: Commit, load_position: Callable[[str], str | None], stop: threading.Event) -> None:
+        receiver = AuditWebhookReceiver(self.config, commit, self.cluster)
+        receiver.start()
+        try:
+            stop.wait()
+        finally:
+            receiver.stop()
+
+
+def build(config: AuditWebhookConfig, commit: Commit, cluster: str = "") -> AuditWebhookReceiver:
+    """A receiver that is ready to ``start()``; raises ``SourceError`` for unusable TLS/auth files."""
+    return AuditWebhookReceiver(config, commit, cluster)

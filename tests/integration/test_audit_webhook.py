@@ -1,0 +1,321 @@
+"""The audit webhook against a real HTTPS client: a throwaway CA, server and client certificates,
+the real server on 127.0.0.1, and the real store behind it (issue 2, "Done means")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kubetrail.cli import cli
+from kubetrail.errors import SourceError
+from kubetrail.pipeline import Options, Pipeline, open_pipeline
+from kubetrail.record import Decoded, Rejected, SourceRef
+from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookReceiver
+from kubetrail.testing import make_event
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "s3cr3t-webhook-token-0123456789abcdef"
+LIMIT = 64 * 1024
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
+          issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool = False, server: bool = False) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    b = (x509.CertificateBuilder().subject_name(name)
+         .issuer_name(issuer.subject if issuer else name)
+         .public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ca:
+        b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), True)
+        b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+    else:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if issuer is not None:
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), False)
+    if server:
+        b = b.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> None:
+    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is not None:
+        path.with_suffix(".key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("pki")
+    ca_key, other_key = _key(), _key()
+    ca = _cert("kubetrail test CA", ca_key, None, ca_key, ca=True)
+    other_ca = _cert("someone else's CA", other_key, None, other_key, ca=True)
+    _write(d / "ca", ca)
+    for name, subject, issuer, issuer_key, server in (
+            ("server", "localhost", ca, ca_key, True),
+            ("apiserver", "kube-apiserver", ca, ca_key, False),
+            ("kubelet", "system:node:node-a", ca, ca_key, False),
+            ("stranger", "kube-apiserver", other_ca, other_key, False)):
+        key = _key()
+        _write(d / name, _cert(subject, key, issuer, issuer_key, server=server), key)
+    (d / "tokens").write_text(f"# webhook tokens\n{TOKEN},apiserver-b\n")
+    return d
+
+
+@dataclass
+class Env:
+    receiver: AuditWebhookReceiver
+    pipe: Pipeline
+    pki: Path
+
+    def stored(self) -> int:
+        return int(self.pipe.store.connection.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def connect(self, cert: str | None = None) -> http.client.HTTPSConnection:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if cert:
+            ctx.load_cert_chain(str(self.pki / f"{cert}.crt"), str(self.pki / f"{cert}.key"))
+        host, port = self.receiver.address
+        return http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
+
+    def post(self, body: bytes, cert: str | None = None, token: str | None = None) -> tuple[int, dict]:
+        conn = self.connect(cert)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            conn.request("POST", "/audit", body=body, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, orjson.loads(resp.read() or b"{}")
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def env(pki: Path, tmp_path: Path) -> Iterator[Env]:
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "data")))
+    config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(pki / "server.crt"),
+                                tls_key_file=str(pki / "server.key"), client_ca_file=str(pki / "ca.crt"),
+                                client_names=["kube-apiserver"], bearer_token_file=str(pki / "tokens"),
+                                max_body_bytes=LIMIT)
+    receiver = AuditWebhookReceiver(config, pipe.commit_decoded, cluster="test")
+    receiver.start()
+    try:
+        yield Env(receiver, pipe, pki)
+    finally:
+        receiver.stop(grace_secs=5)
+        pipe.close()
+        pipe.store.close()
+
+
+def event_list(n: int, prefix: str = "evt") -> bytes:
+    items = [make_event(f"{prefix}-{i:04d}", time=f"2024-05-01T10:00:{i % 60:02d}.000000Z") for i in range(n)]
+    return orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
+
+
+def test_cert_client_batch_is_stored_once(env: Env) -> None:
+    body = event_list(5)
+    assert env.post(body, cert="apiserver") == (200, {"events": 5, "rejected": 0})
+    assert env.stored() == 5
+    assert env.post(body, cert="apiserver")[0] == 200  # the apiserver's retry after a lost 200
+    assert env.stored() == 5
+    row = env.pipe.store.connection.execute("SELECT COUNT(*) FROM entries").fetchone()
+    assert row[0] == 5
+
+
+def test_token_client_bare_event_and_array(env: Env) -> None:
+    assert env.post(event_list(3, "tok"), token=TOKEN)[0] == 200
+    assert env.post(orjson.dumps(make_event("bare-1")), token=TOKEN)[0] == 200
+    assert env.post(orjson.dumps([make_event("arr-1"), make_event("arr-2")]), token=TOKEN)[0] == 200
+    assert env.stored() == 6
+    records = list(env.pipe.store.records_by_index(0, 6))
+    assert {r.source.label() for r in records} == {"test/audit-webhook:apiserver-b"}
+
+
+@pytest.mark.parametrize("cert,token", [(None, None), (None, "wrong-token"), (None, TOKEN[:-1]),
+                                        ("kubelet", None)])
+def test_unauthenticated_is_401_and_nothing_stored(env: Env, cert: str | None, token: str | None) -> None:
+    status, answer = env.post(event_list(2), cert=cert, token=token)
+    assert status == 401 and "unauthenticated" in answer["error"]
+    assert env.stored() == 0
+
+
+def test_certificate_from_another_ca_fails_the_handshake(env: Env) -> None:
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        env.post(event_list(1), cert="stranger")
+    assert env.stored() == 0
+
+
+def test_oversize_is_413_without_reading_the_body(env: Env) -> None:
+    # Headers first, then read the answer: the server must refuse before the body arrives.
+    conn = env.connect("apiserver")
+    conn.putrequest("POST", "/audit")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(100 * 1024 * 1024))
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413
+    conn.close()
+    # A client that sends a (modestly) oversize body in one go also sees the 413.
+    body = event_list(400)
+    assert len(body) > LIMIT
+    assert env.post(body, cert="apiserver")[0] == 413
+    assert env.stored() == 0
+
+
+def test_expect_continue_oversize_is_refused_before_the_body(env: Env) -> None:
+    conn = env.connect("apiserver")
+    conn.putrequest("POST", "/audit")
+    conn.putheader("Content-Length", str(LIMIT + 1))
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    assert conn.getresponse().status == 413
+    conn.close()
+
+
+@pytest.mark.parametrize("body", [
+    b"not json at all", b'{"kind": "EventList", "items": [', b'"a string"', b"42",
+    b'{"kind": "Pod", "apiVersion": "v1"}', b'{"kind": "EventList", "apiVersion": "audit.k8s.io/v1"}',
+    b'{"kind": "EventList", "items": [{"kind": 0}]}', b'[{"kind": "Pod"}]', b'{"records": []}',
+    b'{"kind": "EventList", "apiVersion": "v1", "items": []}',
+])
+def test_not_an_event_list_is_400_and_nothing_stored(env: Env, body: bytes) -> None:
+    assert env.post(body, cert="apiserver")[0] == 400
+    assert env.stored() == 0
+    assert env.pipe.store.counters().get("rejected", 0) == 0
+
+
+def test_mixed_batch_stores_the_events_and_rejects_the_rest(env: Env) -> None:
+    items = [make_event("good-1"), {"kind": 0}, make_event("good-2")]
+    body = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items})
+    assert env.post(body, token=TOKEN) == (200, {"events": 2, "rejected": 1})
+    assert env.stored() == 2
+    rejects = (Path(env.pipe.store.data_dir) / "rejects.jsonl").read_text()
+    assert "webhook:127.0.0.1:" in rejects and ".items[1]" in rejects
+
+
+def test_keep_alive_connection_and_healthz(env: Env) -> None:
+    conn = env.connect("apiserver")
+    for i in range(3):
+        conn.request("POST", "/", body=event_list(2, f"ka{i}"))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read()
+    conn.request("GET", "/healthz")
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert env.stored() == 6
+
+
+def test_commit_failure_is_503_and_a_retry_succeeds(pki: Path, tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def flaky(decoded: list[Decoded], rejected: list[Rejected], source: SourceRef, pos: dict[str, str]) -> None:
+        calls.append(len(decoded))
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(pki / "server.crt"),
+                                tls_key_file=str(pki / "server.key"), bearer_token_file=str(pki / "tokens"))
+    receiver = AuditWebhookReceiver(config, flaky)
+    receiver.start()
+    try:
+        e = Env(receiver, None, pki)  # type: ignore[arg-type]
+        assert e.post(event_list(2), token=TOKEN)[0] == 503
+        assert e.post(event_list(2), token=TOKEN)[0] == 200
+        assert calls == [2, 2]
+    finally:
+        receiver.stop()
+
+
+def test_stop_closes_idle_connections_and_waits_for_commits(pki: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(decoded: list[Decoded], rejected: list[Rejected], source: SourceRef, pos: dict[str, str]) -> None:
+        entered.set()
+        release.wait(5)
+
+    config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(pki / "server.crt"),
+                                tls_key_file=str(pki / "server.key"), bearer_token_file=str(pki / "tokens"))
+    receiver = AuditWebhookReceiver(config, slow)
+    receiver.start()
+    e = Env(receiver, None, pki)  # type: ignore[arg-type]
+    address = receiver.address
+    idle = e.connect()
+    idle.connect()  # an open keep-alive connection with no request
+    result: list[int] = []
+    t = threading.Thread(target=lambda: result.append(e.post(event_list(1), token=TOKEN)[0]))
+    t.start()
+    assert entered.wait(5)
+    stopper = threading.Thread(target=receiver.stop, kwargs={"grace_secs": 5})
+    stopper.start()
+    release.set()
+    stopper.join(10)
+    t.join(10)
+    assert result == [200] and not stopper.is_alive()
+    assert idle.sock is not None and idle.sock.recv(1) == b""  # the server closed the idle one
+    idle.close()
+    with pytest.raises(OSError):
+        socket.create_connection(address, timeout=2).close()
+
+
+def test_missing_auth_or_tls_is_a_config_error(pki: Path) -> None:
+    with pytest.raises(SourceError, match="client_ca_file"):
+        AuditWebhookReceiver(AuditWebhookConfig(tls_cert_file=str(pki / "server.crt"),
+                                                tls_key_file=str(pki / "server.key")), lambda *a: None)
+    with pytest.raises(SourceError, match="TLS"):
+        AuditWebhookReceiver(AuditWebhookConfig(client_ca_file=str(pki / "ca.crt")), lambda *a: None)
+
+
+def test_webhook_config_prints_a_kubeconfig(pki: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(cli, ["webhook-config", "--server", "https://kubetrail.kube-system.svc:8443/",
+                              "--ca-file", str(pki / "ca.crt"), "--embed-ca",
+                              "--client-cert", "/etc/kubernetes/pki/audit-webhook.crt",
+                              "--client-key", "/etc/kubernetes/pki/audit-webhook.key"])
+    assert out.exit_code == 0, out.output
+    doc = yaml.safe_load(out.output)
+    assert doc["kind"] == "Config" and doc["apiVersion"] == "v1"
+    cluster = doc["clusters"][0]["cluster"]
+    assert cluster["server"] == "https://kubetrail.kube-system.svc:8443/"
+    assert "certificate-authority-data" in cluster
+    user = doc["users"][0]["user"]
+    assert user == {"client-certificate": "/etc/kubernetes/pki/audit-webhook.crt",
+                    "client-key": "/etc/kubernetes/pki/audit-webhook.key"}
+    ctx = {c["name"]: c["context"] for c in doc["contexts"]}[doc["current-context"]]
+    assert ctx == {"cluster": doc["clusters"][0]["name"], "user": doc["users"][0]["name"]}
+
+    out = runner.invoke(cli, ["webhook-config", "--server", "https://10.0.0.5:8443/",
+                              "--token-file", str(pki / "tokens")])
+    assert out.exit_code == 0 and TOKEN not in out.output
+    assert yaml.safe_load(out.output)["users"][0]["user"] == {"tokenFile": str(pki / "tokens")}
+
+    for bad in (["--server", "http://x:80/", "--token-file", "t"], ["--server", "https://x/"],
+                ["--server", "https://x/", "--client-cert", "c"]):
+        out = runner.invoke(cli, ["webhook-config", *bad])
+        assert out.exit_code == 2 and "Traceback" not in out.output
