@@ -29,8 +29,9 @@ import yaml
 
 from kubetrail.errors import ConfigError
 from kubetrail.sources.audit_file import AuditFileConfig
+from kubetrail.sources.audit_webhook import AuditWebhookConfig
 
-SourceConfig = AuditFileConfig
+SourceConfig = AuditFileConfig | AuditWebhookConfig
 
 
 class DetectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -47,6 +48,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 _PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
 
 # Fields that must name an existing file when they are set.
 _FILE_FIELDS = ("tls_cert_file", "tls_key_file", "client_ca_file", "bearer_token_file")
@@ -67,7 +69,12 @@ def parse(data: Any, origin: str = "config") -> Config:
         msg = str(exc)
         m = _PATH_IN_MSG.search(msg)
         where = _where(m.group("path")) if m else ""
-        raise ConfigError(where, _PATH_IN_MSG.sub("", msg)) from exc
+        text = _PATH_IN_MSG.sub("", msg)
+        unknown = _UNKNOWN.match(text)
+        if unknown:
+            where = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
+            text = "unknown key (see docs/config.md for the keys this section takes)"
+        raise ConfigError(where, text) from exc
     _check(config)
     return config
 
@@ -82,6 +89,9 @@ def _check(config: Config) -> None:
                 raise ConfigError(f"sources[{i}].path", f"no such directory {parent!r}")
             if src.poll_ms <= 0 or src.max_batch_bytes <= 0:
                 raise ConfigError(f"sources[{i}]", "poll_ms and max_batch_bytes must be greater than 0")
+        if isinstance(src, AuditWebhookConfig):
+            for where, problem in src.problems():
+                raise ConfigError(f"sources[{i}].{where}" if where else f"sources[{i}]", problem)
         for field in _FILE_FIELDS:
             value = getattr(src, field, None)
             if value and not os.path.isfile(value):

@@ -23,6 +23,7 @@ import orjson
 from kubetrail.config import Config
 from kubetrail.record import Decoded, Record, Rejected, SourceRef
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
+from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.stages.extract import to_record
 from kubetrail.store.sqlite import Store
 
@@ -179,6 +180,8 @@ def build_sources(config: Config) -> list[LiveSource]:
     for src in config.sources:
         if isinstance(src, AuditFileConfig):
             out.append(AuditFileSource(src, cluster=config.cluster))
+        elif isinstance(src, AuditWebhookConfig):
+            out.append(AuditWebhookSource(src, cluster=config.cluster))
     return out
 
 
