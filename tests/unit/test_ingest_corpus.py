@@ -42,6 +42,32 @@ def corpus_files() -> list[str]:
     return files
 
 
+def test_khi_yaml_originals_decode_like_their_json_copies(tmp_path) -> None:
+    """`gcloud logging read` YAML: each original holds one LogEntry (or one raw Event)."""
+    originals = sorted((CORPUS / "khi-gke-audit" / "original").glob("*.yaml"))
+    assert len(originals) == 4
+    pipe = open_pipeline(Options(data_dir=str(tmp_path), detect=False))
+    try:
+        s = pipe.ingest_items(read_paths([str(p) for p in originals]), SourceRef(stream="khi"))
+    finally:
+        pipe.close()
+        pipe.store.close()
+    assert (s.stored, s.rejected) == (4, 0)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (fixtures_dir() / "falco" / "trace_files" / "k8s_audit").glob("*")))
+def test_falco_trace_files(name: str, tmp_path) -> None:
+    """The Falco fixture copy of the trace files ingests like the corpus copy."""
+    pipe = open_pipeline(Options(data_dir=str(tmp_path), detect=False))
+    try:
+        s = pipe.ingest_items(read_paths([str(fixtures_dir() / "falco" / "trace_files" / "k8s_audit" / name)]),
+                              SourceRef(stream=name))
+    finally:
+        pipe.close()
+        pipe.store.close()
+    assert (s.stored, s.rejected) == expected(f"falco-trace-files/{name}")
+
+
 def expected(rel: str) -> tuple[int, int]:
     if rel in EXPECTED:
         return EXPECTED[rel]

@@ -20,11 +20,14 @@ import base64
 import gzip
 import io
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import date, datetime
 from typing import Any, BinaryIO
 
 import orjson
+import yaml
 
 from kubetrail.errors import InputError
 from kubetrail.record import Decoded, Rejected
@@ -242,13 +245,21 @@ class Input:
             self.raw.close()
 
 
+_YAML_START = re.compile(rb"^(---|#|[A-Za-z_][\w.@-]*:(\s|$))")
+MAX_YAML_BYTES = 256 * 1024 * 1024
+
+
 def read_stream(stream: BinaryIO, name: str) -> Iterator[Item]:
-    """Lines first; a file whose first line is not a whole JSON value is read as one document."""
+    """Lines first; a file whose first line is not a whole JSON value is read as one document;
+    a YAML stream (``gcloud logging read`` prints YAML by default) is read document by document."""
     head = stream.read(1)
     if not head:
         return
     rest = stream.readline()
     first = head + rest
+    if _YAML_START.match(first.lstrip()):
+        yield from _read_yaml(first + stream.read(MAX_YAML_BYTES), name)
+        return
     if first.strip()[:1] in (b"{", b"[") and not _is_whole_json(first):
         data = first + stream.read()
         try:
@@ -261,6 +272,32 @@ def read_stream(stream: BinaryIO, name: str) -> Iterator[Item]:
         return
     yield from decode_line(first, f"{name}:1")
     yield from _read_lines(stream, name, start=2)
+
+
+def _read_yaml(data: bytes, name: str) -> Iterator[Item]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        docs = list(yaml.load_all(data, Loader=loader))  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        yield Rejected(where, f"not JSON lines and not valid YAML: {getattr(exc, 'problem', exc)}")
+        return
+    for i, doc in enumerate(d for d in docs if d is not None):
+        # YAML turns RFC 3339 text into datetimes; audit fields are text, so put them back.
+        yield from decode_value(_plain(doc), f"{name}:doc{i + 1}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 def _is_whole_json(line: bytes) -> bool:
