@@ -1,0 +1,145 @@
+"""Detection and delivery settings: ``DATA/detect.yaml`` (optional; every key has a default).
+
+Example::
+
+    rules: [/etc/kubetrail/extra_rules.yaml]   # loaded after the built-in ruleset
+    disable: ["K8s * Created"]                   # rule names (wildcards) or tags to turn off
+    match: all                                   # all | first
+    min_priority: debug
+    rate_limit: {max_alerts: 20, window_secs: 600}
+    stateful: {learning_secs: 3600, silence_secs: 900}
+    sinks:
+      - {name: file, type: jsonl, path: /var/log/kubetrail/alerts.jsonl}
+      - {name: ops, type: slack, url_env: SLACK_WEBHOOK_URL, min_priority: warning}
+      - {name: am, type: alertmanager, url: "http://alertmanager:9093"}
+      - {name: hook, type: webhook, url_file: /etc/kubetrail/hook-url, headers_env: {Authorization: HOOK_AUTH}}
+
+Sink URLs of Slack and webhooks are secrets. They may be written inline, but ``url_env`` /
+``url_file`` keep them out of the data directory; kubetrail itself never writes a URL anywhere
+(the outbox stores the sink *name*).
+"""
+
+from __future__ import annotations
+
+import os
+
+import msgspec
+import yaml
+
+from kubetrail.errors import ConfigError
+
+CONFIG_FILE = "detect.yaml"
+
+
+class _Sink(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    name: str
+    min_priority: str = "debug"
+
+
+class StdoutSinkConfig(_Sink, tag="stdout"):
+    pass
+
+
+class JsonlSinkConfig(_Sink, tag="jsonl"):
+    path: str
+
+
+class _HttpSink(_Sink, frozen=True, kw_only=True):
+    url: str = ""
+    url_env: str = ""
+    url_file: str = ""
+    timeout_secs: float = 5.0
+    headers_env: dict[str, str] = {}  # header name -> environment variable holding its value
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        if self.url_env:
+            value = os.environ.get(self.url_env, "")
+            if not value:
+                raise ConfigError(f"sinks.{self.name}.url_env", f"environment variable {self.url_env} is not set")
+            return value.strip()
+        if self.url_file:
+            try:
+                with open(self.url_file, encoding="utf-8") as fh:
+                    return fh.read().strip()
+            except OSError as exc:
+                raise ConfigError(f"sinks.{self.name}.url_file", str(exc)) from exc
+        raise ConfigError(f"sinks.{self.name}", "one of url, url_env or url_file is required")
+
+    def headers(self) -> dict[str, str]:
+        return {h: os.environ.get(env, "") for h, env in self.headers_env.items()}
+
+
+class WebhookSinkConfig(_HttpSink, tag="webhook"):
+    pass
+
+
+class SlackSinkConfig(_HttpSink, tag="slack"):
+    pass
+
+
+class AlertmanagerSinkConfig(_HttpSink, tag="alertmanager"):
+    generator_url: str = ""  # link shown in Alertmanager (e.g. a kubetrail web UI)
+
+
+SinkConfig = StdoutSinkConfig | JsonlSinkConfig | WebhookSinkConfig | SlackSinkConfig | AlertmanagerSinkConfig
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_alerts: int = 20  # per rule and subject in each window; more are folded into the last one
+    window_secs: float = 600.0
+
+
+class StatefulConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    learning_secs: float = 3600.0  # first-seen detectors stay quiet this long after their first event
+    silence_secs: float = 900.0  # audit silence: no event from a source for this long
+    denied_burst: int = 10  # 401/403 per identity or IP …
+    denied_window_secs: float = 60.0
+    discovery_kinds: int = 5  # distinct resource types listed/read by one identity …
+    discovery_window_secs: float = 60.0
+    delete_burst: int = 10  # destructive deletes by one identity …
+    delete_window_secs: float = 60.0
+    secrets_read: int = 15  # distinct secrets read by one identity …
+    secrets_window_secs: float = 1800.0
+    sequence_window_secs: float = 300.0  # CSR create -> approve, RBAC change -> workload change
+
+
+class DetectSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    rules: list[str] = []
+    disable: list[str] = []
+    match: str = "all"
+    min_priority: str = "debug"
+    rate_limit: RateLimit = RateLimit()
+    stateful: StatefulConfig = StatefulConfig()
+    sinks: list[SinkConfig] = []
+
+    def sink(self, name: str) -> SinkConfig | None:
+        return next((s for s in self.sinks if s.name == name), None)
+
+
+def load_settings(data_dir: str) -> DetectSettings:
+    """``DATA/detect.yaml`` if present, else the defaults (no sinks: alerts are only stored)."""
+    path = os.path.join(data_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return DetectSettings()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError("", f"{path}: {exc}") from exc
+    return parse_settings(data, path)
+
+
+def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
+    try:
+        settings = msgspec.convert(data, DetectSettings, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(origin, str(exc)) from exc
+    names = [s.name for s in settings.sinks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{origin}: sinks", "sink names must be unique")
+    if settings.match not in ("all", "first"):
+        raise ConfigError(f"{origin}: match", "must be 'all' or 'first'")
+    return settings
