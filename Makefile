@@ -17,11 +17,11 @@ demo: venv  ## run the bundled attack scenario on the embedded default (SQLite, 
 	$(BIN)/kubetrail demo
 
 test: venv  ## run the whole test suite
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: venv
-	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff check .
 
 bench: venv
 	$(BIN)/python bench/ingest.py
