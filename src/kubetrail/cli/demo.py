@@ -1,7 +1,8 @@
 """`kubetrail demo`: generate the bundled attack scenario, ingest it for real, show what kubetrail finds.
 
-Steps: write ``DATA/demo/audit.log`` (``kubetrail.demo.scenario``, seeded: the same seed writes the
-same bytes) and the demo cluster's audit policy beside it; ingest the log through the same pipeline
+Steps: generate the log (``kubetrail.demo.scenario``, seeded: the same seed writes the same bytes)
+into a temporary file (or ``--log PATH``; never into the data directory, as it holds the scenario's
+fake secrets in clear) and write the demo cluster's audit policy to ``DATA/demo/``; ingest the log through the same pipeline
 as ``kubetrail ingest`` (redaction, store, and whatever consumers this build has: trail checkpoints,
 detections, the credential inventory); hunt the attack in the store (``kubetrail.demo.timeline``);
 report the parts that exist (``kubetrail.demo.report``); print what to run next. Running it again
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import tempfile
 
 import click
 
-from kubetrail.cli.options import data_option
+from kubetrail.cli.options import DEFAULT_DATA_DIR, data_option
 from kubetrail.demo.report import print_alerts, print_credentials, print_timeline, print_trail
 from kubetrail.demo.scenario import (
     DEFAULT_EVENTS,
@@ -38,22 +40,32 @@ from kubetrail.store.sqlite import Store
 SOURCE = SourceRef(cluster="demo", node="demo-control-plane", stream="audit-file")
 
 
-def ingest_demo(data_dir: str, scenario: Scenario) -> tuple[str, Summary]:
-    """Write the scenario into ``DATA/demo/`` and ingest it; returns the log path and the counts."""
-    demo_dir = os.path.join(data_dir, "demo")
-    log_path = os.path.join(demo_dir, LOG_NAME)
+def ingest_demo(data_dir: str, scenario: Scenario, log_path: str | None = None) -> Summary:
+    """Ingest the scenario into ``data_dir``; the raw log is kept only at ``log_path`` when given.
+
+    The raw log is what an apiserver would write: it carries the scenario's (fake) Secret values and
+    tokens in clear. It is never written into the data directory, which holds only what kubetrail
+    stores, so that directory stays free of secrets; without ``log_path`` it lives in a temporary
+    directory for the duration of the ingest.
+    """
     try:
-        write_log(log_path, scenario)
-        write_policy(os.path.join(demo_dir, POLICY_NAME))
+        os.makedirs(os.path.join(data_dir, "demo"), exist_ok=True)
+        write_policy(os.path.join(data_dir, "demo", POLICY_NAME))
     except OSError as exc:
-        raise InputError(f"cannot write the demo log into {demo_dir}: {exc}") from exc
-    pipe = open_pipeline(Options(data_dir=data_dir, cluster=SOURCE.cluster))
-    try:
-        pipe.ingest_items(read_paths([log_path]), SOURCE)
-    finally:
-        pipe.close()
-        pipe.store.close()
-    return log_path, pipe.summary
+        raise InputError(f"cannot write into the data directory {data_dir}: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="kubetrail-demo-") as tmp:
+        path = log_path or os.path.join(tmp, LOG_NAME)
+        try:
+            write_log(path, scenario)
+        except OSError as exc:
+            raise InputError(f"cannot write the demo log to {path}: {exc}") from exc
+        pipe = open_pipeline(Options(data_dir=data_dir, cluster=SOURCE.cluster))
+        try:
+            pipe.ingest_items(read_paths([path]), SOURCE)
+        finally:
+            pipe.close()
+            pipe.store.close()
+    return pipe.summary
 
 
 def _section(title: str) -> None:
@@ -66,18 +78,20 @@ def _section(title: str) -> None:
               help="Approximate size of the generated log (at least this many events).")
 @click.option("--seed", type=int, default=DEFAULT_SEED, show_default=True,
               help="Seed of the scenario; the same seed and size give the same log.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
+              help="Also keep the raw audit log here (it holds the scenario's fake secrets in clear).")
 @data_option
-def demo(events: int, seed: int, data_dir: str) -> None:
+def demo(events: int, seed: int, log_path: str | None, data_dir: str) -> None:
     """Run the bundled attack scenario: a 2-hour audit log with an attack hidden in ordinary traffic.
 
-    Writes DATA/demo/audit.log, ingests it like `kubetrail ingest` does, then shows the attack
+    Generates the log, ingests it like `kubetrail ingest` does, then shows the attack
     timeline found by querying the store, the alerts, the credential inventory and the trail
     verification (where this build has them), and what to run next.
     """
     scenario = generate(seed=seed, events=events)
-    log_path, s = ingest_demo(data_dir, scenario)
-    click.echo(f"kubetrail demo: {len(scenario.events):,} audit events of cluster 'demo' (seed {seed}) "
-               f"written to {log_path}")
+    s = ingest_demo(data_dir, scenario, log_path)
+    click.echo(f"kubetrail demo: {len(scenario.events):,} audit events of cluster 'demo' over 2 hours (seed {seed})"
+               + (f", raw log kept in {log_path}" if log_path else ""))
     click.echo(f"ingested: read {s.read}, stored {s.stored}, duplicates {s.duplicates}, rejected {s.rejected}")
     if s.stored == 0 and s.duplicates:
         click.echo("(already ingested by an earlier run: nothing stored twice)")
@@ -96,7 +110,7 @@ def demo(events: int, seed: int, data_dir: str) -> None:
     _section("Tamper-evident trail:")
     print_trail(data_dir, click.echo)
     _section("Next:")
-    for line in _hints(data_dir, scenario, steps):
+    for line in _hints(data_dir, scenario, steps, log_path):
         click.echo(f"  {line}")
 
 
@@ -104,24 +118,34 @@ def _found(steps: list[Step]) -> int:
     return sum(1 for s in steps if s.records)
 
 
-def _hints(data_dir: str, scenario: Scenario, steps: list[Step]) -> list[str]:
-    data = "" if os.path.normpath(data_dir) == "kubetrail-data" else f" --data {shlex.quote(data_dir)}"
-    facts = scenario.facts
-    first = next((s.records[0] for s in steps if s.records and "system:masters" in s.title), None)
-    out = [
-        f"kubetrail query{data} --user evil-admin                  # everything the forged admin did",
-        f"kubetrail query{data} --source-ip {facts.attacker_ips[1]}           # the stolen token's new address",
-        f"kubetrail query{data} --resource certificatesigningrequests --json",
+def _hints(data_dir: str, scenario: Scenario, steps: list[Step], log_path: str | None) -> list[str]:
+    """Commands worth running next, with this run's data directory and findings filled in."""
+    data = "" if os.path.normpath(data_dir) == os.path.normpath(DEFAULT_DATA_DIR) else f" --data {shlex.quote(data_dir)}"
+    policy = shlex.quote(os.path.join(data_dir, "demo", POLICY_NAME))
+    csr = next((s.records[0] for s in steps if s.records and "system:masters" in s.title), None)
+    pairs = [
+        (f"kubetrail query{data} --user evil-admin", "everything the forged admin did"),
+        (f"kubetrail query{data} --source-ip {scenario.facts.attacker_ips[1]}", "the stolen token's new address"),
+        (f"kubetrail query{data} --resource certificatesigningrequests --json", "the CSR's life, as JSON"),
     ]
-    if first is not None:
-        out.append(f"kubetrail show{data} {first.leaf_index}                        # the CSR, redacted body and all")
-    out += [
-        f"kubetrail alerts{data}",
-        f"kubetrail creds list{data}",
-        f"kubetrail verify{data}",
-        f"kubetrail policy lint {shlex.quote(os.path.join(data_dir, 'demo', POLICY_NAME))}"
-        "   # the demo cluster's leaky audit policy",
+    if csr is not None:
+        pairs.append((f"kubetrail show{data} {csr.leaf_index}", "the evil CSR: metadata and redacted body"))
+    pairs += [
+        (f"kubetrail alerts{data}", "what the detections raised"),
+        (f"kubetrail creds list{data}", "every certificate and token, who made it, where it was used"),
+        (f"kubetrail verify{data}", "prove the stored trail is intact"),
+        (f"kubetrail policy lint {policy}", "what the demo cluster's audit policy leaks"),
     ]
+    if log_path:
+        pairs.append((f"kubetrail policy simulate {policy} --events {shlex.quote(log_path)}",
+                      "what another policy would have kept"))
+    width = min(max(len(cmd) for cmd, _ in pairs), 52)
+    out = []
+    for cmd, why in pairs:
+        if len(cmd) > width:
+            out += [f"# {why}", cmd]
+        else:
+            out.append(f"{cmd:<{width}}   # {why}")
     return out
 
 
