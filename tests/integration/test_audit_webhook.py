@@ -6,8 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import ipaddress
+import os
+import re
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ from kubetrail.errors import SourceError
 from kubetrail.pipeline import Options, Pipeline, open_pipeline
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookReceiver
+from kubetrail.store.sqlite import Store
 from kubetrail.testing import make_event
 
 pytestmark = pytest.mark.integration
@@ -75,7 +81,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ca_key, other_key = _key(), _key()
     ca = _cert("kubetrail test CA", ca_key, None, ca_key, ca=True)
     other_ca = _cert("someone else's CA", other_key, None, other_key, ca=True)
-    _write(d / "ca", ca)
+    _write(d / "ca", ca, ca_key)
     for name, subject, issuer, issuer_key, server in (
             ("server", "localhost", ca, ca_key, True),
             ("apiserver", "kube-apiserver", ca, ca_key, False),
@@ -163,6 +169,7 @@ def test_unauthenticated_is_401_and_nothing_stored(env: Env, cert: str | None, t
     status, answer = env.post(event_list(2), cert=cert, token=token)
     assert status == 401 and "unauthenticated" in answer["error"]
     assert env.stored() == 0
+    assert env.receiver.counts.get("http_401") == 1
 
 
 def test_certificate_from_another_ca_fails_the_handshake(env: Env) -> None:
@@ -319,3 +326,72 @@ def test_webhook_config_prints_a_kubeconfig(pki: Path) -> None:
                 ["--server", "https://x/", "--client-cert", "c"]):
         out = runner.invoke(cli, ["webhook-config", *bad])
         assert out.exit_code == 2 and "Traceback" not in out.output
+
+
+def test_webhook_serve_command_stores_and_stops_on_sigterm(pki: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kubetrail", "webhook", "serve", "--listen", "127.0.0.1:0",
+         "--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"),
+         "--client-ca", str(pki / "ca.crt"), "--client-name", "kube-apiserver", "--data", str(data)],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        m = re.search(r"https://127\.0\.0\.1:(\d+)/", line)
+        assert m, line
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
+        conn = http.client.HTTPSConnection("127.0.0.1", int(m.group(1)), context=ctx, timeout=10)
+        conn.request("POST", "/", body=event_list(4, "serve"))
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, rest
+        assert "stored 4" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    store = Store.open(str(data), create=False)
+    try:
+        assert store.size() == 4
+    finally:
+        store.close()
+
+
+def test_rotated_server_certificate_is_picked_up(pki: Path, tmp_path: Path) -> None:
+    d = tmp_path / "tls"
+    d.mkdir()
+    for suffix in (".crt", ".key"):
+        (d / f"tls{suffix}").write_bytes((pki / f"server{suffix}").read_bytes())
+    config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(d / "tls.crt"),
+                                tls_key_file=str(d / "tls.key"), bearer_token_file=str(pki / "tokens"))
+    receiver = AuditWebhookReceiver(config, lambda *a: None)
+    receiver.start()
+    try:
+        e = Env(receiver, None, pki)  # type: ignore[arg-type]
+
+        def served_serial() -> int:
+            conn = e.connect()
+            conn.connect()
+            assert conn.sock is not None
+            der = conn.sock.getpeercert(binary_form=True)
+            conn.close()
+            return x509.load_der_x509_certificate(der).serial_number
+
+        before = served_serial()
+        ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+        key = _key()
+        _write(d / "tls", _cert("localhost", key, ca, ca_key, server=True), key)  # type: ignore[arg-type]
+        os.utime(d / "tls.crt", ns=(1, 1))
+        os.utime(d / "tls.key", ns=(1, 1))
+        after = served_serial()
+        assert after != before
+        assert e.post(event_list(1), token=TOKEN)[0] == 200
+    finally:
+        receiver.stop()

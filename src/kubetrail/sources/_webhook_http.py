@@ -56,7 +56,7 @@ class WebhookHTTPServer(ThreadingHTTPServer):
         try:
             conn = self.receiver.tls_context().wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError) as exc:
-            self.receiver.count("tls_failed")
+            self.receiver.batches.count("tls_failed")
             log.info("audit_webhook: TLS handshake with %s failed: %s", client_address[0], exc)
             return
         try:
@@ -140,7 +140,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
-        self.server.receiver.count(f"http_{code}")
+        self.server.receiver.batches.count(f"http_{code}")
 
     def _refuse(self, code: int, message: str, expect_continue: bool = False) -> None:
         """Answer an error before the body was read, and close (the body is never read in full)."""
@@ -204,7 +204,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if len(body) < length:  # the client went away mid-body: nothing to answer, nothing stored
             self.close_connection = True
             return
-        code, payload = self.server.receiver.accept(body, self._principal or "", self.client_address[0])
+        code, payload = self.server.receiver.batches.accept(body, self._principal or "", self.client_address[0])
         self._answer(code, payload, close=code != 200)
 
     def do_GET(self) -> None:  # noqa: N802

@@ -139,6 +139,51 @@ def _cert_names(cert: dict[str, Any]) -> list[str]:
     return names
 
 
+class WebhookBatches:
+    """What happens to a body once the client is authenticated: decode, commit, answer."""
+
+    def __init__(self, commit: Commit, source: SourceRef) -> None:
+        self.commit = commit
+        self.source = source
+        self.counts: dict[str, int] = {}
+        self._commit_lock = threading.Lock()  # one batch at a time: the store has one writer
+        self._counter_lock = threading.Lock()
+        self._requests = 0
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._counter_lock:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+    def accept(self, body: bytes, principal: str, remote: str) -> tuple[int, dict[str, Any]]:
+        """Decode and commit one POSTed body; returns (HTTP status, JSON answer)."""
+        with self._counter_lock:
+            self._requests += 1
+            position = f"webhook:{remote}:{self._requests}"
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return 400, {"error": "the body is not valid JSON"}
+        why = _shape_problem(obj)
+        if why:
+            return 400, {"error": why}
+        decoded: list[Decoded] = []
+        rejected: list[Rejected] = []
+        for item in decode_value(obj, position):
+            (decoded if isinstance(item, Decoded) else rejected).append(item)
+        if rejected and not decoded:
+            return 400, {"error": f"no audit events in the body: {rejected[0].reason}"}
+        source = msgspec.structs.replace(self.source, stream=f"audit-webhook:{principal}")
+        try:
+            with self._commit_lock:
+                self.commit(decoded, rejected, source, {})
+        except Exception as exc:  # noqa: BLE001 - the apiserver retries a 5xx; never a traceback
+            log.error("audit_webhook: commit of %s failed: %s", position, exc)
+            return 503, {"error": "the batch could not be stored; retry"}
+        self.count("events", len(decoded))
+        self.count("rejected", len(rejected))
+        return 200, {"events": len(decoded), "rejected": len(rejected)}
+
+
 class AuditWebhookReceiver:
     """The HTTPS server. ``start()`` binds and serves in a thread; ``stop()`` drains and closes."""
 
@@ -147,13 +192,9 @@ class AuditWebhookReceiver:
         if problems:
             raise SourceError("; ".join(f"{field}: {msg}" for field, msg in problems))
         self.config = config
-        self.commit = commit
-        self.cluster = cluster
+        self.batches = WebhookBatches(commit, SourceRef(cluster=cluster, node=config.node))
+        self.counts = self.batches.counts  # events, rejected, http_<code>, tls_failed
         self.tokens = BearerTokens(config.bearer_token_file) if config.bearer_token_file else None
-        self.counts: dict[str, int] = {}
-        self._commit_lock = threading.Lock()
-        self._counter_lock = threading.Lock()
-        self._requests = 0
         self._tls_sig: tuple[int, ...] | None = None
         self._context = self._load_tls()
         self._httpd: WebhookHTTPServer | None = None
@@ -210,40 +251,6 @@ class AuditWebhookReceiver:
             if scheme.lower() == "bearer" and value.strip():
                 return self.tokens.match(value.strip())
         return None
-
-    # -- requests --------------------------------------------------------------------------------
-    def count(self, name: str, n: int = 1) -> None:
-        with self._counter_lock:
-            self.counts[name] = self.counts.get(name, 0) + n
-
-    def accept(self, body: bytes, principal: str, remote: str) -> tuple[int, dict[str, Any]]:
-        """Decode and commit one POSTed body; returns (HTTP status, JSON answer)."""
-        with self._counter_lock:
-            self._requests += 1
-            position = f"webhook:{remote}:{self._requests}"
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return 400, {"error": "the body is not valid JSON"}
-        why = _shape_problem(obj)
-        if why:
-            return 400, {"error": why}
-        decoded: list[Decoded] = []
-        rejected: list[Rejected] = []
-        for item in decode_value(obj, position):
-            (decoded if isinstance(item, Decoded) else rejected).append(item)
-        if rejected and not decoded:
-            return 400, {"error": f"no audit events in the body: {rejected[0].reason}"}
-        source = SourceRef(cluster=self.cluster, node=self.config.node, stream=f"audit-webhook:{principal}")
-        try:
-            with self._commit_lock:
-                self.commit(decoded, rejected, source, {})
-        except Exception as exc:  # noqa: BLE001 - the apiserver retries a 5xx; never a traceback
-            log.error("audit_webhook: commit of %s failed: %s", position, exc)
-            return 503, {"error": "the batch could not be stored; retry"}
-        self.count("events", len(decoded))
-        self.count("rejected", len(rejected))
-        return 200, {"events": len(decoded), "rejected": len(rejected)}
 
     # -- lifecycle -------------------------------------------------------------------------------
     @property
