@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 import orjson
 import pytest
+import yaml
 
 from kubetrail.cli.webhook import kubeconfig
 from kubetrail.errors import ConfigError, SourceError
@@ -115,3 +116,11 @@ def test_kubeconfig_rejects_bad_combinations() -> None:
     doc = kubeconfig("https://x:8443/", ca_file="/ca.crt", token_file="/t")
     assert doc["clusters"] == [{"name": "kubetrail", "cluster": {"server": "https://x:8443/",
                                                                  "certificate-authority": "/ca.crt"}}]
+
+
+def test_deploy_example_is_what_webhook_config_prints() -> None:
+    example = Path(__file__).parents[3] / "deploy" / "webhook" / "audit-webhook-kubeconfig.yaml"
+    assert yaml.safe_load(example.read_text()) == kubeconfig(
+        "https://10.96.0.50:8443/", ca_file="/etc/kubernetes/pki/kubetrail-ca.crt",
+        client_cert="/etc/kubernetes/pki/audit-webhook-client.crt",
+        client_key="/etc/kubernetes/pki/audit-webhook-client.key")
