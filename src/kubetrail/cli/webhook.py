@@ -10,6 +10,7 @@ import base64
 import signal
 import threading
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -101,7 +102,7 @@ def webhook() -> None:
 def serve(listen_address: str, tls_cert: str, tls_key: str, client_ca: str | None, client_names: tuple[str, ...],
           token_file: str | None, max_body_bytes: int, cluster: str, data_dir: str) -> None:
     """Receive audit batches into the store until SIGINT/SIGTERM."""
-    from kubetrail.pipeline import Options, open_pipeline
+    from kubetrail.pipeline import Options, Pipeline, open_pipeline
     from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookReceiver
 
     config = AuditWebhookConfig(listen_address=listen_address, tls_cert_file=tls_cert, tls_key_file=tls_key,
@@ -109,7 +110,14 @@ def serve(listen_address: str, tls_cert: str, tls_key: str, client_ca: str | Non
                                 bearer_token_file=token_file or "", max_body_bytes=max_body_bytes)
     for field, message in config.problems():
         raise ConfigError(field, message)
+    pipes: list[Pipeline] = []  # opened after the TLS files proved usable: a typo creates no store
+
+    def commit(*batch: Any) -> object:
+        return pipes[0].commit_decoded(*batch)
+
+    receiver = AuditWebhookReceiver(config, commit, cluster)
     pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster))
+    pipes.append(pipe)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -118,7 +126,6 @@ def serve(listen_address: str, tls_cert: str, tls_key: str, client_ca: str | Non
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        receiver = AuditWebhookReceiver(config, pipe.commit_decoded, cluster)
         receiver.start()
         host, port = receiver.address
         click.echo(f"kubetrail webhook: listening on https://{host}:{port}/, data in {data_dir}", err=True)

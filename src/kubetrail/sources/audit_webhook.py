@@ -207,16 +207,20 @@ class AuditWebhookReceiver:
 
     def _load_tls(self) -> ssl.SSLContext:
         c = self.config
+        what = "tls_cert_file/tls_key_file"
         try:
             self._tls_sig = tuple(os.stat(f).st_mtime_ns for f in self._tls_files())
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(c.tls_cert_file, c.tls_key_file)
             if c.client_ca_file:
+                what = "client_ca_file"
                 ctx.load_verify_locations(cafile=c.client_ca_file)
                 ctx.verify_mode = ssl.CERT_OPTIONAL  # token clients present no certificate
         except (OSError, ssl.SSLError) as exc:
-            raise SourceError(f"audit_webhook TLS setup failed: {exc}") from exc
+            files = c.client_ca_file if what == "client_ca_file" else f"{c.tls_cert_file}, {c.tls_key_file}"
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SourceError(f"audit_webhook: cannot load {what} ({files}): {reason}") from exc
         return ctx
 
     def tls_context(self) -> ssl.SSLContext:
