@@ -119,6 +119,9 @@ class Cluster:
                             KUBECTL_OLD, reason=dev)
         self.dave = Identity("dave@example.com", ["developers", "system:authenticated"], "192.168.10.57",
                              KUBECTL_LINUX, reason=dev)
+        self.kubeadm_admin = self._x509(
+            "kubernetes-admin", ["kubeadm:cluster-admins", "system:authenticated"], k8s_ua("kubeadm"),
+            _rbac("ClusterRoleBinding", "kubeadm:cluster-admins", "cluster-admin", 'Group "kubeadm:cluster-admins"'))
         workers = self.nodes[1:]
         self.pods: list[PodAccount] = []
         for node in self.nodes:

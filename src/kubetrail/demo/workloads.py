@@ -38,6 +38,7 @@ class Workloads:
         self.kubelet_rotation(1800)
         self.helm_upgrade(2100)
         self.bob_secret_and_port_forward(2400)
+        self.kubeadm_join_token(2700)
         self.bob_exec(5400)
         self.alice_checks(6000, c.alice)
         t = 420.0
@@ -150,6 +151,27 @@ class Workloads:
                         ref("pods", "shop", f"frontend-7c9d8f5b4-{suffix(self.rng)}"))
         v7["metadata"]["labels"]["status"] = "superseded"
         self.kubectl(t + 70, ci, "update", ref("secrets", "shop", "sh.helm.release.v1.shop.v7"), req=v7, resp=v7)
+
+    def kubeadm_join_token(self, t: float) -> None:
+        """``kubeadm token create`` on the control-plane node with admin.conf: a bootstrap token Secret.
+
+        admin.conf's certificate was made by kubeadm from the CA key on disk, never through the CSR
+        API, so the credential inventory sees it used but never issued (an unaccounted certificate).
+        """
+        admin = self.c.kubeadm_admin
+        token_id = "r8w2n5"
+        secret = self.plant("h3k9m2q7x4c8v1b6")
+        data = {"auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
+                "description": "Proxy for managing TTL for the kubeadm-certs secret",
+                "expiration": rfc3339(t + 86400), "token-id": token_id, "token-secret": secret,
+                "usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true"}
+        name = f"bootstrap-token-{token_id}"
+        t = self.kubectl(t, admin, "get", ref("secrets", "kube-system", name), code=404,
+                         message=f'secrets "{name}" not found')
+        body = o.secret(o.meta(name, "kube-system"), data, kind_type="bootstrap.kubernetes.io/token")
+        stored = o.secret(o.meta(name, "kube-system", uid=self.log.uuid(), rv=self.log.rv(), created=rfc3339(t)),
+                          data, kind_type="bootstrap.kubernetes.io/token")
+        self.log.request(t, admin, "create", ref("secrets", "kube-system"), req=body, resp=stored, code=201)
 
     def pod_lifecycle(self, t: float, ns: str, prefix: str, owner: tuple[str, str], creator: Identity,
                       image: str) -> str:

@@ -199,3 +199,11 @@ def test_planted_secrets_are_in_the_raw_log(scenario: Scenario) -> None:
     for value in scenario.planted:
         assert value.encode() in raw or base64.b64encode(value.encode()) in raw, value
     assert T0.year == 2026
+
+
+def test_bootstrap_token_by_kubeadm_admin(scenario: Scenario) -> None:
+    [boot] = [e for e in _find(scenario.events, verb="create", resource="secrets", ns="kube-system")
+              if e["requestObject"].get("type") == "bootstrap.kubernetes.io/token"]
+    assert boot["user"]["username"] == "kubernetes-admin" and _cred(boot).startswith("X509SHA256=")
+    assert boot["responseObject"]["metadata"]["name"] == "bootstrap-token-r8w2n5"
+    assert boot["requestObject"]["data"]["token-secret"]
