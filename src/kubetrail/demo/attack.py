@@ -24,7 +24,7 @@ from typing import Any
 from kubetrail.demo import objects as o
 from kubetrail.demo.background import API_AUDIENCE, EPOCH
 from kubetrail.demo.cluster import KUBECTL_LINUX, Cluster, sa_groups, suffix
-from kubetrail.demo.model import T0, AuditLog, Identity, ref, rfc3339
+from kubetrail.demo.model import T0, AuditLog, Identity, ref, rfc3339, uri_for
 from kubetrail.demo.pki import CertificateAuthority, b64, bound_token_claims, jwt, make_csr, private_key
 
 ATTACKER_IP = "203.0.113.45"
@@ -87,15 +87,18 @@ class Attack:
     def probes(self, t: float) -> None:
         log = self.log
         curl = "curl/8.5.0"
-        for path, resource, ns in (("/api/v1/namespaces/kube-system/secrets", "secrets", "kube-system"),
-                                   ("/api/v1/secrets", "secrets", ""), ("/api/v1/pods", "pods", "")):
-            self.note("probe-401", log.unauthenticated(t, ATTACKER_IP, curl, "list", path, ref(resource, ns)))
+        for resource, ns in (("secrets", "kube-system"), ("secrets", ""), ("pods", ""), ("nodes", ""),
+                             ("serviceaccounts", "kube-system"), ("configmaps", "kube-system"),
+                             ("pods", "kube-system"), ("namespaces", "")):
+            objref = ref(resource, ns)
+            self.note("probe-401", log.unauthenticated(t, ATTACKER_IP, curl, "list", uri_for(objref), objref))
             t += self.rng.uniform(0.5, 2)
         anon = Identity("system:anonymous", ["system:unauthenticated"], ATTACKER_IP, curl,
                         reason='RBAC: allowed by ClusterRoleBinding "system:public-info-viewer" of ClusterRole '
                                '"system:public-info-viewer" to Group "system:unauthenticated"')
         log.request(t, anon, "get", uri="/version")
-        for resource, ns in (("secrets", "kube-system"), ("pods", ""), ("configmaps", "kube-system")):
+        for resource, ns in (("secrets", "kube-system"), ("pods", ""), ("configmaps", "kube-system"),
+                             ("secrets", ""), ("serviceaccounts", "kube-system"), ("nodes", "")):
             t += self.rng.uniform(0.5, 2)
             where = f'in the namespace "{ns}"' if ns else "at the cluster scope"
             self.note("probe-403", log.request(
@@ -106,8 +109,8 @@ class Attack:
     def csr(self, t: float) -> None:
         c, log = self.c, self.log
         dave = c.dave.at(ip=ATTACKER_IP)
-        for uri in ("/api?timeout=32s", "/apis?timeout=32s"):
-            log.request(t, dave, "get", uri=uri)
+        for i, uri in enumerate(("/api?timeout=32s", "/apis?timeout=32s")):
+            log.request(t + i * 0.03, dave, "get", uri=uri)
         review = {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
                   "metadata": {"creationTimestamp": None}, "spec": {"namespace": "shop"}, "status": {}}
         log.request(t + 5, dave, "create", ref("selfsubjectrulesreviews", group="authorization.k8s.io"), req=review,
@@ -152,12 +155,20 @@ class Attack:
         log = self.log
         evil = Identity("evil-admin", ["system:masters", "system:authenticated"], ATTACKER_IP, KUBECTL_LINUX,
                         extra={"authentication.kubernetes.io/credential-id": [self.facts.cert_credential_id]})
-        for uri in ("/api?timeout=32s", "/apis?timeout=32s"):
-            self.note("cert-used", log.request(t, evil, "get", uri=uri))
+        for i, uri in enumerate(("/api?timeout=32s", "/apis?timeout=32s")):
+            self.note("cert-used", log.request(t + i * 0.03, evil, "get", uri=uri))
         t += 15
         self.note("secrets-list", log.request(t, evil, "list", ref("secrets"), query="limit=500",
                                               resp=self.all_secrets()))
-        t += 40
+        for resource, group in (("namespaces", ""), ("nodes", ""), ("pods", ""), ("serviceaccounts", ""),
+                                ("configmaps", ""), ("deployments", "apps"), ("daemonsets", "apps"),
+                                ("clusterroles", "rbac.authorization.k8s.io"),
+                                ("validatingwebhookconfigurations", "admissionregistration.k8s.io"),
+                                ("mutatingwebhookconfigurations", "admissionregistration.k8s.io"),
+                                ("customresourcedefinitions", "apiextensions.k8s.io")):
+            t += self.rng.uniform(0.3, 2.5)
+            log.request(t, evil, "list", ref(resource, group=group), query="limit=500")
+        t += 20
         log.request(t, evil, "list", ref("clusterrolebindings", group="rbac.authorization.k8s.io"), query="limit=500")
         crb = o.cluster_role_binding(self.facts.binding, "cluster-admin",
                                      [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
