@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,5 +394,57 @@ def test_rotated_server_certificate_is_picked_up(pki: Path, tmp_path: Path) -> N
         after = served_serial()
         assert after != before
         assert e.post(event_list(1), token=TOKEN)[0] == 200
+    finally:
+        receiver.stop()
+
+
+def _small_receiver(pki: Path, **kw: object) -> AuditWebhookReceiver:
+    config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(pki / "server.crt"),
+                                tls_key_file=str(pki / "server.key"), bearer_token_file=str(pki / "tokens"),
+                                **kw)  # type: ignore[arg-type]
+    calls: list[int] = []
+    receiver = AuditWebhookReceiver(config, lambda d, r, s, p: calls.append(len(d)))
+    receiver.start()
+    return receiver
+
+
+def test_a_body_that_dribbles_past_the_read_timeout_is_dropped(pki: Path) -> None:
+    receiver = _small_receiver(pki, read_timeout_secs=0.5)
+    try:
+        conn = Env(receiver, None, pki).connect()  # type: ignore[arg-type]
+        conn.putrequest("POST", "/")
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.putheader("Content-Length", "1000")
+        conn.endheaders()
+        for _ in range(4):
+            conn.send(b" " * 10)
+            time.sleep(0.2)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            conn.getresponse()
+        conn.close()
+        assert receiver.counts.get("events", 0) == 0 and "http_200" not in receiver.counts
+    finally:
+        receiver.stop()
+
+
+def test_connections_over_the_cap_are_refused(pki: Path) -> None:
+    receiver = _small_receiver(pki, max_connections=1)
+    try:
+        e = Env(receiver, None, pki)  # type: ignore[arg-type]
+        first = e.connect()
+        first.connect()
+        with pytest.raises((ssl.SSLError, OSError)):
+            e.post(event_list(1), token=TOKEN)
+        first.close()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the slot frees when the first connection's thread ends
+            try:
+                if e.post(event_list(1), token=TOKEN)[0] == 200:
+                    break
+            except (ssl.SSLError, OSError):
+                time.sleep(0.05)
+        else:
+            pytest.fail("the freed slot was never reused")
+        assert receiver.counts["connections_refused"] >= 1
     finally:
         receiver.stop()

@@ -43,7 +43,22 @@ class WebhookHTTPServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.handlers: set[WebhookHandler] = set()
         self.handlers_lock = threading.Condition()
+        self.slots = threading.BoundedSemaphore(receiver.config.max_connections)
         super().__init__(address, WebhookHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # A thread per connection, but never more than max_connections: refuse the rest at once.
+        if not self.slots.acquire(blocking=False):
+            self.receiver.batches.count("connections_refused")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (a DNS query); nothing here needs it.
@@ -199,13 +214,31 @@ class WebhookHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's naming
         if not self._gate():
             return
-        length = int(self.headers["Content-Length"])
-        body = self.rfile.read(length)
-        if len(body) < length:  # the client went away mid-body: nothing to answer, nothing stored
+        body = self._read_body(int(self.headers["Content-Length"]))
+        if body is None:  # the client went away or was too slow: nothing to answer, nothing stored
             self.close_connection = True
             return
         code, payload = self.server.receiver.batches.accept(body, self._principal or "", self.client_address[0])
         self._answer(code, payload, close=code != 200)
+
+    def _read_body(self, length: int) -> bytes | None:
+        """The whole body within read_timeout_secs (the apiserver's own limit is 30 s), or None."""
+        timeout = self.server.receiver.config.read_timeout_secs
+        deadline = time.monotonic() + timeout
+        parts: list[bytes] = []
+        got = 0
+        while got < length:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.connection.settimeout(left)
+            chunk = self.rfile.read1(min(length - got, 1 << 20))
+            if not chunk:
+                return None
+            parts.append(chunk)
+            got += len(chunk)
+        self.connection.settimeout(timeout)
+        return b"".join(parts)
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.split("?", 1)[0] in ("/healthz", "/livez", "/readyz"):

@@ -58,6 +58,7 @@ class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", 
     bearer_token_file: str = ""
     max_body_bytes: int = 16 * MIB
     read_timeout_secs: float = 30.0
+    max_connections: int = 64
     node: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
@@ -67,8 +68,8 @@ class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", 
             out.append(("tls_cert_file", "the webhook always uses TLS: set tls_cert_file and tls_key_file"))
         if not self.client_ca_file and not self.bearer_token_file:
             out.append(("client_ca_file", "set client_ca_file and/or bearer_token_file (clients must authenticate)"))
-        if self.max_body_bytes <= 0 or self.read_timeout_secs <= 0:
-            out.append(("max_body_bytes", "max_body_bytes and read_timeout_secs must be greater than 0"))
+        if self.max_body_bytes <= 0 or self.read_timeout_secs <= 0 or self.max_connections <= 0:
+            out.append(("max_body_bytes", "max_body_bytes, read_timeout_secs and max_connections must be > 0"))
         try:
             parse_listen_address(self.listen_address)
         except ValueError as exc:
