@@ -61,12 +61,12 @@ class Attack:
                                    '"cluster-admin" to ServiceAccount "ops-automation/kube-system"')
 
     def run(self) -> AttackFacts:
-        self.setup(600)
-        self.probes(3300)
-        self.csr(3720)
-        self.masters(4500)
-        self.token(4900)
-        self.legacy_use(5700)
+        self.setup(600.41)
+        self.probes(3300.27)
+        self.csr(3720.81)
+        self.masters(4500.53)
+        self.token(4900.16)
+        self.legacy_use(5700.64)
         return self.facts
 
     def note(self, step: str, audit_id: str) -> None:
@@ -132,7 +132,7 @@ class Attack:
         csr_ref = ref("certificatesigningrequests", name=name, group=CSR_GROUP)
         log.request(t + 20, dave, "get", csr_ref, resp=o.csr(md, b64(pem), signer, usages, seconds=secs, user=who))
         # 71 min: alice approves it by hand.
-        t = 4260.0
+        t = 4260.37
         alice = self.c.alice
         log.request(t - 25, alice, "list", ref("certificatesigningrequests", group=CSR_GROUP), query="limit=500")
         cond = o.condition("Approved", "KubectlApprove", "This CSR was approved by kubectl certificate approve.",

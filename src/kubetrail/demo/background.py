@@ -33,9 +33,10 @@ def every(rng: random.Random, period: float, end: float, start: float | None = N
 
 def _watch_query(rng: random.Random, selector: str = "") -> str:
     secs = rng.randint(300, 599)
-    q = f"allowWatchBookmarks=true&resourceVersion={rng.randint(4_100_000, 4_180_000)}"
+    q = "allowWatchBookmarks=true"  # url.Values.Encode sorts the keys
     if selector:
         q = f"{q}&fieldSelector={quote(selector, safe='')}"
+    q = f"{q}&resourceVersion={rng.randint(4_100_000, 4_180_000)}"
     return f"{q}&timeout={secs // 60}m{secs % 60}s&timeoutSeconds={secs}&watch=true"
 
 
