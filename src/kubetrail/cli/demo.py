@@ -121,7 +121,7 @@ def _found(steps: list[Step]) -> int:
 def _hints(data_dir: str, scenario: Scenario, steps: list[Step], log_path: str | None) -> list[str]:
     """Commands worth running next, with this run's data directory and findings filled in."""
     data = "" if os.path.normpath(data_dir) == os.path.normpath(DEFAULT_DATA_DIR) else f" --data {shlex.quote(data_dir)}"
-    policy = shlex.quote(os.path.join(data_dir, "demo", POLICY_NAME))
+    policy = shlex.quote(os.path.normpath(os.path.join(data_dir, "demo", POLICY_NAME)))
     csr = next((s.records[0] for s in steps if s.records and "system:masters" in s.title), None)
     pairs = [
         (f"kubetrail query{data} --user evil-admin", "everything the forged admin did"),
