@@ -18,6 +18,7 @@ from kubetrail.demo.pki import CertificateAuthority, Issued, b64, make_csr, priv
 
 PSA = {"pod-security.kubernetes.io/enforce-policy": "privileged:latest"}
 DISCOVERY = ("/api?timeout=32s", "/apis?timeout=32s")
+HELM = (0.05, 0.4)  # seconds between a tool's calls
 
 
 class Workloads:
@@ -30,7 +31,6 @@ class Workloads:
         return value
 
     def run(self) -> None:
-        c = self.c
         self.alice_checks(300)
         self.bob_debugs(900)
         self.dave_works(1200)
@@ -40,17 +40,17 @@ class Workloads:
         self.bob_secret_and_port_forward(2400)
         self.kubeadm_join_token(2700)
         self.bob_exec(5400)
-        self.alice_checks(6000, c.alice)
+        self.alice_checks(6000)
         t = 420.0
         while t < self.log.end:
             self.cronjob_run(t)
             t += 900
 
-    def kubectl(self, t: float, who: Identity, verb: str, objref: dict[str, Any] | None = None,
-                **kw: Any) -> float:
-        """One kubectl call; returns when the person types the next command."""
+    def kubectl(self, t: float, who: Identity, verb: str, objref: dict[str, Any] | None = None, *,
+                pause: tuple[float, float] = (4, 40), **kw: Any) -> float:
+        """One client call; returns when the next one starts (a person thinks, a tool does not)."""
         self.log.request(t, who, verb, objref, **kw)
-        return t + self.rng.uniform(4, 40)
+        return t + self.rng.uniform(*pause)
 
     def discovery(self, t: float, who: Identity) -> float:
         for uri in DISCOVERY:
@@ -58,8 +58,8 @@ class Workloads:
             t += 0.02
         return t + 0.2
 
-    def alice_checks(self, t: float, who: Identity | None = None) -> None:
-        who = who or self.c.alice
+    def alice_checks(self, t: float) -> None:
+        who = self.c.alice
         t = self.discovery(t, who)
         t = self.kubectl(t, who, "list", ref("nodes"), query="limit=500")
         t = self.kubectl(t, who, "list", ref("pods"), query="limit=500")
@@ -130,14 +130,14 @@ class Workloads:
                       {"release": release}, kind_type="helm.sh/release.v1")
         t = self.kubectl(t, ci, "list", ref("secrets", "shop"), query="labelSelector=name%3Dshop%2Cowner%3Dhelm",
                          resp={"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": log.rv()},
-                               "items": [v7]}) - 30
+                               "items": [v7]}, pause=HELM)
         v8 = o.secret(o.meta("sh.helm.release.v1.shop.v8", "shop",
                              labels={"name": "shop", "owner": "helm", "status": "pending-upgrade", "version": "8"}),
                       {"release": new_release}, kind_type="helm.sh/release.v1")
-        t = self.kubectl(t, ci, "create", ref("secrets", "shop"), req=v8, resp=v8, code=201) - 30
+        t = self.kubectl(t, ci, "create", ref("secrets", "shop"), req=v8, resp=v8, code=201, pause=HELM)
         t = self.kubectl(t, ci, "patch", ref("deployments", "shop", "frontend", group="apps"),
                          req={"spec": {"template": {"spec": {"containers": [
-                             {"name": "frontend", "image": "registry.example.com/shop/frontend:1.9.0"}]}}}}) - 30
+                             {"name": "frontend", "image": "registry.example.com/shop/frontend:1.9.0"}]}}}}, pause=HELM)
         rs_uid = log.uuid()
         log.request(t + 0.1, self.c.controller("deployment-controller"), "create",
                     ref("replicasets", "shop", group="apps"), code=201,
