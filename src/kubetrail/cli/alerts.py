@@ -1,7 +1,155 @@
-"""Commands of this group are added here (see kubetrail.cli.COMMAND_MODULES)."""
+"""`kubetrail alerts` (list, show, deliver, sinks) and `kubetrail detect` (run over what is stored)."""
 
 from __future__ import annotations
 
-import click
+import sys
 
-commands: list[click.Command] = []
+import click
+import orjson
+
+from kubetrail.alerts.alert import Alert
+from kubetrail.alerts.outbox import Outbox
+from kubetrail.alerts.sinks.stdout import text_line
+from kubetrail.alerts.store import get_alert, list_alerts, settings_for
+from kubetrail.cli.options import data_option, json_option
+from kubetrail.errors import InputError
+from kubetrail.store.queries import QueryFilters
+from kubetrail.store.sqlite import Store
+from kubetrail.timefmt import parse_when
+
+
+def _print(alerts: list[Alert], as_json: bool) -> None:
+    for a in alerts:
+        click.echo(orjson.dumps(a.to_json(), default=str).decode() if as_json else text_line(a))
+
+
+@click.group(invoke_without_command=True)
+@click.option("--since", default=None, help="RFC 3339 time or a duration ago (90m, 2h, 7d); by event time.")
+@click.option("--until", default=None, help="RFC 3339 time or a duration ago.")
+@click.option("--rule", default=None, help="Only this rule.")
+@click.option("--min-priority", default=None, help="Only this priority or more severe (e.g. warning).")
+@click.option("--limit", type=int, default=None)
+@json_option
+@data_option
+@click.pass_context
+def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str | None, min_priority: str | None,
+           limit: int | None, as_json: bool, data_dir: str) -> None:
+    """List stored alerts (one JSON object per alert with --json, evidence included).
+
+    Subcommands: show ID, deliver, sinks.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    store = Store.open(data_dir, create=False)
+    try:
+        found = list_alerts(store, since=parse_when(since) if since else None,
+                            until=parse_when(until) if until else None, rule=rule, min_priority=min_priority,
+                            limit=limit)
+    finally:
+        store.close()
+    _print(found, as_json)
+
+
+@alerts.command("show")
+@click.argument("alert_id", type=int)
+@json_option
+@data_option
+def show(alert_id: int, as_json: bool, data_dir: str) -> None:
+    """One alert with its evidence records (redacted events) from the trail."""
+    from kubetrail.cli.ingest import record_row
+
+    store = Store.open(data_dir, create=False)
+    try:
+        alert = get_alert(store, alert_id)
+        if alert is None:
+            raise InputError(f"no alert {alert_id}")
+        records = [store.get(e.key) for e in alert.evidence]
+    finally:
+        store.close()
+    out = alert.to_json()
+    out["records"] = [record_row(r) | {"event": r.event()} for r in records if r is not None]
+    if as_json:
+        click.echo(orjson.dumps(out, default=str).decode())
+        return
+    click.echo(text_line(alert))
+    for r in records:
+        if r is not None:
+            m = r.meta
+            click.echo(f"  leaf {r.leaf_index} {m.audit_id} {m.stage} {m.verb} {m.resource} {m.namespace}/{m.name}")
+
+
+@alerts.command("deliver")
+@click.option("--now", "retry_now", is_flag=True, help="Retry every pending delivery now, ignoring backoff.")
+@data_option
+def deliver(retry_now: bool, data_dir: str) -> None:
+    """Send pending deliveries from the outbox once; exit 1 if some are still pending."""
+    store = Store.open(data_dir, create=False)
+    try:
+        box = Outbox(store.connection, settings_for(data_dir))
+        if retry_now:
+            box.retry_now()
+        report = box.deliver_due(max_rows=10_000)
+    finally:
+        store.close()
+    click.echo(f"delivered {report.delivered}, failed {report.failed}, pending {report.pending}")
+    for sink, err in sorted(report.errors.items()):
+        click.echo(f"  {sink}: {err}", err=True)
+    if report.pending:
+        sys.exit(1)
+
+
+@alerts.command("sinks")
+@data_option
+def sinks(data_dir: str) -> None:
+    """Configured sinks (DATA/detect.yaml) and their outbox counts; URLs are never printed."""
+    settings = settings_for(data_dir)
+    store = Store.open(data_dir, create=False)
+    try:
+        status = {s: (d, p, e) for s, d, p, e in Outbox(store.connection, settings).status()}
+    finally:
+        store.close()
+    if not settings.sinks:
+        click.echo(f"no sinks configured (add sinks: to {data_dir}/detect.yaml); alerts are stored only")
+    for s in settings.sinks:
+        d, p, e = status.get(s.name, (0, 0, ""))
+        click.echo(f"{s.name}\t{type(s).__name__.removesuffix('SinkConfig').lower()}\tmin={s.min_priority}\t"
+                   f"delivered={d}\tpending={p}" + (f"\tlast_error={e}" if e else ""))
+
+
+@click.command()
+@click.option("--since", default=None, help="RFC 3339 time or a duration ago (by event time); default: all.")
+@click.option("--until", default=None, help="RFC 3339 time or a duration ago.")
+@click.option("--rules", "rule_files", multiple=True, help="Extra rule file(s), after the built-in ruleset.")
+@click.option("--no-deliver", is_flag=True, help="Record alerts but leave deliveries in the outbox.")
+@json_option
+@data_option
+def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no_deliver: bool, as_json: bool,
+           data_dir: str) -> None:
+    """Run detection over events already stored (alerts already raised are not raised again)."""
+    from kubetrail.detect.consumer import DetectConsumer, build_ruleset
+
+    store = Store.open(data_dir, create=False)
+    settings = settings_for(data_dir)
+    consumer = DetectConsumer(store, settings, deliver=not no_deliver,
+                              ruleset=build_ruleset(settings, rule_files))
+    filters = QueryFilters(since=parse_when(since) if since else None, until=parse_when(until) if until else None)
+    first_id = store.connection.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
+    try:
+        batch = []
+        for rec in store.query(filters):
+            batch.append(rec)
+            if len(batch) >= 2000:
+                consumer.consume(batch, store)
+                batch = []
+        consumer.consume(batch, store)
+        consumer.close()
+        new = [a for a in list_alerts(store) if (a.id or 0) > first_id]
+    finally:
+        store.close()
+    _print(new, as_json)
+    s = consumer.stats
+    click.echo(f"scanned {s['records']} events: {s['matches']} rule matches, {s['alerts']} new alerts, "
+               f"{s['folded']} folded into existing alerts", err=True)
+
+
+commands: list[click.Command] = [alerts, detect]

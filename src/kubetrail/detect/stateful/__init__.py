@@ -1,0 +1,23 @@
+"""Detectors that need memory across events; ``build_detectors`` is the whole registry.
+
+Each is a small class with ``observe(record) -> list[Alert]`` (and ``tick(now_ns)`` when it has
+wall-clock work); their state lives in the store through ``StateStore``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetrail.alerts.config import StatefulConfig
+from kubetrail.detect.stateful.first_seen import FirstSeen
+from kubetrail.detect.stateful.rate import DeleteBurst, DeniedBurst, DiscoveryBurst, SecretReadBurst
+from kubetrail.detect.stateful.sequence import CsrSelfApproval, RbacThenWorkload
+from kubetrail.detect.stateful.silence import AuditSilence
+from kubetrail.detect.stateful.state import StateStore
+
+DETECTORS = (FirstSeen, DeniedBurst, DiscoveryBurst, DeleteBurst, SecretReadBurst, CsrSelfApproval,
+             RbacThenWorkload, AuditSilence)
+
+
+def build_detectors(state: StateStore, config: StatefulConfig) -> list[Any]:
+    return [cls(state, config) for cls in DETECTORS] if config.enabled else []
