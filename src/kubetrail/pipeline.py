@@ -27,6 +27,7 @@ from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.stages.extract import to_record
 from kubetrail.store.sqlite import Store
+from kubetrail.trail.checkpointer import make_checkpointer
 
 REJECTS_FILE = "rejects.jsonl"
 DEFAULT_BATCH = 2000
@@ -53,7 +54,7 @@ class Options(msgspec.Struct, kw_only=True):
 ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
 
 # The consumer table, in order. Each factory may return None when its part is not configured.
-CONSUMERS: list[ConsumerFactory] = [detect_consumer]
+CONSUMERS: list[ConsumerFactory] = [make_checkpointer, detect_consumer]
 
 
 def build_consumers(store: Store, options: Options) -> list[Consumer]:

@@ -1,7 +1,202 @@
-"""Commands of this group are added here (see kubetrail.cli.COMMAND_MODULES)."""
+"""`kubetrail keys`, `checkpoint`, `proof`, `verify`, `retention`: the tamper-evident trail."""
 
 from __future__ import annotations
 
-import click
+import base64
+import sys
 
-commands: list[click.Command] = []
+import click
+import orjson
+
+from kubetrail.cli.options import data_option, json_option
+from kubetrail.errors import TrailError
+from kubetrail.store.sqlite import Store
+from kubetrail.timefmt import parse_when
+from kubetrail.trail import keys
+from kubetrail.trail.checkpointer import latest_checkpoint, sign_now
+from kubetrail.trail.proofs import consistency_proof_for, inclusion_proof_for
+from kubetrail.trail.retention import apply_retention, parse_bytes
+from kubetrail.trail.tree import StoredTree, sync_now
+from kubetrail.trail.verify import verify_store
+
+
+def _echo_json(doc: object) -> None:
+    click.echo(orjson.dumps(doc).decode())
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """The trail's Ed25519 signing key (C2SP signed-note key format)."""
+
+
+@keys_group.command("generate")
+@click.option("--origin", required=True, help="Log origin and key name, e.g. kubetrail.example.com/prod.")
+@click.option("--force", is_flag=True, help="Replace an existing key (old checkpoints need the old key).")
+@data_option
+def keys_generate(origin: str, force: bool, data_dir: str) -> None:
+    """Write the private key (mode 0600) into the data directory and print the verifier key."""
+    if not force and keys.load_signer(data_dir) is not None:
+        click.echo(f"error: a trail key already exists in {data_dir} (use --force to replace it)", err=True)
+        sys.exit(1)
+    signer = keys.generate(data_dir, origin, force=force)
+    click.echo(f"private key written to {data_dir}/{keys.KEY_FILE} (keep it secret); verifier key:", err=True)
+    click.echo(signer.verifier().encode())
+
+
+@keys_group.command("show")
+@data_option
+def keys_show(data_dir: str) -> None:
+    """Print the verifier key (the last line of output) for auditors and witnesses."""
+    click.echo(keys.load_verifier(data_dir).encode())
+
+
+def _open(data_dir: str) -> Store:
+    store = Store.open(data_dir, create=False)
+    sync_now(store.connection)
+    return store
+
+
+@click.command()
+@click.option("--sign", "sign", is_flag=True, help="Sign a fresh checkpoint of the current tree first.")
+@click.option("--witness", "witness_dir", default=None, type=click.Path(file_okay=False),
+              help="Also keep a copy in this witness directory (implies --sign).")
+@json_option
+@data_option
+def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str) -> None:
+    """Print the latest signed checkpoint (a C2SP tlog-checkpoint in a signed note)."""
+    store = _open(data_dir)
+    try:
+        conn = store.connection
+        latest = latest_checkpoint(conn)
+        if sign or witness_dir or latest is None or latest[0] != StoredTree(conn).size():
+            signer = keys.load_signer(data_dir)
+            if signer is None:
+                if latest is None or sign or witness_dir:
+                    raise TrailError(f"no trail key in {data_dir} to sign with (kubetrail keys generate)")
+            else:
+                sign_now(conn, signer, witness_dir)
+                latest = latest_checkpoint(conn)
+        assert latest is not None
+        size, root, note = latest
+    finally:
+        store.close()
+    if as_json:
+        origin = note.split("\n", 1)[0]
+        _echo_json({"origin": origin, "size": size, "root": root.hex(),
+                    "root_base64": base64.b64encode(root).decode(), "note": note})
+    else:
+        click.echo(note, nl=False)
+
+
+@click.group("proof")
+def proof_group() -> None:
+    """RFC 9162 inclusion and consistency proofs (hashes in lowercase hex)."""
+
+
+@proof_group.command("inclusion")
+@click.option("--index", type=int, required=True, help="Leaf index (as in `query --json`).")
+@click.option("--size", type=int, default=None, help="Tree size (default: the latest checkpoint covering it).")
+@json_option
+@data_option
+def proof_inclusion(index: int, size: int | None, as_json: bool, data_dir: str) -> None:
+    """Prove that leaf INDEX is in the tree of SIZE leaves."""
+    store = _open(data_dir)
+    try:
+        doc = inclusion_proof_for(store, index, size)
+    finally:
+        store.close()
+    if as_json:
+        _echo_json(doc)
+        return
+    click.echo(f"leaf {doc['index']} in tree of size {doc['size']}\nleaf hash {doc['leaf_hash']}\n"
+               f"root      {doc['root']}")
+    for h in doc["hashes"]:
+        click.echo(f"  {h}")
+    if doc["checkpoint"]:
+        click.echo(doc["checkpoint"], nl=False)
+
+
+@proof_group.command("consistency")
+@click.option("--old", type=int, required=True, help="The older tree size.")
+@click.option("--new", type=int, default=None, help="The newer tree size (default: the current tree).")
+@json_option
+@data_option
+def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -> None:
+    """Prove that the tree of OLD leaves is a prefix of the tree of NEW leaves."""
+    store = _open(data_dir)
+    try:
+        doc = consistency_proof_for(store, old, new)
+    finally:
+        store.close()
+    if as_json:
+        _echo_json(doc)
+        return
+    click.echo(f"{doc['old']} -> {doc['new']}\nold root {doc['old_root']}\nnew root {doc['new_root']}")
+    for h in doc["hashes"]:
+        click.echo(f"  {h}")
+
+
+@click.command()
+@click.option("--witness", "witness_dir", default=None, type=click.Path(file_okay=False),
+              help="Also check the checkpoints kept in this witness directory.")
+@click.option("--key", "vkey", default=None, help="Verifier key (or a file holding it); default: the data dir's.")
+@click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@json_option
+@data_option
+def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, as_json: bool, data_dir: str) -> None:
+    """Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."""
+    verifier = keys.load_verifier(data_dir, vkey)
+    store = Store.open(data_dir, create=False)
+    try:
+        total = store.size()
+        show = not no_progress and sys.stderr.isatty() and total > 200_000
+        with click.progressbar(length=max(total, 1), label="verifying", file=sys.stderr, hidden=not show) as bar:
+            report = verify_store(store.connection, verifier, witness_dir, progress=bar.update)
+    finally:
+        store.close()
+    doc = report.as_json()
+    first = report.first
+    summary = (f"{report.size} entries, {report.checkpoints} checkpoints"
+               f"{f', {report.witness_checkpoints} witness checkpoints' if witness_dir else ''}, "
+               f"{report.bodies_pruned} bodies pruned by retention")
+    if as_json:
+        _echo_json(doc)
+        if first is not None:
+            click.echo(f"first problem: {first.detail}", err=True)
+    elif first is None:
+        click.echo(f"ok: {summary}; root {report.root.hex()}")
+    else:
+        click.echo(f"FAILED at leaf index {first.index}: {first.reason} ({first.detail})")
+        for p in sorted(report.problems, key=lambda p: p.index)[1:10]:
+            click.echo(f"  also: index {p.index}: {p.reason} ({p.detail})")
+    if first is not None:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--max-age", default=None, help="Delete bodies of events older than this (30d, 12h, RFC 3339).")
+@click.option("--max-bytes", default=None, help="Then delete the oldest bodies until they fit (500M, 10G).")
+@click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
+@json_option
+@data_option
+def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json: bool, data_dir: str) -> None:
+    """Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."""
+    if max_age is None and max_bytes is None:
+        raise TrailError("give --max-age and/or --max-bytes")
+    before = parse_when(max_age) if max_age else None
+    limit = parse_bytes(max_bytes) if max_bytes else None
+    store = Store.open(data_dir, create=False)
+    try:
+        res = apply_retention(store.connection, before, limit, dry_run=dry_run)
+    finally:
+        store.close()
+    if as_json:
+        _echo_json({"pruned": res.pruned, "bytes_freed": res.bytes_freed, "bodies_left": res.bodies_left,
+                    "bytes_left": res.bytes_left, "dry_run": dry_run})
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {res.pruned} bodies ({res.bytes_freed:,} compressed bytes); "
+                   f"{res.bodies_left} bodies ({res.bytes_left:,} bytes) kept")
+
+
+commands: list[click.Command] = [keys_group, checkpoint, proof_group, verify, retention]

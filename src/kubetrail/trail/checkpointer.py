@@ -1,0 +1,88 @@
+"""Signs a checkpoint after each committed batch and on the timer (``tick``), even when idle.
+
+Plugged into ``kubetrail.pipeline.CONSUMERS`` by ``make_checkpointer``; the ``run`` command calls
+``tick`` every ``checkpoint_interval_secs`` so a silent log is provably silent and a deleted tail is
+visible. The checkpointer refuses to sign a tree that no longer extends its previous checkpoint: a
+log must never sign two inconsistent checkpoints (C2SP tlog-checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+
+from kubetrail.errors import TrailError
+from kubetrail.record import Record
+from kubetrail.store.sqlite import Store
+from kubetrail.trail import keys, witness
+from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
+from kubetrail.trail.note import Signer
+from kubetrail.trail.tree import StoredTree, sync_hook, sync_now
+
+WITNESS_ENV = "KUBETRAIL_WITNESS_DIR"
+
+
+def latest_checkpoint(conn: sqlite3.Connection) -> tuple[int, bytes, str] | None:
+    """(size, root, note) of the most recently signed checkpoint."""
+    row = conn.execute("SELECT size, root, note FROM trail_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    return (int(row[0]), bytes(row[1]), str(row[2])) if row else None
+
+
+def sign_now(conn: sqlite3.Connection, signer: Signer, witness_dir: str | None = None) -> tuple[Checkpoint, str]:
+    """Sign the tree as it is now, store the note, and copy it to the witness directory."""
+    sync_now(conn)
+    tree = StoredTree(conn)
+    size = tree.size()
+    cp = Checkpoint(signer.name, size, tree.root(size))
+    prev = latest_checkpoint(conn)
+    if prev is not None:
+        psize, proot, _ = prev
+        if psize > size or tree.root(psize) != proot:
+            raise TrailError(f"refusing to sign: the trail no longer matches its checkpoint at size {psize} "
+                             "(run `kubetrail verify`)")
+    note = sign_checkpoint(cp, signer)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("INSERT INTO trail_checkpoints (id, size, root, note, signed_ns) "
+                     "VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM trail_checkpoints), ?, ?, ?, ?)",
+                     (cp.size, cp.root, note, time.time_ns()))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    if witness_dir:
+        witness.publish(witness_dir, cp, note, signer.verifier())
+    return cp, note
+
+
+class Checkpointer:
+    """The pipeline consumer: one signed checkpoint per committed batch and per timer tick."""
+
+    def __init__(self, signer: Signer, witness_dir: str | None = None) -> None:
+        self.signer = signer
+        self.witness_dir = witness_dir
+        self.last: Checkpoint | None = None
+
+    def consume(self, records: list[Record], store: Store) -> None:
+        self.last, _ = sign_now(store.connection, self.signer, self.witness_dir)
+
+    def tick(self, store: Store) -> None:
+        self.last, _ = sign_now(store.connection, self.signer, self.witness_dir)
+
+    def close(self) -> None:
+        return None
+
+
+def make_checkpointer(store: Store, options: object,
+                      log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Checkpointer:
+    """``pipeline.CONSUMERS`` factory: keeps the tree in the append transaction, signs after it."""
+    data_dir = getattr(options, "data_dir", store.data_dir)
+    signer = keys.ensure_signer(data_dir, log)
+    if sync_hook not in store.append_hooks:
+        store.append_hooks.append(sync_hook)
+    witness_dir = getattr(options, "witness_dir", None) or os.environ.get(WITNESS_ENV) or None
+    return Checkpointer(signer, witness_dir)

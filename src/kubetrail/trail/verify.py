@@ -1,0 +1,213 @@
+"""``kubetrail verify``: recompute the whole trail and name the first index that is not intact.
+
+One streaming pass in leaf order over the entries and the tree's own leaf copy (two cursors, a
+compact range: O(log n) memory). For each index it recomputes the leaf from the entry header,
+checks the body against the header's ``body_sha256`` (a body removed by retention is fine), and
+compares with the tree; every stored checkpoint (and every witness checkpoint) must carry a valid
+signature and the root recomputed at its size. The smallest failing index wins; its reason is one of
+REASONS, and the rules that pick it are in docs/specs/trail-format.md ("Verification").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kubetrail.store.codec import BodyCodec
+from kubetrail.trail.checkpoint import open_checkpoint
+from kubetrail.trail.entry import ENTRY_PREFIX
+from kubetrail.trail.merkle import CompactRange, leaf_hash
+from kubetrail.trail.note import NoteError, Verifier
+from kubetrail.trail.tree import StoredTree
+from kubetrail.trail.witness import read_notes, witness_verifier
+
+REASONS = ("modified", "removed", "inserted", "reordered", "truncated", "bad-signature",
+           "inconsistent-checkpoint")
+_ORDER = {r: i for i, r in enumerate(REASONS)}
+_BODY_AT = len(ENTRY_PREFIX) + len('{"body_sha256":"')
+
+
+@dataclass
+class Problem:
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class Report:
+    size: int = 0
+    root: bytes = b""
+    checkpoints: int = 0
+    witness_checkpoints: int = 0
+    bodies_pruned: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def first(self) -> Problem | None:
+        return min(self.problems, key=lambda p: (p.index, _ORDER[p.reason])) if self.problems else None
+
+    def as_json(self) -> dict[str, object]:
+        first = self.first
+        if first is None:
+            return {"ok": True, "size": self.size, "root": self.root.hex()}
+        return {"ok": False, "first_bad_index": first.index, "reason": first.reason}
+
+
+@dataclass
+class _Cp:
+    size: int
+    root: bytes
+    where: str
+
+
+def _body_hash_of(entry: bytes) -> bytes | None:
+    """The header's body_sha256 (canonical JSON, sorted keys: it is always the first field)."""
+    if entry[:_BODY_AT] != ENTRY_PREFIX + b'{"body_sha256":"' or entry[_BODY_AT + 64:_BODY_AT + 65] != b'"':
+        return None
+    try:
+        return bytes.fromhex(entry[_BODY_AT:_BODY_AT + 64].decode())
+    except ValueError:
+        return None
+
+
+def _open_all(notes: list[tuple[str, str]], verifier: Verifier, report: Report) -> list[_Cp]:
+    """Signature check of every note; a bad one names the first leaf only it commits to."""
+    good: list[_Cp] = []
+    bad: list[tuple[int, str]] = []
+    for where, note in notes:
+        try:
+            cp = open_checkpoint(note, verifier)
+        except NoteError as exc:
+            size = _claimed_size(note)
+            bad.append((size, f"{where}: {exc}"))
+            continue
+        good.append(_Cp(cp.size, cp.root, where))
+    for size, detail in bad:
+        below = [c.size for c in good if c.size < size]
+        report.problems.append(Problem(max(below, default=0), "bad-signature", detail))
+    return good
+
+
+def _claimed_size(note: str) -> int:
+    try:
+        return int(note.split("\n")[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+class _Leaves:
+    """The tree's leaf copy, read in order beside the entries."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.cur = conn.execute("SELECT idx, hash FROM trail_leaves ORDER BY idx")
+        self.size = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM trail_leaves").fetchone()[0])
+
+    def next(self) -> bytes | None:
+        row = self.cur.fetchone()
+        return bytes(row[1]) if row else None
+
+
+def _entry_leaf(conn: sqlite3.Connection, index: int) -> bytes | None:
+    row = conn.execute("SELECT entry FROM entries WHERE leaf_index = ?", (index,)).fetchone()
+    return leaf_hash(bytes(row[0])) if row else None
+
+
+def _classify(conn: sqlite3.Connection, i: int, leaf: bytes) -> tuple[str, str]:
+    """Why the entry at ``i`` is not the tree's leaf ``i``: look at the neighbours and the tree."""
+    tree = StoredTree(conn)
+    found = tree.find_leaf(leaf)
+    if found is not None:
+        if found > i and _entry_leaf(conn, found) != tree.leaf(i) and \
+                _entry_leaf(conn, i + 1) == tree.leaf(found + 1):
+            return "removed", f"entries {i}..{found - 1} are missing; the entries after them moved up"
+        return "reordered", f"entry {i} holds the entry committed at index {found}"
+    if _entry_leaf(conn, i + 1) == tree.leaf(i):
+        return "inserted", f"an entry the tree never committed was inserted at {i}"
+    return "modified", f"entry {i} differs from the committed leaf"
+
+
+def verify_store(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | None = None,
+                 progress: Callable[[int], None] | None = None,
+                 decompress: Callable[[bytes], bytes] | None = None) -> Report:
+    """Check everything; ``decompress`` opens a stored body (default: the store's codec)."""
+    report = Report()
+    decompress = decompress or BodyCodec(conn).decompress
+    notes = [(f"checkpoint #{cid}", str(note))
+             for cid, note in conn.execute("SELECT id, note FROM trail_checkpoints ORDER BY id")]
+    report.checkpoints = len(notes)
+    cps = _open_all(notes, verifier, report)
+    if witness_dir:
+        wv = witness_verifier(witness_dir, verifier.name) or verifier
+        wnotes = [(f"witness {name}", text) for name, text in read_notes(witness_dir, verifier.name)]
+        report.witness_checkpoints = len(wnotes)
+        cps += _open_all(wnotes, wv, report)
+    cps.sort(key=lambda c: c.size)
+
+    leaves = _Leaves(conn)
+    rows = conn.execute("SELECT leaf_index, entry, leaf_hash, body FROM entries ORDER BY leaf_index")
+    cr = CompactRange()
+    matched = 0  # largest checkpoint size known to match
+    k = 0
+    sha256, lh = hashlib.sha256, leaf_hash
+    while k < len(cps) and cps[k].size == 0:
+        if cps[k].root != cr.root():
+            report.problems.append(Problem(0, "inconsistent-checkpoint", f"{cps[k].where} is not the empty tree"))
+        k += 1
+    i = 0
+    for idx, entry, stored_leaf, body in rows:
+        ref = leaves.next()
+        if idx != i:
+            report.problems.append(Problem(i, "removed", f"no entry with leaf index {i} (next is {idx})"))
+            break
+        entry = bytes(entry)
+        leaf = lh(entry)
+        if ref is None:
+            report.problems.append(Problem(i, "inserted", f"entry {i} is beyond the tree (size {leaves.size})"))
+            break
+        if leaf != ref:
+            reason, detail = _classify(conn, i, leaf)
+            report.problems.append(Problem(i, reason, detail))
+            break
+        if body is None:
+            report.bodies_pruned += 1
+        else:
+            want = _body_hash_of(entry)
+            try:
+                got = sha256(decompress(bytes(body))).digest()
+            except Exception:  # noqa: BLE001 - an undecodable body is a modified body
+                got = None
+            if want is None or got != want:
+                report.problems.append(Problem(i, "modified", f"the body of entry {i} does not match its header"))
+                break
+        if bytes(stored_leaf) != leaf:
+            report.problems.append(Problem(i, "modified", f"the stored leaf hash of entry {i} was changed"))
+            break
+        cr.append(leaf)
+        i += 1
+        while k < len(cps) and cps[k].size == i:
+            if cps[k].root == cr.root():
+                matched = i
+            else:
+                report.problems.append(Problem(matched, "inconsistent-checkpoint",
+                                               f"{cps[k].where} (size {i}) does not match the entries"))
+            k += 1
+        if progress is not None and i % 65536 == 0:
+            progress(65536)
+    else:
+        if leaves.size > i:
+            report.problems.append(Problem(i, "truncated", f"the tree holds {leaves.size} leaves, the store {i}"))
+    report.size = i
+    report.root = cr.root()
+    if report.first is None or report.first.index >= i:
+        for cp in cps[k:]:
+            if cp.size > i:
+                report.problems.append(Problem(i, "truncated", f"{cp.where} commits to size {cp.size}; "
+                                                               f"the store ends at {i}"))
+                break
+    return report
+
+
+__all__ = ["REASONS", "Problem", "Report", "verify_store"]
