@@ -84,14 +84,15 @@ class Outbox:
             sink = self.sink(sink_name)
             alert = get_alert(_Conn(self.conn), alert_id)
             if sink is None or alert is None:
-                self._fail(row_id, attempts, f"sink {sink_name!r} is not configured" if sink is None else "no alert")
+                self._fail(row_id, sink_name, attempts,
+                           f"sink {sink_name!r} is not configured" if sink is None else "no alert")
                 report.failed += 1
                 down.add(sink_name)
                 continue
             try:
                 sink.send([alert])
             except (KubetrailError, OSError) as exc:
-                self._fail(row_id, attempts, str(exc))
+                self._fail(row_id, sink_name, attempts, str(exc))
                 report.failed += 1
                 report.errors[sink_name] = str(exc)
                 down.add(sink_name)
@@ -102,10 +103,14 @@ class Outbox:
         report.pending = self.pending()
         return report
 
-    def _fail(self, row_id: int, attempts: int, error: str) -> None:
+    def _fail(self, row_id: int, sink: str, attempts: int, error: str) -> None:
+        """Back off the whole sink: its other pending rows wait as long as the one that failed."""
         n = attempts + 1
+        retry_at = self.clock() + backoff_ns(n)
         self._write("UPDATE outbox SET attempts = ?, next_attempt_ns = ?, last_error = ? WHERE id = ?",
-                    (n, self.clock() + backoff_ns(n), error[:500], row_id))
+                    (n, retry_at, error[:500], row_id))
+        self._write("UPDATE outbox SET next_attempt_ns = MAX(next_attempt_ns, ?) WHERE sink = ? AND delivered_ns IS NULL",
+                    (retry_at, sink))
 
     def _write(self, sql: str, params: tuple[object, ...]) -> None:
         self.conn.execute(sql, params)  # autocommit: one row at a time, the pipeline may hold the writer
