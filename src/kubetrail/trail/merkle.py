@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
+from itertools import count, repeat
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -85,8 +86,46 @@ class CompactRange:
         self.size += 1
 
     def extend(self, leaves: Iterable[bytes], nodes: list[tuple[int, int, bytes]] | None = None) -> None:
-        for leaf in leaves:
-            self.append(leaf, nodes)
+        """Append many leaf hashes level by level (same result as ``append`` one at a time, but the
+        hashing runs in tight comprehensions: this is the ingest hot path)."""
+        level_hashes = list(leaves)
+        if not level_hashes:
+            return
+        old = self.stack
+        old_size = self.size
+        added = len(level_hashes)
+        # old[k] is the complete node at the k-th set bit of old_size, from the top
+        old_by_level = {}
+        k = 0
+        for level in range(old_size.bit_length() - 1, -1, -1):
+            if old_size >> level & 1:
+                old_by_level[level] = old[k]
+                k += 1
+        kept: dict[int, bytes] = {}
+        start = old_size
+        level = 0
+        sha = _sha256
+        while level_hashes:
+            if start & 1:
+                level_hashes.insert(0, old_by_level.pop(level))
+                start -= 1
+            if len(level_hashes) & 1:
+                kept[level] = level_hashes.pop()
+            parents = [sha(b"\x01" + left + right).digest()
+                       for left, right in zip(level_hashes[0::2], level_hashes[1::2], strict=True)]
+            start >>= 1
+            level += 1
+            if nodes is not None and parents:
+                nodes.extend(zip(repeat(level), count(start), parents))
+            level_hashes = parents
+        kept.update(old_by_level)  # untouched higher levels
+        self.size = old_size + added
+        self.stack = [kept[lv] for lv in sorted(kept, reverse=True)]
+
+    def append_entries(self, entries: Iterable[bytes], nodes: list[tuple[int, int, bytes]] | None = None) -> None:
+        """Hash entries as leaves (0x00 prefix) and append them."""
+        sha = _sha256
+        self.extend([sha(b"\x00" + e).digest() for e in entries], nodes)
 
     def root(self) -> bytes:
         """Fold the range from the right: the RFC's unbalanced right spine, never padded."""

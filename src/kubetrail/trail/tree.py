@@ -83,18 +83,21 @@ class StoredTree:
                               [(start + i, h) for i, h in enumerate(leaves)])
         self.conn.executemany("INSERT INTO trail_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
 
-    def sync(self) -> int:
+    def sync(self, chunk: int = 65536) -> int:
         """Append every stored entry the tree does not hold yet (caller holds the transaction)."""
         start = self.size()
-        rows = self.conn.execute("SELECT leaf_index, leaf_hash FROM entries WHERE leaf_index >= ? "
-                                 "ORDER BY leaf_index", (start,)).fetchall()
-        leaves = []
-        for expect, (idx, h) in enumerate(rows, start):
-            if idx != expect:
-                raise TrailError(f"entries are not contiguous: leaf index {idx} where {expect} was expected")
-            leaves.append(bytes(h))
-        self.append(start, leaves)
-        return start + len(leaves)
+        while True:
+            rows = self.conn.execute("SELECT leaf_index, leaf_hash FROM entries WHERE leaf_index >= ? "
+                                     "ORDER BY leaf_index LIMIT ?", (start, chunk)).fetchall()
+            leaves = []
+            for expect, (idx, h) in enumerate(rows, start):
+                if idx != expect:
+                    raise TrailError(f"entries are not contiguous: leaf index {idx} where {expect} was expected")
+                leaves.append(bytes(h))
+            self.append(start, leaves)
+            start += len(leaves)
+            if len(rows) < chunk:
+                return start
 
 
 def sync_hook(conn: sqlite3.Connection, _records: Any) -> None:

@@ -138,3 +138,21 @@ def test_edge_policies() -> None:
         m.inclusion_path(8, 8, t.get)
     with pytest.raises(ValueError):
         m.consistency_proof(5, 4, t.get)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=st.lists(st.integers(0, 70), max_size=8))
+def test_batch_extend_equals_one_by_one(batches: list[int]) -> None:
+    """The level-by-level batch append gives the same range and the same completed nodes."""
+    one, many = m.CompactRange(), m.CompactRange()
+    n1: list[tuple[int, int, bytes]] = []
+    n2: list[tuple[int, int, bytes]] = []
+    i = 0
+    for b in batches:
+        data = [f"{j}".encode() for j in range(i, i + b)]
+        for d in data:
+            one.append(m.leaf_hash(d), n1)
+        many.append_entries(data, n2)
+        i += b
+        assert (one.size, one.stack, one.root()) == (many.size, many.stack, many.root())
+        assert sorted(n1) == sorted(n2)
