@@ -1,0 +1,160 @@
+"""The pipeline consumer that keeps the credential inventory current, and ``rebuild``.
+
+Each committed batch is applied in one transaction: creation events (inventory.py), then the use
+link of every record (link.py), then the flags of every credential that changed (flags.py), then
+``credential_state.next_leaf``. Because the position commits with the data, a crash replays at most
+the batch in flight, and a consumer that was not running (``ingest`` of an older kubetrail, a crash
+between the store's commit and ours) catches up from ``next_leaf`` on its next start. The result
+depends only on the trail's order, so ``rebuild`` reproduces it exactly.
+
+New flags raise alerts after the commit (``kubetrail.alerts.store.record_alerts``), one per
+credential and flag (the alert's ``dedup_key``); a flag whose alert could not be written stays
+``alerted = 0`` and is retried with the next batch.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kubetrail.credentials import flags, inventory, link
+from kubetrail.credentials.ledger import Ledger
+from kubetrail.record import Record
+
+CATCH_UP_CHUNK = 2000
+TABLES = ("credentials", "credential_aggregates", "credential_uses", "credential_flags",
+          "credential_admin_bindings", "credential_state")
+TAGS = {
+    "privileged-group": ["T1078", "credentials"], "system-identity": ["T1078", "credentials"],
+    "self-approved": ["T1098", "credentials"], "human-approval": ["T1098", "credentials"],
+    "long-lived": ["T1098", "credentials"], "multiple-source-ips": ["T1550", "credentials"],
+    "new-source-ip": ["T1550", "T1528", "credentials"], "legacy-token-in-use": ["T1528", "credentials"],
+    "cluster-admin-sa": ["T1078", "credentials"], "unaccounted": ["T1552", "credentials"],
+}
+
+
+class CredentialConsumer:
+    def __init__(self, store: Any, alerts: bool = True) -> None:
+        self.store = store
+        self.alerts = alerts
+        self.ledger = Ledger(store.connection)
+        self.catch_up()
+
+    def next_leaf(self) -> int:
+        return int(self.ledger.state("next_leaf", "0"))
+
+    def consume(self, records: list[Record], store: Any) -> None:
+        start = self.next_leaf()
+        fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
+        if not fresh:
+            return
+        if fresh[0].leaf_index is not None and fresh[0].leaf_index > start:
+            self.catch_up(until=fresh[0].leaf_index)
+        self.apply(fresh)
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Apply every stored record from ``next_leaf`` to ``until`` (default: the end); returns how many."""
+        end = self.store.size() if until is None else until
+        done = 0
+        while (start := self.next_leaf()) < end:
+            chunk = list(self.store.records_by_index(start, min(start + CATCH_UP_CHUNK, end)))
+            if not chunk:
+                break
+            self.apply(chunk)
+            done += len(chunk)
+        return done
+
+    def apply(self, records: list[Record]) -> None:
+        conn = self.store.connection
+        ledger = self.ledger
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for r in records:
+                if r.kind != "audit":
+                    continue
+                inventory.handle(ledger, r)
+                link.link(ledger, r, self.store)
+            for cid in sorted(ledger.dirty):
+                cred = ledger.get(cid)
+                if cred is None:
+                    continue
+                have = ledger.flags(cid)
+                for f in flags.evaluate(cred, ledger.aggregate(cid), ledger):
+                    if f.flag not in have:
+                        ledger.add_flag(cid, f)
+                        have.add(f.flag)
+            ledger.flush()
+            last = max(r.leaf_index for r in records if r.leaf_index is not None)
+            ledger.set_state("next_leaf", str(max(last + 1, self.next_leaf())))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            ledger.reset_cache()
+            raise
+        ledger.reset_cache()
+        if self.alerts:
+            self.raise_alerts()
+
+    def raise_alerts(self) -> int:
+        """One alert per new flag; returns how many flags were sent to the alert store."""
+        try:
+            from kubetrail.alerts.alert import Alert, Evidence
+            from kubetrail.alerts.store import record_alerts
+        except ImportError:  # the alerts package is optional for the inventory
+            return 0
+        conn = self.store.connection
+        rows = conn.execute(
+            "SELECT f.credential, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index, "
+            "c.kind, c.subject, c.credential_id FROM credential_flags f JOIN credentials c ON c.id = f.credential "
+            "WHERE f.alerted = 0 ORDER BY f.time, f.credential, f.flag").fetchall()
+        if not rows:
+            return 0
+        alerts = []
+        for cid, flag, prio, text, t, key, audit_id, stage, leaf, kind, subject, credential_id in rows:
+            alerts.append(Alert(
+                rule=f"Credential risk: {flag}", priority=prio, time=t or time.time_ns(),
+                subject=subject or cid, output=f"{kind} credential {cid} ({subject or 'subject unknown'}): {text}",
+                fields={"credential": cid, "kind": kind, "flag": flag, "credential_id": credential_id},
+                tags=TAGS.get(flag, ["credentials"]),
+                evidence=[Evidence(key=key, audit_id=audit_id, stage=stage, leaf_index=leaf)] if key else [],
+                origin="credentials", dedup_key=f"credentials\x1f{cid}\x1f{flag}"))
+        ids = record_alerts(self.store, alerts)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("UPDATE credential_flags SET alerted = 1, alert_id = ? WHERE credential = ? AND flag = ?",
+                             [(aid, row[0], row[1]) for aid, row in zip(ids, rows, strict=True)])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def close(self) -> None:
+        """Nothing is held open: every batch committed its own transaction."""
+
+
+def rebuild(store: Any, alerts: bool = True) -> int:
+    """Forget the inventory and recompute it from every stored record; returns the records read.
+
+    Alerts already raised stay; the rebuilt flags find them by ``dedup_key`` and raise none twice.
+    """
+    conn = store.connection
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    consumer = CredentialConsumer.__new__(CredentialConsumer)
+    consumer.store, consumer.alerts, consumer.ledger = store, alerts, Ledger(conn)
+    return consumer.catch_up()
+
+
+def credentials_consumer(store: Any, options: Any) -> CredentialConsumer:
+    """The pipeline's factory (``pipeline.CONSUMERS``): alerts only when detection is on."""
+    return CredentialConsumer(store, alerts=bool(getattr(options, "detect", True)))

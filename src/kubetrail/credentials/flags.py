@@ -1,0 +1,200 @@
+"""Risk flags on credentials, each with its explanation and the record that shows it, and the
+policy-gap notes that say what the audit level hid.
+
+A flag is raised once per credential (``credential_flags`` primary key) and raises one alert
+(``consumer.py``). Flags are re-evaluated whenever a credential or its uses change; a flag is never
+withdrawn, because an alert already went out and the evidence stays in the trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kubetrail.credentials.ledger import Aggregate, Ledger
+from kubetrail.credentials.model import Credential, Flag, Step
+from kubetrail.timefmt import format_ns
+
+YEAR_NS = 365 * 86400 * 1_000_000_000
+DAY_NS = 86400 * 1_000_000_000
+NEW_IP_AFTER_USES = 10  # a new source IP after this many uses (or a day) breaks an established pattern
+MASTERS = "system:masters"
+PRIVILEGED_GROUPS = {MASTERS, "kubeadm:cluster-admins", "system:cluster-admins"}
+NODE_GROUPS = {"system:nodes", "system:bootstrappers"}
+
+LINT = "Check the audit policy with `kubetrail policy lint`."
+GAPS = {
+    "csr-create-metadata": "The CSR creation was logged at Metadata level: subject (CN/O), SANs, signer, usages and "
+                           "requested lifetime are unknown; log certificatesigningrequests at RequestResponse.",
+    "csr-create-no-name": "The CSR was created with generateName and logged below RequestResponse, so its name is "
+                          "not in the log; approval and issuance were matched to it by time (probable).",
+    "csr-create-not-seen": "Approval or issuance was seen, but not the CSR creation: requester and requested subject "
+                           "are unknown (created before logging began, or the policy drops CSR creates).",
+    "csr-approval-no-body": "The approval was logged without a body: whether it approved or denied, and the reason, "
+                            "are unknown.",
+    "csr-issue-no-body": "The signer's status update was logged without a body: the issued certificate (fingerprint, "
+                         "serial, notAfter) is unknown, so uses can only be linked by identity.",
+    "cert-issuance-not-seen": "Certificate seen in use (X509SHA256 credential id) but never issued through the CSR "
+                              "API in the trail: minted with the CA key (kubeadm, openssl), or before logging began.",
+    "token-no-jti": "The TokenRequest has no issued-credential-id annotation (cluster older than 1.30, or "
+                    "ServiceAccountTokenJTI off): uses are linked by identity and time (probable).",
+    "token-metadata": "The TokenRequest was logged at Metadata level: audiences, bound object and requested "
+                      "lifetime are unknown; log serviceaccounts/token at Request level (never RequestResponse).",
+    "token-issuance-not-seen": "Token seen in use (JTI credential id) but its TokenRequest is not in the trail: "
+                               "issued before logging began, the policy drops serviceaccounts/token, or the token was "
+                               "signed outside the apiserver with a stolen signing key.",
+    "external-token": "A JWT-authenticator (OIDC) token: issued outside the cluster, so no issuance can be audited.",
+    "legacy-type-hidden": "The Secret creation was logged at Metadata level, so its type is not visible; it was "
+                          "matched to the token's uses by name.",
+    "legacy-create-not-seen": "Legacy token in use but its Secret's creation is not in the trail.",
+    "bootstrap-data-hidden": "The bootstrap token's expiration, usages and extra groups are Secret data, which the "
+                             "audit level or kubetrail's redaction kept out of the log.",
+    "bootstrap-create-not-seen": "Bootstrap token in use but its Secret's creation is not in the trail.",
+}
+
+
+def gap_notes(cred: Credential) -> list[dict[str, str]]:
+    return [{"code": g, "note": f"{GAPS.get(g, g)} {LINT}"} for g in cred.gaps]
+
+
+def _flag(name: str, priority: str, text: str, ev: Step | dict[str, Any] | None) -> Flag:
+    if isinstance(ev, Step):
+        return Flag(flag=name, priority=priority, explanation=text, time=ev.time, key=ev.key, audit_id=ev.audit_id,
+                    stage=ev.stage, leaf_index=ev.leaf_index)
+    ev = ev or {}
+    return Flag(flag=name, priority=priority, explanation=text, time=ev.get("time", 0), key=ev.get("key", ""),
+                audit_id=ev.get("audit_id", ""), stage=ev.get("stage", ""), leaf_index=ev.get("leaf_index"))
+
+
+def _first(cred: Credential, *actions: str) -> Step | None:
+    return next((s for s in cred.chain if s.action in actions), None)
+
+
+def _origin(cred: Credential, agg: Aggregate) -> Step | dict[str, Any] | None:
+    return _first(cred, "issued", "csr-created", "token-requested", "secret-created") or agg.first_use or None
+
+
+def _is_node(user: str, groups: list[str]) -> bool:
+    return user.startswith(("system:node:", "system:bootstrap:")) or bool(NODE_GROUPS & set(groups))
+
+
+def _is_controller(user: str) -> bool:
+    return user.startswith(("system:", "eks:"))
+
+
+def privileged(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    bad = [g for g in cred.groups if g in PRIVILEGED_GROUPS]
+    if not bad:
+        return
+    if MASTERS in bad:
+        text = (f"Groups include {MASTERS}: cluster-admin that no RBAC change can take away (the privileged-group "
+                f"authorizer runs first); only expiry{' at ' + str(format_ns(cred.expires_at)) if cred.expires_at else ''}"
+                " or rotating the cluster CA ends it.")
+        yield _flag("privileged-group", "Critical", text, _origin(cred, agg))
+    else:
+        yield _flag("privileged-group", "Error", f"Groups include {', '.join(bad)}, bound to cluster-admin.",
+                    _origin(cred, agg))
+
+
+def system_identity(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    step = _first(cred, "csr-created")
+    if cred.kind != "cert" or step is None or not cred.subject.startswith("system:"):
+        return
+    who, groups = cred.created_by, cred.created_by_groups
+    if cred.subject.startswith("system:node:"):
+        if who == cred.subject or (who.startswith("system:bootstrap:") or "system:bootstrappers" in groups):
+            return
+        if who.startswith("system:node:"):
+            text = f"{who} requested a certificate for another node, {cred.subject}."
+        else:
+            text = f"CN {cred.subject} names a node, but the requester {who} is not that node nor a bootstrap token."
+    elif _is_node(who, groups):
+        return
+    else:
+        text = f"CN {cred.subject} names a Kubernetes system component, requested by {who}, which is not a node."
+    yield _flag("system-identity", "Error", text, step)
+
+
+def self_approved(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    step = _first(cred, "approved")
+    if step is not None and cred.created_by and step.by == cred.created_by:
+        yield _flag("self-approved", "Error", f"{step.by} approved its own certificate request.", step)
+
+
+def human_approval(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    step = _first(cred, "approved")
+    if step is not None and not _is_controller(step.by):
+        reason = step.detail.get("reason")
+        yield _flag("human-approval", "Warning",
+                    f"Approved by {step.by}, a person rather than a controller"
+                    f"{f' (reason {reason})' if reason else ''}.", step)
+
+
+def long_lived(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    if cred.details.get("expiry_unknown") or (cred.kind == "cert" and cred.status != "issued" and cred.accounted):
+        return
+    start = cred.not_before or cred.issued_at or cred.created_at or agg.first_used
+    if cred.expires_at is None:
+        if cred.kind == "legacy":
+            yield _flag("long-lived", "Warning", "A legacy Secret-based token never expires; it works until the "
+                        "Secret is deleted.", _origin(cred, agg))
+        return
+    if start is not None and cred.expires_at - start > YEAR_NS + DAY_NS:
+        days = (cred.expires_at - start) // DAY_NS
+        text = f"Valid for {days} days (until {format_ns(cred.expires_at)}), more than a year."
+        if cred.kind == "cert":
+            text += " Client certificates cannot be revoked before notAfter."
+        yield _flag("long-lived", "Warning", text, _origin(cred, agg))
+
+
+def source_ips(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    ips = sorted(agg.ips.items(), key=lambda kv: kv[1].get("time", 0))
+    if len(ips) > 1:
+        yield _flag("multiple-source-ips", "Warning",
+                    f"Used from {len(agg.ips)} source IPs: {', '.join(ip for ip, _ in ips[:10])}.", ips[1][1])
+    for ip, info in ips[1:]:
+        if info.get("uses_before", 0) >= NEW_IP_AFTER_USES or info.get("after_first_ns", 0) > DAY_NS:
+            yield _flag("new-source-ip", "Error",
+                        f"First use from {ip} at {format_ns(info.get('time'))}, after {info.get('uses_before')} "
+                        f"uses from {', '.join(i for i, _ in ips if i != ip)[:200]} only: possibly stolen.", info)
+            return
+
+
+def legacy_in_use(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    if cred.kind == "legacy" and agg.uses:
+        yield _flag("legacy-token-in-use", "Warning",
+                    "A legacy Secret-based service-account token (no audience, no expiry) is in use; move the "
+                    "client to a bound token (TokenRequest) and delete the Secret.", agg.first_use)
+
+
+def cluster_admin(cred: Credential, agg: Aggregate, ledger: Ledger) -> Iterator[Flag]:
+    if cred.kind not in ("token", "legacy") or cred.subject.count(":") != 3:
+        return
+    _, _, ns, sa = cred.subject.split(":")
+    rows = ledger.admin_bindings([f"sa:{ns}/{sa}", "group:system:serviceaccounts", f"group:system:serviceaccounts:{ns}"])
+    if rows:
+        binding, _, key, audit_id, leaf, t = rows[0]
+        scope = "cluster-wide" if binding.startswith("Cluster") else f"in namespace {binding.split('/')[1]}"
+        yield _flag("cluster-admin-sa", "Error",
+                    f"Token for service account {ns}/{sa}, which {binding} binds to cluster-admin ({scope}).",
+                    {"time": t, "key": key, "audit_id": audit_id, "leaf_index": leaf})
+
+
+def unaccounted(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    if not cred.accounted and cred.kind in ("cert", "token") and not cred.details.get("issuer") and agg.uses:
+        what = "certificate" if cred.kind == "cert" else "service-account token"
+        yield _flag("unaccounted", "Notice",
+                    f"A {what} for {cred.subject} is in use, but its issuance is not in the trail.", agg.first_use)
+
+
+RULES: list[Callable[[Credential, Aggregate, Ledger], Iterator[Flag]]] = [
+    privileged, system_identity, self_approved, human_approval, long_lived, source_ips, legacy_in_use,
+    cluster_admin, unaccounted,
+]
+
+
+def evaluate(cred: Credential, agg: Aggregate, ledger: Ledger) -> list[Flag]:
+    out: list[Flag] = []
+    for rule in RULES:
+        out.extend(rule(cred, agg, ledger))
+    return out

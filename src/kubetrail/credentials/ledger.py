@@ -1,0 +1,267 @@
+"""The credential tables (migration 0004) behind a small API, with a per-batch document cache.
+
+The consumer opens one transaction per batch; ``Ledger`` reads documents through a cache, marks
+what changed, and ``flush`` writes the changed documents and aggregates before the commit. Uses are
+written straight away (``INSERT … ON CONFLICT DO NOTHING``) so "is this request new?" is answered by
+the database itself, and a request seen at two stages counts once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import msgspec
+import orjson
+
+from kubetrail.credentials.model import Credential, Flag, decode, encode
+
+MAX_DISTINCT = 100  # per stats map; later values are counted under "(other)"
+DENIED = (401, 403)
+
+
+class Aggregate(msgspec.Struct, kw_only=True):
+    uses: int = 0
+    exact_uses: int = 0
+    probable_uses: int = 0
+    denied: int = 0
+    first_used: int | None = None
+    last_used: int | None = None
+    # ip -> {"n", "first", "key", "audit_id", "stage", "leaf_index", "uses_before"}
+    ips: dict[str, dict[str, Any]] = {}
+    user_agents: dict[str, int] = {}
+    verbs: dict[str, int] = {}
+    resources: dict[str, int] = {}
+    first_use: dict[str, Any] = {}
+
+
+def _bump(counts: dict[str, int], value: str) -> None:
+    if value in counts or len(counts) < MAX_DISTINCT:
+        counts[value] = counts.get(value, 0) + 1
+    else:
+        counts["(other)"] = counts.get("(other)", 0) + 1
+
+
+class Ledger:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._docs: dict[str, Credential | None] = {}
+        self._aggs: dict[str, Aggregate] = {}
+        self.dirty: set[str] = set()
+        self._dirty_aggs: set[str] = set()
+        self._subjects: set[str] | None = None
+
+    # -- credentials ----------------------------------------------------------------------------
+    def get(self, cred_id: str) -> Credential | None:
+        if cred_id not in self._docs:
+            row = self.conn.execute("SELECT doc FROM credentials WHERE id = ?", (cred_id,)).fetchone()
+            self._docs[cred_id] = decode(row[0]) if row else None
+        return self._docs[cred_id]
+
+    def _ids(self, sql: str, params: tuple[Any, ...]) -> list[str]:
+        return [r[0] for r in self.conn.execute(sql, params)]
+
+    def by_credential_id(self, credential_id: str) -> Credential | None:
+        for c in self._pending():
+            if c.credential_id == credential_id:
+                return c
+        ids = self._ids("SELECT id FROM credentials WHERE credential_id = ? ORDER BY accounted DESC, created_at",
+                        (credential_id,))
+        return self.get(ids[0]) if ids else None
+
+    def by_lookup(self, lookup: str) -> list[Credential]:
+        """Every credential with this lookup key, oldest first."""
+        ids = set(self._ids("SELECT id FROM credentials WHERE lookup = ?", (lookup,)))
+        ids.update(c.id for c in self._pending() if c.lookup == lookup)
+        found = [c for c in (self.get(i) for i in ids) if c is not None and c.lookup == lookup]
+        return sorted(found, key=lambda c: (c.created_at or 0, c.id))
+
+    def by_subject(self, subject: str) -> list[Credential]:
+        ids = set(self._ids("SELECT id FROM credentials WHERE subject = ?", (subject,)))
+        ids.update(c.id for c in self._pending() if c.subject == subject)
+        return [c for c in (self.get(i) for i in sorted(ids)) if c is not None and c.subject == subject]
+
+    def subjects_like(self, prefix: str) -> list[Credential]:
+        ids = self._ids("SELECT id FROM credentials WHERE subject LIKE ?", (prefix.replace("%", "") + "%",))
+        return [c for c in (self.get(i) for i in ids) if c is not None]
+
+    def has_subject(self, subject: str) -> bool:
+        if self._subjects is None:
+            self._subjects = {r[0] for r in self.conn.execute("SELECT DISTINCT subject FROM credentials")}
+        return subject in self._subjects
+
+    def _pending(self) -> list[Credential]:
+        return [c for i in self.dirty if (c := self._docs.get(i)) is not None]
+
+    def new_id(self, base: str) -> str:
+        cand, n = base, 1
+        while self.get(cand) is not None:
+            n += 1
+            cand = f"{base}~{n}"
+        return cand
+
+    def put(self, cred: Credential) -> None:
+        self._docs[cred.id] = cred
+        self.dirty.add(cred.id)
+        if self._subjects is not None and cred.subject:
+            self._subjects.add(cred.subject)
+
+    def delete(self, cred_id: str) -> None:
+        for table, col in (("credentials", "id"), ("credential_aggregates", "credential"),
+                           ("credential_uses", "credential"), ("credential_flags", "credential")):
+            self.conn.execute(f"DELETE FROM {table} WHERE {col} = ?", (cred_id,))
+        self._docs[cred_id] = None
+        self._aggs.pop(cred_id, None)
+        self.dirty.discard(cred_id)
+        self._dirty_aggs.discard(cred_id)
+
+    def merge(self, src: Credential, into: Credential) -> None:
+        """Move ``src``'s uses to ``into`` (an issuance seen after the first uses) and drop ``src``."""
+        self.conn.execute("UPDATE OR IGNORE credential_uses SET credential = ? WHERE credential = ?", (into.id, src.id))
+        old = self.aggregate(src.id)
+        agg = self.aggregate(into.id)
+        agg.uses += old.uses
+        agg.exact_uses += old.exact_uses
+        agg.probable_uses += old.probable_uses
+        agg.denied += old.denied
+        for t in (old.first_used,):
+            if t is not None and (agg.first_used is None or t < agg.first_used):
+                agg.first_used, agg.first_use = t, old.first_use
+        if old.last_used is not None and (agg.last_used is None or old.last_used > agg.last_used):
+            agg.last_used = old.last_used
+        for ip, info in old.ips.items():
+            agg.ips.setdefault(ip, info)
+        for src_map, dst_map in ((old.user_agents, agg.user_agents), (old.verbs, agg.verbs),
+                                 (old.resources, agg.resources)):
+            for k, v in src_map.items():
+                dst_map[k] = dst_map.get(k, 0) + v
+        self._dirty_aggs.add(into.id)
+        self.delete(src.id)
+
+    # -- uses -----------------------------------------------------------------------------------
+    def aggregate(self, cred_id: str) -> Aggregate:
+        agg = self._aggs.get(cred_id)
+        if agg is None:
+            row = self.conn.execute(
+                "SELECT uses, exact_uses, probable_uses, denied, first_used, last_used, stats "
+                "FROM credential_aggregates WHERE credential = ?", (cred_id,)).fetchone()
+            agg = Aggregate()
+            if row:
+                stats = orjson.loads(row[6])
+                agg = Aggregate(uses=row[0], exact_uses=row[1], probable_uses=row[2], denied=row[3],
+                                first_used=row[4], last_used=row[5], **stats)
+            self._aggs[cred_id] = agg
+        return agg
+
+    def add_use(self, cred_id: str, record: Any, link: str) -> bool:
+        """Record one use; True when it is a new request for this credential."""
+        m = record.meta
+        request = m.audit_id or record.key
+        ip = m.source_ips[-1] if m.source_ips else ""
+        resource = m.resource + (f"/{m.subresource}" if m.subresource else "")
+        cur = self.conn.execute(
+            "INSERT INTO credential_uses (credential, request, key, audit_id, stage, leaf_index, time, code, verb, "
+            "resource, namespace, name, source_ip, user_agent, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (credential, request) DO NOTHING",
+            (cred_id, request, record.key, m.audit_id, m.stage, record.leaf_index, record.time, m.code, m.verb,
+             resource, m.namespace, m.name, ip, m.user_agent, link))
+        agg = self.aggregate(cred_id)
+        self._dirty_aggs.add(cred_id)
+        if cur.rowcount == 0:
+            if m.code is not None:
+                upd = self.conn.execute("UPDATE credential_uses SET code = ? WHERE credential = ? AND request = ? "
+                                        "AND code IS NULL", (m.code, cred_id, request))
+                if upd.rowcount and m.code in DENIED:
+                    agg.denied += 1
+            return False
+        evidence = {"key": record.key, "audit_id": m.audit_id, "stage": m.stage, "leaf_index": record.leaf_index,
+                    "time": record.time}
+        if ip and ip not in agg.ips and len(agg.ips) < MAX_DISTINCT:
+            agg.ips[ip] = {**evidence, "uses_before": agg.uses,
+                           "after_first_ns": record.time - agg.first_used if agg.first_used is not None else 0}
+        agg.uses += 1
+        if link == "exact":
+            agg.exact_uses += 1
+        else:
+            agg.probable_uses += 1
+        if m.code in DENIED:
+            agg.denied += 1
+        if agg.first_used is None or record.time < agg.first_used:
+            agg.first_used, agg.first_use = record.time, evidence
+        if agg.last_used is None or record.time > agg.last_used:
+            agg.last_used = record.time
+        _bump(agg.user_agents, m.user_agent)
+        _bump(agg.verbs, m.verb)
+        _bump(agg.resources, resource or m.request_uri.split("?", 1)[0])
+        return True
+
+    # -- flags ----------------------------------------------------------------------------------
+    def flags(self, cred_id: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT flag FROM credential_flags WHERE credential = ?", (cred_id,))}
+
+    def add_flag(self, cred_id: str, f: Flag) -> bool:
+        cur = self.conn.execute(
+            "INSERT INTO credential_flags (credential, flag, priority, explanation, time, key, audit_id, stage, "
+            "leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, flag) DO NOTHING",
+            (cred_id, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index))
+        return cur.rowcount > 0
+
+    # -- cluster-admin bindings -----------------------------------------------------------------
+    def set_binding(self, binding: str, subjects: list[str], record: Any) -> None:
+        self.conn.execute("DELETE FROM credential_admin_bindings WHERE binding = ?", (binding,))
+        self.conn.executemany(
+            "INSERT INTO credential_admin_bindings (binding, subject, key, audit_id, leaf_index, time) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(binding, s, record.key, record.meta.audit_id, record.leaf_index, record.time) for s in subjects])
+
+    def admin_bindings(self, subjects: list[str]) -> list[tuple[str, str, str, str, int | None, int]]:
+        q = ("SELECT binding, subject, key, audit_id, leaf_index, time FROM credential_admin_bindings WHERE subject IN "
+             f"({','.join('?' * len(subjects))}) ORDER BY time")
+        return [tuple(r) for r in self.conn.execute(q, subjects)]  # type: ignore[misc]
+
+    # -- state ----------------------------------------------------------------------------------
+    def state(self, name: str, default: str = "") -> str:
+        row = self.conn.execute("SELECT value FROM credential_state WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, name: str, value: str) -> None:
+        self.conn.execute("INSERT INTO credential_state (name, value) VALUES (?, ?) "
+                          "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+    def flush(self) -> None:
+        now = time.time_ns()
+        rows = []
+        for cid in sorted(self.dirty):
+            c = self._docs.get(cid)
+            if c is not None:
+                rows.append((c.id, c.kind, c.credential_id, c.subject, c.lookup, int(c.accounted), c.created_at,
+                             c.expires_at, encode(c).decode(), now))
+        self.conn.executemany(
+            "INSERT INTO credentials (id, kind, credential_id, subject, lookup, accounted, created_at, expires_at, doc, "
+            "updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+            "credential_id = excluded.credential_id, subject = excluded.subject, lookup = excluded.lookup, "
+            "accounted = excluded.accounted, created_at = excluded.created_at, expires_at = excluded.expires_at, "
+            "doc = excluded.doc, updated_ns = excluded.updated_ns", rows)
+        arows = []
+        for cid in sorted(self._dirty_aggs):
+            a = self._aggs[cid]
+            stats = orjson.dumps({"ips": a.ips, "user_agents": a.user_agents, "verbs": a.verbs,
+                                  "resources": a.resources, "first_use": a.first_use}).decode()
+            arows.append((cid, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, stats))
+        self.conn.executemany(
+            "INSERT INTO credential_aggregates (credential, uses, exact_uses, probable_uses, denied, first_used, "
+            "last_used, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential) DO UPDATE SET "
+            "uses = excluded.uses, exact_uses = excluded.exact_uses, probable_uses = excluded.probable_uses, "
+            "denied = excluded.denied, first_used = excluded.first_used, last_used = excluded.last_used, "
+            "stats = excluded.stats", arows)
+        self.dirty.clear()
+        self._dirty_aggs.clear()
+
+    def reset_cache(self) -> None:
+        """Forget cached documents (after a rollback, or to bound memory between batches)."""
+        self._docs.clear()
+        self._aggs.clear()
+        self.dirty.clear()
+        self._dirty_aggs.clear()
+        self._subjects = None
