@@ -21,6 +21,7 @@ import msgspec
 import orjson
 
 from kubetrail.config import Config
+from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
 from kubetrail.record import Decoded, Record, Rejected, SourceRef
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
@@ -54,7 +55,7 @@ class Options(msgspec.Struct, kw_only=True):
 ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
 
 # The consumer table, in order. Each factory may return None when its part is not configured.
-CONSUMERS: list[ConsumerFactory] = [make_checkpointer, detect_consumer]
+CONSUMERS: list[ConsumerFactory] = [make_checkpointer, detect_consumer, credentials_consumer]
 
 
 def build_consumers(store: Store, options: Options) -> list[Consumer]:
