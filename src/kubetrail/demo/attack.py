@@ -248,6 +248,11 @@ class Attack:
             req=o.token_request(None, secs), resp=resp, code=201,
             annotations={"authentication.kubernetes.io/issued-credential-id": f"JTI={jti}"}))
         ops = self.ops.with_credential(f"JTI={jti}")
+        # `kubectl auth whoami --token …` from the attacker's box, then the token moves to a new address.
+        whoami = {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                  "metadata": {"creationTimestamp": None}, "status": {"userInfo": {}}}
+        log.request(t + 25, ops.at(ip=ATTACKER_IP, ua=KUBECTL_LINUX), "create",
+                    ref("selfsubjectreviews", group="authentication.k8s.io"), req=whoami, code=201)
         t += 200
         self.note("token-used", log.request(t, ops, "list", ref("nodes"), query="limit=500"))
         backup = o.secret(o.meta("etcd-backup-s3", "kube-system", uid=log.uuid(), rv=log.rv()),

@@ -93,22 +93,19 @@ def print_alerts(data_dir: str, echo: Echo, limit: int = 15) -> bool:
         return True
     by_rule: Counter[tuple[str, str]] = Counter((str(a.get("rule", "?")), str(a.get("priority", ""))) for a in alerts)
     echo(f"  {len(alerts)} alerts from {len(by_rule)} rules:")
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[tuple[str, str], dict[str, Any]] = {}
     for a in alerts:
-        first.setdefault(str(a.get("rule", "?")), a)
+        first.setdefault((str(a.get("rule", "?")), str(a.get("priority", ""))), a)
     for (rule, priority), n in sorted(by_rule.items(), key=lambda kv: (_rank(kv[0][1]), -kv[1], kv[0][0]))[:limit]:
-        subject = first[rule].get("subject") or ""
+        subject = first[(rule, priority)].get("subject") or ""
         echo(f"    {priority:<9} {n:>4}×  {rule}" + (f"  — e.g. {subject}" if subject else ""))
     if len(by_rule) > limit:
         echo(f"    … and {len(by_rule) - limit} more rules")
     return True
 
 
-def _cred_rank(c: dict[str, Any]) -> tuple[int, int, str]:
-    groups = c.get("groups") or []
-    masters = "system:masters" in groups if isinstance(groups, list) else False
-    flags = c.get("flags") or []
-    return (0 if masters else 1, -len(flags) if isinstance(flags, list) else 0, str(c.get("id", "")))
+def _flag_priority(flag: Any) -> str:
+    return str(flag.get("priority", "")) if isinstance(flag, dict) else ""
 
 
 def _flag_text(flag: Any) -> str:
@@ -117,7 +114,21 @@ def _flag_text(flag: Any) -> str:
     return str(flag)
 
 
-def print_credentials(data_dir: str, echo: Echo, limit: int = 8) -> bool:
+def _cred_rank(c: dict[str, Any]) -> tuple[int, int, int, str, str]:
+    """system:masters first, then by the worst flag, then in the order they were made (the attack's order)."""
+    groups = c.get("groups") if isinstance(c.get("groups"), list) else []
+    flags = c.get("flags") if isinstance(c.get("flags"), list) else []
+    worst = min((_rank(_flag_priority(f)) for f in flags), default=len(PRIORITY_ORDER) + 1)
+    created = str(c.get("created_at") or "")
+    return (0 if "system:masters" in groups else 1, worst, 0 if created else 1, created, str(c.get("id", "")))
+
+
+def _serious(c: dict[str, Any]) -> bool:
+    return any(_rank(_flag_priority(f)) < PRIORITY_ORDER.index("NOTICE") or not _flag_priority(f)
+               for f in c.get("flags") or [])
+
+
+def print_credentials(data_dir: str, echo: Echo, limit: int = 6) -> bool:
     if "creds" not in registered_commands():
         echo("  (the credential inventory is not part of this build yet)")
         return False
@@ -127,19 +138,24 @@ def print_credentials(data_dir: str, echo: Echo, limit: int = 8) -> bool:
         return False
     kinds = Counter(str(c.get("kind", "?")) for c in creds)
     echo(f"  {len(creds)} credentials (" + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + ")")
-    for c in sorted(creds, key=_cred_rank)[:limit]:
-        groups = ",".join(c.get("groups") or [])
+    ranked = sorted(creds, key=_cred_rank)
+    shown = [c for c in ranked if _serious(c)][:limit] or ranked[:limit]
+    for c in shown:
+        groups = ",".join(g for g in c.get("groups") or [] if not str(g).startswith("system:serviceaccounts"))
         ident = c.get("fingerprint") or c.get("jti") or c.get("id") or ""
         echo(f"    {c.get('kind', '?'):<8} {c.get('subject', '')}" + (f" [{groups}]" if groups else "")
-             + f"  id {str(ident)[:24]}")
+             + f"  ({str(ident)[:16]}…)")
         made = ", ".join(f"{k.replace('_', ' ')} {c[k]}" for k in ("created_by", "approved_by") if c.get(k))
         ips = ",".join(c.get("source_ips") or [])
         echo(f"             {made}{'; ' if made else ''}{c.get('uses', 0)} uses" + (f" from {ips}" if ips else ""))
         flags = [t for t in (_flag_text(f) for f in c.get("flags") or []) if t]
         if flags:
             echo(f"             flags: {', '.join(flags)}")
-    if len(creds) > limit:
-        echo(f"    … and {len(creds) - limit} more (kubetrail creds list)")
+    rest = len(creds) - len(shown)
+    unaccounted = sum(1 for c in creds if c not in shown and c.get("unaccounted"))
+    if rest:
+        echo(f"    … and {rest} more" + (f", {unaccounted} of them in use but never issued in the trail "
+                                          "(before logging began, or outside the API)" if unaccounted else ""))
     return True
 
 

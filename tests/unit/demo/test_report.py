@@ -84,3 +84,26 @@ def test_run_json_runs_a_real_command(tmp_path: Any) -> None:
     assert code == 0 and len(docs) == 1 and docs[0]["entries"] == 0
     code, docs, err = report.run_json(["no-such-command"], str(tmp_path))
     assert code != 0 and docs == [] and err
+
+
+def test_credentials_ranked_by_worst_flag_then_creation(monkeypatch: pytest.MonkeyPatch) -> None:
+    def flag(name: str, prio: str) -> dict[str, str]:
+        return {"flag": name, "priority": prio, "explanation": "…"}
+    creds = [
+        {"id": "legacy/x", "kind": "legacy", "subject": "sa", "created_at": "2026-03-14T10:26:00Z",
+         "flags": [flag("cluster-admin-sa", "Error"), flag("long-lived", "Warning")]},
+        {"id": "adm", "kind": "cert", "subject": "kubernetes-admin", "unaccounted": True,
+         "flags": [flag("privileged-group", "Error")]},
+        {"id": "jti/1", "kind": "token", "subject": "sa", "created_at": "2026-03-14T10:21:40Z",
+         "groups": ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+         "flags": [flag("cluster-admin-sa", "Error")]},
+        {"id": "old", "kind": "token", "subject": "kube-proxy", "unaccounted": True,
+         "flags": [flag("unaccounted", "Notice")]},
+    ]
+    _fake(monkeypatch, {"creds"}, {"creds": (0, creds)})
+    lines: list[str] = []
+    report.print_credentials("d", lines.append)
+    order = [line.split()[0] for line in lines[1:] if line.startswith("    ") and not line.startswith("     ")]
+    assert order == ["token", "legacy", "cert", "…"]
+    assert "[system:serviceaccounts" not in lines[1]  # implied groups are not repeated
+    assert "1 more, 1 of them in use but never issued" in lines[-1]

@@ -164,7 +164,8 @@ def test_token_request_for_cluster_admin_account_then_new_ip(scenario: Scenario)
     assert (decode_jwt_claims(token) or {})["jti"] == facts.token_jti
     assert crb["stageTimestamp"] < tr["stageTimestamp"]
     uses = [e for e in events if _cred(e) == f"JTI={facts.token_jti}"]
-    assert uses and {ip for e in uses for ip in e["sourceIPs"]} == {TOKEN_IP}
+    assert uses[0]["sourceIPs"] == [ATTACKER_IP]  # tried where it was minted ...
+    assert len(uses) > 5 and {ip for e in uses[1:] for ip in e["sourceIPs"]} == {TOKEN_IP}  # ... then moved
     before = {ip for e in events if e["stageTimestamp"] < tr["stageTimestamp"] for ip in e["sourceIPs"]}
     assert TOKEN_IP not in before
 
