@@ -60,29 +60,40 @@ def sign_now(conn: sqlite3.Connection, signer: Signer, witness_dir: str | None =
 
 
 class Checkpointer:
-    """The pipeline consumer: one signed checkpoint per committed batch and per timer tick."""
+    """The pipeline consumer: one signed checkpoint per committed batch and per timer tick.
 
-    def __init__(self, signer: Signer, witness_dir: str | None = None) -> None:
-        self.signer = signer
+    The key is loaded (or generated, announced through ``log``) at the first signing, so a command
+    that never stores anything never creates one.
+    """
+
+    def __init__(self, data_dir: str, witness_dir: str | None = None,
+                 log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                 signer: Signer | None = None) -> None:
+        self.data_dir = data_dir
         self.witness_dir = witness_dir
+        self.log = log
+        self.signer = signer
         self.last: Checkpoint | None = None
 
+    def _signer(self) -> Signer:
+        if self.signer is None:
+            self.signer = keys.ensure_signer(self.data_dir, self.log)
+        return self.signer
+
     def consume(self, records: list[Record], store: Store) -> None:
-        self.last, _ = sign_now(store.connection, self.signer, self.witness_dir)
+        self.last, _ = sign_now(store.connection, self._signer(), self.witness_dir)
 
     def tick(self, store: Store) -> None:
-        self.last, _ = sign_now(store.connection, self.signer, self.witness_dir)
+        """Timer work: sign the current tree even when nothing arrived since the last checkpoint."""
+        self.last, _ = sign_now(store.connection, self._signer(), self.witness_dir)
 
     def close(self) -> None:
         return None
 
 
-def make_checkpointer(store: Store, options: object,
-                      log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Checkpointer:
+def make_checkpointer(store: Store, options: object) -> Checkpointer:
     """``pipeline.CONSUMERS`` factory: keeps the tree in the append transaction, signs after it."""
-    data_dir = getattr(options, "data_dir", store.data_dir)
-    signer = keys.ensure_signer(data_dir, log)
     if sync_hook not in store.append_hooks:
         store.append_hooks.append(sync_hook)
     witness_dir = getattr(options, "witness_dir", None) or os.environ.get(WITNESS_ENV) or None
-    return Checkpointer(signer, witness_dir)
+    return Checkpointer(getattr(options, "data_dir", store.data_dir), witness_dir)
