@@ -148,6 +148,12 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, as_json
     verifier = keys.load_verifier(data_dir, vkey)
     store = Store.open(data_dir, create=False)
     try:
+        conn = store.connection
+        if conn.execute("SELECT COUNT(*) FROM trail_checkpoints").fetchone()[0] == 0 and store.size():
+            # a store written before the trail existed: nothing was ever committed, so build the tree
+            sync_now(conn)
+            click.echo("note: this store had no signed checkpoint yet; its tree was built from the stored "
+                       "entries, so this run proves nothing about what happened before now", err=True)
         total = store.size()
         show = not no_progress and sys.stderr.isatty() and total > 200_000
         with click.progressbar(length=max(total, 1), label="verifying", file=sys.stderr, hidden=not show) as bar:

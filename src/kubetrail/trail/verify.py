@@ -132,9 +132,21 @@ def _classify(conn: sqlite3.Connection, i: int, leaf: bytes) -> tuple[str, str]:
 def verify_store(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | None = None,
                  progress: Callable[[int], None] | None = None,
                  decompress: Callable[[bytes], bytes] | None = None) -> Report:
-    """Check everything; ``decompress`` opens a stored body (default: the store's codec)."""
-    report = Report()
+    """Check everything; ``decompress`` opens a stored body (default: the store's codec).
+
+    One read transaction: every query sees the same snapshot even while an ingest appends.
+    """
     decompress = decompress or BodyCodec(conn).decompress
+    conn.execute("BEGIN")
+    try:
+        return _verify(conn, verifier, witness_dir, progress, decompress)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | None,
+            progress: Callable[[int], None] | None, decompress: Callable[[bytes], bytes]) -> Report:
+    report = Report()
     notes = [(f"checkpoint #{cid}", str(note))
              for cid, note in conn.execute("SELECT id, note FROM trail_checkpoints ORDER BY id")]
     report.checkpoints = len(notes)

@@ -99,3 +99,20 @@ def test_verify_with_a_pinned_key_and_no_store(tmp_path) -> None:
     code, out = run("verify", "--json", "--key", vkey.strip(), "--data", data)
     assert code == 1 and orjson.loads(out) == {"ok": False, "first_bad_index": 0, "reason": "bad-signature"}
     assert run("verify", "--data", str(tmp_path / "nothing"))[0] == 2
+
+
+def test_store_written_before_the_trail_existed(tmp_path) -> None:
+    """Entries without tree rows or checkpoints (an older kubetrail): verify builds the tree and warns."""
+    from kubetrail.stages.extract import to_record
+    from kubetrail.store.sqlite import Store
+
+    data = str(tmp_path / "d")
+    run("keys", "generate", "--origin", "t.example/log", "--data", data)
+    store = Store.open(data)
+    store.append([to_record(Decoded(make_event(f"old-{i}"), "event", str(i)), SourceRef(stream="t"))
+                  for i in range(9)])
+    store.close()
+    r = CliRunner().invoke(cli, ["verify", "--json", "--data", data])
+    assert r.exit_code == 0 and orjson.loads(r.stdout)["size"] == 9 and "no signed checkpoint" in r.stderr
+    code, note = run("checkpoint", "--data", data)
+    assert code == 0 and note.split("\n")[1] == "9"
