@@ -72,17 +72,10 @@ class CredentialConsumer:
             for r in records:
                 if r.kind != "audit":
                     continue
+                ledger.touched.clear()
                 inventory.handle(ledger, r)
                 link.link(ledger, r, self.store)
-            for cid in sorted(ledger.dirty):
-                cred = ledger.get(cid)
-                if cred is None:
-                    continue
-                have = ledger.flags(cid)
-                for f in flags.evaluate(cred, ledger.aggregate(cid), ledger):
-                    if f.flag not in have:
-                        ledger.add_flag(cid, f)
-                        have.add(f.flag)
+                self._evaluate(sorted(ledger.touched))
             ledger.flush()
             last = max(r.leaf_index for r in records if r.leaf_index is not None)
             ledger.set_state("next_leaf", str(max(last + 1, self.next_leaf())))
@@ -95,6 +88,18 @@ class CredentialConsumer:
         ledger.reset_cache()
         if self.alerts:
             self.raise_alerts()
+
+    def _evaluate(self, cred_ids: list[str]) -> None:
+        """Flags of the credentials one record changed: per record, so batching never changes a result."""
+        ledger = self.ledger
+        for cid in cred_ids:
+            cred = ledger.get(cid)
+            if cred is None:
+                continue
+            have = ledger.flags(cid)
+            for f in flags.evaluate(cred, ledger.aggregate(cid), ledger):
+                if f.flag not in have:
+                    ledger.add_flag(cid, f)
 
     def raise_alerts(self) -> int:
         """One alert per new flag; returns how many flags were sent to the alert store."""

@@ -447,4 +447,4 @@ def binding_changed(ledger: Ledger, record: Any) -> None:
                   else "system:serviceaccount:" + subj[len("group:system:serviceaccounts:"):])
         for c in ledger.subjects_like(prefix):
             if c.kind in ("token", "legacy"):
-                ledger.dirty.add(c.id)
+                ledger.touch(c.id)

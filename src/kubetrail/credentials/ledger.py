@@ -49,6 +49,8 @@ class Ledger:
         self._docs: dict[str, Credential | None] = {}
         self._aggs: dict[str, Aggregate] = {}
         self.dirty: set[str] = set()
+        self.touched: set[str] = set()  # changed by the record being applied (flags are evaluated per record)
+        self._flags: dict[str, set[str]] = {}
         self._dirty_aggs: set[str] = set()
         self._subjects: set[str] | None = None
 
@@ -103,9 +105,13 @@ class Ledger:
 
     def put(self, cred: Credential) -> None:
         self._docs[cred.id] = cred
-        self.dirty.add(cred.id)
+        self.touch(cred.id)
         if self._subjects is not None and cred.subject:
             self._subjects.add(cred.subject)
+
+    def touch(self, cred_id: str) -> None:
+        self.dirty.add(cred_id)
+        self.touched.add(cred_id)
 
     def delete(self, cred_id: str) -> None:
         for table, col in (("credentials", "id"), ("credential_aggregates", "credential"),
@@ -114,6 +120,8 @@ class Ledger:
         self._docs[cred_id] = None
         self._aggs.pop(cred_id, None)
         self.dirty.discard(cred_id)
+        self.touched.discard(cred_id)
+        self._flags.pop(cred_id, None)
         self._dirty_aggs.discard(cred_id)
 
     def merge(self, src: Credential, into: Credential) -> None:
@@ -198,13 +206,19 @@ class Ledger:
 
     # -- flags ----------------------------------------------------------------------------------
     def flags(self, cred_id: str) -> set[str]:
-        return {r[0] for r in self.conn.execute("SELECT flag FROM credential_flags WHERE credential = ?", (cred_id,))}
+        have = self._flags.get(cred_id)
+        if have is None:
+            have = {r[0] for r in self.conn.execute("SELECT flag FROM credential_flags WHERE credential = ?",
+                                                    (cred_id,))}
+            self._flags[cred_id] = have
+        return have
 
     def add_flag(self, cred_id: str, f: Flag) -> bool:
         cur = self.conn.execute(
             "INSERT INTO credential_flags (credential, flag, priority, explanation, time, key, audit_id, stage, "
             "leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, flag) DO NOTHING",
             (cred_id, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index))
+        self.flags(cred_id).add(f.flag)
         return cur.rowcount > 0
 
     # -- cluster-admin bindings -----------------------------------------------------------------
@@ -263,5 +277,7 @@ class Ledger:
         self._docs.clear()
         self._aggs.clear()
         self.dirty.clear()
+        self.touched.clear()
+        self._flags.clear()
         self._dirty_aggs.clear()
         self._subjects = None

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from cred_helpers import Cluster  # noqa: E402
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(str(tmp_path / "data"))
+    yield c
+    c.close()
