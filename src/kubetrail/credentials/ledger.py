@@ -88,6 +88,15 @@ class Ledger:
         ids = self._ids("SELECT id FROM credentials WHERE subject LIKE ?", (prefix.replace("%", "") + "%",))
         return [c for c in (self.get(i) for i in ids) if c is not None]
 
+    def issued_without_certificate(self, subject: str, limit: int = 5) -> list[str]:
+        """CSR credentials approved or issued whose certificate the log did not show (Metadata level)."""
+        ids = self._ids("SELECT id FROM credentials WHERE kind = 'cert' AND accounted = 1 AND credential_id = '' "
+                        "AND subject IN (?, '') ORDER BY created_at DESC", (subject,))
+        ids += [c.id for c in self._pending() if c.id not in ids]
+        found = [c for c in (self.get(i) for i in ids) if c is not None and c.status in ("approved", "decided")
+                 and c.kind == "cert" and c.accounted and not c.credential_id and c.subject in (subject, "")]
+        return [c.id for c in found[:limit]]
+
     def has_subject(self, subject: str) -> bool:
         if self._subjects is None:
             self._subjects = {r[0] for r in self.conn.execute("SELECT DISTINCT subject FROM credentials")}

@@ -86,6 +86,9 @@ def _unaccounted(ledger: Ledger, cid: str, m: Any) -> Credential | None:
     if kind == "X509SHA256":
         cred = Credential(id=ledger.new_id(f"x509/{value[:16]}"), kind="cert", fingerprint=value.lower())
         cred.add_gap("cert-issuance-not-seen")
+        maybe = ledger.issued_without_certificate(m.user)
+        if maybe:  # CSRs issued at Metadata level: one of them may be this certificate
+            cred.details["possible_issuance"] = maybe
     elif kind == "JTI":
         cred = Credential(id=ledger.new_id(f"jti/{value}"), kind="token", jti=value)
         if m.user.startswith("system:serviceaccount:"):

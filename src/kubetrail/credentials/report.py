@@ -105,14 +105,15 @@ def entry(conn: Any, cred: Credential, agg: Aggregate, now_ns: int) -> dict[str,
 
 
 def _rank(e: dict[str, Any]) -> tuple[Any, ...]:
-    worst = min((PRIORITY_ORDER.index(f["priority"]) for f in e["flags"] if f["priority"] in PRIORITY_ORDER),
-                default=9)
-    return (worst, not e["unaccounted"], -(e["uses"] or 0), e["id"])
+    """Worst flag first; then more serious (Warning or worse) flags; then unaccounted; then most used."""
+    levels = [PRIORITY_ORDER.index(f["priority"]) for f in e["flags"] if f["priority"] in PRIORITY_ORDER]
+    serious = sum(1 for level in levels if level <= PRIORITY_ORDER.index("Warning"))
+    return (min(levels, default=9), -serious, not e["unaccounted"], -(e["uses"] or 0), e["id"])
 
 
 def list_credentials(store: Any, kind: str | None = None, state: str | None = None, unaccounted: bool = False,
                      now_ns: int | None = None) -> list[dict[str, Any]]:
-    """Every credential, riskiest first (worst flag, then unaccounted, then most used)."""
+    """Every credential, riskiest first (see ``_rank``)."""
     now = time.time_ns() if now_ns is None else now_ns
     conn = store.connection
     sql = ("SELECT c.doc, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, a.stats "

@@ -168,6 +168,10 @@ def test_metadata_level_sequence_says_what_is_missing(cluster) -> None:
     assert actions == [("csr-created", "exact"), ("approval-unknown", "exact"), ("status-updated", "exact")]
     assert cluster.show(e["id"])["details"]["name_link"] == "probable"
     assert e["uses"] == 0
+    # on 1.32+ the uses carry the fingerprint, which the Metadata-level issuance never showed
+    cluster.feed(use("erin", 40, f"X509SHA256={der_sha256(cert)}", groups=["devs"]))
+    x = cluster.list(unaccounted=True)[0]
+    assert cluster.show(x["id"])["details"]["possible_issuance"] == [e["id"]]
 
 
 def test_request_level_without_credential_ids_links_by_identity_and_time(cluster) -> None:
