@@ -51,6 +51,8 @@ class Ledger:
         self.dirty: set[str] = set()
         self.touched: set[str] = set()  # changed by the record being applied (flags are evaluated per record)
         self._flags: dict[str, set[str]] = {}
+        self._cids: dict[str, str] = {}  # credential id -> credential, for documents in the cache
+        self._bindings: dict[str, list[tuple[Any, ...]]] | None = None
         self._dirty_aggs: set[str] = set()
         self._subjects: set[str] | None = None
 
@@ -65,12 +67,17 @@ class Ledger:
         return [r[0] for r in self.conn.execute(sql, params)]
 
     def by_credential_id(self, credential_id: str) -> Credential | None:
-        for c in self._pending():
-            if c.credential_id == credential_id:
+        known = self._cids.get(credential_id)
+        if known is not None:
+            c = self._docs.get(known)
+            if c is not None and c.credential_id == credential_id:
                 return c
         ids = self._ids("SELECT id FROM credentials WHERE credential_id = ? ORDER BY accounted DESC, created_at",
                         (credential_id,))
-        return self.get(ids[0]) if ids else None
+        found = self.get(ids[0]) if ids else None
+        if found is not None:
+            self._cids[credential_id] = found.id
+        return found
 
     def by_lookup(self, lookup: str) -> list[Credential]:
         """Every credential with this lookup key, oldest first."""
@@ -114,6 +121,8 @@ class Ledger:
 
     def put(self, cred: Credential) -> None:
         self._docs[cred.id] = cred
+        if cred.credential_id:
+            self._cids[cred.credential_id] = cred.id
         self.touch(cred.id)
         if self._subjects is not None and cred.subject:
             self._subjects.add(cred.subject)
@@ -237,11 +246,17 @@ class Ledger:
             "INSERT INTO credential_admin_bindings (binding, subject, key, audit_id, leaf_index, time) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [(binding, s, record.key, record.meta.audit_id, record.leaf_index, record.time) for s in subjects])
+        self._bindings = None
 
-    def admin_bindings(self, subjects: list[str]) -> list[tuple[str, str, str, str, int | None, int]]:
-        q = ("SELECT binding, subject, key, audit_id, leaf_index, time FROM credential_admin_bindings WHERE subject IN "
-             f"({','.join('?' * len(subjects))}) ORDER BY time")
-        return [tuple(r) for r in self.conn.execute(q, subjects)]  # type: ignore[misc]
+    def admin_bindings(self, subjects: list[str]) -> list[tuple[Any, ...]]:
+        """(binding, subject, key, audit_id, leaf_index, time) of cluster-admin bindings naming any subject."""
+        if self._bindings is None:
+            self._bindings = {}
+            for row in self.conn.execute("SELECT binding, subject, key, audit_id, leaf_index, time "
+                                         "FROM credential_admin_bindings ORDER BY time"):
+                self._bindings.setdefault(row[1], []).append(tuple(row))
+        rows = [r for s in subjects for r in self._bindings.get(s, [])]
+        return sorted(rows, key=lambda r: r[5])
 
     # -- state ----------------------------------------------------------------------------------
     def state(self, name: str, default: str = "") -> str:
@@ -288,5 +303,7 @@ class Ledger:
         self.dirty.clear()
         self.touched.clear()
         self._flags.clear()
+        self._cids.clear()
+        self._bindings = None
         self._dirty_aggs.clear()
         self._subjects = None
