@@ -69,6 +69,8 @@ class CredentialConsumer:
         ledger = self.ledger
         conn.execute("BEGIN IMMEDIATE")
         try:
+            start = self.next_leaf()  # re-read under the write lock: another process may have applied some
+            records = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
             for r in records:
                 if r.kind != "audit":
                     continue
@@ -77,8 +79,8 @@ class CredentialConsumer:
                 link.link(ledger, r, self.store)
                 self._evaluate(sorted(ledger.touched))
             ledger.flush()
-            last = max(r.leaf_index for r in records if r.leaf_index is not None)
-            ledger.set_state("next_leaf", str(max(last + 1, self.next_leaf())))
+            if records:
+                ledger.set_state("next_leaf", str(max(r.leaf_index or 0 for r in records) + 1))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

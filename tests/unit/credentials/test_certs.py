@@ -42,7 +42,8 @@ def test_full_lifecycle_every_field(cluster) -> None:
     assert e["unaccounted"] is False
     assert e["subject"] == "alice" and e["groups"] == ["devs", "qa"]
     assert e["created_by"] == "alice" and e["approved_by"] == "bob" and e["denied_by"] is None
-    assert e["impersonator"] is None
+    assert e["impersonator"] is None and e["created_by_groups"] == ALICE_GROUPS
+    assert e["approved_at"] == format_ns(approved[0].time)
     assert e["created_at"] == format_ns(created[0].time)
     assert e["issued_at"] == format_ns(issued[0].time)
     assert e["expires_at"] == format_ns(int(cert.not_valid_after_utc.timestamp()) * 1_000_000_000)
