@@ -81,14 +81,32 @@ def handle(ledger: Ledger, record: Any) -> None:
         if m.verb == "create":
             secret_created(ledger, record)
         elif m.verb == "delete" and m.name:
-            for c in ledger.by_lookup(f"secret:{m.namespace}/{m.name}")[-1:]:
-                c.revoked_at = record.time
-                c.status = "revoked"
-                c.chain.append(step_of(record, "secret-deleted"))
-                ledger.put(c)
+            revoke(ledger, ledger.by_lookup(f"secret:{m.namespace}/{m.name}"), record, "secret-deleted")
+    elif m.verb == "delete" and m.name and not m.api_group and not m.subresource and final(m) and \
+            m.resource in ("pods", "nodes", "serviceaccounts"):
+        if m.resource == "serviceaccounts":
+            found = [c for c in ledger.by_subject(f"system:serviceaccount:{m.namespace}:{m.name}")
+                     if c.kind in ("token", "legacy")]
+        else:
+            found = ledger.by_lookup(f"pod:{m.namespace}/{m.name}" if m.resource == "pods" else f"node:{m.name}")
+        revoke(ledger, found, record, f"{'service-account' if m.resource == 'serviceaccounts' else 'bound-object'}"
+                                      "-deleted")
     elif (m.api_group == "rbac.authorization.k8s.io" and m.resource in ("clusterrolebindings", "rolebindings")
           and final(m) and m.name):
         binding_changed(ledger, record)
+
+
+def revoke(ledger: Ledger, creds: list[Credential], record: Any, action: str) -> None:
+    """Credentials that stop working when an object is deleted: a token's bound Pod/Secret/Node, its
+    service account, a legacy or bootstrap token's Secret. Only those created before the deletion
+    (a new pod with the same name gets new tokens). A Pod lingers for its grace period; the time
+    recorded is the deletion request's. Client certificates are never revoked (nothing can)."""
+    for c in creds:
+        if c.revoked_at is None and (c.created_at is None or c.created_at <= record.time):
+            c.revoked_at, c.status = record.time, "revoked"
+            c.chain.append(step_of(record, action, object=f"{record.meta.resource}/{record.meta.namespace}"
+                                                          f"{'/' if record.meta.namespace else ''}{record.meta.name}"))
+            ledger.put(c)
 
 
 # -- certificates ------------------------------------------------------------------------------
@@ -288,7 +306,6 @@ def token_requested(ledger: Ledger, record: Any) -> None:
     cred.groups = cred.groups or sa_groups(ns)
     cred.created_by, cred.created_by_groups, cred.impersonator = user, groups, imp
     cred.created_at = record.time
-    cred.lookup = f"sa:{ns}/{sa}"
     if jti:
         cred.jti, cred.credential_id = jti, f"JTI={jti}"
     else:
@@ -307,6 +324,9 @@ def token_requested(ledger: Ledger, record: Any) -> None:
     bound = _dict(spec.get("boundObjectRef"))
     if bound:
         d["bound_object"] = {k: bound[k] for k in ("kind", "name", "uid") if k in bound}
+    # the lookup finds the token again when what it is bound to is deleted (revoke)
+    cred.lookup = {"Pod": f"pod:{ns}/{bound.get('name')}", "Secret": f"secret:{ns}/{bound.get('name')}",
+                   "Node": f"node:{bound.get('name')}"}.get(str(bound.get("kind")), f"sa:{ns}/{sa}")
     seconds = spec.get("expirationSeconds")
     if isinstance(seconds, int):
         d["requested_expiration_seconds"] = seconds

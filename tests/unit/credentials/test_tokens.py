@@ -138,3 +138,20 @@ def test_denied_token_request_is_no_credential(cluster) -> None:
     ev["responseStatus"] = {"code": 403}
     cluster.feed(ev)
     assert cluster.list() == []
+
+
+def test_deleting_the_bound_pod_or_the_service_account_revokes(cluster) -> None:
+    cluster.feed(token_request("ci", "deployer", user="system:node:w", at=0, jti="pod-a", level="Request",
+                               bound={"kind": "Pod", "name": "web-0"}),
+                 token_request("ci", "deployer", user="alice", at=1, jti="plain", level="Request"),
+                 event(verb="delete", resource="pods", namespace="ci", name="web-0", at=10, user="bob"),
+                 token_request("ci", "deployer", user="system:node:w", at=20, jti="pod-b", level="Request",
+                               bound={"kind": "Pod", "name": "web-0"}))  # the new pod with the same name
+    states = {e["id"]: e["state"] for e in cluster.list()}
+    assert states == {"jti/pod-a": "revoked", "jti/plain": "active", "jti/pod-b": "active"}
+    assert cluster.show("pod-a")["chain"][-1]["action"] == "bound-object-deleted"
+    cluster.feed(event(verb="delete", resource="serviceaccounts", namespace="ci", name="deployer", at=30, user="bob"))
+    assert {e["state"] for e in cluster.list()} == {"revoked"}
+    # later requests by that name belong to none of them
+    cluster.feed(use(SA_USER, 40))
+    assert sum(e["uses"] for e in cluster.list()) == 0
