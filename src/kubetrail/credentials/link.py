@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetrail.credentials.inventory import legacy_created, sa_groups
+from kubetrail.credentials.events import sa_groups
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import Credential
+from kubetrail.credentials.tokens import legacy_created
 from kubetrail.store.queries import QueryFilters
 
 LEGACY = "authentication.k8s.io/legacy-token"
