@@ -242,3 +242,24 @@ def test_expired_and_active_filters(cluster) -> None:
     later = ns_at(86400 * 10)
     assert [e["id"] for e in cluster.list(state="expired", now_ns=later)] == ["csr/s"]
     assert [e["id"] for e in cluster.list(state="active", now_ns=later)] == ["csr/l"]
+
+
+def test_out_of_order_files_and_every_stage(cluster) -> None:
+    ca = CA()
+    csr = make_csr("ivan", ("devs",))
+    cert = ca.sign(csr)
+    create = csr_create(csr, user="ivan", groups=ALICE_GROUPS, at=0, name="csr-i", generate=False, audit_id="c")
+    received = dict(create, stage="RequestReceived")
+    received.pop("responseStatus")
+    received.pop("responseObject")
+    approve = csr_approve("csr-i", user="bob", at=5, level="RequestResponse")
+    approve["verb"] = "patch"
+    approve["requestObject"] = {"status": {"conditions": [{"type": "Approved", "status": "True"}]}}
+    # the approval and issuance were read before the creation (files ingested out of order)
+    cluster.feed(approve, csr_issue("csr-i", cert, at=10))
+    assert cluster.list()[0]["policy_gaps"][0]["code"] == "csr-create-not-seen"
+    cluster.feed(received, create)
+    [e] = cluster.list()
+    assert e["id"] == "csr/csr-i" and e["created_by"] == "ivan" and e["approved_by"] == "bob"
+    assert e["policy_gaps"] == [] and e["status"] == "issued" and e["fingerprint"] == der_sha256(cert)
+    assert [c["action"] for c in e["evidence"]["creation"]] == ["csr-created", "approved", "issued"]
