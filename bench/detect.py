@@ -28,12 +28,14 @@ def _multiplied(paths: list[str], copies: int, out_dir: str) -> list[str]:
     out = list(paths)
     for i in range(copies):
         for p in paths:
-            text = open(p, encoding="utf-8").read()
+            with open(p, encoding="utf-8") as fh:
+                text = fh.read()
             text = re.sub(r"^- (list|macro): .*?(?=^- |\Z)", "", text, flags=re.S | re.M)
             text = re.sub(r"^- required_\w+:.*?(?=^- |\Z)", "", text, flags=re.S | re.M)
-            text = re.sub(r"^- rule: (.*)$", lambda m: f"- rule: {m.group(1).strip()} copy{i}", text, flags=re.M)
+            text = re.sub(r"^- rule: (.*)$", lambda m, i=i: f"- rule: {m.group(1).strip()} copy{i}", text, flags=re.M)
             dst = os.path.join(out_dir, f"copy{i}-{os.path.basename(p)}")
-            open(dst, "w", encoding="utf-8").write(text)
+            with open(dst, "w", encoding="utf-8") as fh:
+                fh.write(text)
             out.append(dst)
     return out
 
