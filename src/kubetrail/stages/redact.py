@@ -5,7 +5,11 @@ Whatever the audit policy logged, these never leave this stage:
 * Secret ``data``/``stringData`` values in request and response objects, in lists of Secrets, in
   patches of Secrets, and in the ``kubectl.kubernetes.io/last-applied-configuration`` annotation
   of a Secret (which repeats the data in clear).
-* Bootstrap-token secrets (they are Secrets: same rule).
+* Bootstrap-token secrets (they are Secrets: same rule), with one exception: in a Secret of type
+  ``bootstrap.kubernetes.io/token`` only ``token-secret`` (and any key kubetrail does not know) is
+  secret. ``token-id`` is public (it is the user name ``system:bootstrap:<id>``), and ``expiration``,
+  ``usage-bootstrap-*``, ``auth-extra-groups`` and ``description`` are what the credential
+  inventory needs to say what the token grants and when it dies, so they are kept.
 * The issued token in a TokenRequest response (``status.token``) and the token under review in a
   TokenReview (``spec.token``). The JWT's decoded claims (``jti``, ``exp``, ``iat``, ``nbf``, ``sub``,
   ``aud``, ``iss``, ``kubernetes.io``) are kept, because credential tracking needs them and they are
@@ -33,6 +37,9 @@ CLAIMS_ANNOTATION = "kubetrail.dev/token-claims"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _KEPT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "kubernetes.io")
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+BOOTSTRAP_TYPE = "bootstrap.kubernetes.io/token"
+BOOTSTRAP_PUBLIC_KEYS = frozenset({"token-id", "expiration", "usage-bootstrap-authentication",
+                                   "usage-bootstrap-signing", "auth-extra-groups", "description"})
 _JWT_BYTES_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.")
 
 
@@ -72,11 +79,12 @@ class _Redactor:
         if isinstance(items, list):
             for i, item in enumerate(items):
                 self.secret(item, f"{path}.items[{i}]")
+        public = BOOTSTRAP_PUBLIC_KEYS if obj.get("type") == BOOTSTRAP_TYPE else frozenset()
         for field in ("data", "stringData"):
             data = obj.get(field)
             if isinstance(data, dict):
                 for k, v in data.items():
-                    if v != REDACTED:
+                    if v != REDACTED and k not in public:
                         data[k] = self.drop(f"{path}.{field}.{k}", v, "secret-data")
             elif isinstance(data, str | list) and data:
                 obj[field] = self.drop(f"{path}.{field}", data, "secret-data")

@@ -61,6 +61,37 @@ def test_secret_list_and_patch() -> None:
     assert patch["requestObject"]["stringData"]["token"] == REDACTED
 
 
+def test_bootstrap_token_keeps_only_public_keys() -> None:
+    """A bootstrap-token Secret loses token-secret (and unknown keys) but keeps what the inventory needs."""
+    def b64(v: str) -> str:
+        return base64.b64encode(v.encode()).decode()
+
+    data = {"token-id": b64("abcdef"), "token-secret": b64("0123456789abcdef"),
+            "expiration": b64("2025-06-02T10:00:00Z"), "usage-bootstrap-signing": b64("true"),
+            "auth-extra-groups": b64("system:bootstrappers:kubeadm:default-node-token"), "other": b64("x1y2z3")}
+    obj = {"kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+           "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
+           "data": dict(data), "stringData": {"token-secret": "0123456789abcdef", "expiration": "2025-06-02T10:00:00Z"}}
+    ev = {"auditID": "b", "verb": "create", "objectRef": {"resource": "secrets", "namespace": "kube-system"},
+          "requestObject": obj, "responseObject": copy.deepcopy(obj)}
+    found = redact_event(ev)
+    text = orjson.dumps(ev)
+    assert b"0123456789abcdef" not in text and data["token-secret"].encode() not in text
+    assert b"x1y2z3" not in text and data["other"].encode() not in text
+    for side in ("requestObject", "responseObject"):
+        kept = ev[side]["data"]
+        assert kept["expiration"] == data["expiration"] and kept["token-id"] == data["token-id"]
+        assert kept["auth-extra-groups"] == data["auth-extra-groups"]
+        assert ev[side]["stringData"] == {"token-secret": REDACTED, "expiration": "2025-06-02T10:00:00Z"}
+    assert {r.path for r in found} >= {"requestObject.data.token-secret", "responseObject.data.other",
+                                       "requestObject.stringData.token-secret"}
+    # the same keys in an ordinary Secret stay secret
+    plain = {"auditID": "p", "verb": "create", "objectRef": {"resource": "secrets"},
+             "requestObject": {"kind": "Secret", "type": "Opaque", "data": {"expiration": data["expiration"]}}}
+    redact_event(plain)
+    assert plain["requestObject"]["data"]["expiration"] == REDACTED
+
+
 def test_non_secret_objects_are_untouched() -> None:
     """A ConfigMap's data is not a Secret's data (detections need it)."""
     ev = {"auditID": "4", "verb": "create", "objectRef": {"resource": "configmaps"},
