@@ -24,6 +24,19 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
     def label(self) -> str:
         return "/".join(p for p in (self.cluster, self.node, self.stream) if p)
 
+    @classmethod
+    def parse(cls, label: str) -> SourceRef:
+        """The inverse of ``label()`` for what kubetrail writes.
+
+        Streams are named ``kind:detail`` (``audit-file:/var/log/…``, ``audit-webhook:apiserver-1``,
+        ``file:…``) and the detail may hold ``/``; cluster and node names are DNS names without ``/``
+        or ``:``. So the stream starts at the first part with a ``:``, or is the last part.
+        """
+        parts = label.split("/")
+        start = next((i for i, p in enumerate(parts) if ":" in p), len(parts) - 1)
+        head = parts[:start]
+        return cls(cluster=head[0] if head else "", node="/".join(head[1:]), stream="/".join(parts[start:]))
+
 
 class Redaction(msgspec.Struct, frozen=True):
     """One value removed before anything was written: where it was and a short hash of it.

@@ -33,6 +33,7 @@ from kubetrail.errors import SourceError
 from kubetrail.pipeline import Options, Pipeline, open_pipeline
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookReceiver
+from kubetrail.store.queries import QueryFilters
 from kubetrail.store.sqlite import Store
 from kubetrail.testing import make_event
 
@@ -448,3 +449,69 @@ def test_connections_over_the_cap_are_refused(pki: Path) -> None:
         assert receiver.counts["connections_refused"] >= 1
     finally:
         receiver.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_serves_the_webhook_beside_a_tailed_file(pki: Path, tmp_path: Path) -> None:
+    """`kubetrail run` with an audit_webhook and an audit_file source in one config: both store
+    into the same trail, and SIGTERM flushes and exits 0."""
+    port = _free_port()
+    log = tmp_path / "audit.log"
+    log.write_bytes(b"".join(orjson.dumps(make_event(f"file-{i}")) + b"\n" for i in range(3)))
+    config = tmp_path / "kubetrail.yaml"
+    config.write_text(yaml.safe_dump({
+        "data_dir": str(tmp_path / "data"), "cluster": "test", "checkpoint_interval_secs": 0.2,
+        "sources": [{"type": "audit_file", "path": str(log)},
+                    {"type": "audit_webhook", "listen_address": f"127.0.0.1:{port}",
+                     "tls_cert_file": str(pki / "server.crt"), "tls_key_file": str(pki / "server.key"),
+                     "client_ca_file": str(pki / "ca.crt"), "client_names": ["kube-apiserver"]}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "kubetrail", "run", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
+        status = None
+        deadline = time.monotonic() + 20
+        while status is None and time.monotonic() < deadline:
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+                conn.request("POST", "/", body=event_list(4, "run"))
+                status = conn.getresponse().status
+                conn.close()
+            except (ConnectionRefusedError, ssl.SSLError, OSError):
+                time.sleep(0.1)
+        assert status == 200
+        with log.open("ab") as fh:  # a line appended while running is picked up too
+            fh.write(orjson.dumps(make_event("file-late")) + b"\n")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            probe = Store.open(str(tmp_path / "data"), create=False)
+            try:
+                if probe.size() >= 8:
+                    break
+            finally:
+                probe.close()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=30) == 0, rest
+        assert "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    store = Store.open(str(tmp_path / "data"), create=False)
+    try:
+        streams = sorted({r.source.stream.split(":")[0] for r in store.query(QueryFilters())})
+        assert store.size() == 8
+        assert streams == ["audit-file", "audit-webhook"], streams
+    finally:
+        store.close()

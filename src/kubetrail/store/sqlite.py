@@ -215,9 +215,7 @@ class Store:
             name=name, code=code, source_ips=orjson.loads(source_ips), user_agent=user_agent,
             request_uri=request_uri, credential_id=cred, request_received=sm.request_received,
             stage_time=sm.stage_time, lossy=sm.lossy)
-        parts = source.split("/")
-        ref = SourceRef(cluster=parts[0], node=parts[1], stream="/".join(parts[2:])) if len(parts) >= 3 else \
-            SourceRef(stream=source)
+        ref = SourceRef.parse(source)
         return Record(kind=kind, key=key, time=t, source=ref, seq=seq, format=fmt, meta=am,
                       redactions=sm.redactions, body=self.codec.decompress(body) if body is not None else b"",
                       leaf_index=idx)

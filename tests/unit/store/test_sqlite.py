@@ -96,3 +96,15 @@ def test_missing_store_and_newer_schema_are_clear_errors(tmp_path) -> None:
     s.close()
     with pytest.raises(StoreVersionError):
         Store.open(str(tmp_path))
+
+
+def test_source_ref_round_trips_through_its_label() -> None:
+    """Stored records give back the cluster, node and stream they were read from, paths included."""
+    from kubetrail.record import SourceRef
+
+    for ref in (SourceRef(cluster="prod", node="cp-1", stream="audit-file:/var/log/kubernetes/audit.log"),
+                SourceRef(cluster="prod", stream="audit-file:/var/log/audit.log"),
+                SourceRef(cluster="prod", stream="audit-webhook:kube-apiserver"),
+                SourceRef(stream="file:/tmp/a/b.log"),
+                SourceRef(cluster="demo", node="demo-control-plane", stream="audit-file")):
+        assert SourceRef.parse(ref.label()) == ref
