@@ -10,13 +10,18 @@ from typing import Any
 
 from kubetrail.alerts.config import StatefulConfig
 from kubetrail.detect.stateful.first_seen import FirstSeen
+from kubetrail.detect.stateful.images import MirrorPod, NewImage
+from kubetrail.detect.stateful.pod_ips import PodTokenElsewhere
+from kubetrail.detect.stateful.privileged_sa import PrivilegedTokenRequest
 from kubetrail.detect.stateful.rate import DeleteBurst, DeniedBurst, DiscoveryBurst, SecretReadBurst
+from kubetrail.detect.stateful.secrets import SecretReadBaseline
 from kubetrail.detect.stateful.sequence import CsrSelfApproval, RbacThenWorkload
 from kubetrail.detect.stateful.silence import AuditSilence
 from kubetrail.detect.stateful.state import StateStore
 
 DETECTORS = (FirstSeen, DeniedBurst, DiscoveryBurst, DeleteBurst, SecretReadBurst, CsrSelfApproval,
-             RbacThenWorkload, AuditSilence)
+             RbacThenWorkload, AuditSilence, NewImage, MirrorPod, SecretReadBaseline, PrivilegedTokenRequest,
+             PodTokenElsewhere)
 
 
 def build_detectors(state: StateStore, config: StatefulConfig) -> list[Any]:

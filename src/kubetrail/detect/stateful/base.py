@@ -52,3 +52,38 @@ def make_alert(rule: str, priority: str, record: Any, subject_: str, output: str
     return Alert(rule=rule, priority=priority, time=record.time, subject=subject_, output=output,
                  fields=fields or {}, tags=tags, evidence=evidence if evidence is not None else [Evidence.of(record)],
                  origin="stateful", dedup_key=f"{rule}\x1f{subject_}\x1f{dedup}")
+
+
+def done_ok(record: Any) -> bool:
+    """A completed, successful request (``ResponseComplete``, or no stage where the format drops it)."""
+    m = record.meta
+    return m.stage in ("ResponseComplete", "") and (m.code is None or m.code < 400)
+
+
+def learning(state: Any, detector: str, t: int, learning_ns: int) -> bool:
+    """True while ``detector`` is in its learning period: ``learning_ns`` of event time after the first
+    record it ever observed. The start is kept in the store, so a restart never starts a new period."""
+    started = state.get(detector, "_started")
+    if started is None:
+        state.put(detector, "_started", t)
+        started = t
+    return t < int(started) + learning_ns
+
+
+def ev_row(record: Any) -> list[Any]:
+    """A record as stored evidence: [time, key, auditID, stage, leaf_index]."""
+    return [record.time, record.key, record.meta.audit_id, record.meta.stage, record.leaf_index]
+
+
+def evidence(rows: list[list[Any]]) -> list[Evidence]:
+    return [Evidence(key=r[1], audit_id=r[2], stage=r[3], leaf_index=r[4]) for r in rows]
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def objects(record: Any) -> list[dict[str, Any]]:
+    """The request and response objects of a record's event (what Request/RequestResponse levels keep)."""
+    ev = record.event()
+    return [o for o in (as_dict(ev.get("requestObject")), as_dict(ev.get("responseObject"))) if o]

@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetrail.alerts.alert import Alert
 from kubetrail.alerts.config import StatefulConfig
-from kubetrail.detect.stateful.base import is_system, make_alert, source_ip, ua_family
+from kubetrail.detect.stateful.base import is_system, learning, make_alert, source_ip, ua_family
 from kubetrail.detect.stateful.state import StateStore
 
 MAX_VALUES = 64  # per identity; beyond this the identity roams and stops alerting
@@ -38,11 +38,7 @@ class FirstSeen:
         self.learning_ns = int(config.learning_secs * 1e9)
 
     def learning(self, t: int) -> bool:
-        started = self.state.get(self.name, "_started")
-        if started is None:
-            self.state.put(self.name, "_started", t)
-            started = t
-        return t < int(started) + self.learning_ns
+        return learning(self.state, self.name, t, self.learning_ns)
 
     def observe(self, record: Any) -> list[Alert]:
         m = record.meta

@@ -1,6 +1,6 @@
 """Detector memory in the store (``detector_state``), so a restart keeps baselines and windows.
 
-Values are JSON owned by each detector. Reads go through an in-memory cache (a miss asks the
+Values are JSON owned by each detector; ``put(…, None)`` deletes the key. Reads go through an in-memory cache (a miss asks the
 database once); writes are buffered and written by ``flush`` in one transaction after each batch,
 which the detection consumer calls right after the batch's alerts are recorded.
 """
@@ -52,9 +52,13 @@ class StateStore:
             self._dirty.clear()
             return 0
         now = time.time_ns()
-        rows = [(d, k, orjson.dumps(self._cache[(d, k)]).decode(), now) for d, k in sorted(self._dirty)]
+        dirty = sorted(self._dirty)
+        gone = [k for k in dirty if self._cache[k] is None]
+        rows = [(d, k, orjson.dumps(self._cache[(d, k)]).decode(), now) for d, k in dirty
+                if self._cache[(d, k)] is not None]
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            self.conn.executemany("DELETE FROM detector_state WHERE detector = ? AND key = ?", gone)
             self.conn.executemany(
                 "INSERT INTO detector_state (detector, key, value, updated_ns) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (detector, key) DO UPDATE SET value = excluded.value, updated_ns = excluded.updated_ns",
@@ -65,4 +69,4 @@ class StateStore:
                 self.conn.execute("ROLLBACK")
             raise
         self._dirty.clear()
-        return len(rows)
+        return len(dirty)

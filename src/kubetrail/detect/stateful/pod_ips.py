@@ -1,0 +1,144 @@
+"""Pod-bound service-account tokens used away from their pod (catalog D71), with the small pod-IP and
+node-IP inventory it needs, built from events the trail already has.
+
+**Inventory.** The kubelet reports each pod's addresses in a ``pods/status`` update or patch
+(``status.podIP``/``podIPs``, ``status.hostIP``/``hostIPs``) and its node's addresses in
+``nodes/status`` (``status.addresses``). Both are read from the request and response objects, so
+they need the ``Request`` level for those subresources (many policies keep kubelet status writes at
+``Metadata`` or drop them: then the inventory stays empty). A pod's addresses are replaced when it
+reports new ones and forgotten at the kubelet's final delete (a user's delete only starts the grace
+period, while the pod still runs); a node keeps its newest ``MAX_NODE_IPS``
+addresses. A ``hostIP`` a node reports for its pod is also taken as one of that node's addresses.
+
+**Check.** A service-account request whose ``user.extra`` carries
+``authentication.kubernetes.io/pod-name`` (a token bound to a pod; the pod's namespace is the
+service account's) is compared by its trusted source IP (the last of ``sourceIPs``, the address that
+connected to the apiserver) with the pod's addresses and its node's addresses
+(``authentication.kubernetes.io/node-name``, else the node that reported the pod). Alerts:
+
+* **public address** (not RFC 1918, loopback, link-local, CGNAT 100.64/10, IPv6 ULA): Critical,
+  whether or not the pod's addresses are known;
+* **another private address** while the pod's or node's addresses are known: Warning.
+
+The check is quiet when neither the pod's nor the node's addresses are in the trail (the address is
+unknown, not wrong), and for loopback sources (a host-network client on a control-plane node).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from kubetrail.alerts.alert import Alert
+from kubetrail.alerts.config import StatefulConfig
+from kubetrail.detect.stateful.base import as_dict, done_ok, make_alert, objects, source_ip
+from kubetrail.detect.stateful.state import StateStore
+
+POD_NAME = "authentication.kubernetes.io/pod-name"
+NODE_NAME = "authentication.kubernetes.io/node-name"
+MAX_NODE_IPS = 16
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_ULA = ipaddress.ip_network("fc00::/7")
+
+
+def norm_ip(text: Any) -> str:
+    """The canonical form of an IP address, or '' when it is not one."""
+    try:
+        return ipaddress.ip_address(str(text).strip()).compressed
+    except ValueError:
+        return ""
+
+
+def is_public(ip: str) -> bool:
+    """Not private (RFC 1918), loopback, link-local, CGNAT, IPv6 ULA or otherwise reserved."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if a.is_private or a.is_loopback or a.is_link_local or a.is_multicast or a.is_unspecified or a.is_reserved:
+        return False
+    return not (a in _CGNAT if a.version == 4 else a in _ULA)
+
+
+def _ips(status: dict[str, Any], one: str, many: str) -> list[str]:
+    out = [norm_ip(status.get(one))] + [norm_ip(as_dict(x).get("ip")) for x in status.get(many) or []]
+    return list(dict.fromkeys(ip for ip in out if ip))
+
+
+def _extra(record: Any, key: str) -> str:
+    value = as_dict(as_dict(record.event().get("user")).get("extra")).get(key)
+    return str(value[0]) if isinstance(value, list) and value else ""
+
+
+class PodTokenElsewhere:
+    name = "pod_ips"
+    rule = "K8s Pod-Bound Token Used Outside Its Pod"
+
+    def __init__(self, state: StateStore, config: StatefulConfig) -> None:
+        self.state = state
+
+    def observe(self, record: Any) -> list[Alert]:
+        m = record.meta
+        if m.resource == "pods" and m.name and done_ok(record):
+            if m.verb == "delete" and not m.subresource and m.user.startswith("system:node:"):
+                # the kubelet's final delete: the containers are gone (a user's delete only starts the
+                # grace period, during which the pod still runs and uses its token)
+                self.state.put(self.name, f"pod\x1f{m.namespace}/{m.name}", None)
+            elif m.verb in ("create", "update", "patch") and m.subresource in ("", "status"):
+                self._pod_status(record)
+        elif m.resource == "nodes" and m.name and m.verb in ("create", "update", "patch") \
+                and m.subresource in ("", "status") and done_ok(record):
+            self._node_status(m.name, [norm_ip(as_dict(a).get("address"))
+                                       for o in objects(record)
+                                       for a in as_dict(o.get("status")).get("addresses") or []])
+        if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
+            return self._check(record)
+        return []
+
+    def _pod_status(self, record: Any) -> None:
+        m = record.meta
+        for obj in objects(record):
+            status = as_dict(obj.get("status"))
+            pod_ips, host_ips = _ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs")
+            node = str(as_dict(obj.get("spec")).get("nodeName") or "")
+            if not node and m.user.startswith("system:node:"):
+                node = m.user.removeprefix("system:node:")
+            if pod_ips:
+                self.state.put(self.name, f"pod\x1f{m.namespace}/{m.name}", {"ips": pod_ips, "node": node})
+            if host_ips and node:
+                self._node_status(node, host_ips)
+
+    def _node_status(self, node: str, ips: list[str]) -> None:
+        ips = [ip for ip in ips if ip]
+        if not ips:
+            return
+        known: list[str] = list(self.state.get(self.name, f"node\x1f{node}", []))
+        merged = [ip for ip in known if ip not in ips] + ips
+        if merged != known:
+            self.state.put(self.name, f"node\x1f{node}", merged[-MAX_NODE_IPS:])
+
+    def _check(self, record: Any) -> list[Alert]:
+        pod = _extra(record, POD_NAME)
+        ip = norm_ip(source_ip(record))
+        if not pod or not ip or ipaddress.ip_address(ip).is_loopback:
+            return []
+        ns = record.meta.user.split(":")[2]
+        entry = self.state.get(self.name, f"pod\x1f{ns}/{pod}", {})
+        node = _extra(record, NODE_NAME) or entry.get("node", "")
+        pod_ips = entry.get("ips", [])
+        node_ips = self.state.get(self.name, f"node\x1f{node}", []) if node else []
+        if ip in pod_ips or ip in node_ips:
+            return []
+        public = is_public(ip)
+        if not public and not (pod_ips or node_ips):
+            return []  # the pod's and node's addresses are not in the trail: unknown, not wrong
+        m = record.meta
+        known = ", ".join(pod_ips + node_ips) or "unknown"
+        where = "a public address" if public else "an address that is not its pod's or node's"
+        return [make_alert(self.rule, "Critical" if public else "Warning", record, m.user,
+                           f"token of {m.user} bound to pod {ns}/{pod} (node {node or 'unknown'}) used from {where} "
+                           f"{ip} (pod/node addresses: {known}) verb={m.verb} resource={m.resource} "
+                           f"ua={m.user_agent}", ["k8s", "T1528", "T1550.001"], dedup=f"{ns}/{pod}:{ip}",
+                           fields={"pod": f"{ns}/{pod}", "node": node, "source_ip": ip, "public": public,
+                                   "pod_ips": pod_ips, "node_ips": node_ips,
+                                   "credential_id": m.credential_id or None})]
