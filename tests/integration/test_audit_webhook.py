@@ -330,6 +330,15 @@ def test_webhook_config_prints_a_kubeconfig(pki: Path) -> None:
         assert out.exit_code == 2 and "Traceback" not in out.output
 
 
+def _reap(proc: subprocess.Popen[str]) -> None:
+    """Never leave a server behind when a test fails half-way."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def test_webhook_serve_command_stores_and_stops_on_sigterm(pki: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     proc = subprocess.Popen(
@@ -353,11 +362,7 @@ def test_webhook_serve_command_stores_and_stops_on_sigterm(pki: Path, tmp_path: 
         assert proc.wait(timeout=30) == 0, rest
         assert "stored 4" in rest and "Traceback" not in rest
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _reap(proc)
     store = Store.open(str(data), create=False)
     try:
         assert store.size() == 4
@@ -503,11 +508,7 @@ def test_run_serves_the_webhook_beside_a_tailed_file(pki: Path, tmp_path: Path) 
         assert proc.wait(timeout=30) == 0, rest
         assert "Traceback" not in rest
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        _reap(proc)
     store = Store.open(str(tmp_path / "data"), create=False)
     try:
         streams = sorted({r.source.stream.split(":")[0] for r in store.query(QueryFilters())})
