@@ -25,7 +25,12 @@ def b64url(obj: dict) -> str:
 
 
 TOKEN = f"{b64url({'alg': 'RS256'})}.{b64url(CLAIMS)}.cGxhbnRlZC1zaWduYXR1cmUtYWJj"
-NEEDLES = [SECRET_B64, SECRET_PLAIN, TOKEN, TOKEN.split(".")[2], "planted-db-password-7f3a"]
+PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQCplantedkey"
+PRIVATE_KEY = f"-----BEGIN PRIVATE KEY-----\n{PEM_BODY}\n-----END PRIVATE KEY-----\n"
+PATCH_VALUE = "planted-json-patch-4d2b"
+TABLE_VALUE = base64.b64encode(b"planted-table-row-8e6f").decode()
+NEEDLES = [SECRET_B64, SECRET_PLAIN, TOKEN, TOKEN.split(".")[2], "planted-db-password-7f3a", PEM_BODY,
+           PATCH_VALUE, TABLE_VALUE]
 
 
 def events() -> list[dict]:
@@ -43,7 +48,14 @@ def events() -> list[dict]:
                        responseObject={"kind": "TokenRequest", "status": {"token": TOKEN}})
     uri = make_event("u-1", requestURI=f"/api/v1/pods?access_token={TOKEN}")
     review = make_event("r-1", verb="create", resource="tokenreviews", requestObject={"spec": {"token": TOKEN}})
-    return [secret, listing, token, uri, review]
+    json_patch = make_event("p-1", verb="patch", resource="secrets", name="db",
+                            requestObject=[{"op": "replace", "path": "/stringData/pw", "value": PATCH_VALUE}])
+    table = make_event("tb-1", verb="list", resource="secrets",
+                       responseObject={"kind": "Table", "rows": [
+                           {"cells": ["db"], "object": {"kind": "Secret", "data": {"pw": TABLE_VALUE}}}]})
+    pem = make_event("k-1", verb="create", resource="configmaps", name="kubeconfig",
+                     requestObject={"kind": "ConfigMap", "data": {"client.key": PRIVATE_KEY}})
+    return [secret, listing, token, uri, review, json_patch, table, pem]
 
 
 def all_bytes(data_dir: Path) -> bytes:

@@ -15,7 +15,11 @@ Whatever the audit policy logged, these never leave this stage:
   ``aud``, ``iss``, ``kubernetes.io``) are kept, because credential tracking needs them and they are
   not a secret: they go to the annotation ``kubetrail.dev/token-claims`` (a JSON string, as all
   audit annotations are strings).
-* Any JWT-shaped string anywhere else in the event (request URIs, ConfigMaps, env vars …).
+* Any JWT-shaped string and any PEM private key block anywhere else in the event (request URIs,
+  ConfigMaps, env vars …).
+* Whatever shape the Secret arrives in: JSON Patch operations (every ``value``; ``op`` and ``path``
+  are kept), a patch body the apiserver logged as text, ``Table`` rows (``kubectl get`` with
+  ``includeObject``), lists and metadata-only lists (the last-applied annotation).
 
 Each removal is listed as a ``Redaction`` with its JSON path and a 12-hex-digit SHA-256 prefix, so
 an analyst can still see that two events carried the same value.
@@ -40,7 +44,8 @@ JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*
 BOOTSTRAP_TYPE = "bootstrap.kubernetes.io/token"
 BOOTSTRAP_PUBLIC_KEYS = frozenset({"token-id", "expiration", "usage-bootstrap-authentication",
                                    "usage-bootstrap-signing", "auth-extra-groups", "description"})
-_JWT_BYTES_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.")
+_JWT_BYTES_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.|PRIVATE KEY-----")
+PEM_KEY_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S)
 
 
 def _digest(value: Any) -> str:
@@ -72,13 +77,25 @@ class _Redactor:
         return REDACTED
 
     def secret(self, obj: Any, path: str) -> None:
-        """Scrub one Secret object (or a patch of one, or a list of them)."""
+        """Scrub one Secret object (or a patch of one, or a list or table of them)."""
+        if isinstance(obj, list):  # JSON Patch: [{"op": "add", "path": "/data/pw", "value": …}, …]
+            for i, op in enumerate(obj):
+                if isinstance(op, dict) and "value" in op and op["value"] != REDACTED:
+                    op["value"] = self.drop(f"{path}[{i}].value", orjson.dumps(op["value"]), "secret-data")
+                elif not isinstance(op, dict):
+                    obj[i] = self.drop(f"{path}[{i}]", orjson.dumps(op), "secret-data")
+            return
         if not isinstance(obj, dict):
             return
         items = obj.get("items")
         if isinstance(items, list):
             for i, item in enumerate(items):
                 self.secret(item, f"{path}.items[{i}]")
+        rows = obj.get("rows") if obj.get("kind") == "Table" else None
+        if isinstance(rows, list):
+            for i, row in enumerate(rows):
+                if isinstance(row, dict) and isinstance(row.get("object"), dict):
+                    self.secret(row["object"], f"{path}.rows[{i}].object")
         public = BOOTSTRAP_PUBLIC_KEYS if obj.get("type") == BOOTSTRAP_TYPE else frozenset()
         for field in ("data", "stringData"):
             data = obj.get(field)
@@ -111,13 +128,17 @@ class _Redactor:
         cur[last] = self.drop(f"{path}.{'.'.join(field_path)}", token, "token")
 
     def jwts(self, node: Any, path: str) -> Any:
-        """Replace JWT-shaped substrings anywhere below ``node``; returns the new node."""
+        """Replace JWT-shaped substrings and PEM private keys anywhere below ``node``; returns the new node."""
         if isinstance(node, str):
-            if "eyJ" not in node:
-                return node
-            for m in JWT_RE.finditer(node):
-                self.found.append(Redaction(path, _digest(m.group(0)), "jwt"))
-            return JWT_RE.sub(REDACTED, node)
+            if "eyJ" in node:
+                for m in JWT_RE.finditer(node):
+                    self.found.append(Redaction(path, _digest(m.group(0)), "jwt"))
+                node = JWT_RE.sub(REDACTED, node)
+            if "PRIVATE KEY-----" in node:
+                for m in PEM_KEY_RE.finditer(node):
+                    self.found.append(Redaction(path, _digest(m.group(0)), "private-key"))
+                node = PEM_KEY_RE.sub(REDACTED, node)
+            return node
         if isinstance(node, dict):
             for k, v in node.items():
                 if isinstance(v, str | dict | list):
@@ -138,10 +159,15 @@ def _secret_objects(obj: Any) -> bool:
     if not isinstance(obj, dict):
         return False
     kind = obj.get("kind")
+    if kind == "Table":
+        rows = obj.get("rows")
+        return isinstance(rows, list) and any(isinstance(r, dict) and _secret_objects(r.get("object"))
+                                              for r in rows)
     return kind in ("Secret", "SecretList")
 
 
 def contains_jwt(raw: bytes) -> bool:
+    """Whether the serialised event needs the walk over every string (a JWT or a private key)."""
     return _JWT_BYTES_RE.search(raw) is not None
 
 
@@ -156,7 +182,9 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True) -> list[Redactio
         obj = event.get(field)
         if obj is None:
             continue
-        if secretish or _secret_objects(obj):
+        if secretish and isinstance(obj, str | int | float | bool) and obj != REDACTED:
+            event[field] = r.drop(field, obj, "secret-data")  # a patch logged as raw text
+        elif secretish or _secret_objects(obj):
             r.secret(obj, field)
         elif isinstance(obj, dict) and isinstance(obj.get("items"), list):
             for i, item in enumerate(obj["items"]):

@@ -92,6 +92,46 @@ def test_bootstrap_token_keeps_only_public_keys() -> None:
     assert plain["requestObject"]["data"]["expiration"] == REDACTED
 
 
+def test_secret_in_json_patch_text_patch_and_table() -> None:
+    """Every shape a Secret can be logged in: JSON Patch ops, a patch kept as text, Table rows."""
+    ops = [{"op": "add", "path": "/data/pw", "value": "c2VjcmV0MQ=="},
+           {"op": "replace", "path": "/data", "value": {"k": "c2VjcmV0Mg=="}}, {"op": "remove", "path": "/data/x"}]
+    ev = {"auditID": "jp", "verb": "patch", "objectRef": {"resource": "secrets", "name": "db"}, "requestObject": ops}
+    found = redact_event(ev)
+    assert b"c2VjcmV0" not in orjson.dumps(ev)
+    assert [o["path"] for o in ev["requestObject"]] == ["/data/pw", "/data", "/data/x"], "paths are kept"
+    assert [r.path for r in found] == ["requestObject[0].value", "requestObject[1].value"]
+    text = {"auditID": "tx", "verb": "patch", "objectRef": {"resource": "secrets", "name": "db"},
+            "requestObject": "stringData:\n  pw: hunter2\n"}
+    redact_event(text)
+    assert text["requestObject"] == REDACTED
+    table = {"auditID": "tb", "verb": "list", "objectRef": {"resource": "secrets"},
+             "responseObject": {"kind": "Table", "rows": [
+                 {"cells": ["db", "Opaque", 1], "object": {"kind": "Secret", "data": {"pw": "c2VjcmV0Mw=="},
+                                                           "metadata": {"name": "db"}}}]}}
+    redact_event(table)
+    assert table["responseObject"]["rows"][0]["object"]["data"]["pw"] == REDACTED
+    assert table["responseObject"]["rows"][0]["cells"] == ["db", "Opaque", 1]
+    # a Table of Secrets returned for a non-secret URL (an aggregated API) is still recognised
+    other = {"auditID": "t2", "verb": "list", "objectRef": {"resource": "things", "apiGroup": "x.io"},
+             "responseObject": copy.deepcopy(table["responseObject"])}
+    other["responseObject"]["rows"][0]["object"]["data"]["pw"] = "c2VjcmV0NA=="
+    redact_event(other)
+    assert b"c2VjcmV0NA==" not in orjson.dumps(other)
+
+
+def test_private_keys_anywhere() -> None:
+    """A PEM private key in a ConfigMap or an env var is removed; a certificate is not."""
+    key = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkZ\n-----END EC PRIVATE KEY-----"
+    cert = "-----BEGIN CERTIFICATE-----\nMIIBcert\n-----END CERTIFICATE-----"
+    ev = {"auditID": "pk", "verb": "create", "objectRef": {"resource": "configmaps"},
+          "requestObject": {"kind": "ConfigMap", "data": {"tls.key": f"{cert}\n{key}\n", "ca.crt": cert}}}
+    found = redact_event(ev)
+    assert "MHcCAQEEIBkZ" not in orjson.dumps(ev).decode()
+    assert ev["requestObject"]["data"]["ca.crt"] == cert and ev["requestObject"]["data"]["tls.key"].startswith(cert)
+    assert [r.what for r in found] == ["private-key"]
+
+
 def test_non_secret_objects_are_untouched() -> None:
     """A ConfigMap's data is not a Secret's data (detections need it)."""
     ev = {"auditID": "4", "verb": "create", "objectRef": {"resource": "configmaps"},
