@@ -23,10 +23,17 @@ API (what other modules use)::
 docs/detect-falco.md); ``match="first"`` (Falco's default) reports only the first matching rule per
 event in definition order, ``"all"`` every matching rule.
 
-Indexing: each rule's resolved condition is analysed for the values ``ka.verb`` and
-``ka.target.resource`` must take (``value_sets``). For an event, the candidate rules for its
-(verb, resource) pair are computed once and cached, so an event is tested only against rules that
-can match it; rules without such a constraint are candidates for every event.
+Indexing: each rule's resolved condition is analysed for the values ``ka.verb``,
+``ka.target.resource``, ``ka.target.subresource`` and ``ka.user.name`` must take (``value_sets``).
+An event's index key is those four fields, each replaced by ``None`` unless some rule names that
+value, so the key space stays small (user names do not blow the cache up); the candidate rules for a
+key are computed once and cached, so an event is tested only against rules that can match it. The
+key's fields are read with the same memoised extractors the conditions use, so they are read once
+per event. Rules without such constraints are candidates for every event.
+
+Evaluation shares work between rules (``falco/compiler.py``): each field is extracted once per
+event, each macro is evaluated once per event for all rules that use it, and output is rendered only
+for rules that matched.
 """
 
 from __future__ import annotations
@@ -38,13 +45,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetrail.detect.falco import ast
 from kubetrail.detect.falco.collector import PRIORITY_NAMES, Diagnostic, parse_priority
+from kubetrail.detect.falco.compiler import Compiler, value_sets
 from kubetrail.detect.falco.context import EventContext
 from kubetrail.detect.falco.loader import CompiledRule, load
 from kubetrail.errors import RuleError
 
 BUILTIN_DIR = os.path.join(os.path.dirname(__file__), "rules")
 _CACHE_LIMIT = 4096
+INDEX_FIELDS = ("ka.verb", "ka.target.resource", "ka.target.subresource", "ka.user.name")
 
 
 def builtin_rule_paths() -> list[str]:
@@ -91,7 +101,13 @@ class RuleSet:
 
     def _reindex(self) -> None:
         self._active = [r for r in self.rules if r.enabled and r.priority <= self.min_priority]
-        self._candidates: dict[tuple[str | None, str | None], tuple[CompiledRule, ...]] = {}
+        self._sets = [(r.verbs, r.resources, value_sets(r.tree, INDEX_FIELDS[2]), value_sets(r.tree, INDEX_FIELDS[3]))
+                      for r in self._active]
+        self._known = tuple(frozenset().union(*(s[i] for s in self._sets if s[i] is not None))
+                            for i in range(len(INDEX_FIELDS)))
+        compiler = Compiler(self.compat)
+        self._getters = tuple(compiler.operand(ast.FieldRef(f))[0] for f in INDEX_FIELDS)
+        self._candidates: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
 
     def set_enabled(self, enabled: bool, *, rule: str | None = None, tag: str | None = None) -> int:
         """Enable or disable rules by name (``*`` wildcards) or by tag, like Falco's ``rules:`` config."""
@@ -124,13 +140,17 @@ class RuleSet:
             rest = "".join(f"\n{e}" for e in errs[1:])
             raise RuleError(str(first.pos or ""), first.message + rest)
 
-    def candidates(self, verb: str | None, resource: str | None) -> tuple[CompiledRule, ...]:
-        """The active rules that can match an event with this verb and resource, in order."""
-        key = (verb, resource)
+    def candidates(self, verb: str | None, resource: str | None, subresource: str | None = None,
+                   user: str | None = None) -> tuple[CompiledRule, ...]:
+        """The active rules that can match an event with these index fields, in order."""
+        values = (verb, resource, subresource, user)
+        return self._for_key(tuple(v if v in k else None for v, k in zip(values, self._known, strict=True)))
+
+    def _for_key(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
         found = self._candidates.get(key)
         if found is None:
-            found = tuple(r for r in self._active
-                          if (r.verbs is None or verb in r.verbs) and (r.resources is None or resource in r.resources))
+            found = tuple(r for r, sets in zip(self._active, self._sets, strict=True)
+                          if all(s is None or v in s for s, v in zip(sets, key, strict=True)))
             if len(self._candidates) >= _CACHE_LIMIT:
                 self._candidates.clear()
             self._candidates[key] = found
@@ -143,15 +163,9 @@ class RuleSet:
         else:
             ev, record = item.event(), item
         ctx = EventContext(ev, record)
-        if ctx.audit:
-            verb, obj = ev.get("verb"), ev.get("objectRef")
-            res = obj.get("resource") if isinstance(obj, dict) else None
-            verb = verb if isinstance(verb, str) else None
-            res = res if isinstance(res, str) else None
-        else:
-            verb = res = None
+        key = tuple(v if v in k else None for v, k in zip([g(ctx) for g in self._getters], self._known, strict=True))
         out: list[Match] = []
-        for rule in self.candidates(verb, res):
+        for rule in self._for_key(key):
             try:
                 hit = rule.condition(ctx)
             except Exception:  # noqa: BLE001 - like Falco, an extraction failure is "no value", never a crash

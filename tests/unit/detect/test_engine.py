@@ -61,9 +61,29 @@ def test_rules_are_indexed_by_verb_and_resource() -> None:
     assert by_name["write"].resources == {"secrets", "pods"}
     assert by_name["anything"].verbs is None  # an `or` with an unconstrained branch
     assert by_name["not delete"].verbs is None
-    assert [x.name for x in r.candidates("get", "pods")] == ["anything", "not delete"]
-    assert [x.name for x in r.candidates("create", "pods")] == ["pod create", "write", "anything", "not delete"]
-    assert [x.name for x in r.candidates(None, None)] == ["anything", "not delete"]
+    assert [x.name for x in r.candidates("get", "pods")] == ["anything"]  # "not delete" needs user zed
+    assert [x.name for x in r.candidates("get", "pods", user="zed")] == ["anything", "not delete"]
+    assert [x.name for x in r.candidates("create", "pods", user="zed")] == ["pod create", "write", "anything",
+                                                                             "not delete"]
+    assert [x.name for x in r.candidates(None, None, user="someone-else")] == ["anything"]
+    assert len(r._candidates) == 4  # unnamed users, verbs and resources share one key: the cache stays small
+
+
+def test_index_by_subresource_and_user_keeps_results() -> None:
+    r = load_rules([], match="all", texts={"t.yaml": RULES + """
+- rule: exec
+  desc: d
+  condition: ka.target.subresource in (exec, attach) and ka.verb in (create, get)
+  output: exec
+  priority: INFO
+  source: k8s_audit
+"""})
+    assert [x.name for x in r.candidates("get", "pods", "exec")][-1] == "exec"
+    assert "exec" not in [x.name for x in r.candidates("get", "pods", "log")]
+    exec_ev = ev("get", "pods", user="zed")
+    exec_ev["objectRef"]["subresource"] = "exec"
+    assert [m.rule for m in r.evaluate(exec_ev)] == ["not delete", "exec"]
+    assert [m.rule for m in r.evaluate(ev("get", "pods", user="zed"))] == ["not delete"]
 
 
 def test_first_and_all() -> None:

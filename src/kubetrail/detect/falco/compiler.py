@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubetrail.detect.falco import ast
-from kubetrail.detect.falco.context import EventContext, Extracted, check_index
+from kubetrail.detect.falco.context import MISSING, EventContext, Extracted, check_index
 from kubetrail.detect.falco.fields import FIELDS
 
 Pred = Callable[[EventContext], bool]
@@ -101,9 +101,10 @@ def _number(text: str) -> float | None:
 class Compiler:
     """Compiles conditions and operands for one ``compat`` mode; collects warnings."""
 
-    def __init__(self, compat: str = "kubetrail") -> None:
+    def __init__(self, compat: str = "kubetrail", shared: dict[int, str] | None = None) -> None:
         self.compat = compat
         self.warnings: list[str] = []
+        self.shared = shared or {}  # id(macro tree) -> per-event memo key (see loader._Resolver)
 
     # -- operands ------------------------------------------------------------------------------
     def operand(self, op: ast.Operand) -> tuple[Getter, bool, bool]:
@@ -153,14 +154,42 @@ class Compiler:
         if spec.arg == "index" and arg is not None and not check_index(arg):
             raise CompileError(f"field '{ref.name}': index argument must be a number, got '{arg}'", ref.pos)
         ext = spec.extractor(self.compat)
-        return (lambda c: ext(c, arg)), spec.is_list, False
+        # Shared per event across every rule and output (``ctx.cache``): many rules read the same few
+        # fields (verb, resource, user), so each is extracted once per event, not once per check.
+        key = f"\x00{self.compat}\x00{ref.name}\x00{arg}"
+
+        def memo(c: EventContext) -> Extracted:
+            cache = c.cache
+            v = cache.get(key, MISSING)
+            if v is MISSING:
+                v = cache[key] = ext(c, arg)
+            return v  # type: ignore[no-any-return]
+
+        memo.memo = (key, ext, arg)  # type: ignore[attr-defined]  # lets checks inline the lookup (_test)
+        return memo, spec.is_list, False
 
     # -- conditions ----------------------------------------------------------------------------
     def compile(self, node: ast.Node) -> Pred:
+        key = self.shared.get(id(node))
+        if key is None:
+            return self._compile(node)
+        pred = self._compile(node)
+
+        def memo(c: EventContext) -> bool:
+            # a macro's result, shared per event by every rule that uses the macro
+            cache = c.cache
+            v = cache.get(key)
+            if v is None:
+                v = cache[key] = bool(pred(c))
+            return v  # type: ignore[no-any-return]
+
+        return memo
+
+    def _compile(self, node: ast.Node) -> Pred:
         if isinstance(node, ast.And):
-            return _fold(_and, [self.compile(c) for c in node.children])
+            return _all([self.compile(c) for c in node.children])
         if isinstance(node, ast.Or):
-            return _fold(_or, [self.compile(c) for c in node.children])
+            return _any(self._or_children(node.children))
         if isinstance(node, ast.Not):
             inner = self.compile(node.child)
             return lambda c: not inner(c)
@@ -182,7 +211,7 @@ class Compiler:
         if op in ("in", "intersects") and isinstance(rhs, ast.ListVal):
             items = frozenset(rhs.items)
             if not is_list:
-                return lambda c: get(c) in items
+                return _test(get, items.__contains__)
             if op == "in":
                 return lambda c: (lambda v: v is not None and all(x in items for x in v))(get(c))
             return lambda c: (lambda v: v is not None and not items.isdisjoint(v))(get(c))
@@ -197,9 +226,59 @@ class Compiler:
 
             return any_elem
         if op in ("=", "==") and isinstance(rhs, ast.Str):
-            s = rhs.value
-            return lambda c: get(c) == s
-        return lambda c: (lambda v: v is not None and pred(v))(get(c))  # type: ignore[arg-type]
+            return _test(get, rhs.value.__eq__)
+        return _test(get, pred)
+
+    def _or_children(self, children: tuple[ast.Node, ...]) -> list[Pred]:
+        """Compiled children of an ``or``; a run of adjacent string checks on the same scalar field
+        (``ua icontains a or ua icontains b or ua startswith c``) becomes one check that reads the
+        field once and lower-cases it once. Checks are pure, so the result is the same."""
+        out: list[Pred] = []
+        run: list[ast.Check] = []
+
+        def flush() -> None:
+            if len(run) >= 2:
+                out.append(self._merged(run))
+            else:
+                out.extend(self.compile(c) for c in run)
+            run.clear()
+
+        for child in children:
+            if _mergeable(child) and id(child) not in self.shared and (
+                    not run or run[0].lhs == child.lhs):  # type: ignore[union-attr]
+                run.append(child)  # type: ignore[arg-type]
+                continue
+            flush()
+            if _mergeable(child) and id(child) not in self.shared:
+                run.append(child)  # type: ignore[arg-type]
+            else:
+                out.append(self.compile(child))
+        flush()
+        return out
+
+    def _merged(self, checks: list[ast.Check]) -> Pred:
+        for chk in checks:  # same diagnostics as compiling them one by one
+            self.check(chk)
+        get, _, _ = self.operand(checks[0].lhs)
+        by_op: dict[str, list[str]] = {}
+        for chk in checks:
+            by_op.setdefault(chk.op, []).append(chk.rhs.value)  # type: ignore[union-attr]
+        eq = frozenset(by_op.get("=", []) + by_op.get("==", []))
+        sub = tuple(by_op.get("contains", ()))
+        isub = tuple(x.lower() for x in by_op.get("icontains", ()))
+        pre, suf = tuple(by_op.get("startswith", ())), tuple(by_op.get("endswith", ()))
+
+        def test(v: str) -> bool:
+            if v in eq or (pre and v.startswith(pre)) or (suf and v.endswith(suf)):
+                return True
+            if sub and any(x in v for x in sub):
+                return True
+            if isub:
+                low = v.lower()
+                return any(x in low for x in isub)
+            return False
+
+        return _test(get, test)
 
     def _scalar_pred(self, chk: ast.Check, numeric: bool) -> Callable[[str], bool]:
         op, rhs = chk.op, chk.rhs
@@ -298,20 +377,72 @@ class Compiler:
                                  "value; use 'exists'")
 
 
-def _fold(fn: Callable[[Pred, Pred], Pred], preds: list[Pred]) -> Pred:
-    """Right fold, so children are still tested left to right: a and (b and c)."""
-    acc = preds[-1]
-    for p in reversed(preds[:-1]):
-        acc = fn(p, acc)
-    return acc
+_MERGE_OPS = frozenset({"=", "==", "contains", "icontains", "startswith", "endswith"})
 
 
-def _and(a: Pred, b: Pred) -> Pred:
-    return lambda c: a(c) and b(c)
+def _mergeable(node: ast.Node) -> bool:
+    if not (isinstance(node, ast.Check) and node.op in _MERGE_OPS and isinstance(node.rhs, ast.Str)
+            and node.modifier is None and isinstance(node.lhs, ast.FieldRef)):
+        return False
+    spec = FIELDS.get(node.lhs.name)
+    return spec is not None and not spec.is_list and (spec.arg == "none" or node.lhs.arg is not None)
 
 
-def _or(a: Pred, b: Pred) -> Pred:
-    return lambda c: a(c) or b(c)
+def _test(get: Getter, test: Callable[[Any], bool]) -> Pred:
+    """``get(c) is not None and test(value)``, with a plain field's per-event memo lookup inlined
+    (one call fewer per check; checks are most of the evaluation time)."""
+    memo = getattr(get, "memo", None)
+    if memo is None:
+        def generic(c: EventContext) -> bool:
+            v = get(c)
+            return v is not None and test(v)
+
+        return generic
+    key, ext, arg = memo
+
+    def inline(c: EventContext) -> bool:
+        cache = c.cache
+        v = cache.get(key, MISSING)
+        if v is MISSING:
+            v = cache[key] = ext(c, arg)
+        return v is not None and test(v)
+
+    return inline
+
+
+def _all(preds: list[Pred]) -> Pred:
+    """Children tested left to right, stopping at the first false one."""
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda c: a(c) and b(c)
+    ps = tuple(preds)
+
+    def all_(c: EventContext) -> bool:
+        for p in ps:  # noqa: SIM110 - a plain loop, no generator frame per call
+            if not p(c):
+                return False
+        return True
+
+    return all_
+
+
+def _any(preds: list[Pred]) -> Pred:
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda c: a(c) or b(c)
+    ps = tuple(preds)
+
+    def any_(c: EventContext) -> bool:
+        for p in ps:  # noqa: SIM110 - a plain loop, no generator frame per call
+            if p(c):
+                return True
+        return False
+
+    return any_
 
 
 def value_sets(node: ast.Node, field: str) -> frozenset[str] | None:

@@ -124,6 +124,9 @@ class _Resolver:
         self.macros = macros
         self.trees = trees
         self.done: dict[str, ast.Node] = {}
+        # id of a resolved composite macro tree -> memo key. The tree object is shared by every rule
+        # that references the macro, so the compiler can evaluate it once per event for all of them.
+        self.shared: dict[int, str] = {}
 
     def macro(self, name: str, stack: tuple[str, ...]) -> ast.Node:
         if name in self.done:
@@ -132,6 +135,8 @@ class _Resolver:
             raise CompileError(f"reference loop in macro '{name}'")
         tree = self.resolve(self.trees[name], self.macros[name].visibility, stack + (name,))
         self.done[name] = tree
+        if isinstance(tree, ast.And | ast.Or | ast.Not):
+            self.shared[id(tree)] = f"\x01macro\x00{name}"
         return tree
 
     def resolve(self, node: ast.Node, visibility: int | None, stack: tuple[str, ...] = ()) -> ast.Node:
@@ -262,7 +267,7 @@ def _compile_rule(rule: RuleDef, subst: object, resolver: _Resolver, compat: str
                   diags: list[Diagnostic]) -> CompiledRule | None:
     what = f"rule '{rule.name}'"
     text = subst(exceptions_text(rule.condition, rule.exceptions))  # type: ignore[operator]
-    compiler = Compiler(compat)
+    compiler = Compiler(compat, shared=resolver.shared)
     try:
         tree = resolver.resolve(parse_condition(text), None)
         pred = compiler.compile(tree)

@@ -55,7 +55,12 @@ class Formatter:
 
     def fields(self, ctx: EventContext) -> dict[str, str | list[str] | None]:
         """Falco's JSON ``output_fields``: null when missing, arrays for list fields."""
-        return {p.name: p.get(ctx) for p in self.parts if isinstance(p, _Token)}
+        out: dict[str, str | list[str] | None] = {}
+        for p in self.parts:
+            if isinstance(p, _Token):
+                v = p.get(ctx)
+                out[p.name] = list(v) if isinstance(v, list) else v  # values are shared per event: copy
+        return out
 
 
 def compile_output(text: str, compiler: Compiler) -> Formatter:
