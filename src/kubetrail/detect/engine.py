@@ -184,13 +184,14 @@ class RuleSet:
 
     def _match(self, rule: CompiledRule, ctx: EventContext, ev: dict[str, Any], record: Any) -> Match:
         aid, stage = ev.get("auditID"), ev.get("stage")
+        output, fields = rule.output.render_with_fields(ctx)
         return Match(
             rule=rule.name,
             priority=PRIORITY_NAMES[rule.priority],
             priority_level=rule.priority,
-            output=rule.output.render(ctx),
+            output=output,
             tags=rule.tags,
-            fields=rule.output.fields(ctx),
+            fields=fields,
             audit_id=aid if isinstance(aid, str) else None,
             stage=stage if isinstance(stage, str) else None,
             leaf_index=getattr(record, "leaf_index", None),

@@ -53,6 +53,22 @@ class Formatter:
             out.append(text)
         return "".join(out)
 
+    def render_with_fields(self, ctx: EventContext) -> tuple[str, dict[str, str | list[str] | None]]:
+        """``(render(ctx), fields(ctx))`` reading each field once (what a match needs)."""
+        out: list[str] = []
+        values: dict[str, str | list[str] | None] = {}
+        for p in self.parts:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            v = p.get(ctx)
+            values[p.name] = list(v) if isinstance(v, list) else v
+            text = render_value(v)
+            if p.width:
+                text = text[: p.width].ljust(p.width)
+            out.append(text)
+        return "".join(out), values
+
     def fields(self, ctx: EventContext) -> dict[str, str | list[str] | None]:
         """Falco's JSON ``output_fields``: null when missing, arrays for list fields."""
         out: dict[str, str | list[str] | None] = {}
