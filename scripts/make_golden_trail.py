@@ -62,8 +62,7 @@ def build(out: str) -> dict[str, object]:
     pipe.tick()  # the timer checkpoint: same size, signed again
     pipe.close()
     conn = store.connection
-    entries = [{"index": i, "entry": bytes(e).decode(), "leaf_hash": bytes(h).hex()}
-               for i, e, h in conn.execute("SELECT leaf_index, entry, leaf_hash FROM entries ORDER BY leaf_index")]
+    entries = [{"index": i, "entry": e.decode(), "leaf_hash": h.hex()} for i, e, h, _ in store.iter_entries()]
     notes = [str(n) for (n,) in conn.execute("SELECT note FROM trail_checkpoints ORDER BY id")]
     vectors = {
         "_about": "kubetrail golden trail (docs/specs/trail-format.md); TEST key, public on purpose",

@@ -456,41 +456,35 @@ def test_connections_over_the_cap_are_refused(pki: Path) -> None:
         receiver.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_run_serves_the_webhook_beside_a_tailed_file(pki: Path, tmp_path: Path) -> None:
     """`kubetrail run` with an audit_webhook and an audit_file source in one config: both store
     into the same trail, and SIGTERM flushes and exits 0."""
-    port = _free_port()
     log = tmp_path / "audit.log"
     log.write_bytes(b"".join(orjson.dumps(make_event(f"file-{i}")) + b"\n" for i in range(3)))
     config = tmp_path / "kubetrail.yaml"
     config.write_text(yaml.safe_dump({
         "data_dir": str(tmp_path / "data"), "cluster": "test", "checkpoint_interval_secs": 0.2,
         "sources": [{"type": "audit_file", "path": str(log)},
-                    {"type": "audit_webhook", "listen_address": f"127.0.0.1:{port}",
+                    {"type": "audit_webhook", "listen_address": "127.0.0.1:0",
                      "tls_cert_file": str(pki / "server.crt"), "tls_key_file": str(pki / "server.key"),
                      "client_ca_file": str(pki / "ca.crt"), "client_names": ["kube-apiserver"]}]}))
     proc = subprocess.Popen([sys.executable, "-m", "kubetrail", "run", "--config", str(config)],
                             stderr=subprocess.PIPE, text=True)
     try:
+        assert proc.stderr is not None
+        seen, m = [], None
+        for line in proc.stderr:  # the log names the port the kernel picked
+            seen.append(line)
+            m = re.search(r"audit_webhook listening on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                break
+        assert m, "".join(seen)
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
-        status = None
-        deadline = time.monotonic() + 20
-        while status is None and time.monotonic() < deadline:
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
-                conn.request("POST", "/", body=event_list(4, "run"))
-                status = conn.getresponse().status
-                conn.close()
-            except (ConnectionRefusedError, ssl.SSLError, OSError):
-                time.sleep(0.1)
-        assert status == 200
+        conn = http.client.HTTPSConnection("127.0.0.1", int(m.group(1)), context=ctx, timeout=10)
+        conn.request("POST", "/", body=event_list(4, "run"))
+        assert conn.getresponse().status == 200
+        conn.close()
         with log.open("ab") as fh:  # a line appended while running is picked up too
             fh.write(orjson.dumps(make_event("file-late")) + b"\n")
         deadline = time.monotonic() + 20

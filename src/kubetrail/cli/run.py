@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from types import FrameType
@@ -16,10 +17,13 @@ from kubetrail.config import load
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="YAML config file (see docs/config.md).")
 @click.option("--data", "data_dir", default=None, help="Override the config's data_dir.")
-def run(config_path: str, data_dir: str | None) -> None:
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="What the sources log to stderr (listening addresses, reloads, failures).")
+def run(config_path: str, data_dir: str | None, log_level: str) -> None:
     """Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."""
     from kubetrail.pipeline import run_live
 
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load(config_path)
     if data_dir:
         config = msgspec.structs.replace(config, data_dir=data_dir)

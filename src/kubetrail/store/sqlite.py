@@ -26,7 +26,7 @@ from kubetrail.errors import StoreError, StoreVersionError
 from kubetrail.record import AuditMeta, Record, Redaction, SourceRef
 from kubetrail.store.codec import BodyCodec
 from kubetrail.store.queries import QueryFilters, where_clause
-from kubetrail.trail.entry import encode_entry, leaf_hash
+from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, leaf_hash
 
 DB_NAME = "kubetrail.db"
 
@@ -181,10 +181,11 @@ class Store:
         """(leaf_index, entry, leaf_hash, decompressed body or None) in index order, streamed."""
         end = self.size() if end is None else end
         cur = self.connection.execute(
-            "SELECT leaf_index, entry, leaf_hash, body FROM entries WHERE leaf_index >= ? AND leaf_index < ? "
-            "ORDER BY leaf_index", (start, end))
-        for idx, entry, lh, body in cur:
-            yield idx, bytes(entry), bytes(lh), self.codec.decompress(body) if body is not None else None
+            f"SELECT {ENTRY_SELECT} FROM entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index",
+            (start, end))
+        for row in cur:
+            body = row[3]
+            yield row[0], row_entry(row), bytes(row[2]), self.codec.decompress(body) if body is not None else None
 
     def stats(self) -> dict[str, Any]:
         c = self.connection
@@ -224,27 +225,39 @@ class Store:
 _COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "
             "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, "
             "source_ips, user_agent, request_uri, credential_id")
-_INSERT = (
-    "INSERT INTO entries (leaf_index, key, time, kind, source, seq, format, audit_id, stage, level, verb, "
-    "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, source_ips, "
-    "source_ip, user_agent, request_uri, credential_id, meta, entry, leaf_hash, body) "
-    "VALUES (" + ", ".join("?" * 29) + ")"
-)
+_INSERT = (f"INSERT INTO entries (leaf_index, {', '.join(ENTRY_COLUMNS)}, entry, leaf_hash, body, body_sha256) "
+           f"VALUES ({', '.join('?' * (len(ENTRY_COLUMNS) + 5))})")
+ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENTRY_COLUMNS)}"
 
 
 def _row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
+    """The row, with its v2 entry rebuilt from exactly the values stored (trail/entry.py)."""
     m = r.meta
-    label = r.source.label()
-    body_hash = hashlib.sha256(r.body).digest()
-    entry = encode_entry(r.key, r.time, r.kind, label, r.seq, body_hash)
-    return (
-        r.leaf_index, r.key, r.time, r.kind, label, r.seq, r.format, m.audit_id, m.stage, m.level, m.verb,
+    cols = (
+        r.key, r.time, r.kind, r.source.label(), r.seq, r.format, m.audit_id, m.stage, m.level, m.verb,
         m.user, orjson.dumps(m.groups).decode(), m.impersonated_user, m.resource, m.subresource, m.api_group,
         m.namespace, m.name, m.code, orjson.dumps(m.source_ips).decode(),
         m.source_ips[-1] if m.source_ips else "", m.user_agent, m.request_uri, m.credential_id,
         _meta_encoder.encode(StoredMeta(m.uid, m.impersonated_groups, m.api_version, m.request_received,
-                                        m.stage_time, m.lossy, r.redactions)), entry, leaf_hash(entry), compressed_body,
+                                        m.stage_time, m.lossy, r.redactions)),
     )
+    body_hash = hashlib.sha256(r.body).digest()
+    entry = encode_entry_v2(cols, body_hash)
+    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash)
+
+
+def row_entry(row: Sequence[Any]) -> bytes:
+    """The entry bytes of a row selected with ``ENTRY_SELECT``: stored (v1) or rebuilt (v2).
+
+    Raises ValueError when a v2 row cannot be rebuilt (a column of the wrong type).
+    """
+    entry = bytes(row[1])
+    if entry:
+        return entry
+    body_hash = row[4]
+    if not isinstance(body_hash, bytes) or len(body_hash) != 32:
+        raise ValueError("body_sha256 is missing or not 32 bytes")
+    return encode_entry_v2(row[5:], body_hash)
 
 
 def _existing_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:

@@ -1,25 +1,43 @@
-"""The trail entry: the small canonical header that is a Merkle leaf (docs/specs/trail-format.md).
+"""The trail entry: the canonical bytes that are a Merkle leaf (docs/specs/trail-format.md).
 
-Format v1, byte for byte::
+Format v2 (every record written now)::
 
-    b"kubetrail-entry/v1\\n" + JSON object, keys sorted, no whitespace, UTF-8:
-    {"body_sha256": <64 lowercase hex>, "key": <str>, "kind": <str>, "seq": <int>,
-     "source": <"cluster/node/stream" label>, "time": <int ns>}
+    b"kubetrail-entry/v2\\n" + JSON object, keys sorted, no whitespace, UTF-8:
+    every column of the record's ``entries`` row named in ENTRY_COLUMNS, exactly as stored
+    (``groups_json`` and ``source_ips`` are the stored JSON text, ``meta`` the stored JSON text),
+    plus ``body_sha256`` (64 lowercase hex).
 
-The body itself is not in the tree: retention can delete bodies while every leaf stays
-verifiable, and a changed body is still caught through ``body_sha256``.
+The v2 entry is not stored: it is rebuilt from the row, so every column ``kubetrail query`` filters
+on is covered by the leaf. Changing a user name or a time in the database to hide an event from a
+query changes the leaf, and ``verify`` names the row. The body itself is not in the tree: retention
+can delete bodies while every leaf stays verifiable, and a changed body is caught through
+``body_sha256``.
+
+Format v1 (stores written before v2) kept the header bytes in ``entries.entry``; they still verify,
+but their indexed columns other than key, time, kind, seq and source are not covered::
+
+    b"kubetrail-entry/v1\\n" + {"body_sha256", "key", "kind", "seq", "source", "time"}
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 ENTRY_PREFIX = b"kubetrail-entry/v1\n"
+ENTRY_V2_PREFIX = b"kubetrail-entry/v2\n"
+# The columns a v2 entry covers, in the order the store selects them (the JSON keys are sorted).
+ENTRY_COLUMNS = ("key", "time", "kind", "source", "seq", "format", "audit_id", "stage", "level", "verb",
+                 "username", "groups_json", "impersonated", "resource", "subresource", "api_group", "namespace",
+                 "name", "code", "source_ips", "source_ip", "user_agent", "request_uri", "credential_id", "meta")
+_META_AT = ENTRY_COLUMNS.index("meta")
 
 
 def encode_entry(key: str, time: int, kind: str, source: str, seq: int, body_sha256: bytes) -> bytes:
+    """A v1 header (kept for tests and for reading old stores; the store writes v2)."""
     return ENTRY_PREFIX + orjson.dumps(
         {"body_sha256": body_sha256.hex(), "key": key, "kind": kind, "seq": seq, "source": source,
          "time": time},
@@ -27,13 +45,30 @@ def encode_entry(key: str, time: int, kind: str, source: str, seq: int, body_sha
     )
 
 
+def encode_entry_v2(columns: Sequence[Any], body_sha256: bytes) -> bytes:
+    """The v2 entry of a row: ``columns`` are the ENTRY_COLUMNS values as stored.
+
+    Raises ValueError when a value cannot be in an entry (a tampered column of the wrong type).
+    """
+    doc = dict(zip(ENTRY_COLUMNS, columns, strict=True))
+    meta = columns[_META_AT]
+    if isinstance(meta, bytes | bytearray | memoryview):
+        doc["meta"] = bytes(meta).decode("utf-8")
+    doc["body_sha256"] = body_sha256.hex()
+    try:
+        return ENTRY_V2_PREFIX + orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise ValueError(f"a column cannot be encoded: {exc}") from exc
+
+
 def decode_entry(entry: bytes) -> dict[str, object]:
-    if not entry.startswith(ENTRY_PREFIX):
-        raise ValueError("not a kubetrail v1 entry")
-    value = orjson.loads(entry[len(ENTRY_PREFIX):])
-    if not isinstance(value, dict):
-        raise ValueError("entry is not a JSON object")
-    return value
+    for prefix in (ENTRY_V2_PREFIX, ENTRY_PREFIX):
+        if entry.startswith(prefix):
+            value = orjson.loads(entry[len(prefix):])
+            if not isinstance(value, dict):
+                raise ValueError("entry is not a JSON object")
+            return value
+    raise ValueError("not a kubetrail entry")
 
 
 def leaf_hash(entry: bytes) -> bytes:

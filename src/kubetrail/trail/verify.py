@@ -1,7 +1,8 @@
 """``kubetrail verify``: recompute the whole trail and name the first index that is not intact.
 
 One streaming pass in leaf order over the entries and the tree's own leaf copy (two cursors, a
-compact range: O(log n) memory). For each index it recomputes the leaf from the entry header,
+compact range: O(log n) memory). For each index it rebuilds the entry from the row's columns (v2;
+a v1 row holds its header bytes) and recomputes the leaf,
 checks the body against the header's ``body_sha256`` (a body removed by retention is fine), and
 compares with the tree; every stored checkpoint (and every witness checkpoint) must carry a valid
 signature and the root recomputed at its size. The smallest failing index wins; its reason is one of
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kubetrail.store.codec import BodyCodec
+from kubetrail.store.sqlite import ENTRY_SELECT, row_entry
 from kubetrail.trail.checkpoint import open_checkpoint
 from kubetrail.trail.entry import ENTRY_PREFIX
 from kubetrail.trail.merkle import CompactRange, leaf_hash
@@ -111,8 +113,13 @@ class _Leaves:
 
 
 def _entry_leaf(conn: sqlite3.Connection, index: int) -> bytes | None:
-    row = conn.execute("SELECT entry FROM entries WHERE leaf_index = ?", (index,)).fetchone()
-    return leaf_hash(bytes(row[0])) if row else None
+    row = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries WHERE leaf_index = ?", (index,)).fetchone()
+    if row is None:
+        return None
+    try:
+        return leaf_hash(row_entry(row))
+    except ValueError:
+        return None
 
 
 def _classify(conn: sqlite3.Connection, i: int, leaf: bytes) -> tuple[str, str]:
@@ -159,7 +166,7 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
     cps.sort(key=lambda c: c.size)
 
     leaves = _Leaves(conn)
-    rows = conn.execute("SELECT leaf_index, entry, leaf_hash, body FROM entries ORDER BY leaf_index")
+    rows = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index")
     cr = CompactRange()
     matched = 0  # largest checkpoint size known to match
     k = 0
@@ -169,12 +176,17 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
             report.problems.append(Problem(0, "inconsistent-checkpoint", f"{cps[k].where} is not the empty tree"))
         k += 1
     i = 0
-    for idx, entry, stored_leaf, body in rows:
+    for row in rows:
+        idx, stored_leaf, body = row[0], row[2], row[3]
         ref = leaves.next()
         if idx != i:
             report.problems.append(Problem(i, "removed", f"no entry with leaf index {i} (next is {idx})"))
             break
-        entry = bytes(entry)
+        try:
+            entry = row_entry(row)
+        except ValueError as exc:
+            report.problems.append(Problem(i, "modified", f"entry {i} cannot be rebuilt from its row: {exc}"))
+            break
         leaf = lh(entry)
         if ref is None:
             report.problems.append(Problem(i, "inserted", f"entry {i} is beyond the tree (size {leaves.size})"))
@@ -186,7 +198,7 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
         if body is None:
             report.bodies_pruned += 1
         else:
-            want = _body_hash_of(entry)
+            want = bytes(row[4]) if not row[1] else _body_hash_of(entry)
             try:
                 got = sha256(decompress(bytes(body))).digest()
             except Exception:  # noqa: BLE001 - an undecodable body is a modified body
