@@ -27,7 +27,7 @@ import orjson
 
 from kubetrail.store.sqlite import Store
 from kubetrail.trail.checkpointer import sign_now
-from kubetrail.trail.entry import encode_entry, leaf_hash
+from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, leaf_hash
 from kubetrail.trail.merkle import CompactRange
 from kubetrail.trail.note import Signer
 from kubetrail.trail.tree import StoredTree
@@ -48,9 +48,22 @@ def body_of(i: int, rng: random.Random) -> bytes:
     })
 
 
+def columns_of(i: int, body: bytes) -> dict[str, object]:
+    """The row a v2 entry is rebuilt from (plausible values of every covered column)."""
+    ev = orjson.loads(body)
+    return {"key": hashlib.sha256(body).hexdigest(), "time": 1714557600000000000 + i * 1000, "kind": "audit",
+            "source": "bench/node-a/audit-file", "seq": i, "format": "event", "audit_id": ev["auditID"],
+            "stage": ev["stage"], "level": ev["level"], "verb": ev["verb"], "username": ev["user"]["username"],
+            "groups_json": orjson.dumps(ev["user"]["groups"]).decode(), "impersonated": "", "resource": "pods",
+            "subresource": "", "api_group": "", "namespace": ev["objectRef"]["namespace"],
+            "name": ev["objectRef"]["name"], "code": 200, "source_ips": orjson.dumps(ev["sourceIPs"]).decode(),
+            "source_ip": ev["sourceIPs"][-1], "user_agent": ev["userAgent"], "request_uri": ev["requestURI"],
+            "credential_id": "", "meta": b'["",[],"v1",1714557600000000000,1714557600001000000]'}
+
+
 def entry_of(i: int, body: bytes) -> bytes:
-    return encode_entry(hashlib.sha256(body).hexdigest() + f"{i:08d}", 1714557600000000000 + i * 1000, "audit",
-                        "bench/node-a/audit-file", i, hashlib.sha256(body).digest())
+    cols = columns_of(i, body)
+    return encode_entry_v2([cols[c] for c in ENTRY_COLUMNS], hashlib.sha256(body).digest())
 
 
 def bench_appends(n: int) -> None:
@@ -96,11 +109,7 @@ def build_store(path: str, n: int) -> None:
     store = Store.open(path)
     conn = store.connection
     rng = random.Random(2)
-    cols = ("leaf_index, key, time, kind, source, seq, format, audit_id, stage, level, verb, username, "
-            "groups_json, impersonated, resource, subresource, api_group, namespace, name, code, source_ips, "
-            "source_ip, user_agent, request_uri, credential_id, meta, entry, leaf_hash, body")
-    have = {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
-    names = [c.strip() for c in cols.split(",") if c.strip() in have]
+    names = ["leaf_index", *ENTRY_COLUMNS, "entry", "leaf_hash", "body", "body_sha256"]
     sql = f"INSERT INTO entries ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     for start in range(0, n, 20000):
         bodies = [body_of(i, rng) for i in range(start, min(n, start + 20000))]
@@ -109,12 +118,12 @@ def build_store(path: str, n: int) -> None:
         rows = []
         for j, body in enumerate(bodies):
             i = start + j
-            e = entry_of(i, body)
-            values = {"leaf_index": i, "key": f"k{i}", "time": 1714557600000000000 + i * 1000, "kind": "audit",
-                      "source": "bench/node-a/audit-file", "seq": i, "format": "event", "code": 200,
-                      "meta": b"{}", "entry": e, "leaf_hash": leaf_hash(e), "body": frames[j],
-                      "groups_json": "[]", "source_ips": "[]"}
-            rows.append(tuple(values.get(c, "") for c in names))
+            cols = columns_of(i, body)
+            body_hash = hashlib.sha256(body).digest()
+            e = encode_entry_v2([cols[c] for c in ENTRY_COLUMNS], body_hash)
+            values = {**cols, "leaf_index": i, "entry": b"", "leaf_hash": leaf_hash(e), "body": frames[j],
+                      "body_sha256": body_hash}
+            rows.append(tuple(values[c] for c in names))
         conn.executemany(sql, rows)
         StoredTree(conn).sync()
         conn.execute("COMMIT")
