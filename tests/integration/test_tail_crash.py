@@ -99,6 +99,9 @@ def test_rotation_and_sigkill_store_every_line_once(tmp_path: Path) -> None:
             continue
         if count >= LINES:
             break
+    started = time.time() + 30  # SIGTERM before the handler is installed would just kill it
+    while time.time() < started and b"kubetrail run:" not in (tmp_path / "run.err").read_bytes():
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=30)
     errlog.close()

@@ -17,7 +17,11 @@ Rules:
 * Rename rotation (the apiserver's own, logrotate ``create``) and delete-and-recreate: the old
   handle is read to its end before the new file is read from offset 0.
 * copytruncate: the file shrinks or its first bytes change under the same inode. The copy is found
-  among the siblings by fingerprint and read from our offset first.
+  among the siblings by fingerprint and read from our offset first. Every chunk is checked against
+  the fingerprint after it is read, so a truncation between the rotation check and the read never
+  hands out the new generation's bytes at the old offset.
+* A live file that was empty when we began watching it has no fingerprint; when content appears,
+  every sibling written since (a copytruncate copy of a generation we never saw) is read first.
 * A first start (no position) with ``read_from: beginning`` reads the rotated siblings, oldest
   first, before the live file: the history already on the node belongs in the trail.
 * Whenever we lose sight of our file (restart, rotation, truncation), every rotated sibling written
@@ -28,6 +32,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -35,6 +40,7 @@ from typing import BinaryIO
 import orjson
 
 FP_BYTES = 256
+log = logging.getLogger("kubetrail.sources.tail")
 
 
 def _hash_prefix(fh: BinaryIO, length: int) -> str | None:
@@ -111,6 +117,9 @@ class _File:
         self.pos.offset = offset
         self.buf = b""
 
+    def size(self) -> int:
+        return os.fstat(self.fh.fileno()).st_size
+
     def truncated(self) -> bool:
         size = os.fstat(self.fh.fileno()).st_size
         return size < self.pos.offset + len(self.buf) or not self.pos.same_content(self.fh)
@@ -123,6 +132,13 @@ class _File:
                     line, self.buf = self.buf, b""
                     self.pos.offset += len(line)
                     yield [line], self.pos.copy()
+                return
+            if not self.pos.same_content(self.fh):
+                # Truncated and rewritten between the rotation check and this read: the chunk is
+                # the new generation's, read from our old offset. Drop it; the next poll sees the
+                # truncation and reads the rest of our generation from its copy.
+                log.debug("ino %d changed under a read at offset %d; chunk dropped", self.pos.ino, self.pos.offset)
+                self.fh.seek(self.pos.offset + len(self.buf))
                 return
             self.pos.mtime_ns = max(self.pos.mtime_ns, os.fstat(self.fh.fileno()).st_mtime_ns)
             data = self.buf + chunk
@@ -168,7 +184,10 @@ class Tailer:
         self.max_bytes = max_bytes
         self.live: _File | None = None
         self.pending: list[_File] = []  # finished files, drained in order before the live one
+        self.done: set[tuple[tuple[int, int], str]] = set()  # (ident, fp) of files drained to their end
         live = _File.open(path)
+        log.debug("start %s: saved %s, live ino %s", path, start.dumps() if start else None,
+                  live.pos.ino if live else None)
         if start is not None and live and live.ident == (start.dev, start.ino) and start.fp_len \
                 and start.same_content(live.fh) and os.fstat(live.fh.fileno()).st_size >= start.offset:
             live.seek(start.offset)
@@ -199,8 +218,10 @@ class Tailer:
                 own_found = True
                 f.seek(min(lost.offset, os.fstat(f.fh.fileno()).st_size))
                 self.pending.append(f)
+                log.debug("resuming %s (ino %d) at offset %d", sib, f.pos.ino, f.pos.offset)
             elif not same_gen and f.pos.mtime_ns >= lost.mtime_ns:
                 self.pending.append(f)
+                log.debug("queued %s (ino %d), written since we lost ino %d", sib, f.pos.ino, lost.ino)
             else:
                 f.close()
 
@@ -212,16 +233,43 @@ class Tailer:
                     self.pending.pop(0)
                     self._lost(f)
                     continue
-                yield from f.drain(self.max_bytes, final=True)
-                f.close()
+                yield from f.drain(self.max_bytes, final=not f.truncated())
                 self.pending.pop(0)
+                if f.truncated():
+                    self._lost(f)
+                    continue
+                self.done.add((f.ident, f.pos.fp))
+                f.close()
             if self.live is None:
                 self.live = _File.open(self.path)
                 if self.live is None:
                     return
-            if not self._rotated():
-                break
+            if self._rotated():
+                continue
+            if self.live.pos.fp_len == 0 and self.live.size() > 0 and self._queue_unseen(self.live):
+                continue
+            break
         yield from self.live.drain(self.max_bytes, final=False)
+
+    def _queue_unseen(self, live: _File) -> bool:
+        """``live`` was empty when we began watching it and now has content. If it was filled,
+        copied and truncated in between (copytruncate of a generation we never saw), the copy is
+        a sibling written since: read those first. Files already drained are skipped; anything
+        else read twice is refused by the store's keys. Returns True when something was queued."""
+        since = live.pos.mtime_ns
+        live.refresh_fp()  # from now on a truncation of this generation is seen by its fingerprint
+        queued = False
+        for sib in siblings(self.path):
+            f = _File.open(sib)
+            if f is None:
+                continue
+            if f.ident != live.ident and (f.ident, f.pos.fp) not in self.done and f.pos.mtime_ns >= since:
+                log.debug("queued %s (ino %d): written since ino %d was empty", sib, f.pos.ino, live.pos.ino)
+                self.pending.append(f)
+                queued = True
+            else:
+                f.close()
+        return queued
 
     def _lost(self, f: _File) -> None:
         """``f`` was truncated under us: read its copy from our offset, then it from the start."""
@@ -242,17 +290,21 @@ class Tailer:
             return False  # deleted and not yet recreated: keep reading the open handle
         live = self.live
         if (st.st_dev, st.st_ino) != live.ident:
-            self.live = None
+            log.debug("rotated: %s is ino %d now, was %d (truncated: %s)", self.path, st.st_ino, live.pos.ino,
+                      live.truncated())
+            # Open the new file now, not after the old one is drained: draining commits and takes
+            # time, and a copytruncate of the new file in that window must still be seen (by its
+            # fingerprint, or as a sibling written since it was empty).
+            newer = _File.open(self.path)
             if live.truncated():
                 self._lost(live)
             else:
                 self.pending.append(live)
-                newer = _File.open(self.path)
                 self._queue_newer(live.pos, exclude=newer.ident if newer else None)
-                if newer:
-                    newer.close()
+            self.live = newer
             return True
         if live.truncated():
+            log.debug("truncated: ino %d at offset %d", live.pos.ino, live.pos.offset)
             self.live = None
             self._lost(live)
             self.live = self.pending.pop()  # _lost queued it last, reset to offset 0: it stays live
@@ -264,7 +316,9 @@ class Tailer:
             f = _File.open(sib)
             if f is None:
                 continue
-            if f.ident not in ((old.dev, old.ino), exclude) and f.pos.mtime_ns > old.mtime_ns:
+            if f.ident not in ((old.dev, old.ino), exclude) and (f.ident, f.pos.fp) not in self.done \
+                    and f.pos.mtime_ns >= old.mtime_ns:
+                log.debug("queued newer %s (ino %d)", sib, f.pos.ino)
                 self.pending.append(f)
             else:
                 f.close()

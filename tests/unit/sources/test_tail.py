@@ -87,3 +87,87 @@ def test_resume_after_restart_and_rotation(tmp_path) -> None:
     got, _ = read_all(t2)
     assert got == [line(3).rstrip(b"\n"), line(4).rstrip(b"\n")]
     t2.close()
+
+
+def test_copytruncate_of_a_generation_never_seen(tmp_path) -> None:
+    """The live file was empty when we opened it; before our next poll it was filled, copied and
+    truncated, and new lines were written: the copy is read first, nothing is lost."""
+    p = tmp_path / "audit.log"
+    p.write_bytes(line(1))
+    t = Tailer(str(p), None)
+    read_all(t)
+    os.rename(p, tmp_path / "audit.log.1")
+    p.write_bytes(b"")
+    got, _ = read_all(t)  # sees the rename, opens the empty new file
+    assert got == []
+    with open(p, "ab") as f:
+        f.write(line(2))
+    shutil.copyfile(p, tmp_path / "audit.log.2")
+    with open(p, "r+b") as f:
+        f.truncate(0)
+    with open(p, "ab") as f:
+        f.write(line(3))
+    got, _ = read_all(t)
+    assert got == [line(2).rstrip(b"\n"), line(3).rstrip(b"\n")]
+    with open(p, "ab") as f:  # and the rotated files are not read again later
+        f.write(line(4))
+    got, _ = read_all(t)
+    assert got == [line(4).rstrip(b"\n")]
+    t.close()
+
+
+def test_truncation_between_the_check_and_the_read(tmp_path, monkeypatch) -> None:
+    """copytruncate lands after the poll checked for rotation but before it read: the chunk of
+    the new generation read at the old offset is dropped, and the copy supplies the real tail."""
+    p = tmp_path / "audit.log"
+    p.write_bytes(line(1))
+    t = Tailer(str(p), None)
+    read_all(t)
+    with open(p, "ab") as f:
+        f.write(line(2))
+    real = Tailer._rotated
+    fired = []
+
+    def rotated_then_copytruncate(self: Tailer) -> bool:
+        result = real(self)
+        if not fired:
+            fired.append(1)
+            shutil.copyfile(p, tmp_path / "audit.log.1")
+            with open(p, "r+b") as f:
+                f.truncate(0)
+            with open(p, "ab") as f:  # the new generation is longer than our offset
+                f.write(line(3) + line(4) + line(5))
+        return result
+
+    monkeypatch.setattr(Tailer, "_rotated", rotated_then_copytruncate)
+    got, _ = read_all(t)
+    got += read_all(t)[0]
+    assert got == [line(i).rstrip(b"\n") for i in (2, 3, 4, 5)]
+    t.close()
+
+
+def test_copytruncate_of_the_new_file_while_the_old_one_drains(tmp_path) -> None:
+    """A rename is seen; while the old file's rest is being committed (the generator is suspended),
+    the new file is filled, copied and truncated: its first generation comes from the copy."""
+    p = tmp_path / "audit.log"
+    p.write_bytes(line(1))
+    t = Tailer(str(p), None)
+    read_all(t)
+    with open(p, "ab") as f:
+        f.write(line(2))
+    os.rename(p, tmp_path / "audit.log.1")
+    p.write_bytes(line(3))
+    got: list[bytes] = []
+    gen = t.poll()
+    chunk, _ = next(gen)  # the old file's rest; the pipeline would commit now
+    got += chunk
+    shutil.copyfile(p, tmp_path / "audit.log.2")
+    with open(p, "r+b") as f:
+        f.truncate(0)
+    with open(p, "ab") as f:
+        f.write(line(4))
+    for chunk, _ in gen:
+        got += chunk
+    got += read_all(t)[0]
+    assert got == [line(i).rstrip(b"\n") for i in (2, 3, 4)]
+    t.close()
