@@ -128,7 +128,11 @@ class Pipeline:
     def commit_decoded(self, decoded: Sequence[Decoded], rejected: Sequence[Rejected], source: SourceRef,
                        positions: dict[str, str] | None = None) -> list[Record]:
         """The live sources' entry point: redact and key, then ``commit`` under the writer lock."""
-        records = [to_record(d, source) for d in decoded]
+        records: list[Record] = []
+        rejected = list(rejected)
+        for d in decoded:
+            item = _record_or_reject(d, source)
+            (records if isinstance(item, Record) else rejected).append(item)
         with self._lock:
             return self.commit(records, rejected, positions)
 
@@ -139,9 +143,8 @@ class Pipeline:
         rejected: list[Rejected] = []
         for item in items:
             if isinstance(item, Decoded):
-                batch.append(to_record(item, source))
-            else:
-                rejected.append(item)
+                item = _record_or_reject(item, source)
+            (batch if isinstance(item, Record) else rejected).append(item)
             if len(batch) + len(rejected) >= self.batch_size:
                 self.commit(batch, rejected)
                 if progress:
@@ -165,6 +168,15 @@ class Pipeline:
     def close(self) -> None:
         for consumer in self.consumers:
             consumer.close()
+
+
+def _record_or_reject(decoded: Decoded, source: SourceRef) -> Record | Rejected:
+    """One bad event becomes a reject; it never fails its batch, blocks a live source or is retried
+    forever. (The reason names the error type only: its message could quote the event.)"""
+    try:
+        return to_record(decoded, source)
+    except Exception as exc:  # noqa: BLE001 - whatever an event does, the rest of the input goes on
+        return Rejected(decoded.position, f"cannot be stored ({type(exc).__name__})")
 
 
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:

@@ -8,6 +8,7 @@ reuses an ``Audit-ID`` still produces a new record.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import datetime
 from functools import lru_cache
@@ -110,15 +111,49 @@ def event_time(meta: AuditMeta) -> int:
     return meta.stage_time or meta.request_received or 0
 
 
+MAX_DEPTH = 64  # far beyond any real audit event; orjson refuses to write more than 255 levels
+_INT64 = (-(1 << 63), (1 << 64) - 1)
+
+
+def _sanitized(node: Any, depth: int, notes: set[str]) -> Any:
+    """A JSON-safe copy: subtrees deeper than MAX_DEPTH replaced by a marker, integers beyond 64
+    bits and non-JSON values (YAML ``!!binary``, dates) as strings. Only used when plain
+    serialisation failed, so an attacker's crafted object cannot keep its event out of the trail."""
+    if isinstance(node, dict | list) and depth >= MAX_DEPTH:
+        notes.add(f"nested deeper than {MAX_DEPTH} levels: the rest was cut")
+        return "[kubetrail: cut, nested too deep]"
+    if isinstance(node, dict):
+        return {str(k): _sanitized(v, depth + 1, notes) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_sanitized(v, depth + 1, notes) for v in node]
+    if isinstance(node, bool) or node is None or isinstance(node, str | float):
+        return node
+    if isinstance(node, int):
+        if _INT64[0] <= node <= _INT64[1]:
+            return node
+        notes.add("integer beyond 64 bits kept as a string")
+        return str(node)
+    notes.add(f"{type(node).__name__} value kept as a string")
+    return base64.b64encode(node).decode() if isinstance(node, bytes) else str(node)
+
+
 def to_record(decoded: Decoded, source: SourceRef) -> Record:
     """Redact ``decoded.event`` in place and wrap it."""
     event = decoded.event
-    redactions = redact_event(event, scan_jwts=False)
-    body = orjson.dumps(event)
+    lossy = list(decoded.lossy)
+    try:
+        redactions = redact_event(event, scan_jwts=False)
+        body = orjson.dumps(event)
+    except (TypeError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        notes: set[str] = set()
+        event = _sanitized(event, 0, notes)
+        lossy.extend(sorted(notes))
+        redactions = redact_event(event, scan_jwts=True)
+        body = orjson.dumps(event)
     if contains_jwt(body):
         redactions += redact_event(event, scan_jwts=True)
         body = orjson.dumps(event)
-    meta = extract_meta(event, decoded.lossy)
+    meta = extract_meta(event, lossy)
     return Record(
         kind="audit",
         key=hashlib.sha256(KEY_VERSION + body).hexdigest(),
