@@ -39,9 +39,19 @@ def build_ruleset(settings: DetectSettings, extra: Iterable[str] = ()) -> RuleSe
     return rs
 
 
+NEXT_LEAF = ("_consumer", "next_leaf")  # detector_state row: the first leaf detection has not seen
+CATCH_UP_CHUNK = 2000
+
+
 class DetectConsumer:
+    """``track=True`` (the pipeline's consumer) remembers the next leaf to look at, so records that
+    were stored but never seen by detection (a crash or SIGKILL between the store's commit and the
+    alerts; re-ingest then counts them as duplicates and hands them to nobody) are detected on the
+    next start or at the next gap. Alerts are at-least-once: a crash after the alerts are written
+    but before the position is can repeat them, and repeats within the dedup window fold."""
+
     def __init__(self, store: Any, settings: DetectSettings | None = None, deliver: bool = True,
-                 ruleset: RuleSet | None = None) -> None:
+                 ruleset: RuleSet | None = None, track: bool = False) -> None:
         self.settings = settings or settings_for(store.data_dir)
         self.ruleset = ruleset if ruleset is not None else build_ruleset(self.settings)
         self.state = StateStore(store.connection)
@@ -50,6 +60,29 @@ class DetectConsumer:
         self.store = store
         self.stats = {"records": 0, "matches": 0, "alerts": 0, "folded": 0}
         self.last_delivery: DeliveryReport | None = None
+        self.track = track
+        if track:
+            self.catch_up()
+
+    def next_leaf(self) -> int:
+        value = self.state.get(*NEXT_LEAF)
+        if value is None:  # a store detection never tracked: take what it holds as seen
+            value = self.store.size()
+            self.state.put(*NEXT_LEAF, value)
+            self.state.flush()
+        return int(value)
+
+    def catch_up(self, until: int | None = None) -> int:
+        """Detect over the stored records from ``next_leaf`` to ``until`` (default: the end)."""
+        end = self.store.size() if until is None else until
+        done = 0
+        while (start := self.next_leaf()) < end:
+            chunk = list(self.store.records_by_index(start, min(start + CATCH_UP_CHUNK, end)))
+            if not chunk:
+                break
+            self._run(chunk)
+            done += len(chunk)
+        return done
 
     def detect(self, records: Iterable[Any]) -> list[Alert]:
         """The alerts for these records (not yet recorded); detector state is updated in memory."""
@@ -64,8 +97,21 @@ class DetectConsumer:
         return alerts
 
     def consume(self, records: list[Any], store: Any) -> None:
+        if not self.track:
+            self._run(records)
+            return
+        start = self.next_leaf()
+        fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
+        if fresh and fresh[0].leaf_index > start:
+            self.catch_up(until=fresh[0].leaf_index)
+        if fresh:
+            self._run(fresh)
+
+    def _run(self, records: list[Any]) -> None:
         alerts = self.detect(records)
-        self._record(alerts, store)
+        self._record(alerts, self.store)
+        if self.track and records:
+            self.state.put(*NEXT_LEAF, max(r.leaf_index or 0 for r in records) + 1)
         self.state.flush()
 
     def _record(self, alerts: list[Alert], store: Any) -> None:
@@ -94,8 +140,25 @@ class DetectConsumer:
             self.deliverer = None
 
 
-def detect_consumer(store: Any, options: Any) -> DetectConsumer | None:
-    """The pipeline's factory (``pipeline.CONSUMERS``): none when detection is switched off."""
+class DetectionSkipped:
+    """With detection switched off (``ingest --no-detect``) the records are marked as seen, so a
+    later run with detection on does not go back over them (``kubetrail detect`` still can)."""
+
+    def __init__(self, store: Any) -> None:
+        self.state = StateStore(store.connection)
+
+    def consume(self, records: list[Any], store: Any) -> None:
+        last = max((r.leaf_index for r in records if r.leaf_index is not None), default=None)
+        if last is not None and last + 1 > int(self.state.get(*NEXT_LEAF, 0)):
+            self.state.put(*NEXT_LEAF, last + 1)
+            self.state.flush()
+
+    def close(self) -> None:
+        pass
+
+
+def detect_consumer(store: Any, options: Any) -> DetectConsumer | DetectionSkipped:
+    """The pipeline's factory (``pipeline.CONSUMERS``)."""
     if not getattr(options, "detect", True):
-        return None
-    return DetectConsumer(store)
+        return DetectionSkipped(store)
+    return DetectConsumer(store, track=True)
