@@ -23,7 +23,7 @@ import orjson
 from kubetrail.config import Config
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
-from kubetrail.record import Decoded, Record, Rejected, SourceRef
+from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.stages.extract import to_record
@@ -92,7 +92,8 @@ class RejectsFile:
         with open(self.path, "ab") as fh:
             now = time.time_ns()
             for r in items:
-                fh.write(orjson.dumps({"time_ns": now, "position": r.position, "reason": r.reason}) + b"\n")
+                fh.write(orjson.dumps({"time_ns": now, "position": printable(r.position),
+                                   "reason": printable(r.reason)}) + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -14,6 +14,16 @@ import msgspec
 import orjson
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not (Python keeps its bytes as surrogates)
+    gets ``\\xff`` escapes, so it can be stored, hashed into the trail and printed."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
     """Where a record was read: ``node-a/audit-file`` within a cluster."""
 
@@ -22,7 +32,7 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
     stream: str = ""
 
     def label(self) -> str:
-        return "/".join(p for p in (self.cluster, self.node, self.stream) if p)
+        return printable("/".join(p for p in (self.cluster, self.node, self.stream) if p))
 
     @classmethod
     def parse(cls, label: str) -> SourceRef:

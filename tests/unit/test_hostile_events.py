@@ -83,3 +83,19 @@ def test_an_unexpected_failure_rejects_one_event_not_the_batch(tmp_path: Path,
         pipe.store.close()
     rejects = (tmp_path / "d" / "rejects.jsonl").read_text()
     assert "p:1" in rejects and "KeyError" in rejects and "boom" not in rejects.replace("p:1", "")
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A file name Python can only hold with surrogates is stored, hashed and printed escaped."""
+    import os
+
+    name = os.fsdecode(bytes(tmp_path) + b"/bad\xff\xfe.log")
+    with open(name, "wb") as fh:
+        fh.write(orjson.dumps(make_event("nu-1")) + b"\n{truncated\n")
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path), "--no-detect", "--json", "--data", str(tmp_path / "d")])
+    assert r.exit_code == 1 and "Traceback" not in r.output  # 1: one line rejected
+    r = CliRunner().invoke(cli, ["query", "--json", "--data", str(tmp_path / "d")])
+    assert orjson.loads(r.stdout)["source"].endswith("bad\\xff\\xfe.log")
+    assert "bad\\\\xff\\\\xfe.log:2" in (tmp_path / "d" / "rejects.jsonl").read_text()
+    r = CliRunner().invoke(cli, ["verify", "--json", "--data", str(tmp_path / "d")])
+    assert orjson.loads(r.stdout.strip().splitlines()[-1])["ok"] is True
