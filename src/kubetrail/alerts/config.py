@@ -21,6 +21,7 @@ Sink URLs of Slack and webhooks are secrets. They may be written inline, but ``u
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import msgspec
@@ -104,6 +105,8 @@ class StatefulConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     secrets_read: int = 15  # distinct secrets read by one identity …
     secrets_window_secs: float = 1800.0
     sequence_window_secs: float = 300.0  # CSR create -> approve, RBAC change -> workload change
+    trusted_cidrs: list[str] = []  # D71: NAT gateways, egress proxies: a pod token from here is not "elsewhere"
+    image_allow: list[str] = []  # D23: image repositories (prefixes, e.g. "registry.corp/") never alerted as new
 
 
 class DetectSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -142,4 +145,9 @@ def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
         raise ConfigError(f"{origin}: sinks", "sink names must be unique")
     if settings.match not in ("all", "first"):
         raise ConfigError(f"{origin}: match", "must be 'all' or 'first'")
+    for i, cidr in enumerate(settings.stateful.trusted_cidrs):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise ConfigError(f"{origin}: stateful.trusted_cidrs[{i}]", str(exc)) from exc
     return settings

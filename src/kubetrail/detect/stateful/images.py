@@ -92,6 +92,7 @@ class NewImage:
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
         self.learning_ns = int(config.learning_secs * 1e9)
+        self.allow = tuple(config.image_allow)
 
     def observe(self, record: Any) -> list[Alert]:
         if not _writes_workload(record):
@@ -106,7 +107,7 @@ class NewImage:
             repo = repository(image)
             if self.state.get(self.name, repo) is None:
                 self.state.put(self.name, repo, {"first": image, "t": record.time, "by": m.user})
-                if not quiet:
+                if not quiet and not (repo.startswith(self.allow) or image.startswith(self.allow)):
                     new.append(image)
         if not new:
             return []

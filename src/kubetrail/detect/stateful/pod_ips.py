@@ -76,6 +76,7 @@ class PodTokenElsewhere:
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
+        self.trusted = [ipaddress.ip_network(c, strict=False) for c in config.trusted_cidrs]
 
     def observe(self, record: Any) -> list[Alert]:
         m = record.meta
@@ -127,7 +128,7 @@ class PodTokenElsewhere:
         node = _extra(record, NODE_NAME) or entry.get("node", "")
         pod_ips = entry.get("ips", [])
         node_ips = self.state.get(self.name, f"node\x1f{node}", []) if node else []
-        if ip in pod_ips or ip in node_ips:
+        if ip in pod_ips or ip in node_ips or any(ipaddress.ip_address(ip) in n for n in self.trusted):
             return []
         public = is_public(ip)
         if not public and not (pod_ips or node_ips):

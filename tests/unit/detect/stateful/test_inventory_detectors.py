@@ -284,3 +284,31 @@ def test_consumer_runs_the_new_detectors_and_a_restart_keeps_their_baselines(mk:
     rules = [a.rule for a in list_alerts(store)]
     assert rules.count("K8s Workload With New Container Image") == 1
     assert rules.count("K8s Secret Read Outside Identity Baseline") == 1
+
+
+def test_trusted_cidrs_and_image_allow_list(mk: Any) -> None:
+    """NAT/egress networks never count as 'elsewhere'; allowed image repositories never alert as new."""
+    cfg = StatefulConfig(learning_secs=60, trusted_cidrs=["203.0.113.0/24", "10.250.0.0/16"],
+                         image_allow=["registry.corp.example/", "docker.io/library/"])
+    d = PodTokenElsewhere(StateStore(None), cfg)
+    d.observe(status(mk, 1, "10.244.1.5"))
+    assert d.observe(sa_call(mk, 10, "203.0.113.9")) == []  # public, but our egress NAT
+    assert d.observe(sa_call(mk, 11, "10.250.3.3")) == []  # private proxy network
+    assert [a.priority for a in d.observe(sa_call(mk, 12, "34.120.1.2"))] == ["Critical"]
+    images = NewImage(StateStore(None), cfg)
+    images.observe(mk(0, requestObject=pod("busybox"), verb="create", resource="pods", name="first"))
+    quiet = images.observe(mk(100, requestObject=pod("registry.corp.example/team/app:2", "redis:7"),
+                              verb="create", resource="pods", name="p"))
+    assert quiet == []
+    [a] = images.observe(mk(110, requestObject=pod("ghcr.io/evil/tool:1"), verb="create", resource="pods", name="q"))
+    assert a.fields["images"] == ["ghcr.io/evil/tool:1"]
+
+
+def test_bad_trusted_cidr_is_a_config_error() -> None:
+    import pytest
+
+    from kubetrail.alerts.config import parse_settings
+    from kubetrail.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stateful.trusted_cidrs\[1\]"):
+        parse_settings({"stateful": {"trusted_cidrs": ["10.0.0.0/8", "10.0.0.0/99"]}})
