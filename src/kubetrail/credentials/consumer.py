@@ -17,11 +17,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from kubetrail.catch_up import catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.record import Record
 
-CATCH_UP_CHUNK = 2000
 TABLES = ("credentials", "credential_aggregates", "credential_uses", "credential_flags",
           "credential_admin_bindings", "credential_state")
 TAGS = {
@@ -54,15 +54,7 @@ class CredentialConsumer:
 
     def catch_up(self, until: int | None = None) -> int:
         """Apply every stored record from ``next_leaf`` to ``until`` (default: the end); returns how many."""
-        end = self.store.size() if until is None else until
-        done = 0
-        while (start := self.next_leaf()) < end:
-            chunk = list(self.store.records_by_index(start, min(start + CATCH_UP_CHUNK, end)))
-            if not chunk:
-                break
-            self.apply(chunk)
-            done += len(chunk)
-        return done
+        return catch_up(self.store, self.next_leaf, self.apply, until)
 
     def apply(self, records: list[Record]) -> None:
         conn = self.store.connection

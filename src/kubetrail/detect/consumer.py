@@ -21,6 +21,7 @@ from kubetrail.alerts.alert import Alert, from_match
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.outbox import Deliverer, DeliveryReport
 from kubetrail.alerts.store import record_alerts, settings_for
+from kubetrail.catch_up import catch_up
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
 from kubetrail.detect.stateful import build_detectors
 from kubetrail.detect.stateful.state import StateStore
@@ -40,7 +41,6 @@ def build_ruleset(settings: DetectSettings, extra: Iterable[str] = ()) -> RuleSe
 
 
 NEXT_LEAF = ("_consumer", "next_leaf")  # detector_state row: the first leaf detection has not seen
-CATCH_UP_CHUNK = 2000
 
 
 class DetectConsumer:
@@ -74,15 +74,7 @@ class DetectConsumer:
 
     def catch_up(self, until: int | None = None) -> int:
         """Detect over the stored records from ``next_leaf`` to ``until`` (default: the end)."""
-        end = self.store.size() if until is None else until
-        done = 0
-        while (start := self.next_leaf()) < end:
-            chunk = list(self.store.records_by_index(start, min(start + CATCH_UP_CHUNK, end)))
-            if not chunk:
-                break
-            self._run(chunk)
-            done += len(chunk)
-        return done
+        return catch_up(self.store, self.next_leaf, self._run, until)
 
     def detect(self, records: Iterable[Any]) -> list[Alert]:
         """The alerts for these records (not yet recorded); detector state is updated in memory."""
