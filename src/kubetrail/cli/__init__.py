@@ -7,6 +7,7 @@ Each module exposes ``commands: list[click.Command]``. Errors that kubetrail rai
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import sys
 
 import click
@@ -33,6 +34,9 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except KubetrailError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except sqlite3.DatabaseError as exc:  # a damaged store file: one line, never a traceback
+            click.echo(f"error: the store cannot be read: {exc} (see `kubetrail verify --deep`)", err=True)
             sys.exit(2)
 
 

@@ -40,7 +40,7 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
     """
     if ctx.invoked_subcommand is not None:
         return
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         found = list_alerts(store, since=parse_when(since) if since else None,
                             until=parse_when(until) if until else None, rule=rule, min_priority=min_priority,
@@ -58,7 +58,7 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
     from kubetrail.cli.ingest import record_row
 
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         alert = get_alert(store, alert_id)
         if alert is None:

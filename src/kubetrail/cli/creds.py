@@ -29,7 +29,7 @@ def creds() -> None:
 def list_cmd(kind: str | None, state: str | None, unaccounted: bool, at: str | None, as_json: bool,
              data_dir: str) -> None:
     """List credentials, riskiest first (worst flag, then unaccounted, then most used)."""
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         entries = list_credentials(store, kind=kind, state=state, unaccounted=unaccounted,
                                    now_ns=parse_when(at) if at else None)
@@ -56,7 +56,7 @@ def list_cmd(kind: str | None, state: str | None, unaccounted: bool, at: str | N
 @data_option
 def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
     """One credential (by id, X509SHA256=/JTI= credential id, fingerprint or JTI): chain, usage, timeline."""
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         out = show(store, ident, limit=limit)
     finally:

@@ -10,11 +10,12 @@ import click
 import orjson
 
 from kubetrail.cli.options import data_option, json_option
+from kubetrail.errors import InputError
 from kubetrail.pipeline import Options, open_pipeline
 from kubetrail.record import Record, SourceRef
 from kubetrail.sources.formats import Input, expand_paths
 from kubetrail.store.queries import QueryFilters
-from kubetrail.store.sqlite import Store
+from kubetrail.store.sqlite import MAX_INDEX, Store
 from kubetrail.timefmt import format_ns, parse_when
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -72,6 +73,19 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
         sys.exit(1)
 
 
+def _when(text: str | None, flag: str) -> int | None:
+    """A time filter, refused when it does not fit a 64-bit nanosecond count (999999999d)."""
+    if not text:
+        return None
+    try:
+        value = parse_when(text)
+    except OverflowError:
+        value = MAX_INDEX + 1
+    if not -MAX_INDEX <= value <= MAX_INDEX:
+        raise InputError(f"{flag} {text!r} is out of range")
+    return value
+
+
 def record_row(r: Record) -> dict[str, Any]:
     """The public JSON shape of one stored event (a contract: add fields, never rename)."""
     m = r.meta
@@ -126,9 +140,9 @@ def query(user: tuple[str, ...], group: tuple[str, ...], verb: tuple[str, ...], 
         user=list(user), group=list(group), verb=list(verb), resource=list(resource),
         subresource=list(subresource), namespace=list(namespace), name=list(name), code=list(code),
         source_ip=list(source_ip), user_agent=user_agent,
-        since=parse_when(since) if since else None, until=parse_when(until) if until else None,
+        since=_when(since, "--since"), until=_when(until, "--until"),
     )
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         if count_only:
             click.echo(str(store.count_matching(filters)))
@@ -153,7 +167,7 @@ def query(user: tuple[str, ...], group: tuple[str, ...], verb: tuple[str, ...], 
 @data_option
 def show(key: str, as_json: bool, data_dir: str) -> None:
     """Print one stored record (by key or leaf index): its metadata and its redacted body."""
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         r = store.get(key)
     finally:
@@ -176,7 +190,7 @@ def show(key: str, as_json: bool, data_dir: str) -> None:
 @data_option
 def stats(as_json: bool, data_dir: str) -> None:
     """Counts of what the store holds: entries, ingest counters, top users, verbs, resources."""
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
         s = store.stats()
     finally:

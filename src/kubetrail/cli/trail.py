@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 import sys
 
 import click
 import orjson
 
 from kubetrail.cli.options import data_option, json_option
-from kubetrail.errors import TrailError
+from kubetrail.errors import InputError, StoreError, TrailError
 from kubetrail.store.sqlite import Store
 from kubetrail.timefmt import parse_when
 from kubetrail.trail import keys
 from kubetrail.trail.checkpointer import latest_checkpoint, sign_now
+from kubetrail.trail.deep import deep_check
 from kubetrail.trail.proofs import consistency_proof_for, inclusion_proof_for
 from kubetrail.trail.retention import apply_retention, parse_bytes
 from kubetrail.trail.tree import StoredTree, sync_now
@@ -56,6 +58,16 @@ def _open(data_dir: str) -> Store:
     return store
 
 
+def _open_to_read(data_dir: str) -> Store:
+    """Read-only, unless the tree lags behind the entries (a store written before the trail): then
+    open it for writing once to build the tree, as before."""
+    store = Store.open(data_dir, readonly=True)
+    if StoredTree(store.connection).size() >= store.size():
+        return store
+    store.close()
+    return _open(data_dir)
+
+
 @click.command()
 @click.option("--sign", "sign", is_flag=True, help="Sign a fresh checkpoint of the current tree first.")
 @click.option("--witness", "witness_dir", default=None, type=click.Path(file_okay=False),
@@ -64,22 +76,32 @@ def _open(data_dir: str) -> Store:
 @data_option
 def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str) -> None:
     """Print the latest signed checkpoint (a C2SP tlog-checkpoint in a signed note)."""
-    store = _open(data_dir)
+    explicit = sign or bool(witness_dir)
+    store = Store.open(data_dir, readonly=True)
     try:
-        conn = store.connection
-        latest = latest_checkpoint(conn)
-        if sign or witness_dir or latest is None or latest[0] != StoredTree(conn).size():
-            signer = keys.load_signer(data_dir)
-            if signer is None:
-                if latest is None or sign or witness_dir:
-                    raise TrailError(f"no trail key in {data_dir} to sign with (kubetrail keys generate)")
-            else:
-                sign_now(conn, signer, witness_dir)
-                latest = latest_checkpoint(conn)
-        assert latest is not None
-        size, root, note = latest
+        latest = latest_checkpoint(store.connection)
+        stale = latest is None or latest[0] != store.size()
     finally:
         store.close()
+    if explicit or stale:
+        try:
+            signer = keys.load_signer(data_dir)
+        except TrailError:
+            if explicit or latest is None:
+                raise
+            signer = None  # the key is not ours to read: show the latest checkpoint as it is
+        if signer is None:
+            if latest is None or explicit:
+                raise TrailError(f"no trail key in {data_dir} to sign with (kubetrail keys generate)")
+        else:
+            store = _open(data_dir)
+            try:
+                sign_now(store.connection, signer, witness_dir)
+                latest = latest_checkpoint(store.connection)
+            finally:
+                store.close()
+    assert latest is not None
+    size, root, note = latest
     if as_json:
         origin = note.split("\n", 1)[0]
         _echo_json({"origin": origin, "size": size, "root": root.hex(),
@@ -100,7 +122,7 @@ def proof_group() -> None:
 @data_option
 def proof_inclusion(index: int, size: int | None, as_json: bool, data_dir: str) -> None:
     """Prove that leaf INDEX is in the tree of SIZE leaves."""
-    store = _open(data_dir)
+    store = _open_to_read(data_dir)
     try:
         doc = inclusion_proof_for(store, index, size)
     finally:
@@ -123,7 +145,7 @@ def proof_inclusion(index: int, size: int | None, as_json: bool, data_dir: str) 
 @data_option
 def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -> None:
     """Prove that the tree of OLD leaves is a prefix of the tree of NEW leaves."""
-    store = _open(data_dir)
+    store = _open_to_read(data_dir)
     try:
         doc = consistency_proof_for(store, old, new)
     finally:
@@ -141,25 +163,30 @@ def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -
               help="Also check the checkpoints kept in this witness directory.")
 @click.option("--key", "vkey", default=None, help="Verifier key (or a file holding it); default: the data dir's.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@click.option("--deep", is_flag=True, help="Also check the database itself: PRAGMA integrity_check and the schema.")
 @json_option
 @data_option
-def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, as_json: bool, data_dir: str) -> None:
+def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: bool, as_json: bool,
+           data_dir: str) -> None:
     """Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."""
     verifier = keys.load_verifier(data_dir, vkey)
-    store = Store.open(data_dir, create=False)
+    store = Store.open(data_dir, readonly=True)
     try:
-        conn = store.connection
-        if conn.execute("SELECT COUNT(*) FROM trail_checkpoints").fetchone()[0] == 0 and store.size():
-            # a store written before the trail existed: nothing was ever committed, so build the tree
-            sync_now(conn)
-            click.echo("note: this store had no signed checkpoint yet; its tree was built from the stored "
-                       "entries, so this run proves nothing about what happened before now", err=True)
         total = store.size()
         show = not no_progress and sys.stderr.isatty() and total > 200_000
         with click.progressbar(length=max(total, 1), label="verifying", file=sys.stderr, hidden=not show) as bar:
-            report = verify_store(store.connection, verifier, witness_dir, progress=bar.update)
+            report = verify_store(store.connection, verifier, witness_dir, progress=bar.update,
+                                  decompress=store.codec.decompress)
+        if deep:
+            report.problems += deep_check(store.connection)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"the store in {data_dir} cannot be read: {exc} (try `kubetrail verify --deep`)") from exc
     finally:
         store.close()
+    if report.unsigned:
+        click.echo("note: this store has no signed checkpoint yet (it was written before the trail, or without "
+                   "the checkpointer); its entries were taken as the tree, so this run proves nothing about "
+                   "what happened before now. `kubetrail checkpoint --sign` commits to them.", err=True)
     doc = report.as_json()
     first = report.first
     summary = (f"{report.size} entries, {report.checkpoints} checkpoints"
@@ -189,7 +216,10 @@ def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json
     """Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."""
     if max_age is None and max_bytes is None:
         raise TrailError("give --max-age and/or --max-bytes")
-    before = parse_when(max_age) if max_age else None
+    try:
+        before = parse_when(max_age) if max_age else None
+    except OverflowError as exc:
+        raise InputError(f"--max-age {max_age!r} is out of range") from exc
     limit = parse_bytes(max_bytes) if max_bytes else None
     store = Store.open(data_dir, create=False)
     try:

@@ -10,12 +10,19 @@ store without kubetrail:
 * Dictionaries are never changed or deleted, so every body stays readable.
 
 The trail hashes the *uncompressed* body, so the codec can change without touching any leaf.
+
+A dictionary is trained inside the append transaction that crosses TRAIN_AFTER bodies. If that
+transaction rolls back, the dictionary row is gone, so ``Store.append`` restores the codec's state
+from ``snapshot()``: nothing is ever compressed with a dictionary that is not committed. A damaged
+dictionary row (truncated, say) is set aside at load; only the bodies that need it fail to open.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from typing import Any
 
 import zstandard
 
@@ -32,12 +39,34 @@ class BodyCodec:
         self._compressor = self._plain
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
         self._samples: list[bytes] = []
+        self.broken: dict[int, str] = {}  # dict_id -> why it cannot be used
         rows = conn.execute("SELECT dict_id, data FROM zstd_dictionaries ORDER BY created_ns").fetchall()
         for dict_id, data in rows:
-            d = zstandard.ZstdCompressionDict(bytes(data))
-            self._decompressors[dict_id] = zstandard.ZstdDecompressor(dict_data=d)
-            self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=d)
+            loaded = self._load(dict_id, data)
+            if loaded is not None:
+                self._decompressors[dict_id], self._compressor = loaded
         self.trained = bool(rows)
+
+    def _load(self, dict_id: int, data: Any) -> tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor] | None:
+        """Both halves of a stored dictionary, checked with a round trip; None (and ``broken``) if damaged."""
+        try:
+            d = zstandard.ZstdCompressionDict(bytes(data))
+            comp = zstandard.ZstdCompressor(level=LEVEL, dict_data=d)
+            dec = zstandard.ZstdDecompressor(dict_data=d)
+            if d.dict_id() != dict_id or dec.decompress(comp.compress(b"kubetrail")) != b"kubetrail":
+                raise zstandard.ZstdError("its id or content does not match")
+        except (zstandard.ZstdError, TypeError) as exc:
+            self.broken[int(dict_id)] = str(exc)
+            return None
+        return dec, comp
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The state to restore if the transaction about to use the codec rolls back."""
+        return (self._compressor, dict(self._decompressors), self.trained,
+                [] if self.trained else list(self._samples))
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        self._compressor, self._decompressors, self.trained, self._samples = state
 
     def compress_many(self, bodies: list[bytes]) -> list[bytes]:
         """Called inside the append transaction, so a new dictionary commits with its first use."""
@@ -56,8 +85,6 @@ class BodyCodec:
             self.trained = True
             return
         d.precompute_compress(level=LEVEL)
-        import time
-
         self._conn.execute("INSERT OR IGNORE INTO zstd_dictionaries (dict_id, data, created_ns) VALUES (?, ?, ?)",
                            (d.dict_id(), d.as_bytes(), time.time_ns()))
         self._decompressors[d.dict_id()] = zstandard.ZstdDecompressor(dict_data=d)
@@ -69,10 +96,14 @@ class BodyCodec:
         dict_id = zstandard.get_frame_parameters(frame).dict_id
         dec = self._decompressors.get(dict_id)
         if dec is None:  # another process trained it after we opened the store
+            if dict_id in self.broken:
+                raise ValueError(f"body needs zstd dictionary {dict_id}, which is damaged: {self.broken[dict_id]}")
             row = self._conn.execute("SELECT data FROM zstd_dictionaries WHERE dict_id = ?", (dict_id,)).fetchone()
             if row is None:
                 raise ValueError(f"body needs zstd dictionary {dict_id}, which the store does not have")
-            dec = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(bytes(row[0])))
-            self._decompressors[dict_id] = dec
+            loaded = self._load(dict_id, row[0])
+            if loaded is None:
+                raise ValueError(f"body needs zstd dictionary {dict_id}, which is damaged: {self.broken[dict_id]}")
+            dec = self._decompressors[dict_id] = loaded[0]
         with self._lock:
             return dec.decompress(frame)

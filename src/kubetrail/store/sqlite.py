@@ -6,7 +6,12 @@ batch, so a crash can never leave a position ahead of its data (at-least-once in
 stored twice (exactly-once out: the store refuses a key it already holds).
 
 ``append_hooks`` run inside that transaction, after the rows are inserted: the trail keeps its
-Merkle nodes there so that the tree and the entries never disagree.
+Merkle nodes there so that the tree and the entries never disagree. The body codec's state follows
+the transaction too (a dictionary trained in a rolled-back append is forgotten).
+
+``Store.open(data_dir, readonly=True)`` is for commands that only read (query, verify, proofs…): a
+``mode=ro`` connection that runs no migration and sets no pragma, so a store on a read-only volume
+or owned by another user can still be searched and verified.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import hashlib
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from typing import Any
 
 import msgspec
 import orjson
+import zstandard
 
 from kubetrail.errors import StoreError, StoreVersionError
 from kubetrail.record import AuditMeta, Record, Redaction, SourceRef
@@ -29,6 +36,9 @@ from kubetrail.store.queries import QueryFilters, where_clause
 from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, leaf_hash
 
 DB_NAME = "kubetrail.db"
+MAX_INDEX = (1 << 63) - 1  # SQLite integers are 64-bit signed
+SCHEMA_MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations "
+                         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
 
 AppendHook = Callable[[sqlite3.Connection, list[Record]], None]
 
@@ -69,28 +79,44 @@ def migrations() -> list[tuple[int, str, str]]:
 
 
 class Store:
-    def __init__(self, conn: sqlite3.Connection, data_dir: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, data_dir: str, readonly: bool = False) -> None:
         self.connection = conn
         self.data_dir = data_dir
+        self.readonly = readonly
         self.append_hooks: list[AppendHook] = []
         self.codec = BodyCodec(conn)
         self._size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
 
     @classmethod
-    def open(cls, data_dir: str, create: bool = True) -> Store:
+    def open(cls, data_dir: str, create: bool = True, readonly: bool = False) -> Store:
+        """Open (and migrate) the store; ``readonly`` opens it without writing anything (see module doc)."""
         path = os.path.join(data_dir, DB_NAME)
-        if not create and not os.path.exists(path):
+        if (readonly or not create) and not os.path.exists(path):
             raise StoreError(f"no kubetrail store in {data_dir} (run `kubetrail ingest` first, or pass --data)")
+        conn: sqlite3.Connection | None = None
         try:
-            os.makedirs(data_dir, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
+            if readonly:
+                conn = _connect_readonly(path)
+                _check_version(conn, _applied(conn))
+            else:
+                os.makedirs(data_dir, exist_ok=True)
+                conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+                _wal(conn)
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                _migrate(conn)
+            return cls(conn, data_dir, readonly)
         except (OSError, sqlite3.Error) as exc:
+            if conn is not None:
+                conn.close()
             raise StoreError(f"cannot open the store in {data_dir}: {exc}") from exc
-        _migrate(conn)
-        return cls(conn, data_dir)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+
+    def has_table(self, name: str) -> bool:
+        return has_table(self.connection, name)
 
     def close(self) -> None:
         self.connection.close()
@@ -108,6 +134,7 @@ class Store:
             if r.key not in seen:
                 seen.add(r.key)
                 unique.append(r)
+        codec_state = self.codec.snapshot()
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
@@ -134,6 +161,7 @@ class Store:
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            self.codec.restore(codec_state)  # a dictionary trained in this transaction is gone with it
             for r in records:
                 r.leaf_index = None
             raise
@@ -168,6 +196,8 @@ class Store:
     def get(self, key: str) -> Record | None:
         row = self.connection.execute(f"SELECT {_COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
         if row is None and key.isdigit():
+            if int(key) > MAX_INDEX:
+                raise StoreError(f"leaf index {key} is out of range (at most {MAX_INDEX})")
             row = self.connection.execute(f"SELECT {_COLUMNS} FROM entries WHERE leaf_index = ?",
                                           (int(key),)).fetchone()
         return self._record(row) if row else None
@@ -206,6 +236,12 @@ class Store:
         return self.codec.decompress(body) if body is not None else None
 
     def _record(self, row: tuple[Any, ...]) -> Record:
+        try:
+            return self._decode(row)
+        except (ValueError, TypeError, msgspec.DecodeError, zstandard.ZstdError) as exc:
+            raise StoreError(f"the stored entry {row[0]} cannot be read ({exc}); run `kubetrail verify`") from exc
+
+    def _decode(self, row: tuple[Any, ...]) -> Record:
         (idx, key, t, kind, source, seq, fmt, meta, body, audit_id, stage, level, verb, user, groups, imp,
          resource, subresource, api_group, namespace, name, code, source_ips, user_agent, request_uri, cred) = row
         sm = _meta_decoder.decode(meta)
@@ -288,26 +324,81 @@ class _tx:
         self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-    done = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
-    known = migrations()
-    newest = max((v for v, _, _ in known), default=0)
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether a table exists (a store opened read-only may predate the migration that adds it)."""
+    return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _connect_readonly(path: str) -> sqlite3.Connection:
+    """``mode=ro``; on a read-only directory without a ``-wal`` file SQLite cannot create its shared-memory
+    file, and nobody can be writing (no WAL), so the file is opened ``immutable`` instead."""
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.path.exists(path + "-wal") or os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise
+    conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+    return conn
+
+
+def _wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch to WAL. The switch takes an exclusive lock and SQLite does not wait for it (no busy
+    handler), so processes opening a fresh directory at once retry here."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _applied(conn: sqlite3.Connection) -> set[int]:
+    if not has_table(conn, "schema_migrations"):
+        return set()
+    return {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def _check_version(conn: sqlite3.Connection, done: set[int]) -> None:
+    newest = max((v for v, _, _ in migrations()), default=0)
     if done and max(done) > newest:
         raise StoreVersionError(f"the store has schema version {max(done)}, newer than this kubetrail ({newest})")
-    for version, name, sql in known:
-        if version in done:
-            continue
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            for stmt in _statements(sql):
-                conn.execute(stmt)
-            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreError(f"migration {name} failed: {exc}") from exc
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Apply missing migrations; what is applied is read again under the write lock, so processes that
+    open a fresh data directory at the same time never run a migration twice."""
+    known = migrations()
+    done = _applied(conn)
+    _check_version(conn, done)
+    if all(v in done for v, _, _ in known):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(SCHEMA_MIGRATIONS_DDL)
+        done = _applied(conn)
+        _check_version(conn, done)
+        for version, name, sql in known:
+            if version in done:
+                continue
+            try:
+                for stmt in _statements(sql):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+            except sqlite3.Error as exc:
+                raise StoreError(f"migration {name} failed: {exc}") from exc
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _statements(sql: str) -> list[str]:

@@ -3,7 +3,10 @@
 Plugged into ``kubetrail.pipeline.CONSUMERS`` by ``make_checkpointer``; the ``run`` command calls
 ``tick`` every ``checkpoint_interval_secs`` so a silent log is provably silent and a deleted tail is
 visible. The checkpointer refuses to sign a tree that no longer extends its previous checkpoint: a
-log must never sign two inconsistent checkpoints (C2SP tlog-checkpoint).
+log must never sign two inconsistent checkpoints (C2SP tlog-checkpoint). It also refuses when the
+checkpoints are gone although ``trail_state`` says some were signed, and when the tree is smaller
+than (or forks from) the newest checkpoint in the witness directory: after someone deleted the
+checkpoints and the tree and rewrote the entries, signing would bless the forgery.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from kubetrail.trail import keys, witness
 from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
 from kubetrail.trail.note import Signer
 from kubetrail.trail.tree import StoredTree, sync_hook, sync_now
+from kubetrail.trail.verify import signed_size
 
 WITNESS_ENV = "KUBETRAIL_WITNESS_DIR"
 
@@ -31,8 +35,28 @@ def latest_checkpoint(conn: sqlite3.Connection) -> tuple[int, bytes, str] | None
     return (int(row[0]), bytes(row[1]), str(row[2])) if row else None
 
 
+def _refuse(why: str) -> TrailError:
+    return TrailError(f"refusing to sign: {why} (run `kubetrail verify`)")
+
+
+def _check_before_sync(conn: sqlite3.Connection, origin: str, witness_dir: str | None) -> None:
+    """Refusals that need no tree: run before anything is written."""
+    entries = int(conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0])
+    ever = signed_size(conn)
+    if ever is not None and latest_checkpoint(conn) is None:
+        raise _refuse(f"this store signed checkpoints up to size {ever}, and they are gone")
+    if ever is not None and entries < ever:
+        raise _refuse(f"the store holds {entries} entries but signed a checkpoint of size {ever}")
+    if witness_dir:
+        seen = witness.latest(witness_dir, origin)
+        if seen is not None and entries < seen[0]:
+            raise _refuse(f"the store holds {entries} entries, but the witness directory {witness_dir} holds a "
+                          f"checkpoint of size {seen[0]}")
+
+
 def sign_now(conn: sqlite3.Connection, signer: Signer, witness_dir: str | None = None) -> tuple[Checkpoint, str]:
     """Sign the tree as it is now, store the note, and copy it to the witness directory."""
+    _check_before_sync(conn, signer.name, witness_dir)
     sync_now(conn)
     tree = StoredTree(conn)
     size = tree.size()
@@ -41,14 +65,19 @@ def sign_now(conn: sqlite3.Connection, signer: Signer, witness_dir: str | None =
     if prev is not None:
         psize, proot, _ = prev
         if psize > size or tree.root(psize) != proot:
-            raise TrailError(f"refusing to sign: the trail no longer matches its checkpoint at size {psize} "
-                             "(run `kubetrail verify`)")
+            raise _refuse(f"the trail no longer matches its checkpoint at size {psize}")
+    seen = witness.latest(witness_dir, signer.name) if witness_dir else None
+    if seen is not None and (seen[0] > size or tree.root(seen[0]) != seen[1]):
+        raise _refuse(f"the trail does not extend the witness's checkpoint at size {seen[0]}")
     note = sign_checkpoint(cp, signer)
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("INSERT INTO trail_checkpoints (id, size, root, note, signed_ns) "
                      "VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM trail_checkpoints), ?, ?, ?, ?)",
                      (cp.size, cp.root, note, time.time_ns()))
+        conn.execute("INSERT INTO trail_state (name, value) VALUES ('signed_size', ?) ON CONFLICT (name) DO UPDATE "
+                     "SET value = CASE WHEN excluded.value > trail_state.value THEN excluded.value "
+                     "ELSE trail_state.value END", (cp.size,))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

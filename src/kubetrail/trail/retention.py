@@ -3,12 +3,19 @@
 A pruned entry keeps its header (with the body's SHA-256) and its leaf; ``verify`` counts it as
 pruned, not tampered. Space is returned to the file system by SQLite's own reuse of free pages (or a
 ``VACUUM`` the operator runs).
+
+Each run is recorded in ``retention_runs`` (migration 0006) in the transaction that prunes: the age
+cutoff, the last leaf index the size rule pruned, and the store's size then. ``verify`` accepts a
+NULL body only where a recorded run explains it (``RetentionRuns.explains``), so a body deleted with a
+plain ``UPDATE`` is reported as modified instead of passing for retention.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from kubetrail.errors import TrailError
@@ -63,13 +70,52 @@ def apply_retention(conn: sqlite3.Connection, before_ns: int | None = None, max_
         return res
     conn.execute("BEGIN IMMEDIATE")
     try:
+        size = conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0]
+        pruned = 0
         if before_ns is not None:
-            conn.execute("UPDATE entries SET body = NULL WHERE body IS NOT NULL AND time < ?", (before_ns,))
+            pruned += conn.execute("UPDATE entries SET body = NULL WHERE body IS NOT NULL AND time < ?",
+                                   (before_ns,)).rowcount
         if last >= 0:
-            conn.execute("UPDATE entries SET body = NULL WHERE body IS NOT NULL AND leaf_index <= ?", (last,))
+            pruned += conn.execute("UPDATE entries SET body = NULL WHERE body IS NOT NULL AND leaf_index <= ?",
+                                   (last,)).rowcount
+        if pruned:
+            conn.execute("INSERT INTO retention_runs (run_ns, before_ns, upto_index, size, pruned) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (time.time_ns(), before_ns, last if last >= 0 else None, size, pruned))
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return res
+
+
+class RetentionRuns:
+    """The recorded runs, asked per pruned body: did some run prune the body at this index and time?
+
+    A run explains index ``i`` with event time ``t`` when ``i`` was in the store when it ran
+    (``i < size``) and its age rule (``t < before_ns``) or its size rule (``i <= upto_index``) covers
+    it. ``recorded`` is False for a store opened read-only before migration 0006 (nothing to check
+    against: every pruned body is accepted, as before).
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.recorded = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = "
+                                     "'retention_runs'").fetchone() is not None
+        runs = conn.execute("SELECT size, before_ns, upto_index FROM retention_runs").fetchall() \
+            if self.recorded else []
+        self.upto = max((int(u) for _, _, u in runs if u is not None), default=-1)
+        aged = sorted((int(size), int(before)) for size, before, _ in runs if before is not None)
+        self._sizes = [size for size, _ in aged]
+        self._best: list[int] = []  # best[j] = the largest cutoff among aged[j:]
+        best = None
+        for _, before in reversed(aged):
+            best = before if best is None else max(best, before)
+            self._best.append(best)
+        self._best.reverse()
+
+    def explains(self, index: int, time_ns: int) -> bool:
+        if not self.recorded or index <= self.upto:
+            return True
+        j = bisect.bisect_right(self._sizes, index)  # the runs that saw this index
+        return j < len(self._best) and time_ns < self._best[j]

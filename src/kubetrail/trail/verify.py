@@ -7,6 +7,12 @@ checks the body against the header's ``body_sha256`` (a body removed by retentio
 compares with the tree; every stored checkpoint (and every witness checkpoint) must carry a valid
 signature and the root recomputed at its size. The smallest failing index wins; its reason is one of
 REASONS, and the rules that pick it are in docs/specs/trail-format.md ("Verification").
+
+A NULL body must be explained by a recorded retention run (trail/retention.py). A store with entries
+but no checkpoint at all is either one that never signed (written before the trail, or by code that
+stored without the checkpointer: its entries are taken as the tree, ``Report.unsigned``) or one whose
+checkpoints were deleted, which ``trail_state`` (migration 0006) tells apart: **bad-signature** at 0.
+Only reads: it works on a store opened read-only.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass, field
 from kubetrail.store.codec import BodyCodec
 from kubetrail.store.sqlite import ENTRY_SELECT, row_entry
 from kubetrail.trail.checkpoint import open_checkpoint
-from kubetrail.trail.entry import ENTRY_PREFIX
+from kubetrail.trail.entry import ENTRY_COLUMNS, ENTRY_PREFIX, decode_entry
 from kubetrail.trail.merkle import CompactRange, leaf_hash
 from kubetrail.trail.note import NoteError, Verifier
+from kubetrail.trail.retention import RetentionRuns
 from kubetrail.trail.tree import StoredTree
 from kubetrail.trail.witness import read_notes, witness_verifier
 
@@ -29,6 +36,7 @@ REASONS = ("modified", "removed", "inserted", "reordered", "truncated", "bad-sig
            "inconsistent-checkpoint")
 _ORDER = {r: i for i, r in enumerate(REASONS)}
 _BODY_AT = len(ENTRY_PREFIX) + len('{"body_sha256":"')
+_TIME_AT = 5 + ENTRY_COLUMNS.index("time")  # in a row selected with ENTRY_SELECT
 
 
 @dataclass
@@ -45,6 +53,7 @@ class Report:
     checkpoints: int = 0
     witness_checkpoints: int = 0
     bodies_pruned: int = 0
+    unsigned: bool = False  # entries but no checkpoint, and the store never signed one: nothing to check against
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -112,6 +121,21 @@ class _Leaves:
         return bytes(row[1]) if row else None
 
 
+def signed_size(conn: sqlite3.Connection) -> int | None:
+    """The largest tree size this store ever signed (``trail_state``), None if it never signed one."""
+    if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'trail_state'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM trail_state WHERE name = 'signed_size'").fetchone()
+    return int(row[0]) if row else None
+
+
+def _pruned_time(row: tuple[object, ...], entry: bytes) -> int:
+    if not row[1]:
+        return int(row[_TIME_AT])  # type: ignore[call-overload]
+    value = decode_entry(entry).get("time")  # a v1 row: its stored header has the time, the column is not covered
+    return int(value) if isinstance(value, int) else -1
+
+
 def _entry_leaf(conn: sqlite3.Connection, index: int) -> bytes | None:
     row = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries WHERE leaf_index = ?", (index,)).fetchone()
     if row is None:
@@ -166,15 +190,47 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
     cps.sort(key=lambda c: c.size)
 
     leaves = _Leaves(conn)
-    rows = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index")
+    size = int(conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0])
+    ever = signed_size(conn)
+    adopt = not notes and size > 0  # no checkpoint: the entries beyond the tree are taken as the tree
+    if adopt and ever is not None:
+        report.problems.append(Problem(0, "bad-signature", f"the store has {size} entries but no signed checkpoint, "
+                                       f"although it signed checkpoints up to size {ever}: they were deleted"))
+    report.unsigned = adopt and ever is None
+    retention = RetentionRuns(conn)
     cr = CompactRange()
-    matched = 0  # largest checkpoint size known to match
     k = 0
-    sha256, lh = hashlib.sha256, leaf_hash
     while k < len(cps) and cps[k].size == 0:
         if cps[k].root != cr.root():
             report.problems.append(Problem(0, "inconsistent-checkpoint", f"{cps[k].where} is not the empty tree"))
         k += 1
+    i = 0
+    try:
+        i, k = _scan(conn, leaves, cps, cr, report, retention, adopt, progress, decompress, k)
+    except sqlite3.DatabaseError as exc:
+        i = cr.size
+        report.problems.append(Problem(i, "modified", f"the database cannot be read at or after entry {i}: {exc}"))
+    if ever is not None and ever > i and (report.first is None or report.first.index >= i):
+        report.problems.append(Problem(i, "truncated", f"the store signed a checkpoint of size {ever}; "
+                                                       f"it ends at {i}"))
+    report.size = i
+    report.root = cr.root()
+    if report.first is None or report.first.index >= i:
+        for cp in cps[k:]:
+            if cp.size > i:
+                report.problems.append(Problem(i, "truncated", f"{cp.where} commits to size {cp.size}; "
+                                                               f"the store ends at {i}"))
+                break
+    return report
+
+
+def _scan(conn: sqlite3.Connection, leaves: _Leaves, cps: list[_Cp], cr: CompactRange, report: Report,
+          retention: RetentionRuns, adopt: bool, progress: Callable[[int], None] | None,
+          decompress: Callable[[bytes], bytes], k: int) -> tuple[int, int]:
+    """The streaming pass; returns (entries checked, index of the next checkpoint not reached)."""
+    rows = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index")
+    sha256, lh = hashlib.sha256, leaf_hash
+    matched = 0  # largest checkpoint size known to match
     i = 0
     for row in rows:
         idx, stored_leaf, body = row[0], row[2], row[3]
@@ -188,6 +244,8 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
             report.problems.append(Problem(i, "modified", f"entry {i} cannot be rebuilt from its row: {exc}"))
             break
         leaf = lh(entry)
+        if ref is None and adopt:
+            ref = leaf
         if ref is None:
             report.problems.append(Problem(i, "inserted", f"entry {i} is beyond the tree (size {leaves.size})"))
             break
@@ -196,6 +254,10 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
             report.problems.append(Problem(i, reason, detail))
             break
         if body is None:
+            if not retention.explains(i, _pruned_time(row, entry)):
+                report.problems.append(Problem(i, "modified", f"the body of entry {i} was deleted, and no recorded "
+                                                              "retention run pruned it"))
+                break
             report.bodies_pruned += 1
         else:
             want = bytes(row[4]) if not row[1] else _body_hash_of(entry)
@@ -223,15 +285,7 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
     else:
         if leaves.size > i:
             report.problems.append(Problem(i, "truncated", f"the tree holds {leaves.size} leaves, the store {i}"))
-    report.size = i
-    report.root = cr.root()
-    if report.first is None or report.first.index >= i:
-        for cp in cps[k:]:
-            if cp.size > i:
-                report.problems.append(Problem(i, "truncated", f"{cp.where} commits to size {cp.size}; "
-                                                               f"the store ends at {i}"))
-                break
-    return report
+    return i, k
 
 
 __all__ = ["REASONS", "Problem", "Report", "verify_store"]

@@ -73,3 +73,25 @@ def read_notes(witness_dir: str, origin: str) -> Iterator[tuple[str, str]]:
         if name.endswith(SUFFIX):
             with open(os.path.join(d, name), encoding="utf-8", errors="replace") as fh:
                 yield name, fh.read()
+
+
+def latest(witness_dir: str, origin: str) -> tuple[int, bytes] | None:
+    """(size, root) of the largest checkpoint kept for ``origin``, from the file names (no parsing of
+    the notes: the writer only needs to know how far the trail had already been published)."""
+    d = origin_dir(witness_dir, origin)
+    try:
+        names = [n for n in os.listdir(d) if n.endswith(SUFFIX)]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TrailError(f"cannot read the witness directory {witness_dir}: {exc}") from exc
+    best: tuple[int, bytes] | None = None
+    for name in names:
+        size_s, _, root_s = name[: -len(SUFFIX)].partition("-")
+        try:
+            found = (int(size_s), bytes.fromhex(root_s))
+        except ValueError:
+            continue
+        if best is None or found[0] > best[0]:
+            best = found
+    return best

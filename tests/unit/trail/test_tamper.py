@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -17,16 +16,7 @@ from kubetrail.store.codec import BodyCodec
 from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
 from kubetrail.trail.note import Signer
 
-GOLDEN = Path(__file__).parents[2] / "data" / "trail"
-N = 300
-
-
-@pytest.fixture
-def trail(tmp_path: Path) -> Path:
-    shutil.copytree(GOLDEN, tmp_path / "t")
-    for p in (tmp_path / "t").rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return tmp_path / "t"
+N = 300  # the golden trail's size; the `trail` fixture (a copy of it) is in conftest.py
 
 
 def verify(trail: Path, *extra: str) -> tuple[int, dict[str, object]]:
