@@ -10,6 +10,7 @@ for the core group; non-resource requests are ``io.k8s.<verb>`` with ``resourceN
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 # google.rpc.Code → HTTP status, as the gRPC/HTTP mapping defines it.
@@ -21,6 +22,16 @@ _VERBS = {"create", "update", "patch", "delete", "deletecollection", "get", "lis
           "connect", "proxy", "approve", "sign", "bind", "escalate", "impersonate"}
 LOSSY = ["groups", "extra", "stage", "code:rpc"]
 _SUFFIXLESS_GROUPS = {"apps", "batch", "policy", "autoscaling", "extensions"}
+_SHOWABLE = re.compile(r"[A-Za-z][A-Za-z0-9./_-]{0,40}")
+
+
+def shown(value: Any) -> str:
+    """An input value as a reject reason may quote it. Reasons go to rejects.jsonl and stderr, and
+    the value may be anything an attacker put there (a JWT in a dict-valued ``kind``), so only a
+    short identifier-like string is quoted; anything else is named by its type."""
+    if isinstance(value, str) and _SHOWABLE.fullmatch(value) and not value.startswith(("ey", "ew")):
+        return repr(value)
+    return f"a value of type {type(value).__name__}"
 
 
 def _split_method(method: str) -> tuple[str, str, str, str, str] | None:
@@ -76,7 +87,7 @@ def gke_to_event(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str
     if not isinstance(pp, dict) or "AuditLog" not in str(pp.get("@type", "")):
         return None, [], "protoPayload is not a google.cloud.audit.AuditLog"
     if pp.get("serviceName") not in (None, "k8s.io"):
-        return None, [], f"serviceName {pp.get('serviceName')!r} is not k8s.io"
+        return None, [], f"serviceName {shown(pp.get('serviceName'))} is not k8s.io"
     method = pp.get("methodName")
     if not isinstance(method, str) or not method.startswith("io.k8s."):
         return None, [], "methodName is not an io.k8s.* method"
@@ -116,7 +127,7 @@ def gke_to_event(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str
         if "." in first and first.count("/") == 0 and rname.count("/") >= 2:
             group = first  # the resourceName spells the real API group
         if verb not in _VERBS:
-            return None, [], f"unknown verb {verb!r} in methodName"
+            return None, [], f"unknown verb {shown(verb)} in methodName"
         event["verb"] = verb
         event["objectRef"] = _object_ref(rname, group, version, resource, sub)
         event["requestURI"] = "/" + rname.lstrip("/")

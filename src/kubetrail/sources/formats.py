@@ -31,7 +31,7 @@ import yaml
 
 from kubetrail.errors import InputError
 from kubetrail.record import Decoded, Rejected
-from kubetrail.sources.cloud_gke import gke_to_event
+from kubetrail.sources.cloud_gke import gke_to_event, shown
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
@@ -47,10 +47,10 @@ def check_event(obj: Any) -> str | None:
         return f"not a JSON object ({type(obj).__name__})"
     kind = obj.get("kind")
     if kind is not None and kind != "Event":
-        return f"kind is {kind!r}, not 'Event'"
+        return f"kind is {shown(kind)}, not 'Event'"
     api = obj.get("apiVersion")
     if api is not None and api not in ("audit.k8s.io/v1", "audit.k8s.io/v1beta1", "audit.k8s.io/v1alpha1"):
-        return f"apiVersion {api!r} is not audit.k8s.io"
+        return f"apiVersion {shown(api)} is not audit.k8s.io"
     if not all(k in obj for k in ("auditID", "verb")):
         return "missing auditID or verb"
     for field, typ in (("auditID", str), ("verb", str), ("stage", str), ("requestURI", str),
@@ -71,6 +71,12 @@ def check_event(obj: Any) -> str | None:
         else:
             return "responseStatus.code is not an integer"
     return None
+
+
+def _error_text(exc: BaseException) -> str:
+    """A decoding error for a reject reason. gzip quotes the bytes it found instead of its magic
+    number, so that one is named by its type: a reason never carries input bytes."""
+    return "bad gzip data" if isinstance(exc, gzip.BadGzipFile) else str(exc)
 
 
 def decode_value(obj: Any, position: str, fmt: str = "") -> Iterator[Item]:
@@ -162,7 +168,7 @@ def _decode_b64gz(data: str, position: str) -> Iterator[Item]:
     try:
         raw = gzip.decompress(base64.b64decode(data, validate=False))
     except (ValueError, OSError, EOFError) as exc:
-        yield Rejected(position, f"not gzip+base64: {exc}")
+        yield Rejected(position, f"not gzip+base64: {_error_text(exc)}")
         return
     yield from _decode_text(raw, position, "eks")
 
@@ -237,7 +243,7 @@ class Input:
         try:
             yield from read_stream(self.stream, self.path)
         except (OSError, EOFError) as exc:  # truncated .gz and friends: keep what was read
-            yield Rejected(self.path, f"read error: {exc}")
+            yield Rejected(self.path, f"read error: {_error_text(exc)}")
 
     def close(self) -> None:
         if self.raw is not sys.stdin.buffer:
@@ -274,14 +280,33 @@ def read_stream(stream: BinaryIO, name: str) -> Iterator[Item]:
     yield from _read_lines(stream, name, start=2)
 
 
+def _yaml_anchor_line(data: bytes, loader: type) -> int | None:
+    """The line of the first YAML anchor or alias, or None. Audit events never use them, and
+    aliases of aliases expand exponentially (a 400-byte "billion laughs" document becomes
+    gigabytes once copied), so a stream with one is refused before anything is built from it."""
+    if b"&" not in data and b"*" not in data:
+        return None
+    for ev in yaml.parse(data, Loader=loader):
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
+            return ev.start_mark.line + 1
+    return None
+
+
 def _read_yaml(data: bytes, name: str) -> Iterator[Item]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
+        line = _yaml_anchor_line(data, loader)
+        if line is not None:
+            yield Rejected(f"{name}:{line}", "YAML anchors and aliases are not accepted (audit events never "
+                                             "use them; they can expand exponentially)")
+            return
         docs = list(yaml.load_all(data, Loader=loader))  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        # Only the error's class and place: its message can quote a tag or value from the input.
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{name}:{mark.line + 1}" if mark is not None else name
-        yield Rejected(where, f"not JSON lines and not valid YAML: {getattr(exc, 'problem', exc)}")
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        yield Rejected(where, f"not JSON lines and not valid YAML ({type(exc).__name__}{at})")
         return
     for i, doc in enumerate(d for d in docs if d is not None):
         # YAML turns RFC 3339 text into datetimes; audit fields are text, so put them back.
