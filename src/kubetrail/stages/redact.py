@@ -40,7 +40,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -70,10 +70,13 @@ _SECRET_KIND_TEXT = re.compile(r'"kind"\s*:\s*"Secret')
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9._/:@-]{1,128}")
 # What any secret shape the cheap pass cannot see leaves in the serialised event: the '.ey'/'.ew'
 # before a JWT payload, a private key's armour, base64 of '-----' (any alignment holds "LS0t"),
-# base64 of a JWT at each of the three alignments ("ZX…", "…V5…"/"…V3…", "…leU…"/"…ld2…"/"…ldz…"),
-# a Secret's kind (also inside an escaped JSON string) and \u escapes that could spell one.
-_DEEP_SCAN_RE = re.compile(rb"\.e[wy]|PRIVATE KEY|LS0t|Secret|\\\\u|ZX|V[35]|leU|ld[2z]")
+# base64 of that (a kubeconfig file in binaryData: "TFMw", "UzB0", "MHRM" by alignment), base64
+# of a JWT at each of the three alignments ("ZX…", "…V5…"/"…V3…", "…leU…"/"…ld2…"/"…ldz…"), a
+# Secret's kind (also inside an escaped JSON string) and \u escapes that could spell one.
+_DEEP_SCAN_RE = re.compile(rb"\.e[wy]|PRIVATE KEY|LS0t|Secret|\\\\u|ZX|V[35]|leU|ld[2z]|TFMw|UzB0|MHRM")
 _MAX_NESTED_JSON = 4
+_MIN_TEXT = 12  # nothing shorter can hold a JWT, a key, base64 of either or a Secret's JSON
+Where = tuple[Any, ...]  # () for the event, (parent, key) below it
 
 
 def _digest(value: Any) -> str:
@@ -113,6 +116,8 @@ def _b64_variants(run: str) -> Iterator[bytes]:
 
 def _b64_holds(run: str, depth: int = 0) -> str | None:
     """"jwt" or "private-key" when base64 ``run`` decodes to one (looked for two levels deep)."""
+    if run.islower():  # hex digests, UUIDs, names: base64 of a key or a JWT has capitals
+        return None
     for raw in _b64_variants(run):
         text = raw.decode("latin-1")
         if "PRIVATE KEY" in text and PEM_KEY_RE.search(text):
@@ -151,18 +156,33 @@ def _json_has_secret(text: str, depth: int = 0) -> bool:
 def _path_key(key: str) -> str:
     """A dict key as it may appear in a redaction path (which is stored): a key that is, or could
     hide, a credential is shown as its hash."""
-    if (_SIMPLE_KEY.fullmatch(key) and not JWT_RE.search(key)
-            and (len(key) < _B64_MIN or _b64_holds(key) is None)):
+    if key == REDACTED or (_SIMPLE_KEY.fullmatch(key) and not JWT_RE.search(key)
+                           and (len(key) < _B64_MIN or _b64_holds(key) is None)):
         return key
     return f"[key:{_digest(key)}]"
+
+
+def _fmt(where: Where) -> str:
+    """A (parent, key) chain as the JSON path a Redaction names."""
+    keys: list[Any] = []
+    while where:
+        where, key = where
+        keys.append(key)
+    out = ""
+    for key in reversed(keys):
+        if isinstance(key, int):
+            out += f"[{key}]"
+        else:
+            out = f"{out}.{_path_key(str(key))}" if out else _path_key(str(key))
+    return out
 
 
 class _Redactor:
     def __init__(self) -> None:
         self.found: list[Redaction] = []
 
-    def drop(self, path: str, value: Any, what: str) -> str:
-        self.found.append(Redaction(path, _digest(value), what))
+    def drop(self, path: str | Where, value: Any, what: str) -> str:
+        self.found.append(Redaction(path if isinstance(path, str) else _fmt(path), _digest(value), what))
         return REDACTED
 
     def secret(self, obj: Any, path: str) -> None:
@@ -216,43 +236,44 @@ class _Redactor:
             ann[CLAIMS_ANNOTATION] = orjson.dumps(claims, option=orjson.OPT_SORT_KEYS).decode()
         cur[last] = self.drop(f"{path}.{'.'.join(field_path)}", token, "token")
 
-    def admission(self, node: dict[str, Any], path: str) -> None:
+    def admission(self, node: dict[str, Any], where: Where) -> None:
         """An AdmissionReview about a Secret: its objects, and the patch a webhook answered with."""
         req = node.get("request")
         res = req.get("resource") if isinstance(req, dict) else None
         if not isinstance(res, dict) or res.get("resource") != "secrets" or res.get("group"):
             return
+        path = _fmt(where)
         for field in ("object", "oldObject"):
             self.secret(req.get(field), f"{path}.request.{field}")
         resp = node.get("response")
         if isinstance(resp, dict) and isinstance(resp.get("patch"), str) and resp["patch"] != REDACTED:
             resp["patch"] = self.drop(f"{path}.response.patch", resp["patch"], "secret-data")
 
-    def text(self, s: str, path: str, key: str = "") -> str:
+    def text(self, s: str, where: Where, key: Any = "") -> str:
         """``s`` with JWTs, private keys and base64 holding either replaced; a JSON string holding a
         Secret (a last-applied annotation of a List, say) is dropped whole."""
         if ".e" in s:
-            s = JWT_RE.sub(lambda m: self.drop(path, m.group(0), "jwt"), s)
+            s = JWT_RE.sub(lambda m: self.drop(where, m.group(0), "jwt"), s)
         if "PRIVATE KEY" in s:
-            s = PEM_KEY_RE.sub(lambda m: self.drop(path, m.group(0), "private-key"), s)
+            s = PEM_KEY_RE.sub(lambda m: self.drop(where, m.group(0), "private-key"), s)
         if len(s) >= _B64_MIN:
-            s = _B64_RUN_RE.sub(lambda m: self._b64(m.group(0), path), s)
+            s = _B64_RUN_RE.sub(lambda m: self._b64(m.group(0), where), s)
         if ("Secret" in s or "\\u" in s) and s.lstrip()[:1] in ("{", "[") and _json_has_secret(s):
-            return self.drop(path, s, "secret-last-applied" if key == LAST_APPLIED else "secret-in-json")
+            return self.drop(where, s, "secret-last-applied" if key == LAST_APPLIED else "secret-in-json")
         if key == LAST_APPLIED and "Secret" in s and s != REDACTED:  # not JSON, but could be one
-            return self.drop(path, s, "secret-last-applied")
+            return self.drop(where, s, "secret-last-applied")
         return s
 
-    def _b64(self, run: str, path: str) -> str:
+    def _b64(self, run: str, where: Where) -> str:
         what = _b64_holds(run) if len(run) >= _B64_MIN else None
-        return self.drop(path, run, f"base64-{what}") if what else run
+        return self.drop(where, run, f"base64-{what}") if what else run
 
-    def keys(self, node: dict[str, Any], path: str) -> None:
+    def keys(self, node: dict[Any, Any], where: Where) -> None:
         """Rename keys that are (or hold) a credential; order is kept, clashes get a suffix."""
         new = {}
         for k in node:
-            if isinstance(k, str) and len(k) >= 16:
-                nk = self.text(k, f"{path}.{REDACTED}" if path else REDACTED)
+            if isinstance(k, str) and len(k) >= _MIN_TEXT:
+                nk = self.text(k, (where, REDACTED))
                 if nk != k:
                     new[k] = nk
         if not new:
@@ -267,26 +288,24 @@ class _Redactor:
                 nk = f"{new.get(k, k)}#{n}"
             node[nk] = v
 
-    def walk(self, node: Any, path: str) -> Any:
-        """The deep pass: every key and value below ``node``; returns the new node."""
-        if isinstance(node, str):
-            return self.text(node, path)
-        if isinstance(node, list):
-            for i, v in enumerate(node):
-                if isinstance(v, str | dict | list):
-                    node[i] = self.walk(v, f"{path}[{i}]")
-            return node
+    def walk(self, node: dict[Any, Any] | list[Any], where: Where) -> None:
+        """The deep pass: every key and value below ``node``, in place. Paths are only spelled out
+        for what is removed (``where`` is a chain of (parent, key) pairs)."""
         if isinstance(node, dict):
             if node.get("kind") in SECRET_KINDS:
-                self.secret(node, path)
+                self.secret(node, _fmt(where))
             elif "request" in node:
-                self.admission(node, path)
-            self.keys(node, path)
-            for k, v in node.items():
-                if isinstance(v, str | dict | list):
-                    sub = f"{path}.{_path_key(str(k))}" if path else _path_key(str(k))
-                    node[k] = self.text(v, sub, k) if isinstance(v, str) else self.walk(v, sub)
-        return node
+                self.admission(node, where)
+            self.keys(node, where)
+            pairs: Iterable[tuple[Any, Any]] = node.items()
+        else:
+            pairs = enumerate(node)
+        for k, v in pairs:
+            if isinstance(v, str):
+                if len(v) >= _MIN_TEXT:
+                    node[k] = self.text(v, (where, k), k)
+            elif isinstance(v, dict | list):
+                self.walk(v, (where, k))
 
 
 def _is_secret_request(event: dict[str, Any]) -> bool:
@@ -341,5 +360,5 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True) -> list[Redactio
     if scan_jwts:
         # Every value, the token-claims annotation included: an incoming one is just another string,
         # and a claim (``sub``, say) can itself hold a JWT.
-        r.walk(event, "")
+        r.walk(event, ())
     return r.found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import textwrap
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -191,6 +192,18 @@ def test_kubeconfig_key_data_is_removed_certificates_survive() -> None:
     assert data["client-key-data"] == REDACTED and data["wrapped"] == REDACTED
 
 
+@pytest.mark.parametrize("prefix", ["", "#", "# a kubeconfig\n"])
+def test_kubeconfig_file_in_binary_data(prefix: str) -> None:
+    """A whole kubeconfig in a ConfigMap's ``binaryData`` is base64 of base64 for the key (and plain
+    base64 for a token in it): both are found, at any alignment."""
+    key_data = base64.b64encode(RSA_KEY.encode()).decode()
+    for secret_line in (f"client-key-data: {key_data}", f"token: {TOKEN}"):
+        blob = base64.b64encode(f"{prefix}users:\n- user:\n    {secret_line}\n".encode()).decode()
+        obj = {"kind": "ConfigMap", "binaryData": {"config": blob}}
+        rec = assert_clean(make_event(verb="create", resource="configmaps", requestObject=obj), blob)
+        assert rec.event()["requestObject"]["binaryData"]["config"] == REDACTED
+
+
 def test_csr_and_certificate_pems_survive() -> None:
     """A CSR's base64 request and an issued certificate are not credentials to hide."""
     csr_pem = "-----BEGIN CERTIFICATE REQUEST-----\nMIICvDCCAaQCAQAwdzELMAkGA1UEBhMCVVMx\n" \
@@ -245,3 +258,18 @@ def test_common_events_skip_the_deep_pass() -> None:
     redact_event(ev, scan_jwts=False)
     assert not needs_deep_scan(orjson.dumps(ev))
     assert contains_jwt is needs_deep_scan
+
+
+@pytest.mark.parametrize("shift", [b"", b"x", b"xy"])
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_trigger_fires_for_base64_shapes_at_every_alignment(shift: bytes, encode: Callable[[bytes], bytes]) -> None:
+    """Whatever precedes it, base64 of a JWT, of a PEM key, and of base64 of a PEM key trigger the
+    deep pass (the surrounding text is chosen to hold none of the trigger bytes itself)."""
+    pem = b"-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"
+    for header in (b'{"alg":"RS256"}', b'{ "alg": "RS256" }', b'{\n "alg": "RS256"\n}', b'{\t"a":1}',
+                   b'{\r\n"a":1}'):
+        token = f"{b64url(header)}.{b64url(b'{}')}.x".encode()
+        assert needs_deep_scan(orjson.dumps({"v": encode(shift + token).decode()})), header
+    assert needs_deep_scan(orjson.dumps({"v": encode(shift + pem).decode()}))
+    inner = base64.b64encode(pem)
+    assert needs_deep_scan(orjson.dumps({"v": encode(shift + inner).decode()}))
