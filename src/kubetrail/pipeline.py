@@ -122,8 +122,7 @@ class Pipeline:
         self.summary.duplicates += result.duplicates
         self.summary.rejected += len(rejected)
         if result.stored:
-            for consumer in self.consumers:
-                consumer.consume(result.stored, self.store)
+            _each(self.consumers, lambda c: c.consume(result.stored, self.store))
         return result.stored
 
     def commit_decoded(self, decoded: Sequence[Decoded], rejected: Sequence[Rejected], source: SourceRef,
@@ -161,14 +160,26 @@ class Pipeline:
     def tick(self) -> None:
         """Timer work of consumers that have some (signed checkpoints when idle, audit silence)."""
         with self._lock:
-            for consumer in self.consumers:
-                tick = getattr(consumer, "tick", None)
-                if tick is not None:
-                    tick(self.store)
+            _each([c for c in self.consumers if getattr(c, "tick", None) is not None],
+                  lambda c: c.tick(self.store))
 
     def close(self) -> None:
         for consumer in self.consumers:
             consumer.close()
+
+
+def _each(consumers: Sequence[Consumer], call: Callable[[Consumer], None]) -> None:
+    """Run ``call`` on every consumer even when one fails (a checkpointer refusing to sign a
+    tampered tree must not stop detection or the credential inventory), then raise the first
+    failure: the records are stored either way, and the caller decides how loud to be."""
+    first: BaseException | None = None
+    for consumer in consumers:
+        try:
+            call(consumer)
+        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others ran
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def _record_or_reject(decoded: Decoded, source: SourceRef) -> Record | Rejected:
@@ -227,14 +238,20 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
         t = threading.Thread(target=supervise, args=(source,), name=type(source).__name__, daemon=True)
         t.start()
         threads.append(t)
+    def tick() -> None:
+        try:
+            pipe.tick()
+        except Exception as exc:  # noqa: BLE001 - e.g. a refusal to sign: say it every tick, keep storing
+            log(f"timer work failed: {exc}")
+
     try:
         while not stop.wait(config.checkpoint_interval_secs):
-            pipe.tick()
+            tick()
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-        pipe.tick()
+        tick()
         pipe.close()
         pipe.store.close()
     return pipe.summary
