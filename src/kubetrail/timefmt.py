@@ -25,7 +25,10 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
     m = _REL.match(text.strip())
     if m:
         now = time.time_ns() if now_ns is None else now_ns
-        return now - int(m.group(1)) * _UNIT[m.group(2)] * 1_000_000_000
+        when = now - int(m.group(1)) * _UNIT[m.group(2)] * 1_000_000_000
+        if when < -(1 << 63):  # SQLite integers are 64-bit
+            raise InputError(f"{text!r} is out of range (further back than the year 1677)")
+        return when
     value = text.strip().replace("z", "Z")
     if value.endswith("Z"):
         value = value[:-1] + "+00:00"

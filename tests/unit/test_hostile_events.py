@@ -99,3 +99,12 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     assert "bad\\\\xff\\\\xfe.log:2" in (tmp_path / "d" / "rejects.jsonl").read_text()
     r = CliRunner().invoke(cli, ["verify", "--json", "--data", str(tmp_path / "d")])
     assert orjson.loads(r.stdout.strip().splitlines()[-1])["ok"] is True
+
+
+@pytest.mark.parametrize("args", [["alerts", "--since", "99999999999d"], ["creds", "list", "--at", "99999999999d"],
+                                  ["query", "--since", "99999999999d"]])
+def test_durations_beyond_64_bit_time_are_a_clear_error(tmp_path: Path, args: list[str]) -> None:
+    CliRunner().invoke(cli, ["ingest", "--no-detect", "--data", str(tmp_path / "d"), "-"],
+                       input=orjson.dumps(make_event("one")).decode() + "\n")
+    r = CliRunner().invoke(cli, [*args, "--data", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "out of range" in r.output and "Traceback" not in r.output
