@@ -330,6 +330,18 @@ def test_webhook_config_prints_a_kubeconfig(pki: Path) -> None:
         assert out.exit_code == 2 and "Traceback" not in out.output
 
 
+def _post_as_apiserver(pki: Path, port: int, body: bytes) -> int:
+    """One POST with the apiserver's client certificate; the HTTP status."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request("POST", "/", body=body)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def _reap(proc: subprocess.Popen[str]) -> None:
     """Never leave a server behind when a test fails half-way."""
     if proc.poll() is None:
@@ -351,12 +363,7 @@ def test_webhook_serve_command_stores_and_stops_on_sigterm(pki: Path, tmp_path: 
         line = proc.stderr.readline()
         m = re.search(r"https://127\.0\.0\.1:(\d+)/", line)
         assert m, line
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        ctx.load_cert_chain(str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
-        conn = http.client.HTTPSConnection("127.0.0.1", int(m.group(1)), context=ctx, timeout=10)
-        conn.request("POST", "/", body=event_list(4, "serve"))
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert _post_as_apiserver(pki, int(m.group(1)), event_list(4, "serve")) == 200
         proc.send_signal(signal.SIGTERM)
         rest = proc.stderr.read()
         assert proc.wait(timeout=30) == 0, rest
@@ -479,12 +486,7 @@ def test_run_serves_the_webhook_beside_a_tailed_file(pki: Path, tmp_path: Path) 
             if m:
                 break
         assert m, "".join(seen)
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        ctx.load_cert_chain(str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
-        conn = http.client.HTTPSConnection("127.0.0.1", int(m.group(1)), context=ctx, timeout=10)
-        conn.request("POST", "/", body=event_list(4, "run"))
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert _post_as_apiserver(pki, int(m.group(1)), event_list(4, "run")) == 200
         with log.open("ab") as fh:  # a line appended while running is picked up too
             fh.write(orjson.dumps(make_event("file-late")) + b"\n")
         deadline = time.monotonic() + 20

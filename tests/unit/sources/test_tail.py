@@ -21,6 +21,24 @@ def line(i: int) -> bytes:
     return b'{"n": %d, "pad": "%s"}\n' % (i, b"x" * 300)
 
 
+def following(tmp_path):
+    """audit.log with one line, and a tailer that has read it."""
+    p = tmp_path / "audit.log"
+    p.write_bytes(line(1))
+    t = Tailer(str(p), None)
+    read_all(t)
+    return p, t
+
+
+def copytruncate(p, copy, then: bytes) -> None:
+    """logrotate's copytruncate, then the writer goes on with ``then``."""
+    shutil.copyfile(p, copy)
+    with open(p, "r+b") as f:
+        f.truncate(0)
+    with open(p, "ab") as f:
+        f.write(then)
+
+
 def test_partial_line_waits_for_newline(tmp_path) -> None:
     """A half-written line is not returned until its newline arrives."""
     p = tmp_path / "audit.log"
@@ -37,10 +55,7 @@ def test_partial_line_waits_for_newline(tmp_path) -> None:
 
 def test_rename_rotation_twice_between_polls(tmp_path) -> None:
     """Two renames before the next poll: both rotated files are read, nothing lost."""
-    p = tmp_path / "audit.log"
-    p.write_bytes(line(1))
-    t = Tailer(str(p), None)
-    read_all(t)
+    p, t = following(tmp_path)
     with open(p, "ab") as f:
         f.write(line(2))
     os.rename(p, tmp_path / "audit.log.1")
@@ -54,17 +69,10 @@ def test_rename_rotation_twice_between_polls(tmp_path) -> None:
 
 def test_copytruncate_reads_the_unread_tail_from_the_copy(tmp_path) -> None:
     """copytruncate: lines written after our last read are found in the copy."""
-    p = tmp_path / "audit.log"
-    p.write_bytes(line(1))
-    t = Tailer(str(p), None)
-    read_all(t)
+    p, t = following(tmp_path)
     with open(p, "ab") as f:
         f.write(line(2))
-    shutil.copyfile(p, tmp_path / "audit.log.1")
-    with open(p, "r+b") as f:
-        f.truncate(0)
-    with open(p, "ab") as f:
-        f.write(line(3))
+    copytruncate(p, tmp_path / "audit.log.1", then=line(3))
     got, _ = read_all(t)
     assert got == [line(2).rstrip(b"\n"), line(3).rstrip(b"\n")]
     t.close()
@@ -92,21 +100,14 @@ def test_resume_after_restart_and_rotation(tmp_path) -> None:
 def test_copytruncate_of_a_generation_never_seen(tmp_path) -> None:
     """The live file was empty when we opened it; before our next poll it was filled, copied and
     truncated, and new lines were written: the copy is read first, nothing is lost."""
-    p = tmp_path / "audit.log"
-    p.write_bytes(line(1))
-    t = Tailer(str(p), None)
-    read_all(t)
+    p, t = following(tmp_path)
     os.rename(p, tmp_path / "audit.log.1")
     p.write_bytes(b"")
     got, _ = read_all(t)  # sees the rename, opens the empty new file
     assert got == []
     with open(p, "ab") as f:
         f.write(line(2))
-    shutil.copyfile(p, tmp_path / "audit.log.2")
-    with open(p, "r+b") as f:
-        f.truncate(0)
-    with open(p, "ab") as f:
-        f.write(line(3))
+    copytruncate(p, tmp_path / "audit.log.2", then=line(3))
     got, _ = read_all(t)
     assert got == [line(2).rstrip(b"\n"), line(3).rstrip(b"\n")]
     with open(p, "ab") as f:  # and the rotated files are not read again later
@@ -119,10 +120,7 @@ def test_copytruncate_of_a_generation_never_seen(tmp_path) -> None:
 def test_truncation_between_the_check_and_the_read(tmp_path, monkeypatch) -> None:
     """copytruncate lands after the poll checked for rotation but before it read: the chunk of
     the new generation read at the old offset is dropped, and the copy supplies the real tail."""
-    p = tmp_path / "audit.log"
-    p.write_bytes(line(1))
-    t = Tailer(str(p), None)
-    read_all(t)
+    p, t = following(tmp_path)
     with open(p, "ab") as f:
         f.write(line(2))
     real = Tailer._rotated
@@ -132,11 +130,8 @@ def test_truncation_between_the_check_and_the_read(tmp_path, monkeypatch) -> Non
         result = real(self)
         if not fired:
             fired.append(1)
-            shutil.copyfile(p, tmp_path / "audit.log.1")
-            with open(p, "r+b") as f:
-                f.truncate(0)
-            with open(p, "ab") as f:  # the new generation is longer than our offset
-                f.write(line(3) + line(4) + line(5))
+            # the new generation is longer than our offset
+            copytruncate(p, tmp_path / "audit.log.1", then=line(3) + line(4) + line(5))
         return result
 
     monkeypatch.setattr(Tailer, "_rotated", rotated_then_copytruncate)
@@ -149,10 +144,7 @@ def test_truncation_between_the_check_and_the_read(tmp_path, monkeypatch) -> Non
 def test_copytruncate_of_the_new_file_while_the_old_one_drains(tmp_path) -> None:
     """A rename is seen; while the old file's rest is being committed (the generator is suspended),
     the new file is filled, copied and truncated: its first generation comes from the copy."""
-    p = tmp_path / "audit.log"
-    p.write_bytes(line(1))
-    t = Tailer(str(p), None)
-    read_all(t)
+    p, t = following(tmp_path)
     with open(p, "ab") as f:
         f.write(line(2))
     os.rename(p, tmp_path / "audit.log.1")
@@ -161,11 +153,7 @@ def test_copytruncate_of_the_new_file_while_the_old_one_drains(tmp_path) -> None
     gen = t.poll()
     chunk, _ = next(gen)  # the old file's rest; the pipeline would commit now
     got += chunk
-    shutil.copyfile(p, tmp_path / "audit.log.2")
-    with open(p, "r+b") as f:
-        f.truncate(0)
-    with open(p, "ab") as f:
-        f.write(line(4))
+    copytruncate(p, tmp_path / "audit.log.2", then=line(4))
     for chunk, _ in gen:
         got += chunk
     got += read_all(t)[0]
