@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import sys
 import tempfile
 
 import click
@@ -141,6 +143,10 @@ def _hints(data_dir: str, scenario: Scenario, steps: list[Step], log_path: str |
                       "what another policy would have kept"))
     width = min(max(len(cmd) for cmd, _ in pairs), 52)
     out = []
+    bin_dir = os.path.relpath(os.path.dirname(sys.executable))
+    if shutil.which("kubetrail") is None and os.path.exists(os.path.join(bin_dir, "activate")):
+        out.append(f"# first: source {shlex.quote(os.path.join(bin_dir, 'activate'))}   "
+                   "(`make demo` installed kubetrail into the venv only)")
     for cmd, why in pairs:
         if len(cmd) > width:
             out += [f"# {why}", cmd]
