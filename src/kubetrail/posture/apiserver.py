@@ -106,18 +106,57 @@ def _load_yaml_docs(path: str) -> list[Any]:
         raise InputError(f"{path}: cannot read: {exc}") from exc
 
 
+_SHELLS = {"sh", "bash", "ash", "dash", "busybox"}
+_SHELL_OPS = {";", "&&", "||", "|", "&"}
+
+
+def _is_apiserver(word: str) -> bool:
+    return posixpath.basename(word) == "kube-apiserver"
+
+
+def _apiserver_argv(c: dict[str, Any]) -> list[str] | None:
+    """The apiserver's arguments in a container, or None when it does not run the apiserver.
+
+    ``command``/``args`` run it directly, or through ``sh -c "exec kube-apiserver --flag … 1>>log"``
+    (GCE and other manifests): then the script is split like a shell would and the words after
+    ``kube-apiserver`` up to the first shell operator are its arguments (redirections are skipped
+    by the flag parser, which only reads ``--`` words)."""
+    cmd = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
+    if cmd and posixpath.basename(cmd[0]) in _SHELLS and "-c" in cmd[1:]:
+        at = cmd.index("-c") + 1
+        try:
+            words = shlex.split(" ".join(cmd[at:at + 1]))
+        except ValueError:
+            return None
+        start = next((i for i, w in enumerate(words) if _is_apiserver(w)), None)
+        if start is None:
+            return None
+        tail = words[start + 1:]
+        end = next((i for i, w in enumerate(tail) if w in _SHELL_OPS), len(tail))
+        return tail[:end] + cmd[at + 1:]
+    if (cmd and _is_apiserver(cmd[0])) or (not c.get("command") and c.get("name") == "kube-apiserver"):
+        return cmd[1:] if cmd and _is_apiserver(cmd[0]) else cmd
+    if c.get("name") == "kube-apiserver":
+        return cmd
+    return None
+
+
 def from_manifest(path: str, version: tuple[int, int] | None = None) -> ApiserverConfig:
-    """A static-pod manifest (``/etc/kubernetes/manifests/kube-apiserver.yaml``)."""
+    """A static-pod manifest (``/etc/kubernetes/manifests/kube-apiserver.yaml``): the container that
+    runs ``kube-apiserver`` (a sidecar such as kops' ``kube-apiserver-healthcheck`` is not it)."""
     for doc in _load_yaml_docs(path):
         spec = doc.get("spec") or {} if isinstance(doc, dict) else {}
-        for c in spec.get("containers") or []:
-            cmd = [str(x) for x in (c.get("command") or []) + (c.get("args") or [])]
-            if c.get("name") != "kube-apiserver" and not any("kube-apiserver" in x for x in cmd[:1]):
+        containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+        # the container named kube-apiserver first, then any other that runs the binary
+        for c in sorted(containers, key=lambda c: c.get("name") != "kube-apiserver"):
+            argv = _apiserver_argv(c)
+            if argv is None:
                 continue
             hostpaths = {v.get("name"): (v.get("hostPath") or {}).get("path") for v in spec.get("volumes") or []}
             mounts = {m["mountPath"]: hostpaths.get(m.get("name")) for m in c.get("volumeMounts") or []
                       if m.get("mountPath")}
-            return ApiserverConfig(parse_flags(cmd), path, version or parse_version(str(c.get("image") or "")), mounts)
+            return ApiserverConfig(parse_flags(argv), path, version or parse_version(str(c.get("image") or "")),
+                                   mounts)
     raise InputError(f"{path}: no kube-apiserver container found")
 
 

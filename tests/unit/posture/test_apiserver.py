@@ -155,3 +155,41 @@ def test_cli_exit_codes_and_output(root: Path) -> None:
     assert "[FAIL] 1.2.22" in old.output
     assert runner.invoke(cli, ["check", "apiserver"]).exit_code == 2
     assert runner.invoke(cli, ["check", "apiserver", "--manifest", "/nonexistent.yaml"]).exit_code == 2
+
+
+SHELL_WRAPPED = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-apiserver, namespace: kube-system}
+spec:
+  containers:
+  - name: kube-apiserver
+    image: registry.k8s.io/kube-apiserver:v1.33.1
+    command: ["/bin/sh", "-c", "exec /usr/local/bin/kube-apiserver --audit-log-path=/var/log/a.log \\
+--audit-log-maxage=30 --audit-log-maxbackup=10 --audit-log-maxsize=100 1>>/var/log/kube-apiserver.log 2>&1"]
+"""
+SIDECAR_FIRST = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-apiserver, namespace: kube-system}
+spec:
+  containers:
+  - name: healthcheck
+    image: registry.k8s.io/kops/kube-apiserver-healthcheck:1.28.0
+    command: ["/kube-apiserver-healthcheck"]
+    args: ["--ca-cert=/secrets/ca.crt"]
+  - name: apiserver
+    image: registry.k8s.io/kube-apiserver:v1.33.1
+    command: ["/usr/local/bin/kube-apiserver"]
+    args: ["--audit-log-path=/var/log/a.log", "--audit-log-maxage=30"]
+"""
+
+
+@pytest.mark.parametrize("manifest", [SHELL_WRAPPED, SIDECAR_FIRST])
+def test_manifest_shell_wrapper_and_sidecar(tmp_path: Path, manifest: str) -> None:
+    """GCE-style `sh -c "exec kube-apiserver …"` and a kops-style healthcheck sidecar listed first."""
+    path = tmp_path / "kube-apiserver.yaml"
+    path.write_text(manifest)
+    cfg = api.from_manifest(str(path))
+    assert cfg.flags["audit-log-path"] == "/var/log/a.log" and cfg.flags["audit-log-maxage"] == "30"
+    assert "ca-cert" not in cfg.flags and not any(k.startswith("1>") or k == "2>&1" for k in cfg.flags)
