@@ -154,6 +154,11 @@ def explain_cmd(policy_file: str, user: str | None, groups: tuple[str, ...], una
     if (user is None) != unauthenticated:
         raise click.UsageError("give --user (with --group ...) or --unauthenticated")
     who = None if unauthenticated else UserInfo(user or "", groups)
+    if name and verb == "create" and not subresource and "/" not in (resource or ""):
+        # the apiserver's request info has no name for a create (it is in the body), so
+        # resourceNames rules never match one
+        click.echo(f"note: --name {name!r} ignored: a create request carries no name", err=True)
+        name = ""
     if resource:
         res, sub, group = _split_resource(resource, api_group)
         attrs = RequestAttrs(who, verb, True, group, res, subresource or sub, namespace, name)

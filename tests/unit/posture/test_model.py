@@ -79,3 +79,14 @@ def test_missing_kind_and_old_versions() -> None:
     assert old.policy is not None and [p.code for p in old.problems] == ["deprecated-version"]
     assert parse_policy("not: [valid").refused
     assert parse_policy(HEAD + "rules:\n- level: None\n---\n" + HEAD + "rules:\n- level: None\n").refused
+
+
+def test_yaml_merge_keys_are_accepted() -> None:
+    """`<<: *anchor` merges like go-yaml does; merged keys overridden explicitly are no duplicates."""
+    from kubetrail.posture.policy.model import parse_policy
+
+    loaded = parse_policy("base: &b {level: Metadata, verbs: [list]}\napiVersion: audit.k8s.io/v1\nkind: Policy\n"
+                          "rules: [{<<: *b, verbs: [get]}]\n")
+    assert loaded.policy is not None
+    assert loaded.policy.rules[0].level.name == "METADATA" and loaded.policy.rules[0].verbs == ("get",)
+    assert not [p for p in loaded.problems if p.code in ("invalid", "duplicate-field")]

@@ -164,3 +164,17 @@ def test_cli_explain(tmp_path: Path) -> None:
     r = runner.invoke(cli, ["policy", "explain", str(pol), "--unauthenticated", "--verb", "get", "--path", "/healthz"])
     assert r.exit_code == 0 and "rules[0]" in r.output and "level None" in r.output
     assert runner.invoke(cli, ["policy", "explain", str(pol), "--user", "a", "--verb", "get"]).exit_code == 2
+
+
+def test_explain_ignores_a_name_on_create(tmp_path: Path) -> None:
+    """A create carries no name in the apiserver's request info, so resourceNames never match it."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n"
+                      "- level: Request\n  resources: [{group: '', resources: [configmaps], resourceNames: [coredns]}]\n"
+                      "- level: Metadata\n")
+    args = ["policy", "explain", str(policy), "--user", "u", "--resource", "configmaps", "--namespace", "kube-system",
+            "--name", "coredns", "--json"]
+    create = CliRunner().invoke(cli, [*args, "--verb", "create"])
+    update = CliRunner().invoke(cli, [*args, "--verb", "update"])
+    assert json.loads(create.stdout)["rule_index"] == 1 and "ignored" in create.stderr
+    assert json.loads(update.stdout)["rule_index"] == 0

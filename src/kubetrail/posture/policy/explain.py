@@ -38,7 +38,7 @@ class Explanation:
 
 
 def _list(values: frozenset[str] | tuple[str, ...]) -> str:
-    return "[" + ", ".join(sorted(values)) + "]"
+    return "[" + ", ".join(v if v else '""' for v in sorted(values)) + "]"  # "" = cluster scope, visibly
 
 
 def why_not(rule: CompiledRule, a: RequestAttrs) -> str | None:

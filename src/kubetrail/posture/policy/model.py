@@ -119,6 +119,8 @@ class _DupCheckLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` (go-yaml merges it too)
+                continue
             key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
             if isinstance(key, str) and key in seen:
                 self.duplicates.append((key, key_node.start_mark.line + 1))
