@@ -169,8 +169,12 @@ def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -
 def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: bool, as_json: bool,
            data_dir: str) -> None:
     """Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."""
-    verifier = keys.load_verifier(data_dir, vkey)
-    store = Store.open(data_dir, readonly=True)
+    store = Store.open(data_dir, readonly=True)  # first: "no store here" says more than "no key"
+    try:
+        verifier = keys.load_verifier(data_dir, vkey)
+    except BaseException:
+        store.close()
+        raise
     try:
         total = store.size()
         show = not no_progress and sys.stderr.isatty() and total > 200_000
