@@ -22,6 +22,7 @@ import io
 import os
 import re
 import sys
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any, BinaryIO
@@ -34,6 +35,12 @@ from kubetrail.record import Decoded, Rejected
 from kubetrail.sources.cloud_gke import gke_to_event, shown
 
 MAX_LINE_BYTES = 64 * 1024 * 1024
+# A base64+gzip CloudWatch blob may expand to at most this much: a few hundred KiB of input must
+# not become gigabytes in memory (a "gzip bomb"). Real subscription records are far below 1 MiB.
+MAX_GZIP_BYTES = 256 * 1024 * 1024
+# Arrays, EventLists and envelopes nested inside each other: real deliveries use two or three
+# levels; a line of a thousand nested arrays must be a reject, not a RecursionError.
+MAX_NESTING = 8
 
 
 Item = Decoded | Rejected
@@ -79,11 +86,15 @@ def _error_text(exc: BaseException) -> str:
     return "bad gzip data" if isinstance(exc, gzip.BadGzipFile) else str(exc)
 
 
-def decode_value(obj: Any, position: str, fmt: str = "") -> Iterator[Item]:
-    """Decode one parsed JSON value that may hold zero or more events."""
+def decode_value(obj: Any, position: str, fmt: str = "", depth: int = 0) -> Iterator[Item]:
+    """Decode one parsed JSON value that may hold zero or more events. ``depth`` counts the
+    arrays, EventLists and envelopes around ``obj``; beyond ``MAX_NESTING`` the value is a reject."""
+    if depth > MAX_NESTING:
+        yield Rejected(position, f"nested deeper than {MAX_NESTING} levels of arrays, EventLists or envelopes")
+        return
     if isinstance(obj, list):
         for i, item in enumerate(obj):
-            yield from decode_value(item, f"{position}[{i}]", fmt or "array")
+            yield from decode_value(item, f"{position}[{i}]", fmt or "array", depth + 1)
         return
     if not isinstance(obj, dict):
         yield Rejected(position, f"not a JSON object ({type(obj).__name__})")
@@ -95,10 +106,10 @@ def decode_value(obj: Any, position: str, fmt: str = "") -> Iterator[Item]:
             yield Rejected(position, "EventList without an items list")
             return
         for i, item in enumerate(items):
-            yield from decode_value(item, f"{position}.items[{i}]", "eventlist")
+            yield from decode_value(item, f"{position}.items[{i}]", "eventlist", depth + 1)
         return
     if kind is None and "auditID" not in obj:
-        inner = _unwrap(obj, position)
+        inner = _unwrap(obj, position, depth + 1)
         if inner is not None:
             yield from inner
             return
@@ -109,25 +120,26 @@ def decode_value(obj: Any, position: str, fmt: str = "") -> Iterator[Item]:
     yield Decoded(obj, fmt or "event", position)
 
 
-def _unwrap(obj: dict[str, Any], position: str) -> Iterator[Item] | None:
-    """Cloud and runtime envelopes; None when ``obj`` is no envelope we know."""
+def _unwrap(obj: dict[str, Any], position: str, depth: int) -> Iterator[Item] | None:
+    """Cloud and runtime envelopes; None when ``obj`` is no envelope we know. ``depth`` already
+    counts this envelope."""
     if isinstance(obj.get("log"), str) and ("stream" in obj or "time" in obj):  # Docker json-file
-        return _decode_text(obj["log"].rstrip("\n"), position, "docker")
+        return _decode_text(obj["log"].rstrip("\n"), position, "docker", depth)
     if "protoPayload" in obj:  # GKE LogEntry
         event, lossy, why = gke_to_event(obj)
         if event is None:
             return iter([Rejected(position, why or "unusable GKE LogEntry")])
         return iter([Decoded(event, "gke", position, lossy)])
     if isinstance(obj.get("records"), list):  # AKS Event Hub batch
-        return _chain(_decode_aks(r, f"{position}.records[{i}]") for i, r in enumerate(obj["records"]))
+        return _chain(_decode_aks(r, f"{position}.records[{i}]", depth) for i, r in enumerate(obj["records"]))
     if isinstance(obj.get("properties"), dict) and "log" in obj["properties"]:  # AKS record
-        return _decode_aks(obj, position)
+        return _decode_aks(obj, position, depth)
     if obj.get("messageType") in ("DATA_MESSAGE", "CONTROL_MESSAGE"):  # EKS subscription
-        return _decode_cwl(obj, position)
+        return _decode_cwl(obj, position, depth)
     if isinstance(obj.get("awslogs"), dict) and isinstance(obj["awslogs"].get("data"), str):
-        return _decode_b64gz(obj["awslogs"]["data"], position)
+        return _decode_b64gz(obj["awslogs"]["data"], position, depth)
     if isinstance(obj.get("message"), str) and ("timestamp" in obj or "logStream" in obj or "id" in obj):
-        return _decode_text(obj["message"], position, "eks")  # CloudWatch log event
+        return _decode_text(obj["message"], position, "eks", depth)  # CloudWatch log event
     return None
 
 
@@ -136,20 +148,20 @@ def _chain(parts: Iterable[Iterator[Item]]) -> Iterator[Item]:
         yield from p
 
 
-def _decode_aks(record: Any, position: str) -> Iterator[Item]:
+def _decode_aks(record: Any, position: str, depth: int) -> Iterator[Item]:
     if not isinstance(record, dict) or not isinstance(record.get("properties"), dict):
         yield Rejected(position, "AKS record without properties")
         return
     log = record["properties"].get("log")
     if isinstance(log, str):
-        yield from _decode_text(log, f"{position}.properties.log", "aks")
+        yield from _decode_text(log, f"{position}.properties.log", "aks", depth)
     elif isinstance(log, dict):
-        yield from decode_value(log, f"{position}.properties.log", "aks")
+        yield from decode_value(log, f"{position}.properties.log", "aks", depth)
     else:
         yield Rejected(position, "AKS properties.log is neither a JSON string nor an object")
 
 
-def _decode_cwl(obj: dict[str, Any], position: str) -> Iterator[Item]:
+def _decode_cwl(obj: dict[str, Any], position: str, depth: int) -> Iterator[Item]:
     if obj.get("messageType") == "CONTROL_MESSAGE":
         return
     events = obj.get("logEvents")
@@ -161,19 +173,48 @@ def _decode_cwl(obj: dict[str, Any], position: str) -> Iterator[Item]:
         if not isinstance(msg, str):
             yield Rejected(f"{position}.logEvents[{i}]", "CloudWatch log event without a message")
             continue
-        yield from _decode_text(msg, f"{position}.logEvents[{i}]", "eks")
+        yield from _decode_text(msg, f"{position}.logEvents[{i}]", "eks", depth)
 
 
-def _decode_b64gz(data: str, position: str) -> Iterator[Item]:
+def gunzip_bounded(data: bytes, limit: int = MAX_GZIP_BYTES) -> bytes:
+    """gzip data (possibly several members) decompressed in bounded steps; ``ValueError`` as soon
+    as the output would pass ``limit``, so a bomb never expands further than that."""
+    out: list[bytes] = []
+    total = 0
+    while data:
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while True:
+            chunk = d.decompress(data, 1 << 20)
+            total += len(chunk)
+            if total > limit:
+                raise GzipTooLarge(f"gzip data expands to more than {limit} bytes")
+            out.append(chunk)
+            data = d.unconsumed_tail
+            if d.eof:
+                break
+            if not data and not chunk:
+                raise EOFError("truncated gzip data")
+        data = d.unused_data
+    return b"".join(out)
+
+
+class GzipTooLarge(ValueError):
+    """Decompressed data over the limit: refused before it is all in memory."""
+
+
+def _decode_b64gz(data: str, position: str, depth: int = 0) -> Iterator[Item]:
     try:
-        raw = gzip.decompress(base64.b64decode(data, validate=False))
-    except (ValueError, OSError, EOFError) as exc:
+        raw = gunzip_bounded(base64.b64decode(data, validate=False))
+    except GzipTooLarge as exc:
+        yield Rejected(position, f"refused: {exc} (a CloudWatch record is far smaller)")
+        return
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
         yield Rejected(position, f"not gzip+base64: {_error_text(exc)}")
         return
-    yield from _decode_text(raw, position, "eks")
+    yield from _decode_text(raw, position, "eks", depth)
 
 
-def _decode_text(text: str | bytes, position: str, fmt: str) -> Iterator[Item]:
+def _decode_text(text: str | bytes, position: str, fmt: str, depth: int = 0) -> Iterator[Item]:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -182,7 +223,7 @@ def _decode_text(text: str | bytes, position: str, fmt: str) -> Iterator[Item]:
     if isinstance(obj, str):
         yield Rejected(position, "double-encoded JSON string")
         return
-    yield from decode_value(obj, position, fmt)
+    yield from decode_value(obj, position, fmt, depth)
 
 
 def decode_line(line: bytes, position: str) -> Iterator[Item]:
@@ -308,9 +349,17 @@ def _read_yaml(data: bytes, name: str) -> Iterator[Item]:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         yield Rejected(where, f"not JSON lines and not valid YAML ({type(exc).__name__}{at})")
         return
+    except RecursionError:
+        yield Rejected(name, "YAML nested too deeply to read")
+        return
     for i, doc in enumerate(d for d in docs if d is not None):
         # YAML turns RFC 3339 text into datetimes; audit fields are text, so put them back.
-        yield from decode_value(_plain(doc), f"{name}:doc{i + 1}")
+        try:
+            plain = _plain(doc)
+        except RecursionError:
+            yield Rejected(f"{name}:doc{i + 1}", "YAML document nested too deeply to read")
+            continue
+        yield from decode_value(plain, f"{name}:doc{i + 1}")
 
 
 def _plain(value: Any) -> Any:
