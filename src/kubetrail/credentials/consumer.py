@@ -30,6 +30,8 @@ TAGS = {
     "long-lived": ["T1098", "credentials"], "multiple-source-ips": ["T1550", "credentials"],
     "new-source-ip": ["T1550", "T1528", "credentials"], "legacy-token-in-use": ["T1528", "credentials"],
     "cluster-admin-sa": ["T1078", "credentials"], "unaccounted": ["T1552", "credentials"],
+    "decision-conflict": ["T1098", "credentials"], "jti-collision": ["T1550", "credentials"],
+    "subject-mismatch": ["T1550", "credentials"],
 }
 
 

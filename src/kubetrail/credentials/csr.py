@@ -36,13 +36,11 @@ def csr_created(ledger: Ledger, record: Any) -> None:
     m = record.meta
     ev = record.event()
     name = m.name
-    cred = None
-    if name:
-        existing = ledger.by_lookup(f"csr:{name}")
-        if existing and not any(s.action == "csr-created" for s in existing[-1].chain):
-            cred = existing[-1]  # approval or issuance was read before the creation
+    cred = _held_for(ledger, name, record.time) if name else None
     cred = cred or _new_csr(ledger, name, record)
     user, groups, imp = actor(m)
+    if imp:
+        cred.details["impersonator_groups"] = [g for g in m.groups if g != "system:authenticated"]
     spec = _spec(ev)
     cred.created_by, cred.created_by_groups, cred.impersonator = user, groups, imp
     cred.created_at = record.time
@@ -84,19 +82,62 @@ def csr_created(ledger: Ledger, record: Any) -> None:
     ledger.put(cred)
 
 
+def _created(c: Credential) -> bool:
+    return any(s.action == "csr-created" for s in c.chain)
+
+
+def _since(c: Credential) -> int | None:
+    """When the CSR existed at the latest: its creation, or (creation not read yet) its first step."""
+    if c.created_at is not None:
+        return c.created_at
+    return min((s.time for s in c.chain), default=None)
+
+
+def _deleted_before(c: Credential, t: int) -> bool:
+    return any(s.action == "csr-deleted" and s.time < t for s in c.chain)
+
+
+def csr_at(ledger: Ledger, name: str, t: int) -> Credential | None:
+    """The CSR named ``name`` at time ``t``: the newest one that existed by then and was not deleted
+    before it. A name is reused after deletion (csrcleaner removes decided CSRs after an hour), and
+    files may be read out of order, so the newest CSR of that name is not necessarily this one."""
+    cands = [c for c in ledger.by_lookup(f"csr:{name}")
+             if (since := _since(c)) is not None and since <= t and not _deleted_before(c, t)]
+    return max(cands, key=lambda c: (_since(c) or 0, c.id)) if cands else None
+
+
+def _held_for(ledger: Ledger, name: str, t: int) -> Credential | None:
+    """A decision or issuance read before its creation (files out of order) that this creation at ``t``
+    explains: the held CSR's first step is at or after ``t`` and no other CSR of the name was created
+    in between."""
+    same = ledger.by_lookup(f"csr:{name}")
+    held = [c for c in same if not _created(c) and (s := _since(c)) is not None and s >= t]
+    for c in sorted(held, key=lambda c: (_since(c) or 0, c.id)):
+        first = _since(c) or 0
+        if not any(_created(o) and o.created_at is not None and t < o.created_at <= first for o in same):
+            return c
+    return None
+
+
 def _csr_for(ledger: Ledger, record: Any) -> Credential:
-    """The CSR an approval/status event is about; an unnamed create within the hour (probable)."""
+    """The CSR an approval/status event is about (see ``csr_at``); else an unnamed create within the hour
+    (probable); else a held one, which its creation adopts when it is read."""
     name = record.meta.name
-    found = ledger.by_lookup(f"csr:{name}")
-    if found:
-        return found[-1]
-    unnamed = [c for c in ledger.by_lookup(UNNAMED_CSR)
-               if c.created_at is not None and 0 <= record.time - c.created_at <= UNNAMED_WINDOW_NS]
+    found = csr_at(ledger, name, record.time)
+    if found is not None:
+        return found
+    # oldest first: approvers work through pending requests in order; a newer unnamed CSR must not take an
+    # older one's approval
+    unnamed = sorted((c for c in ledger.by_lookup(UNNAMED_CSR)
+                      if c.created_at is not None and 0 <= record.time - c.created_at <= UNNAMED_WINDOW_NS),
+                     key=lambda c: (c.created_at or 0, c.id))
     if unnamed:
-        cred = unnamed[-1]
+        cred = unnamed[0]
         cred.lookup = f"csr:{name}"
         cred.details["csr_name"] = name
         cred.details["name_link"] = "probable"
+        if len(unnamed) > 1:
+            cred.details["name_candidates"] = len(unnamed)
         return cred
     cred = _new_csr(ledger, name, record)
     cred.status = ""
@@ -126,14 +167,24 @@ def csr_decided(ledger: Ledger, record: Any) -> None:
             cred.status = "decided"
     else:
         c = conds[-1]
-        if c["type"] == "Approved":
-            cred.approved_by, cred.approved_at = user, record.time
+        kind = c["type"].lower()
+        earlier = [s for s in cred.chain if s.action in ("approved", "denied")]
+        if earlier and (earlier[0].action != kind or earlier[0].by != user):
+            # never overwrite a decision: a reused name or a file read out of order could put the wrong
+            # name on the credential; keep the first and let the conflict be seen
+            cred.chain.append(step_of(record, "decision-conflict", by=user, impersonator=imp, decision=kind,
+                                      reason=c.get("reason"), message=c.get("message")))
+            ledger.put(cred)
+            return
+        if kind == "approved":
+            if not cred.approved_by:
+                cred.approved_by, cred.approved_at = user, record.time
             if cred.status != "issued":
                 cred.status = "approved"
         else:
-            cred.denied_by = user
+            cred.denied_by = cred.denied_by or user
             cred.status = "denied"
-        cred.chain.append(step_of(record, c["type"].lower(), by=user, impersonator=imp, reason=c.get("reason"),
+        cred.chain.append(step_of(record, kind, by=user, impersonator=imp, reason=c.get("reason"),
                                   message=c.get("message")))
     ledger.put(cred)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 
 def as_dict(v: Any) -> dict[str, Any]:
@@ -25,3 +26,32 @@ def actor(meta: Any) -> tuple[str, list[str], str]:
 
 def sa_groups(ns: str) -> list[str]:
     return ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+
+
+def dry_run(meta: Any) -> bool:
+    """``?dryRun=All``: the apiserver ran admission and validation but persisted and issued nothing."""
+    query = meta.request_uri.partition("?")[2]
+    return bool(query) and any(v == "All" for v in parse_qs(query).get("dryRun", []))
+
+
+def normalise_credential_id(cid: str) -> str:
+    """``X509SHA256=`` in lowercase hex without whitespace, ``JTI=`` trimmed: the spelling the inventory keeps."""
+    kind, sep, value = cid.strip().partition("=")
+    if not sep:
+        return cid.strip()
+    kind = kind.strip()
+    if kind.upper() == "X509SHA256":
+        return f"X509SHA256={''.join(value.split()).lower()}"
+    if kind.upper() == "JTI":
+        return f"JTI={value.strip()}"
+    return f"{kind}={value.strip()}"
+
+
+def acting(user: str, impersonator: str) -> str:
+    """Who really acted: the authenticated user behind an impersonated request, else the user."""
+    return impersonator or user
+
+
+def as_seen(user: str, impersonator: str) -> str:
+    """``alice (impersonating bob)`` for explanations; just ``bob`` without impersonation."""
+    return f"{impersonator} (impersonating {user})" if impersonator else user

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kubetrail.credentials.events import acting, as_seen
 from kubetrail.credentials.ledger import Aggregate, Ledger
 from kubetrail.credentials.model import Credential, Flag, Step
 from kubetrail.timefmt import format_ns
@@ -102,36 +103,65 @@ def privileged(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
 
 
 def system_identity(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    """Judged by who really asked: behind an impersonated request, the impersonator (its groups too)."""
     step = _first(cred, "csr-created")
     if cred.kind != "cert" or step is None or not cred.subject.startswith("system:"):
         return
-    who, groups = cred.created_by, cred.created_by_groups
+    who = acting(cred.created_by, cred.impersonator)
+    groups = cred.details.get("impersonator_groups", []) if cred.impersonator else cred.created_by_groups
+    seen = as_seen(cred.created_by, cred.impersonator)
     if cred.subject.startswith("system:node:"):
         if who == cred.subject or (who.startswith("system:bootstrap:") or "system:bootstrappers" in groups):
             return
         if who.startswith("system:node:"):
-            text = f"{who} requested a certificate for another node, {cred.subject}."
+            text = f"{seen} requested a certificate for another node, {cred.subject}."
         else:
-            text = f"CN {cred.subject} names a node, but the requester {who} is not that node nor a bootstrap token."
+            text = f"CN {cred.subject} names a node, but the requester {seen} is not that node nor a bootstrap token."
     else:  # control-plane identities are minted offline (kubeadm); through the CSR API nobody should ask
-        text = (f"CN {cred.subject} names a Kubernetes system component, requested through the CSR API by {who}"
+        text = (f"CN {cred.subject} names a Kubernetes system component, requested through the CSR API by {seen}"
                 f"{' (a node: possible escalation from a compromised node)' if _is_node(who, groups) else ''}.")
     yield _flag("system-identity", "Error", text, step)
 
 
 def self_approved(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    """The same identity on both sides, apparent or real: impersonating a controller to approve one's own
+    request is still self-approval."""
     step = _first(cred, "approved")
-    if step is not None and cred.created_by and step.by == cred.created_by:
-        yield _flag("self-approved", "Error", f"{step.by} approved its own certificate request.", step)
+    if step is None or not cred.created_by:
+        return
+    approver_imp = str(step.detail.get("impersonator", ""))
+    if {step.by, approver_imp} & {cred.created_by, cred.impersonator} - {""}:
+        text = f"{step.by} approved its own certificate request."
+        if approver_imp or cred.impersonator:
+            text = (f"{as_seen(step.by, approver_imp)} approved the certificate request made by "
+                    f"{as_seen(cred.created_by, cred.impersonator)}: the same identity on both sides, judged by who "
+                    "authenticated, not whom they impersonated.")
+        yield _flag("self-approved", "Error", text, step)
 
 
 def human_approval(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    """A person approving, even while impersonating a controller (the impersonator is who approved)."""
     step = _first(cred, "approved")
-    if step is not None and not _is_controller(step.by):
+    if step is None:
+        return
+    imp = str(step.detail.get("impersonator", ""))
+    if not _is_controller(acting(step.by, imp)):
         reason = step.detail.get("reason")
         yield _flag("human-approval", "Warning",
-                    f"Approved by {step.by}, a person rather than a controller"
+                    f"Approved by {as_seen(step.by, imp)}, a person rather than a controller"
                     f"{f' (reason {reason})' if reason else ''}.", step)
+
+
+def decision_conflict(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    step = _first(cred, "decision-conflict")
+    first = _first(cred, "approved", "denied")
+    if step is None or first is None:
+        return
+    yield _flag("decision-conflict", "Warning",
+                f"{as_seen(step.by, str(step.detail.get('impersonator', '')))} {step.detail.get('decision')} this "
+                f"request at {format_ns(step.time)} after {first.by} had {first.action} it at "
+                f"{format_ns(first.time)}; the first decision is kept. A CSR name reused after deletion, files read "
+                "out of order or an edited log can cause this: check both records.", step)
 
 
 def long_lived(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
@@ -191,9 +221,30 @@ def unaccounted(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
                     f"A {what} for {cred.subject} is in use, but its issuance is not in the trail.", agg.first_use)
 
 
+def jti_collision(cred: Credential, agg: Aggregate, ledger: Ledger) -> Iterator[Flag]:
+    others = cred.details.get("jti_collision")
+    if cred.kind != "token" or not others:
+        return
+    ev = cred.details.get("jti_collision_evidence") or _origin(cred, agg)
+    yield _flag("jti-collision", "Error",
+                f"JTI {cred.jti} was issued twice: this token ({cred.subject}, requested by {cred.created_by or '?'}) "
+                f"and {', '.join(others)}. JTIs are random; a repeat means an edited log, a broken issuer or tokens "
+                "minted outside the apiserver. The first issuance is kept as issued; uses are linked to the token "
+                "whose service account presents it.", ev)
+
+
+def subject_mismatch(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    use = cred.details.get("mismatched_use")
+    if use:
+        yield _flag("subject-mismatch", "Error",
+                    f"JTI {cred.jti or cred.credential_id} belongs to a token for {cred.subject}, but "
+                    f"{use.get('user')} presented it at {format_ns(use.get('time'))}: a forged token or a colliding "
+                    "id. Counted as a mismatched use, not an exact one.", use)
+
+
 RULES: list[Callable[[Credential, Aggregate, Ledger], Iterator[Flag]]] = [
-    privileged, system_identity, self_approved, human_approval, long_lived, source_ips, legacy_in_use,
-    cluster_admin, unaccounted,
+    privileged, system_identity, self_approved, human_approval, decision_conflict, long_lived, source_ips, legacy_in_use,
+    cluster_admin, unaccounted, jti_collision, subject_mismatch,
 ]
 
 

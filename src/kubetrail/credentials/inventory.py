@@ -7,6 +7,8 @@ Event shapes, levels and versions are in the audit-policy reference §5. The rul
   only when it succeeded: a CSR the admission plugin refused never became a credential.
 * The requester of an impersonated request is the impersonated user (that is whom the apiserver
   records in ``spec.username``); the impersonator is kept beside it.
+* A dry run (``?dryRun=All``) persisted and issued nothing: it is no creation, approval or deletion
+  (it is still a use of the credential that sent it, which ``link.py`` records).
 * Whatever the audit level hid is written down as a policy gap on the credential, never guessed
   silently; where we do infer (an unnamed CSR matched to its approval by time) the step says
   ``probable``.
@@ -16,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetrail.credentials.csr import csr_created, csr_decided, csr_status
-from kubetrail.credentials.events import as_dict, final
+from kubetrail.credentials.csr import csr_at, csr_created, csr_decided, csr_status
+from kubetrail.credentials.events import as_dict, dry_run, final
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import Credential, step_of
 from kubetrail.credentials.tokens import secret_created, token_requested
@@ -26,6 +28,8 @@ from kubetrail.credentials.tokens import secret_created, token_requested
 def handle(ledger: Ledger, record: Any) -> None:
     """Apply one record's creation-side meaning, if it has one."""
     m = record.meta
+    if dry_run(m):
+        return
     if m.resource == "certificatesigningrequests" and m.api_group == "certificates.k8s.io":
         if not final(m):
             return
@@ -36,7 +40,8 @@ def handle(ledger: Ledger, record: Any) -> None:
         elif m.subresource == "status" and m.verb in ("update", "patch"):
             csr_status(ledger, record)
         elif m.verb == "delete" and m.name:
-            for c in ledger.by_lookup(f"csr:{m.name}")[-1:]:
+            c = csr_at(ledger, m.name, record.time)
+            if c is not None:
                 c.chain.append(step_of(record, "csr-deleted"))
                 ledger.put(c)
     elif m.resource == "serviceaccounts" and m.subresource == "token" and m.verb == "create" and not m.api_group:

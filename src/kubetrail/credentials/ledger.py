@@ -79,6 +79,13 @@ class Ledger:
             self._cids[credential_id] = found.id
         return found
 
+    def all_by_credential_id(self, credential_id: str) -> list[Credential]:
+        """Every credential with this credential id (two when a JTI was issued twice), oldest first."""
+        ids = set(self._ids("SELECT id FROM credentials WHERE credential_id = ?", (credential_id,)))
+        ids.update(c.id for c in self._pending() if c.credential_id == credential_id)
+        found = [c for c in (self.get(i) for i in ids) if c is not None and c.credential_id == credential_id]
+        return sorted(found, key=lambda c: (not c.accounted, c.created_at or 0, c.id))
+
     def by_lookup(self, lookup: str) -> list[Credential]:
         """Every credential with this lookup key, oldest first."""
         ids = set(self._ids("SELECT id FROM credentials WHERE lookup = ?", (lookup,)))
@@ -209,8 +216,8 @@ class Ledger:
         agg.uses += 1
         if link == "exact":
             agg.exact_uses += 1
-        else:
-            agg.probable_uses += 1
+        elif link == "probable":
+            agg.probable_uses += 1  # "mismatched" (a token presented by another subject) is neither
         if m.code in DENIED:
             agg.denied += 1
         if agg.first_used is None or record.time < agg.first_used:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubetrail.credentials.events import sa_groups
+from kubetrail.credentials.events import normalise_credential_id, sa_groups
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import Credential
 from kubetrail.credentials.tokens import legacy_created
@@ -39,16 +39,23 @@ def _groups(meta: Any) -> list[str]:
 def link(ledger: Ledger, record: Any, store: Any) -> None:
     """Attach the record to its credential (creating an unaccounted one where needed)."""
     m = record.meta
-    cid = m.credential_id
+    cid = normalise_credential_id(m.credential_id) if m.credential_id else ""
     if cid:
-        cred = ledger.by_credential_id(cid)
+        how = "exact"
+        if cid.startswith("JTI="):
+            cred, how = _token_for(ledger, cid, m.user)
+        else:
+            cred = ledger.by_credential_id(cid)
         if cred is None:
             cred = _unaccounted(ledger, cid, m)
             if cred is None:
                 return
         if not cred.subject and m.user:
             cred.subject, cred.groups = m.user, cred.groups or _groups(m)
-        _use(ledger, cred, record, "exact")
+        if how == "mismatched" and "mismatched_use" not in cred.details:
+            cred.details["mismatched_use"] = {"user": m.user, "key": record.key, "audit_id": m.audit_id,
+                                              "stage": m.stage, "leaf_index": record.leaf_index, "time": record.time}
+        _use(ledger, cred, record, how)
         return
     if b"legacy-token" in record.body:
         ann = record.event().get("annotations")
@@ -72,6 +79,19 @@ def link(ledger: Ledger, record: Any, store: Any) -> None:
         cred = _probable(ledger, record)
         if cred is not None:
             _use(ledger, cred, record, "probable")
+
+
+def _token_for(ledger: Ledger, cid: str, user: str) -> tuple[Credential | None, str]:
+    """The token with this JTI whose subject is the requester: an exact link. A JTI presented by another
+    subject is no proof of anything (a forged token or a colliding id): a ``mismatched`` use of the
+    first token, flagged, never counted as exact."""
+    found = ledger.all_by_credential_id(cid)
+    if not found:
+        return None, "exact"
+    same = [c for c in found if not c.subject or c.subject == user]
+    if same:
+        return same[0], "exact"
+    return found[0], "mismatched"
 
 
 def _use(ledger: Ledger, cred: Credential, record: Any, how: str) -> None:
@@ -152,11 +172,18 @@ def _legacy_from_store(ledger: Ledger, store: Any, ns: str, secret: str, sa: str
 
 
 def _valid_at(c: Credential, t: int) -> bool:
-    if c.kind == "cert" and c.status not in ("issued", "approved", "decided"):
-        return False
-    start = c.issued_at or c.approved_at or c.created_at
-    if start is None or start > t:
-        return False
+    if c.kind == "cert":
+        if c.status not in ("issued", "approved", "decided"):
+            return False
+        # valid from its issuance (the signer's status update, with or without a body), never from the
+        # approval: the approval request itself is no use of the certificate it approves
+        issued = c.issued_at or min((s.time for s in c.chain if s.action == "status-updated"), default=None)
+        if issued is None or issued > t:
+            return False
+    else:
+        start = c.issued_at or c.created_at
+        if start is None or start > t:
+            return False
     if c.expires_at is not None and t > c.expires_at:
         return False
     return c.revoked_at is None or t < c.revoked_at

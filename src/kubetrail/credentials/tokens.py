@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from kubetrail.credentials.events import actor, as_dict, sa_groups
+from kubetrail.credentials.events import actor, as_dict, normalise_credential_id, sa_groups
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import Credential, step_of
 from kubetrail.stages.extract import parse_time_ns
@@ -40,18 +40,26 @@ def token_requested(ledger: Ledger, record: Any) -> None:
         except orjson.JSONDecodeError:
             claims = {}
     jti = ""
-    issued = ann.get(ISSUED_ID)
-    if isinstance(issued, str) and issued.startswith("JTI="):
+    issued = normalise_credential_id(ann[ISSUED_ID]) if isinstance(ann.get(ISSUED_ID), str) else ""
+    if issued.startswith("JTI="):
         jti = issued[4:]
     elif isinstance(claims.get("jti"), str):
-        jti = claims["jti"]
-    cred = ledger.get(f"jti/{jti}") if jti else None
+        jti = claims["jti"].strip()
+    subject = f"system:serviceaccount:{ns}:{sa}"
+    cred, first = None, None
+    for c in ledger.all_by_credential_id(f"JTI={jti}") if jti else []:
+        if c.accounted:
+            first = first or c  # issued before: a JTI collision, and the first issuance is kept
+        elif c.kind == "token" and c.subject in ("", subject):
+            cred = c  # used before we read its issuance
     if cred is None:
         base = f"jti/{jti}" if jti else f"token/{ns}/{sa}/{(m.audit_id or record.key)[:8]}"
         cred = Credential(id=ledger.new_id(base), kind="token")
+    if first is not None:
+        _collision(ledger, first, cred, record)
     user, groups, imp = actor(m)
     cred.accounted, cred.status = True, "created"
-    cred.subject = f"system:serviceaccount:{ns}:{sa}"
+    cred.subject = subject
     cred.groups = cred.groups or sa_groups(ns)
     cred.created_by, cred.created_by_groups, cred.impersonator = user, groups, imp
     cred.created_at = record.time
@@ -103,6 +111,18 @@ def token_requested(ledger: Ledger, record: Any) -> None:
     cred.chain.insert(0, step_of(record, "token-requested", by=user, impersonator=imp, service_account=f"{ns}/{sa}",
                                  jti=jti))
     ledger.put(cred)
+
+
+def _collision(ledger: Ledger, first: Credential, second: Credential, record: Any) -> None:
+    """A second TokenRequest with a JTI already issued: both stay, each names the other (flags.py)."""
+    for a, b in ((first, second), (second, first)):
+        others = a.details.setdefault("jti_collision", [])
+        if b.id not in others:
+            others.append(b.id)
+    first.details.setdefault("jti_collision_evidence", {"key": record.key, "audit_id": record.meta.audit_id,
+                                                        "stage": record.meta.stage, "leaf_index": record.leaf_index,
+                                                        "time": record.time})
+    ledger.put(first)
 
 
 def _secret_value(obj: dict[str, Any], key: str) -> str | None:
