@@ -444,8 +444,9 @@ def test_connections_over_the_cap_are_refused(pki: Path) -> None:
     receiver = _small_receiver(pki, max_connections=1)
     try:
         e = Env(receiver, None, pki)  # type: ignore[arg-type]
-        first = e.connect()
-        first.connect()
+        first = e.connect()  # an authenticated keep-alive connection holds the only slot
+        first.request("POST", "/", body=event_list(1), headers={"Authorization": f"Bearer {TOKEN}"})
+        assert first.getresponse().read() and True
         with pytest.raises((ssl.SSLError, OSError)):
             e.post(event_list(1), token=TOKEN)
         first.close()
@@ -512,3 +513,170 @@ def test_run_serves_the_webhook_beside_a_tailed_file(pki: Path, tmp_path: Path) 
         assert streams == ["audit-file", "audit-webhook"], streams
     finally:
         store.close()
+
+
+# -- hostile clients (review 2) -------------------------------------------------------------------
+
+def _raw_tls(pki: Path, address: tuple[str, int], cert: str | None = None) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(str(pki / f"{cert}.crt"), str(pki / f"{cert}.key"))
+    sock = socket.create_connection(address, timeout=5)
+    return ctx.wrap_socket(sock, server_hostname="localhost")
+
+
+def _status_of(sock: ssl.SSLSocket, raw: bytes) -> int | None:
+    """Send ``raw``, read the answer's status; None when the server closed without one."""
+    sock.sendall(raw)
+    out = b""
+    try:
+        while b"\r\n" not in out:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", out)
+    return int(m.group(1)) if m else None
+
+
+def _hostile_receiver(pki: Path, tmp_path: Path, **kw: object) -> tuple[AuditWebhookReceiver, Pipeline]:
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "data")))
+    config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(pki / "server.crt"),
+                                tls_key_file=str(pki / "server.key"), client_ca_file=str(pki / "ca.crt"),
+                                client_names=["kube-apiserver"], bearer_token_file=str(pki / "tokens"),
+                                **kw)  # type: ignore[arg-type]
+    receiver = AuditWebhookReceiver(config, pipe.commit_decoded, cluster="test")
+    receiver.start()
+    return receiver, pipe
+
+
+def test_trickling_strangers_cannot_starve_the_apiserver(pki: Path, tmp_path: Path) -> None:
+    """Slowloris: more unauthenticated connections than there are slots, each trickling a header
+    byte; certificate and token clients still get their 200 at once, and the tricklers are cut
+    when header_timeout_secs has passed."""
+    receiver, pipe = _hostile_receiver(pki, tmp_path, max_connections=8, max_unauthenticated_connections=4,
+                                       header_timeout_secs=1.5)
+    stop = threading.Event()
+    tricklers: list[ssl.SSLSocket] = []
+
+    def trickle() -> None:
+        while not stop.is_set():
+            for s in list(tricklers):
+                try:
+                    s.send(b"X")
+                except OSError:
+                    tricklers.remove(s)
+                    s.close()
+            stop.wait(0.1)
+
+    try:
+        for _ in range(12):
+            try:
+                s = _raw_tls(pki, receiver.address)
+                s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                tricklers.append(s)
+            except OSError:
+                pass
+        t = threading.Thread(target=trickle, daemon=True)
+        t.start()
+        e = Env(receiver, pipe, pki)
+        started = time.monotonic()
+        assert e.post(event_list(2, "cert"), cert="apiserver")[0] == 200
+        assert e.post(event_list(2, "tok"), token=TOKEN)[0] == 200
+        assert time.monotonic() - started < 1.5
+        assert e.stored() == 4
+        # A trickler that completed its handshake last is cut by the header deadline.
+        last = _raw_tls(pki, receiver.address)
+        last.sendall(b"POST / HTTP/1.1\r\n")
+        cut_at = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                last.send(b"X")
+                last.settimeout(0.2)
+                if last.recv(1) == b"":
+                    cut_at = time.monotonic()
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                cut_at = time.monotonic()
+                break
+        last.close()
+        assert cut_at is not None and cut_at - (deadline - 5) < 3.5
+        assert receiver.counts.get("header_timeouts", 0) >= 1
+        assert receiver.counts.get("unauthenticated_evicted", 0) >= 1
+    finally:
+        stop.set()
+        for s in tricklers:
+            s.close()
+        receiver.stop(grace_secs=2)
+        pipe.close()
+        pipe.store.close()
+
+
+def _b64gz(doc: object) -> str:
+    import base64
+    import gzip
+    return base64.b64encode(gzip.compress(orjson.dumps(doc))).decode()
+
+
+@pytest.mark.parametrize("body", [
+    orjson.dumps([{"awslogs": {"data": _b64gz([make_event("in-gzip")])}}]),
+    orjson.dumps({"kind": "EventList", "items": [{"log": orjson.dumps(make_event("docker")).decode(),
+                                                  "stream": "stdout"}]}),
+    orjson.dumps([{"records": [{"properties": {"log": make_event("aks")}}]}]),
+    orjson.dumps([[make_event("nested")]]),
+    b"[" * 1000 + orjson.dumps(make_event("deep")) + b"]" * 1000,
+])
+def test_only_what_the_apiserver_sends_is_accepted(env: Env, body: bytes) -> None:
+    """Log-file envelopes (gzip CloudWatch, Docker, AKS) and nested arrays are no webhook batch:
+    400 and nothing stored, never an unwrapped gzip bomb or a dropped connection."""
+    assert len(body) < LIMIT
+    status, answer = env.post(body, token=TOKEN)
+    assert status == 400, answer
+    assert env.stored() == 0
+
+
+@pytest.mark.parametrize("headers,expected", [
+    (b"Content-Length: \xc2\xb2\r\n", 411),  # "²".isdigit() is True, int("²") raises
+    (b"Content-Length: 12\r\nContent-Length: 13\r\n", 400),
+])
+def test_bad_content_length_is_answered(env: Env, headers: bytes, expected: int) -> None:
+    sock = _raw_tls(env.pki, env.receiver.address)
+    raw = b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\r\n" + headers + b"\r\n"
+    assert _status_of(sock, raw + b"{}") == expected
+    assert env.stored() == 0
+
+
+def _odd_client_cert(pki: Path, name: str, cns: list[str], dns: list[str]) -> None:
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, c)
+                                                           for c in cns]))
+         .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+         .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(hours=1))
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if dns:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    _write(pki / name, b.sign(ca_key, hashes.SHA256()), key)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cns,dns", [
+    (["alice"], ["kube-apiserver"]),              # a SAN names a server, not a user
+    (["alice", "kube-apiserver"], []),            # two CNs: ambiguous
+    (["kube-apiserver", "alice"], []),
+])
+def test_client_names_match_the_single_subject_cn_only(env: Env, cns: list[str], dns: list[str]) -> None:
+    name = "odd-" + "-".join(cns + dns).replace(":", "")
+    _odd_client_cert(env.pki, name, cns, dns)
+    status, _ = env.post(event_list(1), cert=name)
+    assert status == 401
+    assert env.stored() == 0

@@ -4,6 +4,13 @@ Kept apart from ``audit_webhook`` so that module reads as the protocol (who may 
 stored); this one is how bytes move. The TLS handshake runs in the connection's own thread, so
 a slow client never blocks ``accept()``. Between requests a connection is *idle*; ``drain`` closes
 idle connections at once and waits for busy ones, so a batch being committed still gets its 200.
+
+Until a connection is authenticated (a verified client certificate right after the handshake, or
+a valid token once the first request's headers are in) it is *pending*: it must finish the TLS
+handshake, request line and headers within ``header_timeout_secs`` in total (a client trickling a
+byte at a time is cut, whatever the per-read timeout), and at most
+``max_unauthenticated_connections`` are pending at once — a new connection closes the oldest
+pending one rather than being refused, so strangers can never hold every slot.
 """
 
 from __future__ import annotations
@@ -44,21 +51,67 @@ class WebhookHTTPServer(ThreadingHTTPServer):
         self.handlers: set[WebhookHandler] = set()
         self.handlers_lock = threading.Condition()
         self.slots = threading.BoundedSemaphore(receiver.config.max_connections)
+        # Pending (not yet authenticated) connections, oldest first: accepted socket -> [deadline,
+        # the socket to cut (the TLS one once it exists)].
+        self.pending: dict[Any, list[Any]] = {}
+        self.pending_lock = threading.Lock()
         super().__init__(address, WebhookHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         # A thread per connection, but never more than max_connections: refuse the rest at once.
-        if not self.slots.acquire(blocking=False):
+        config = self.receiver.config
+        evicted = False
+        with self.pending_lock:
+            while len(self.pending) >= min(config.max_unauthenticated_connections, config.max_connections):
+                self._cut(next(iter(self.pending)), "unauthenticated_evicted")
+                evicted = True
+        # An evicted connection's thread ends within moments; give its slot that long.
+        got = self.slots.acquire(timeout=0.5) if evicted else self.slots.acquire(blocking=False)
+        if not got:
             self.receiver.batches.count("connections_refused")
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        with self.pending_lock:
+            self.pending[request] = [time.monotonic() + config.header_timeout_secs, request]
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            self.slots.release()
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
+            self._forget(request)
             self.slots.release()
+
+    def _cut(self, key: Any, counter: str) -> None:
+        """Drop a pending connection (caller holds ``pending_lock``); its thread then ends."""
+        _, sock = self.pending.pop(key)
+        self.receiver.batches.count(counter)
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket under any TLS
+
+    def _forget(self, key: Any) -> None:
+        with self.pending_lock:
+            self.pending.pop(key, None)
+
+    def authenticated(self, conn: Any) -> None:
+        """``conn`` proved who it is: no header deadline any more, and it leaves the pending pool."""
+        with self.pending_lock:
+            for key, (_, sock) in list(self.pending.items()):
+                if sock is conn or key is conn:
+                    del self.pending[key]
+
+    def service_actions(self) -> None:
+        # Runs every poll interval in the serving thread: cut pending connections past the deadline.
+        super().service_actions()
+        now = time.monotonic()
+        with self.pending_lock:
+            for key in [k for k, (deadline, _) in self.pending.items() if deadline <= now]:
+                self._cut(key, "header_timeouts")
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (a DNS query); nothing here needs it.
@@ -67,14 +120,28 @@ class WebhookHTTPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(host), int(port)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(self.receiver.config.read_timeout_secs)
+        config = self.receiver.config
+        request.settimeout(min(config.header_timeout_secs, config.read_timeout_secs))
         try:
-            conn = self.receiver.tls_context().wrap_socket(request, server_side=True)
+            conn = self.receiver.tls_context().wrap_socket(request, server_side=True,
+                                                           do_handshake_on_connect=False)
         except (ssl.SSLError, OSError) as exc:
             self.receiver.batches.count("tls_failed")
-            log.info("audit_webhook: TLS handshake with %s failed: %s", client_address[0], exc)
+            log.info("audit_webhook: TLS setup with %s failed: %s", client_address[0], exc)
             return
         try:
+            with self.pending_lock:
+                if request in self.pending:
+                    self.pending[request][1] = conn  # the live socket to cut from now on
+            try:
+                conn.do_handshake()
+            except (ssl.SSLError, OSError) as exc:
+                self.receiver.batches.count("tls_failed")
+                log.info("audit_webhook: TLS handshake with %s failed: %s", client_address[0], exc)
+                return
+            if self.receiver.authenticate(conn, None) is not None:
+                self.authenticated(conn)
+            conn.settimeout(config.read_timeout_secs)
             self.RequestHandlerClass(conn, client_address, self)
         finally:
             conn.close()
@@ -163,7 +230,8 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if expect_continue:
             return
         try:
-            remaining = min(int(self.headers.get("Content-Length") or 0), DRAIN_AFTER_ERROR_BYTES)
+            raw = (self.headers.get("Content-Length") or "0").strip()
+            remaining = min(int(raw) if raw.isascii() and raw.isdigit() else 0, DRAIN_AFTER_ERROR_BYTES)
         except ValueError:
             return
         deadline = time.monotonic() + DRAIN_AFTER_ERROR_SECS
@@ -195,14 +263,19 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding", "identity").lower() != "identity":
             self._refuse(415, "compressed bodies are not accepted", expect_continue)
             return False
-        raw = self.headers.get("Content-Length")
-        if raw is None or not raw.strip().isdigit():
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length") or ()}
+        if len(lengths) > 1:
+            self._refuse(400, "conflicting Content-Length headers", expect_continue)
+            return False
+        raw = lengths.pop() if lengths else None
+        if raw is None or not (raw.isascii() and raw.isdigit()):  # "²".isdigit() is True
             self._refuse(411, "a valid Content-Length is required", expect_continue)
             return False
         if int(raw) > receiver.config.max_body_bytes:
             self._refuse(413, f"body over {receiver.config.max_body_bytes} bytes", expect_continue)
             return False
         self._principal = principal
+        self.server.authenticated(self.connection)
         return True
 
     def handle_expect_100(self) -> bool:
@@ -214,7 +287,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's naming
         if not self._gate():
             return
-        body = self._read_body(int(self.headers["Content-Length"]))
+        body = self._read_body(int(self.headers["Content-Length"].strip()))
         if body is None:  # the client went away or was too slow: nothing to answer, nothing stored
             self.close_connection = True
             return

@@ -19,6 +19,7 @@ written to ``source_positions``. Batches are committed one at a time (the store 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import logging
@@ -35,7 +36,7 @@ import orjson
 from kubetrail.errors import SourceError
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources._webhook_http import WebhookHTTPServer
-from kubetrail.sources.formats import decode_value
+from kubetrail.sources.formats import check_event
 
 log = logging.getLogger("kubetrail.sources.audit_webhook")
 
@@ -52,13 +53,21 @@ class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", 
     tls_cert_file: str = ""
     tls_key_file: str = ""
     client_ca_file: str = ""
-    # Accepted client-certificate names (subject CN or DNS SAN); empty = any cert the CA signed.
+    # Accepted client-certificate subject CNs (as the apiserver's x509 authenticator names a client:
+    # the CN only, never a SAN); empty = any cert the CA signed that has exactly one CN.
     client_names: list[str] = []
-    # One token per line, optionally ``token,name`` (as in the apiserver's static token file).
+    # CSV lines ``token[,name[,...]]`` (quoted fields as in the apiserver's static token file).
     bearer_token_file: str = ""
     max_body_bytes: int = 16 * MIB
     read_timeout_secs: float = 30.0
+    # TLS handshake + request line + headers of a connection's first request, in total: a client
+    # that trickles its headers cannot hold a connection slot longer than this.
+    header_timeout_secs: float = 5.0
     max_connections: int = 64
+    # Connections not yet authenticated (no verified certificate, no token checked yet). When they
+    # are all taken, the oldest is closed to make room: they cannot starve the apiserver. (At most
+    # max_connections, whatever this says.)
+    max_unauthenticated_connections: int = 16
     node: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
@@ -70,6 +79,10 @@ class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", 
             out.append(("client_ca_file", "set client_ca_file and/or bearer_token_file (clients must authenticate)"))
         if self.max_body_bytes <= 0 or self.read_timeout_secs <= 0 or self.max_connections <= 0:
             out.append(("max_body_bytes", "max_body_bytes, read_timeout_secs and max_connections must be > 0"))
+        if self.header_timeout_secs <= 0:
+            out.append(("header_timeout_secs", "header_timeout_secs must be > 0"))
+        if self.max_unauthenticated_connections <= 0:
+            out.append(("max_unauthenticated_connections", "max_unauthenticated_connections must be > 0"))
         try:
             parse_listen_address(self.listen_address)
         except ValueError as exc:
@@ -113,12 +126,18 @@ class BearerTokens:
             return
         digests = []
         for i, line in enumerate(lines):
-            line = line.strip()
-            if not line or line.startswith("#"):
+            if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            token, _, rest = line.partition(",")
-            name = rest.split(",", 1)[0].strip().strip('"') or f"token{i + 1}"
-            digests.append((hashlib.sha256(token.strip().encode()).digest(), name))
+            try:  # CSV as the apiserver reads its --token-auth-file: quoted fields may hold commas
+                fields = next(csv.reader([line], skipinitialspace=True, strict=True))
+            except (csv.Error, StopIteration):
+                log.warning("bearer_token_file %s: line %d is not valid CSV; skipped", self.path, i + 1)
+                continue
+            token = fields[0].strip() if fields else ""
+            if not token:
+                continue
+            name = (fields[1].strip() if len(fields) > 1 else "") or f"token{i + 1}"
+            digests.append((hashlib.sha256(token.encode()).digest(), name))
         with self._lock:
             self._digests, self._sig = digests, sig
 
@@ -134,10 +153,12 @@ class BearerTokens:
         return found
 
 
-def _cert_names(cert: dict[str, Any]) -> list[str]:
+def cert_common_name(cert: dict[str, Any]) -> str | None:
+    """The subject CN, which is how kube-apiserver's x509 authenticator names a client (SANs name
+    servers, not users). None without a CN, or with several: a certificate that could be read as
+    two different names is refused rather than guessed at."""
     names = [v for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
-    names += [v for k, v in cert.get("subjectAltName", ()) if k == "DNS"]
-    return names
+    return names[0] if len(names) == 1 and names[0] else None
 
 
 class WebhookBatches:
@@ -169,8 +190,12 @@ class WebhookBatches:
             return 400, {"error": why}
         decoded: list[Decoded] = []
         rejected: list[Rejected] = []
-        for item in decode_value(obj, position):
-            (decoded if isinstance(item, Decoded) else rejected).append(item)
+        try:
+            for item in decode_batch(obj, position):
+                (decoded if isinstance(item, Decoded) else rejected).append(item)
+        except Exception as exc:  # noqa: BLE001 - bad input is a 400, never a dropped connection or 5xx
+            log.info("audit_webhook: %s could not be decoded: %r", position, exc)
+            return 400, {"error": "the body could not be decoded as audit events"}
         if rejected and not decoded:
             return 400, {"error": f"no audit events in the body: {rejected[0].reason}"}
         source = msgspec.structs.replace(self.source, stream=f"audit-webhook:{principal}")
@@ -240,17 +265,15 @@ class AuditWebhookReceiver:
         return self._context
 
     def authenticate(self, conn: ssl.SSLSocket, authorization: str | None) -> str | None:
-        """The client's name (certificate CN or token name), or None when it is not authenticated."""
+        """The client's name (certificate CN or token name), or None when it is not authenticated.
+        Called with no ``authorization`` right after the handshake: a certificate client is known
+        before it sends a byte, and leaves the unauthenticated pool at once."""
         if self.config.client_ca_file:
             cert = conn.getpeercert()
             if cert:  # non-empty only when the handshake verified it against client_ca_file
-                names = _cert_names(cert)
-                allowed = self.config.client_names
-                if not allowed:
-                    return names[0] if names else "client-cert"
-                for name in names:
-                    if name in allowed:
-                        return name
+                name = cert_common_name(cert)
+                if name is not None and (not self.config.client_names or name in self.config.client_names):
+                    return name
         if self.tokens is not None and authorization:
             scheme, _, value = authorization.strip().partition(" ")
             if scheme.lower() == "bearer" and value.strip():
@@ -288,6 +311,27 @@ class AuditWebhookReceiver:
         httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def decode_batch(obj: Any, position: str) -> list[Decoded | Rejected]:
+    """What the apiserver's webhook backend sends and nothing else: an EventList, a bare Event or a
+    JSON array of Events, one level deep. Log-file envelopes (CloudWatch gzip, AKS, Docker, GKE) and
+    nested arrays are rejected items here: no apiserver sends them, and unwrapping them would let
+    a small body expand without limit."""
+    if isinstance(obj, list):
+        items, where, fmt = obj, [f"{position}[{i}]" for i in range(len(obj))], "array"
+    elif obj.get("kind") == "EventList":
+        raw = obj.get("items")
+        if not isinstance(raw, list):
+            return [Rejected(position, "EventList without an items list")]
+        items, where, fmt = raw, [f"{position}.items[{i}]" for i in range(len(raw))], "eventlist"
+    else:
+        items, where, fmt = [obj], [position], "event"
+    out: list[Decoded | Rejected] = []
+    for item, pos in zip(items, where, strict=True):
+        reason = check_event(item)
+        out.append(Rejected(pos, reason) if reason else Decoded(item, fmt, pos))
+    return out
 
 
 def _shape_problem(obj: Any) -> str | None:

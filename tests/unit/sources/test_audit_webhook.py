@@ -124,3 +124,13 @@ def test_deploy_example_is_what_webhook_config_prints() -> None:
         "https://10.96.0.50:8443/", ca_file="/etc/kubernetes/pki/kubetrail-ca.crt",
         client_cert="/etc/kubernetes/pki/audit-webhook-client.crt",
         client_key="/etc/kubernetes/pki/audit-webhook-client.key")
+
+
+def test_tokens_file_is_read_as_csv_like_the_apiservers(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text('"tok,en-1",alice,uid1,"group1,group2"\n  tok2 , bob\nplain\n')
+    tokens = BearerTokens(str(path))
+    assert tokens.match("tok,en-1") == "alice"
+    assert tokens.match('"tok') is None
+    assert tokens.match("tok2") == "bob"
+    assert tokens.match("plain") == "token3"
