@@ -93,9 +93,9 @@ def webhook() -> None:
 @click.option("--client-ca", type=click.Path(exists=True, dir_okay=False),
               help="Accept client certificates signed by this CA.")
 @click.option("--client-name", "client_names", multiple=True,
-              help="Only these certificate names (CN or DNS SAN); repeatable.")
+              help="Only certificates with this subject CN (SANs are not names); repeatable.")
 @click.option("--token-file", type=click.Path(exists=True, dir_okay=False),
-              help="Accept these bearer tokens (one per line, optionally token,name).")
+              help="Accept these bearer tokens (CSV lines token[,name], as the apiserver's token file).")
 @click.option("--max-body-bytes", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--cluster", default="", help="Cluster name recorded with every event.")
 @data_option
