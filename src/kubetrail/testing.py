@@ -14,8 +14,15 @@ _REPO = Path(__file__).resolve().parents[2]
 
 
 def shared_dir() -> Path:
-    """``$KUBETRAIL_SHARED``, else ``shared/`` beside the checkout (where CI puts it)."""
-    return Path(os.environ.get("KUBETRAIL_SHARED", _REPO.parent / "shared"))
+    """``$KUBETRAIL_SHARED``, else the nearest ``shared/`` (with ``fixtures/``) beside the checkout or
+    beside one of its parent directories (a CI clone may sit deeper than the working checkout), else
+    ``shared/`` beside the checkout (tests needing it then skip, saying where they looked)."""
+    if "KUBETRAIL_SHARED" in os.environ:
+        return Path(os.environ["KUBETRAIL_SHARED"])
+    for parent in (_REPO.parent, *_REPO.parent.parents):
+        if (parent / "shared" / "fixtures").is_dir():
+            return parent / "shared"
+    return _REPO.parent / "shared"
 
 
 def fixtures_dir() -> Path:

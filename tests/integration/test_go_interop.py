@@ -15,11 +15,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
 from kubetrail.cli import cli
-from kubetrail.testing import fixtures_dir
+from kubetrail.testing import fixtures_dir, make_event
 from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
 from kubetrail.trail.note import Signer
 
@@ -56,8 +57,13 @@ def test_go_reference_code_accepts_kubetrail_checkpoints_and_proofs(tmp_path: Pa
     data = str(tmp_path / "data")
     corpus = sorted(str(p) for p in (fixtures_dir() / "corpus").rglob("*")
                     if p.suffix in (".json", ".jsonl", ".log") and "panther" not in str(p) and "original" not in str(p))
-    if not corpus:
-        corpus = [str(REPO / "tests/data/trail/vectors.json")]
+    if not corpus:  # no public fixtures here: synthetic events make the same trail shape
+        corpus = []
+        for part in range(4):
+            path = tmp_path / f"synthetic-{part}.log"
+            path.write_bytes(b"".join(orjson.dumps(make_event(f"go-{part}-{i}", name=f"o{i}")) + b"\n"
+                                      for i in range(15)))
+            corpus.append(str(path))
     vkey = kt("keys", "generate", "--origin", "interop.kubetrail.test/log", "--data", data).strip().splitlines()[-1]
     notes = []
     for chunk in (corpus[:1], corpus[1:3], corpus[3:]):
