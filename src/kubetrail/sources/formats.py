@@ -294,6 +294,7 @@ class Input:
 
 _YAML_START = re.compile(rb"^(---|#|[A-Za-z_][\w.@-]*:(\s|$))")
 MAX_YAML_BYTES = 256 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a pretty-printed JSON document is parsed whole
 
 
 def read_stream(stream: BinaryIO, name: str) -> Iterator[Item]:
@@ -302,13 +303,21 @@ def read_stream(stream: BinaryIO, name: str) -> Iterator[Item]:
     head = stream.read(1)
     if not head:
         return
-    rest = stream.readline()
+    rest = _bounded_line(stream, MAX_LINE_BYTES - 1)
+    if rest is None:
+        yield Rejected(f"{name}:1", f"line longer than {MAX_LINE_BYTES} bytes")
+        yield from _read_lines(stream, name, start=2)
+        return
     first = head + rest
     if _YAML_START.match(first.lstrip()):
         yield from _read_yaml(first + stream.read(MAX_YAML_BYTES), name)
         return
     if first.strip()[:1] in (b"{", b"[") and not _is_whole_json(first):
-        data = first + stream.read()
+        data = first + stream.read(MAX_DOCUMENT_BYTES + 1 - len(first))
+        if len(data) > MAX_DOCUMENT_BYTES:
+            yield Rejected(f"{name}:1", f"a JSON document larger than {MAX_DOCUMENT_BYTES} bytes is not read whole "
+                                        "(write it as one event per line, e.g. `jq -c '.items[]'`)")
+            return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -382,12 +391,28 @@ def _is_whole_json(line: bytes) -> bool:
     return True
 
 
+def _bounded_line(stream: BinaryIO, limit: int | None = None) -> bytes | None:
+    """The next line, b"" at the end, or None for a line longer than ``limit`` (skipped without
+    ever holding more than ``limit`` bytes of it: a single line with no newline in a multi-GB or
+    gzip-expanded file must not exhaust memory)."""
+    limit = MAX_LINE_BYTES if limit is None else limit
+    line = stream.readline(limit + 1)
+    if len(line) <= limit or line.endswith(b"\n"):
+        return line
+    while True:
+        chunk = stream.readline(1 << 20)
+        if not chunk or chunk.endswith(b"\n"):
+            return None
+
+
 def _read_lines(stream: BinaryIO, name: str, start: int = 1) -> Iterator[Item]:
-    for n, line in enumerate(stream, start):
-        if len(line) > MAX_LINE_BYTES:
+    n = start
+    while (line := _bounded_line(stream)) != b"":
+        if line is None:
             yield Rejected(f"{name}:{n}", f"line longer than {MAX_LINE_BYTES} bytes")
-            continue
-        yield from decode_line(line, f"{name}:{n}")
+        else:
+            yield from decode_line(line, f"{name}:{n}")
+        n += 1
 
 
 # In a directory walk these are documentation or other data, never audit events; a file named
