@@ -9,7 +9,7 @@
 75  evil-admin (credential id X509SHA256=<sha256 of the issued cert>, group system:masters): lists
     Secrets cluster-wide, binds dave to cluster-admin, starts a privileged pod mounting the node's
     ``/``, execs into it twice (WebSocket ``get`` and SPDY ``create``, both 101).
-82  evil-admin mints a one-year token for ops-automation (TokenRequest; issued-credential-id JTI=…).
+82  evil-admin mints a two-year token for ops-automation (TokenRequest; issued-credential-id JTI=…).
 85  that token (credential id JTI=…) is used from a new address, 198.51.100.77: reads a Secret,
     creates a legacy service-account token Secret (persistence), deletes Events in kube-system.
 95  the legacy token is used (``authentication.k8s.io/legacy-token`` annotation, no credential id).
@@ -230,11 +230,12 @@ class Attack:
         return {"kind": "SecretList", "apiVersion": "v1", "metadata": {"resourceVersion": log.rv()}, "items": items}
 
     def token(self, t: float) -> None:
-        """A one-year token for the cluster-admin service account, then its use from a new address."""
+        """A two-year token (persistence) for the cluster-admin service account, then its use from a new
+        address."""
         log = self.log
         evil = Identity("evil-admin", ["system:masters", "system:authenticated"], ATTACKER_IP, KUBECTL_LINUX,
                         extra={"authentication.kubernetes.io/credential-id": [self.facts.cert_credential_id]})
-        jti, secs = self.c.uuid(), 31536000
+        jti, secs = self.c.uuid(), 2 * 31536000
         iat = EPOCH + int(t)
         token = jwt(self.rng, bound_token_claims(jti=jti, namespace="kube-system", sa="ops-automation",
                                                  sa_uid=self.sa_uid, iat=iat, exp=iat + secs, audiences=API_AUDIENCE),

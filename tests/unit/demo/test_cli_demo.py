@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -41,6 +42,16 @@ def test_summary(first_run: tuple[Path, str]) -> None:
                    "kubetrail query --data", "kubetrail creds list", "kubetrail verify", "kubetrail policy lint"):
         assert needle in out, needle
     assert (data / "demo" / "audit-policy.yaml").is_file()
+
+
+def test_inventory_puts_the_masters_cert_and_the_stolen_token_on_top(first_run: tuple[Path, str]) -> None:
+    """Issue 5: the system:masters certificate first, the token minted for ops-automation second."""
+    data, _ = first_run
+    r = CliRunner().invoke(cli, ["creds", "list", "--json", "--data", str(data)])
+    top = [orjson.loads(line) for line in r.stdout.splitlines()[:2]]
+    assert top[0]["kind"] == "cert" and "system:masters" in top[0]["groups"]
+    assert top[1]["kind"] == "token" and top[1]["subject"].endswith(":ops-automation")
+    assert top[1]["created_by"] == "evil-admin"
 
 
 def test_second_run_stores_nothing_new(first_run: tuple[Path, str]) -> None:
