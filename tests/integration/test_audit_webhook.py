@@ -241,6 +241,30 @@ def test_keep_alive_connection_and_healthz(env: Env) -> None:
     assert env.stored() == 6
 
 
+def test_metrics_in_prometheus_text_format(env: Env) -> None:
+    """`GET /metrics` (no client certificate needed, like the probes) counts events and answers."""
+    def metrics() -> dict[str, float]:
+        conn = env.connect()
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain; version=0.0.4")
+            text = resp.read().decode()
+        finally:
+            conn.close()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
+
+    before = metrics()
+    assert env.post(event_list(3, "metrics"), cert="apiserver")[0] == 200
+    assert env.post(event_list(1, "nope"))[0] == 401
+    after = metrics()
+    assert after["kubetrail_webhook_events_total"] - before["kubetrail_webhook_events_total"] == 3
+    assert after['kubetrail_webhook_responses_total{code="200"}'] >= 1
+    assert after['kubetrail_webhook_responses_total{code="401"}'] - before.get(
+        'kubetrail_webhook_responses_total{code="401"}', 0) == 1
+
+
 def test_commit_failure_is_503_and_a_retry_succeeds(pki: Path, tmp_path: Path) -> None:
     calls: list[int] = []
 

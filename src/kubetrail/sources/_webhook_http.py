@@ -317,6 +317,15 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] in ("/healthz", "/livez", "/readyz"):
             self._answer(200, {"status": "ok"})
             return
+        if self.path.split("?", 1)[0] == "/metrics":  # unauthenticated, like the probes: counters only
+            body = self.server.receiver.batches.metrics()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            return
         self._gate()  # 401 unless authenticated, then 405
 
     def _other_method(self) -> None:

@@ -161,6 +161,16 @@ def cert_common_name(cert: dict[str, Any]) -> str | None:
     return names[0] if len(names) == 1 and names[0] else None
 
 
+_METRICS = (
+    ("events", "Audit events stored (or already stored: redelivery) from accepted batches."),
+    ("rejected", "Items of accepted batches that were not audit events (see rejects.jsonl)."),
+    ("tls_failed", "TLS handshakes that failed (no or wrong client certificate, bad TLS)."),
+    ("connections_refused", "Connections closed at once because max_connections were open."),
+    ("header_timeouts", "Unauthenticated connections cut at header_timeout_secs."),
+    ("unauthenticated_evicted", "Unauthenticated connections closed to make room for new ones."),
+)
+
+
 class WebhookBatches:
     """What happens to a body once the client is authenticated: decode, commit, answer."""
 
@@ -175,6 +185,22 @@ class WebhookBatches:
     def count(self, name: str, n: int = 1) -> None:
         with self._counter_lock:
             self.counts[name] = self.counts.get(name, 0) + n
+
+    def metrics(self) -> bytes:
+        """The counters in the Prometheus text format (``GET /metrics``): no secret is in them."""
+        with self._counter_lock:
+            counts = dict(self.counts)
+        lines = []
+        codes = {k: v for k, v in counts.items() if k.startswith("http_")}
+        if codes:
+            lines += ["# HELP kubetrail_webhook_responses_total HTTP answers by status code.",
+                      "# TYPE kubetrail_webhook_responses_total counter"]
+            lines += [f'kubetrail_webhook_responses_total{{code="{k[5:]}"}} {v}' for k, v in sorted(codes.items())]
+        for name, help_text in _METRICS:
+            lines += [f"# HELP kubetrail_webhook_{name}_total {help_text}",
+                      f"# TYPE kubetrail_webhook_{name}_total counter",
+                      f"kubetrail_webhook_{name}_total {counts.get(name, 0)}"]
+        return ("\n".join(lines) + "\n").encode()
 
     def accept(self, body: bytes, principal: str, remote: str) -> tuple[int, dict[str, Any]]:
         """Decode and commit one POSTed body; returns (HTTP status, JSON answer)."""
