@@ -32,7 +32,7 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
     stream: str = ""
 
     def label(self) -> str:
-        return printable("/".join(p for p in (self.cluster, self.node, self.stream) if p))
+        return "/".join(p for p in (self.cluster, self.node, self.stream) if p)
 
     @classmethod
     def parse(cls, label: str) -> SourceRef:

@@ -12,7 +12,7 @@ import orjson
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.errors import InputError
 from kubetrail.pipeline import Options, open_pipeline
-from kubetrail.record import Record, SourceRef
+from kubetrail.record import Record, SourceRef, printable
 from kubetrail.sources.formats import Input, expand_paths
 from kubetrail.store.queries import QueryFilters
 from kubetrail.store.sqlite import MAX_INDEX, Store
@@ -45,7 +45,8 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
                                hidden=not show) as bar:
             for path in files:
                 inp = Input(path)
-                source = SourceRef(cluster=cluster, node="", stream=stream or f"file:{path}")
+                # a file name that is not UTF-8 is escaped here, once, not per record
+                source = SourceRef(cluster=cluster, node="", stream=printable(stream or f"file:{path}"))
                 last = 0
 
                 def tick(_n: int, inp: Input = inp) -> None:

@@ -148,11 +148,12 @@ def to_record(decoded: Decoded, source: SourceRef) -> Record:
         notes: set[str] = set()
         event = _sanitized(event, 0, notes)
         lossy.extend(sorted(notes))
-        redactions = redact_event(event, scan_jwts=True)
+        redactions = redact_event(event, scan_jwts=True)  # the full pass: no second one below
         body = orjson.dumps(event)
-    if contains_jwt(body):
-        redactions += redact_event(event, scan_jwts=True)
-        body = orjson.dumps(event)
+    else:
+        if contains_jwt(body):
+            redactions += redact_event(event, scan_jwts=True)
+            body = orjson.dumps(event)
     meta = extract_meta(event, lossy)
     return Record(
         kind="audit",
