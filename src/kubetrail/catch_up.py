@@ -29,3 +29,16 @@ def catch_up(store: Any, next_leaf: Callable[[], int], apply: Callable[[list[Rec
         apply(records)
         done += len(records)
     return done
+
+
+def apply_in_order(store: Any, records: list[Record], next_leaf: Callable[[], int],
+                   apply: Callable[[list[Record]], None]) -> None:
+    """A consumer's ``consume``: skip what it has already seen, replay a gap before this batch
+    (records another writer stored, or ones a crash kept from it), then apply the rest."""
+    start = next_leaf()
+    fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
+    if not fresh:
+        return
+    if (first := fresh[0].leaf_index or 0) > start:
+        catch_up(store, next_leaf, apply, until=first)
+    apply(fresh)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kubetrail.catch_up import catch_up
+from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.record import Record
@@ -46,13 +46,7 @@ class CredentialConsumer:
         return int(self.ledger.state("next_leaf", "0"))
 
     def consume(self, records: list[Record], store: Any) -> None:
-        start = self.next_leaf()
-        fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
-        if not fresh:
-            return
-        if fresh[0].leaf_index is not None and fresh[0].leaf_index > start:
-            self.catch_up(until=fresh[0].leaf_index)
-        self.apply(fresh)
+        apply_in_order(self.store, records, self.next_leaf, self.apply)
 
     def catch_up(self, until: int | None = None) -> int:
         """Apply every stored record from ``next_leaf`` to ``until`` (default: the end); returns how many."""

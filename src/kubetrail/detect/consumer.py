@@ -21,7 +21,7 @@ from kubetrail.alerts.alert import Alert, from_match
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.outbox import Deliverer, DeliveryReport
 from kubetrail.alerts.store import record_alerts, settings_for
-from kubetrail.catch_up import catch_up
+from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
 from kubetrail.detect.stateful import build_detectors
 from kubetrail.detect.stateful.state import StateStore
@@ -92,12 +92,7 @@ class DetectConsumer:
         if not self.track:
             self._run(records)
             return
-        start = self.next_leaf()
-        fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
-        if fresh and fresh[0].leaf_index > start:
-            self.catch_up(until=fresh[0].leaf_index)
-        if fresh:
-            self._run(fresh)
+        apply_in_order(self.store, records, self.next_leaf, self._run)
 
     def _run(self, records: list[Any]) -> None:
         alerts = self.detect(records)
