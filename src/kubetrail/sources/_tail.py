@@ -256,20 +256,11 @@ class Tailer:
         copied and truncated in between (copytruncate of a generation we never saw), the copy is
         a sibling written since: read those first. Files already drained are skipped; anything
         else read twice is refused by the store's keys. Returns True when something was queued."""
-        since = live.pos.mtime_ns
+        since = live.pos.copy()  # its identity and the mtime it had while empty
         live.refresh_fp()  # from now on a truncation of this generation is seen by its fingerprint
-        queued = False
-        for sib in siblings(self.path):
-            f = _File.open(sib)
-            if f is None:
-                continue
-            if f.ident != live.ident and (f.ident, f.pos.fp) not in self.done and f.pos.mtime_ns >= since:
-                log.debug("queued %s (ino %d): written since ino %d was empty", sib, f.pos.ino, live.pos.ino)
-                self.pending.append(f)
-                queued = True
-            else:
-                f.close()
-        return queued
+        before = len(self.pending)
+        self._queue_newer(since, exclude=None)
+        return len(self.pending) > before
 
     def _lost(self, f: _File) -> None:
         """``f`` was truncated under us: read its copy from our offset, then it from the start."""
