@@ -141,17 +141,23 @@ def _apiserver_argv(c: dict[str, Any]) -> list[str] | None:
     return None
 
 
+def apiserver_container(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The container of a pod spec that runs ``kube-apiserver``: the one named so first, then any
+    other that runs the binary (a sidecar such as kops' ``kube-apiserver-healthcheck`` is not it).
+    ``posture.apiserver_setup`` patches the same container this module checks."""
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    return next((c for c in sorted(containers, key=lambda c: c.get("name") != "kube-apiserver")
+                 if _apiserver_argv(c) is not None), None)
+
+
 def from_manifest(path: str, version: tuple[int, int] | None = None) -> ApiserverConfig:
     """A static-pod manifest (``/etc/kubernetes/manifests/kube-apiserver.yaml``): the container that
-    runs ``kube-apiserver`` (a sidecar such as kops' ``kube-apiserver-healthcheck`` is not it)."""
+    runs ``kube-apiserver`` (see ``apiserver_container``)."""
     for doc in _load_yaml_docs(path):
         spec = doc.get("spec") or {} if isinstance(doc, dict) else {}
-        containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
-        # the container named kube-apiserver first, then any other that runs the binary
-        for c in sorted(containers, key=lambda c: c.get("name") != "kube-apiserver"):
-            argv = _apiserver_argv(c)
-            if argv is None:
-                continue
+        c = apiserver_container(spec)
+        argv = _apiserver_argv(c) if c is not None else None
+        if c is not None and argv is not None:
             hostpaths = {v.get("name"): (v.get("hostPath") or {}).get("path") for v in spec.get("volumes") or []}
             mounts = {m["mountPath"]: hostpaths.get(m.get("name")) for m in c.get("volumeMounts") or []
                       if m.get("mountPath")}
