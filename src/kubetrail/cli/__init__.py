@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "alerts",  # alerts, detect
     "creds",  # creds list/show
     "policy",  # policy generate/lint/simulate/explain, check apiserver
+    "deploy",  # deploy apiserver
 ]
 
 
