@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from kubetrail.detect.engine import builtin_rule_paths, load_rules
-from kubetrail.sources.formats import read_paths
+from kubetrail.sources.files import read_paths
 from kubetrail.testing import fixtures_dir, make_event
 
 CONTROLLERS = ["system:kube-controller-manager", "system:kube-scheduler",

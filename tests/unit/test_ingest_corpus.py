@@ -6,7 +6,7 @@ import pytest
 
 from kubetrail.pipeline import Options, open_pipeline
 from kubetrail.record import SourceRef
-from kubetrail.sources.formats import read_paths
+from kubetrail.sources.files import read_paths
 from kubetrail.testing import fixtures_dir
 
 pytestmark = pytest.mark.needs_fixtures

@@ -36,7 +36,7 @@ from kubetrail.demo.timeline import Step, hunt
 from kubetrail.errors import InputError
 from kubetrail.pipeline import Options, Summary, open_pipeline
 from kubetrail.record import SourceRef
-from kubetrail.sources.formats import read_paths
+from kubetrail.sources.files import read_paths
 from kubetrail.store.sqlite import Store
 
 SOURCE = SourceRef(cluster="demo", node="demo-control-plane", stream="audit-file")

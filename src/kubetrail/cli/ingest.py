@@ -13,7 +13,7 @@ from kubetrail.cli.options import data_option, json_option
 from kubetrail.errors import InputError
 from kubetrail.pipeline import Options, open_pipeline
 from kubetrail.record import Record, SourceRef, printable
-from kubetrail.sources.formats import Input, expand_paths
+from kubetrail.sources.files import Input, expand_paths
 from kubetrail.store.queries import QueryFilters
 from kubetrail.store.sqlite import MAX_INDEX, Store
 from kubetrail.timefmt import format_ns, parse_when

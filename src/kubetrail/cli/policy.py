@@ -17,7 +17,8 @@ from kubetrail.posture.policy.lint import lint as lint_policy
 from kubetrail.posture.policy.match import Evaluator, RequestAttrs, UserInfo
 from kubetrail.posture.policy.model import Loaded, Policy, load_policy_file
 from kubetrail.posture.policy.simulate import Simulator
-from kubetrail.sources.formats import Decoded, read_paths
+from kubetrail.record import Decoded
+from kubetrail.sources.files import read_paths
 
 
 def _emit(obj: object) -> None:

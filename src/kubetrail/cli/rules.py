@@ -96,7 +96,7 @@ def _rule_paths(paths: tuple[str, ...]) -> list[str]:
 
 def _events(paths: list[str]) -> Iterator[dict[str, Any]]:
     from kubetrail.record import Decoded
-    from kubetrail.sources.formats import read_paths
+    from kubetrail.sources.files import read_paths
 
     rejected = 0
     for item in read_paths(paths):

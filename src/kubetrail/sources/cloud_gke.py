@@ -94,6 +94,7 @@ def gke_to_event(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str
     auth = pp.get("authenticationInfo") if isinstance(pp.get("authenticationInfo"), dict) else {}
     meta = pp.get("requestMetadata") if isinstance(pp.get("requestMetadata"), dict) else {}
     op = entry.get("operation") if isinstance(entry.get("operation"), dict) else {}
+    labels = entry.get("labels") if isinstance(entry.get("labels"), dict) else {}
     rname = str(pp.get("resourceName") or "")
     ts = entry.get("timestamp") or entry.get("receiveTimestamp")
     status = pp.get("status") if isinstance(pp.get("status"), dict) else {}
@@ -111,9 +112,9 @@ def gke_to_event(entry: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str
         "sourceIPs": [meta["callerIp"]] if isinstance(meta.get("callerIp"), str) else [],
         "userAgent": str(meta.get("callerSuppliedUserAgent", "")),
         "responseStatus": {"code": code, **({"message": status["message"]} if "message" in status else {})},
-        "annotations": {k: v for k, v in (entry.get("labels") or {}).items() if isinstance(v, str)},
+        "annotations": {k: v for k, v in labels.items() if isinstance(v, str)},
     }
-    if ts:
+    if isinstance(ts, str) and ts:
         event["requestReceivedTimestamp"] = ts
         event["stageTimestamp"] = ts
     split = _split_method(method)

@@ -11,30 +11,32 @@ Detection is per line (or per document, for a file that is one JSON value spread
 * AKS diagnostic records (``properties.log`` string or object; ``{"records": [...]}`` batches)
 
 Anything else becomes a ``Rejected`` with its position and reason; decoding never raises for bad
-input, because one bad line must not stop an ingest of millions.
+input, because one bad line must not stop an ingest of millions. That is structural, not a promise
+about each branch: ``decode_line`` and every item of an array or EventList run under ``guarded``,
+so an unforeseen exception costs the one line or item it happened in. A value nested deeper than
+orjson reads (1024 levels) is cut at ``MAX_JSON_DEPTH`` and the event kept with a ``lossy`` note,
+because the request happened and belongs in the trail. Reading files and streams (lines, YAML
+blocks, documents, gzip) is ``sources/files.py``.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
-import io
-import os
 import re
-import sys
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime
-from typing import Any, BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import orjson
-import yaml
 
-from kubetrail.errors import InputError
 from kubetrail.record import Decoded, Rejected
 from kubetrail.sources.cloud_gke import gke_to_event, shown
 
-MAX_LINE_BYTES = 64 * 1024 * 1024
+# Deeper than this (from the top of a line or body) a JSON value is cut when orjson refuses it.
+MAX_JSON_DEPTH = 64
+CUT_MARKER = "[kubetrail: cut, nested too deep]"
+BOM = b"\xef\xbb\xbf"
 # A base64+gzip CloudWatch blob may expand to at most this much: a few hundred KiB of input must
 # not become gigabytes in memory (a "gzip bomb"). Real subscription records are far below 1 MiB.
 MAX_GZIP_BYTES = 256 * 1024 * 1024
@@ -94,7 +96,8 @@ def decode_value(obj: Any, position: str, fmt: str = "", depth: int = 0) -> Iter
         return
     if isinstance(obj, list):
         for i, item in enumerate(obj):
-            yield from decode_value(item, f"{position}[{i}]", fmt or "array", depth + 1)
+            where = f"{position}[{i}]"
+            yield from guarded(decode_value(item, where, fmt or "array", depth + 1), where)
         return
     if not isinstance(obj, dict):
         yield Rejected(position, f"not a JSON object ({type(obj).__name__})")
@@ -106,7 +109,8 @@ def decode_value(obj: Any, position: str, fmt: str = "", depth: int = 0) -> Iter
             yield Rejected(position, "EventList without an items list")
             return
         for i, item in enumerate(items):
-            yield from decode_value(item, f"{position}.items[{i}]", "eventlist", depth + 1)
+            where = f"{position}.items[{i}]"
+            yield from guarded(decode_value(item, where, "eventlist", depth + 1), where)
         return
     if kind is None and "auditID" not in obj:
         inner = _unwrap(obj, position, depth + 1)
@@ -216,31 +220,38 @@ def _decode_b64gz(data: str, position: str, depth: int = 0) -> Iterator[Item]:
 
 def _decode_text(text: str | bytes, position: str, fmt: str, depth: int = 0) -> Iterator[Item]:
     try:
-        obj = orjson.loads(text)
+        obj, note = loads_lossy(text)
     except orjson.JSONDecodeError as exc:
         yield Rejected(position, f"invalid JSON inside {fmt} envelope: {exc}")
         return
     if isinstance(obj, str):
         yield Rejected(position, "double-encoded JSON string")
         return
-    yield from decode_value(obj, position, fmt, depth)
+    yield from noted(decode_value(obj, position, fmt, depth), note)
 
 
 def decode_line(line: bytes, position: str) -> Iterator[Item]:
-    """One line of a file: JSON, CRI-wrapped JSON, or a base64 CloudWatch subscription blob."""
+    """One line of a file: JSON, CRI-wrapped JSON, or a base64 CloudWatch subscription blob.
+    Whatever goes wrong inside costs this line only (see ``guarded``)."""
+    return guarded(_decode_line(line, position), position)
+
+
+def _decode_line(line: bytes, position: str) -> Iterator[Item]:
     stripped = line.strip()
+    if stripped[:3] == BOM:  # Windows editors and some exporters start a file with one
+        stripped = stripped[3:].lstrip()
     if not stripped:
         return
     if stripped[:1] in (b"{", b"[", b'"'):
         try:
-            obj = orjson.loads(stripped)
+            obj, note = loads_lossy(stripped)
         except orjson.JSONDecodeError as exc:
             yield Rejected(position, f"invalid JSON: {exc}")
             return
         if isinstance(obj, str):
             yield Rejected(position, "double-encoded JSON string")
             return
-        yield from decode_value(obj, position)
+        yield from noted(decode_value(obj, position), note)
         return
     parts = stripped.split(b" ", 3)  # CRI: <rfc3339> <stream> <P|F> <content>
     if len(parts) == 4 and parts[1] in (b"stdout", b"stderr") and parts[2] in (b"F", b"P"):
@@ -255,193 +266,64 @@ def decode_line(line: bytes, position: str) -> Iterator[Item]:
     yield Rejected(position, "not JSON and not a known envelope")
 
 
-class Input:
-    """An opened input: ``stream`` yields decompressed bytes, ``raw`` reports progress (``tell``)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        if path == "-":
-            self.raw: BinaryIO = sys.stdin.buffer
-            self.stream: BinaryIO = self.raw
-            self.size = 0
-            return
-        try:
-            self.raw = open(path, "rb")  # noqa: SIM115 - closed in close()
-            self.size = os.fstat(self.raw.fileno()).st_size
-        except OSError as exc:
-            raise InputError(f"{path}: {exc.strerror or exc}") from exc
-        magic = self.raw.read(2)
-        self.raw.seek(0)
-        self.stream = gzip.GzipFile(fileobj=self.raw) if magic == b"\x1f\x8b" else self.raw  # type: ignore[assignment]
-
-    def tell(self) -> int:
-        try:
-            return self.raw.tell()
-        except (OSError, ValueError):
-            return 0
-
-    def items(self) -> Iterator[Item]:
-        try:
-            yield from read_stream(self.stream, self.path)
-        except (OSError, EOFError) as exc:  # truncated .gz and friends: keep what was read
-            yield Rejected(self.path, f"read error: {_error_text(exc)}")
-
-    def close(self) -> None:
-        if self.raw is not sys.stdin.buffer:
-            self.stream.close()
-            self.raw.close()
-
-
-_YAML_START = re.compile(rb"^(---|#|[A-Za-z_][\w.@-]*:(\s|$))")
-MAX_YAML_BYTES = 256 * 1024 * 1024
-MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a pretty-printed JSON document is parsed whole
-
-
-def read_stream(stream: BinaryIO, name: str) -> Iterator[Item]:
-    """Lines first; a file whose first line is not a whole JSON value is read as one document;
-    a YAML stream (``gcloud logging read`` prints YAML by default) is read document by document."""
-    head = stream.read(1)
-    if not head:
-        return
-    rest = _bounded_line(stream, MAX_LINE_BYTES - 1)
-    if rest is None:
-        yield Rejected(f"{name}:1", f"line longer than {MAX_LINE_BYTES} bytes")
-        yield from _read_lines(stream, name, start=2)
-        return
-    first = head + rest
-    if _YAML_START.match(first.lstrip()):
-        yield from _read_yaml(first + stream.read(MAX_YAML_BYTES), name)
-        return
-    if first.strip()[:1] in (b"{", b"[") and not _is_whole_json(first):
-        data = first + stream.read(MAX_DOCUMENT_BYTES + 1 - len(first))
-        if len(data) > MAX_DOCUMENT_BYTES:
-            yield Rejected(f"{name}:1", f"a JSON document larger than {MAX_DOCUMENT_BYTES} bytes is not read whole "
-                                        "(write it as one event per line, e.g. `jq -c '.items[]'`)")
-            return
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # Not a pretty-printed document: fall back to lines so good lines still count.
-            yield from _read_lines(io.BytesIO(data), name)
-            return
-        yield from decode_value(obj, f"{name}:1")
-        return
-    yield from decode_line(first, f"{name}:1")
-    yield from _read_lines(stream, name, start=2)
-
-
-def _yaml_anchor_line(data: bytes, loader: type) -> int | None:
-    """The line of the first YAML anchor or alias, or None. Audit events never use them, and
-    aliases of aliases expand exponentially (a 400-byte "billion laughs" document becomes
-    gigabytes once copied), so a stream with one is refused before anything is built from it."""
-    if b"&" not in data and b"*" not in data:
-        return None
-    for ev in yaml.parse(data, Loader=loader):
-        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None) is not None:
-            return ev.start_mark.line + 1
-    return None
-
-
-def _read_yaml(data: bytes, name: str) -> Iterator[Item]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def guarded(items: Iterator[Item], position: str) -> Iterator[Item]:
+    """``items``, until one raises: then one reject for ``position`` naming the exception's type
+    (never its message, which could quote the input) and the rest of this value is given up.
+    Decoders return rejects for the input they understand; this is for the input nobody foresaw."""
     try:
-        line = _yaml_anchor_line(data, loader)
-        if line is not None:
-            yield Rejected(f"{name}:{line}", "YAML anchors and aliases are not accepted (audit events never "
-                                             "use them; they can expand exponentially)")
-            return
-        docs = list(yaml.load_all(data, Loader=loader))  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        # Only the error's class and place: its message can quote a tag or value from the input.
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"{name}:{mark.line + 1}" if mark is not None else name
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        yield Rejected(where, f"not JSON lines and not valid YAML ({type(exc).__name__}{at})")
-        return
+        yield from items
     except RecursionError:
-        yield Rejected(name, "YAML nested too deeply to read")
-        return
-    for i, doc in enumerate(d for d in docs if d is not None):
-        # YAML turns RFC 3339 text into datetimes; audit fields are text, so put them back.
-        try:
-            plain = _plain(doc)
-        except RecursionError:
-            yield Rejected(f"{name}:doc{i + 1}", "YAML document nested too deeply to read")
+        yield Rejected(position, "nested too deeply to decode")
+    except Exception as exc:  # noqa: BLE001 - one hostile value must never stop the stream
+        yield Rejected(position, f"cannot be decoded ({type(exc).__name__})")
+
+
+# A JSON string (escapes included) or a bracket: enough to follow the nesting of valid JSON.
+_JSON_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_CUT_NOTE = f"nested deeper than {MAX_JSON_DEPTH} levels: the rest was cut"
+
+
+def cut_deep(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> bytes:
+    """``raw`` with every array or object that starts below ``max_depth`` levels replaced by the
+    string ``CUT_MARKER``. Works on the bytes, so it handles what no parser will build."""
+    out: list[bytes] = []
+    last, depth, cut_from = 0, 0, -1
+    marker = orjson.dumps(CUT_MARKER)
+    for m in _JSON_TOKEN.finditer(raw):
+        c = raw[m.start()]
+        if c == 0x22:  # a string: skipped whole
             continue
-        yield from decode_value(plain, f"{name}:doc{i + 1}")
+        if c in (0x5B, 0x7B):
+            depth += 1
+            if depth == max_depth + 1:
+                cut_from = m.start()
+        else:
+            if depth == max_depth + 1 and cut_from >= 0:
+                out += [raw[last:cut_from], marker]
+                last, cut_from = m.end(), -1
+            depth -= 1
+    out.append(raw[last:])
+    return b"".join(out)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def _is_whole_json(line: bytes) -> bool:
+def loads_lossy(raw: str | bytes) -> tuple[Any, str]:
+    """``orjson.loads``, except that a value nested deeper than orjson reads is cut (see
+    ``cut_deep``) instead of refused; returns (value, lossy note or ""). Other errors raise."""
     try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _bounded_line(stream: BinaryIO, limit: int | None = None) -> bytes | None:
-    """The next line, b"" at the end, or None for a line longer than ``limit`` (skipped without
-    ever holding more than ``limit`` bytes of it: a single line with no newline in a multi-GB or
-    gzip-expanded file must not exhaust memory)."""
-    limit = MAX_LINE_BYTES if limit is None else limit
-    line = stream.readline(limit + 1)
-    if len(line) <= limit or line.endswith(b"\n"):
-        return line
-    while True:
-        chunk = stream.readline(1 << 20)
-        if not chunk or chunk.endswith(b"\n"):
-            return None
-
-
-def _read_lines(stream: BinaryIO, name: str, start: int = 1) -> Iterator[Item]:
-    n = start
-    while (line := _bounded_line(stream)) != b"":
-        if line is None:
-            yield Rejected(f"{name}:{n}", f"line longer than {MAX_LINE_BYTES} bytes")
-        else:
-            yield from decode_line(line, f"{name}:{n}")
-        n += 1
-
-
-# In a directory walk these are documentation or other data, never audit events; a file named
-# explicitly is always read.
-SKIP_IN_DIRS = (".md", ".csv", ".yaml", ".yml", ".sql", ".py", ".txt", ".rst", ".html")
-
-
-def expand_paths(paths: Sequence[str]) -> list[str]:
-    """Files as given; directories walked in name order; a missing path is an InputError."""
-    out: list[str] = []
-    for p in paths:
-        if p == "-":
-            out.append(p)
-        elif os.path.isdir(p):
-            for root, dirs, files in os.walk(p):
-                dirs.sort()
-                out.extend(os.path.join(root, f) for f in sorted(files)
-                           if not f.startswith(".") and not f.lower().endswith(SKIP_IN_DIRS))
-        elif os.path.exists(p):
-            out.append(p)
-        else:
-            raise InputError(f"{p}: no such file or directory")
-    return out
-
-
-def read_paths(paths: Sequence[str]) -> Iterator[Item]:
-    for path in expand_paths(paths):
-        inp = Input(path)
+        return orjson.loads(raw), ""
+    except orjson.JSONDecodeError as exc:
+        if "depth" not in str(exc):
+            raise
+        data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
         try:
-            yield from inp.items()
-        finally:
-            inp.close()
+            return orjson.loads(cut_deep(data)), _CUT_NOTE
+        except orjson.JSONDecodeError:
+            raise exc from None
+
+
+def noted(items: Iterator[Item], note: str) -> Iterator[Item]:
+    """``items`` with ``note`` added to every event's ``lossy`` list (when there is a note)."""
+    for item in items:
+        if note and isinstance(item, Decoded):
+            item.lossy = [*item.lossy, note]
+        yield item

@@ -16,11 +16,14 @@ from typing import Any
 
 import orjson
 
-from kubetrail.record import AuditMeta, Decoded, Record, SourceRef
+from kubetrail.record import AuditMeta, Decoded, Record, SourceRef, printable
 from kubetrail.stages.redact import contains_jwt, redact_event
 
 KEY_VERSION = b"kubetrail-audit-key/v1\n"
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 @lru_cache(maxsize=4096)
@@ -53,17 +56,38 @@ def parse_time_ns(value: Any) -> int | None:
         try:
             sign = -1 if rest[0] == "-" else 1
             hh, mm = rest[1:].split(":") if ":" in rest else (rest[1:3], rest[3:5])
+            if rest[0] not in "+-" or len(hh) != 2 or len(mm) != 2 or int(hh) > 23 or int(mm) > 59:
+                return None  # RFC 3339 offsets are -23:59 … +23:59
             offset = sign * (int(hh) * 3600 + int(mm) * 60)
         except ValueError:
             return None
-    return (secs - offset) * 1_000_000_000 + frac
+    ns = (secs - offset) * 1_000_000_000 + frac
+    return ns if INT64_MIN <= ns <= INT64_MAX else None  # 1677 … 2262: what a 64-bit column holds
 
 
 def _strs(value: Any) -> list[str]:
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def _indexable_int(value: Any) -> bool:
+    """An integer the store returns exactly as the leaf saw it: ``True`` is stored as 1 and
+    2**63 does not fit a column, so either would make the row disagree with its leaf forever."""
+    return isinstance(value, int) and not isinstance(value, bool) and INT64_MIN <= value <= INT64_MAX
+
+
+def _time_ns(event: dict[str, Any], field: str, notes: list[str]) -> int | None:
+    value = event.get(field)
+    ns = parse_time_ns(value)
+    if ns is None and value is not None:
+        notes.append(f"{field} is not an RFC 3339 time between 1678 and 2262: not indexed")
+    return ns
+
+
 def extract_meta(event: dict[str, Any], lossy: list[str] | None = None) -> AuditMeta:
+    """The indexed fields. Every value is normalised to what the store round-trips exactly (the
+    leaf covers the columns, see trail/entry.py); what could not be indexed is named in ``lossy``
+    (the body keeps the original)."""
+    notes = list(lossy or [])
     user = event.get("user") if isinstance(event.get("user"), dict) else {}
     imp = event.get("impersonatedUser") if isinstance(event.get("impersonatedUser"), dict) else {}
     ref = event.get("objectRef") if isinstance(event.get("objectRef"), dict) else {}
@@ -79,7 +103,13 @@ def extract_meta(event: dict[str, Any], lossy: list[str] | None = None) -> Audit
             if isinstance(md, dict) and isinstance(md.get("name"), str):
                 name = md["name"]
                 break
-    received = parse_time_ns(event.get("requestReceivedTimestamp")) or parse_time_ns(event.get("timestamp"))
+    if code is not None and not _indexable_int(code):
+        notes.append("responseStatus.code is not a 64-bit integer: not indexed")
+        code = None
+    received = _time_ns(event, "requestReceivedTimestamp", notes)
+    if received is None and "timestamp" in event:
+        received = _time_ns(event, "timestamp", notes)
+    stage_time = _time_ns(event, "stageTimestamp", notes)
     return AuditMeta(
         audit_id=str(event.get("auditID", "")),
         stage=str(event.get("stage", "")),
@@ -96,14 +126,14 @@ def extract_meta(event: dict[str, Any], lossy: list[str] | None = None) -> Audit
         api_version=str(ref.get("apiVersion", "")),
         namespace=str(ref.get("namespace", "")),
         name=str(name),
-        code=code if isinstance(code, int) else None,
+        code=code,
         source_ips=_strs(event.get("sourceIPs")),
         user_agent=str(event.get("userAgent", "")),
         request_uri=str(event.get("requestURI", "")),
         credential_id=str(cred[0]) if isinstance(cred, list) and cred else "",
         request_received=received,
-        stage_time=parse_time_ns(event.get("stageTimestamp")),
-        lossy=list(lossy or []),
+        stage_time=stage_time,
+        lossy=notes,
     )
 
 
@@ -123,10 +153,12 @@ def _sanitized(node: Any, depth: int, notes: set[str]) -> Any:
         notes.add(f"nested deeper than {MAX_DEPTH} levels: the rest was cut")
         return "[kubetrail: cut, nested too deep]"
     if isinstance(node, dict):
-        return {str(k): _sanitized(v, depth + 1, notes) for k, v in node.items()}
+        return {_text(str(k), notes): _sanitized(v, depth + 1, notes) for k, v in node.items()}
     if isinstance(node, list):
         return [_sanitized(v, depth + 1, notes) for v in node]
-    if isinstance(node, bool) or node is None or isinstance(node, str | float):
+    if isinstance(node, str):
+        return _text(node, notes)
+    if isinstance(node, bool) or node is None or isinstance(node, float):
         return node
     if isinstance(node, int):
         if _INT64[0] <= node <= _INT64[1]:
@@ -135,6 +167,14 @@ def _sanitized(node: Any, depth: int, notes: set[str]) -> Any:
         return str(node)
     notes.add(f"{type(node).__name__} value kept as a string")
     return base64.b64encode(node).decode() if isinstance(node, bytes) else str(node)
+
+
+def _text(s: str, notes: set[str]) -> str:
+    """Valid UTF-8 (YAML can spell lone surrogates, which no JSON writer or database accepts)."""
+    fixed = printable(s)
+    if fixed is not s:
+        notes.add("text that is not valid UTF-8 kept with \\x escapes")
+    return fixed
 
 
 def to_record(decoded: Decoded, source: SourceRef) -> Record:

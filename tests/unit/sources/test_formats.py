@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from kubetrail.record import Decoded, Rejected
-from kubetrail.sources.formats import decode_line, read_paths, read_stream
+from kubetrail.sources.files import read_paths, read_stream
+from kubetrail.sources.formats import decode_line
 
 EVENT = {
     "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata", "auditID": "a-1",

@@ -12,7 +12,8 @@ import pytest
 
 from kubetrail.record import Decoded, Rejected
 from kubetrail.sources.cloud_gke import shown
-from kubetrail.sources.formats import decode_line, read_stream
+from kubetrail.sources.files import read_stream
+from kubetrail.sources.formats import decode_line
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJwbGFudGVkLXJlamVjdCJ9.cGxhbnRlZC1zaWc"
 EVENT = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "auditID": "a", "verb": "get", "stage": "ResponseComplete"}
@@ -75,7 +76,7 @@ def test_gzip_reject_does_not_quote_bytes(tmp_path) -> None:
     """gzip's "Not a gzipped file (b'ey')" quotes input bytes; the reason does not."""
     path = tmp_path / "a.log.gz"
     path.write_bytes(gzip.compress(orjson.dumps(EVENT) + b"\n") + b"eyJhbGciOi" + b"\0" * 20)
-    from kubetrail.sources.formats import read_paths
+    from kubetrail.sources.files import read_paths
     items = list(read_paths([str(path)]))
     assert isinstance(items[0], Decoded)
     assert "ey" not in reasons(items[1:])

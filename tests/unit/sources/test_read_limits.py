@@ -10,18 +10,18 @@ import orjson
 import pytest
 
 from kubetrail.record import Decoded, Rejected
-from kubetrail.sources import formats
+from kubetrail.sources import files
 from kubetrail.testing import make_event
 
 
 def items(path: Path) -> list:
-    return list(formats.read_paths([str(path)]))
+    return list(files.read_paths([str(path)]))
 
 
 @pytest.mark.parametrize("compress", [False, True])
 def test_an_overlong_line_is_skipped_and_the_rest_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           compress: bool) -> None:
-    monkeypatch.setattr(formats, "MAX_LINE_BYTES", 2000)
+    monkeypatch.setattr(files, "MAX_LINE_BYTES", 2000)
     good = [orjson.dumps(make_event(f"ok-{i}")) for i in range(3)]
     data = b"\n".join([good[0], b'{"x": "' + b"a" * 50_000 + b'"}', good[1], good[2]]) + b"\n"
     path = tmp_path / ("a.log.gz" if compress else "a.log")
@@ -33,8 +33,8 @@ def test_an_overlong_line_is_skipped_and_the_rest_is_read(tmp_path: Path, monkey
 
 
 def test_an_overlong_first_line_and_an_oversized_document(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(formats, "MAX_LINE_BYTES", 2000)
-    monkeypatch.setattr(formats, "MAX_DOCUMENT_BYTES", 5000)
+    monkeypatch.setattr(files, "MAX_LINE_BYTES", 2000)
+    monkeypatch.setattr(files, "MAX_DOCUMENT_BYTES", 5000)
     first = tmp_path / "first.log"
     first.write_bytes(b'{"y": "' + b"b" * 9000 + b'"}\n' + orjson.dumps(make_event("after")) + b"\n")
     got = items(first)

@@ -16,7 +16,7 @@ import yaml
 
 from kubetrail.detect.engine import load_rules
 from kubetrail.record import Decoded
-from kubetrail.sources.formats import read_paths
+from kubetrail.sources.files import read_paths
 from kubetrail.testing import fixtures_dir
 
 FALCO = fixtures_dir() / "falco"
