@@ -12,6 +12,7 @@ were newly stored (duplicates never reach them twice).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ import orjson
 from kubetrail.config import Config
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
+from kubetrail.errors import KubetrailError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
@@ -111,47 +113,92 @@ class Pipeline:
         self._lock = threading.Lock()  # one writer: live sources commit from their own threads
 
     def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
-               positions: dict[str, str] | None = None) -> list[Record]:
-        """Durably store one batch (and the positions that produced it); returns the new records."""
-        self.rejects.write(rejected)
-        result = self.store.append(records, positions)
+               positions: dict[str, str] | None = None, where: Sequence[str] = ()) -> list[Record]:
+        """Durably store one batch (and the positions that produced it); returns the new records.
+
+        ``where`` names each record's input position (parallel to ``records``) for the reject a
+        record becomes when the store cannot take it (see ``_append_isolating``)."""
+        self.rejects.write(rejected)  # first: a crash after the commit must not lose them
+        stored, duplicates, refused = self._append_isolating(records, positions, where)
+        self.rejects.write(refused)
+        rejected = [*rejected, *refused]
         if rejected:
             self.store.count("rejected", len(rejected))
-        self.summary.read += len(records) + len(rejected)
-        self.summary.stored += len(result.stored)
-        self.summary.duplicates += result.duplicates
+        self.summary.read += len(records) + len(rejected) - len(refused)
+        self.summary.stored += len(stored)
+        self.summary.duplicates += duplicates
         self.summary.rejected += len(rejected)
-        if result.stored:
-            _each(self.consumers, lambda c: c.consume(result.stored, self.store))
-        return result.stored
+        if stored:
+            _each(self.consumers, lambda c: c.consume(stored, self.store))
+        return stored
+
+    def _append_isolating(self, records: list[Record], positions: dict[str, str] | None,
+                          where: Sequence[str]) -> tuple[list[Record], int, list[Rejected]]:
+        """``store.append``; when it fails for a reason that is the records' own (a value a column
+        cannot hold, a row that cannot be built), the batch is split until the failing records are
+        alone, those become rejects and every other record is stored, in order, with the positions
+        committed by the last part. Failures of the store itself (disk full, locked, I/O) are
+        raised: the batch is retried whole, nothing is rejected for them."""
+        try:
+            result = self.store.append(records, positions)
+            return result.stored, result.duplicates, []
+        except Exception as exc:
+            if _environmental(exc):
+                raise
+            if len(records) <= 1:
+                position = where[0] if where else (records[0].key if records else "?")
+                refused = [Rejected(position, f"cannot be stored ({type(exc).__name__})")] if records else []
+                if positions:
+                    self.store.append([], positions)
+                return [], 0, refused
+        half = len(records) // 2
+        parts = [(records[:half], where[:half], None), (records[half:], where[half:], positions)]
+        stored: list[Record] = []
+        duplicates = 0
+        refused = []
+        for part, part_where, part_positions in parts:
+            s, d, r = self._append_isolating(part, part_positions, part_where)
+            stored += s
+            duplicates += d
+            refused += r
+        return stored, duplicates, refused
 
     def commit_decoded(self, decoded: Sequence[Decoded], rejected: Sequence[Rejected], source: SourceRef,
                        positions: dict[str, str] | None = None) -> list[Record]:
         """The live sources' entry point: redact and key, then ``commit`` under the writer lock."""
         records: list[Record] = []
+        where: list[str] = []
         rejected = list(rejected)
         for d in decoded:
             item = _record_or_reject(d, source)
-            (records if isinstance(item, Record) else rejected).append(item)
+            if isinstance(item, Record):
+                records.append(item)
+                where.append(d.position)
+            else:
+                rejected.append(item)
         with self._lock:
-            return self.commit(records, rejected, positions)
+            return self.commit(records, rejected, positions, where)
 
     def ingest_items(self, items: Iterable[Decoded | Rejected], source: SourceRef,
                      progress: Callable[[int], None] | None = None) -> Summary:
         started = time.perf_counter()
         batch: list[Record] = []
+        where: list[str] = []
         rejected: list[Rejected] = []
         for item in items:
             if isinstance(item, Decoded):
+                position = item.position
                 item = _record_or_reject(item, source)
+                if isinstance(item, Record):
+                    where.append(position)
             (batch if isinstance(item, Record) else rejected).append(item)
             if len(batch) + len(rejected) >= self.batch_size:
-                self.commit(batch, rejected)
+                self.commit(batch, rejected, where=where)
                 if progress:
                     progress(len(batch) + len(rejected))
-                batch, rejected = [], []
+                batch, rejected, where = [], [], []
         if batch or rejected:
-            self.commit(batch, rejected)
+            self.commit(batch, rejected, where=where)
             if progress:
                 progress(len(batch) + len(rejected))
         self.summary.seconds += time.perf_counter() - started
@@ -180,6 +227,14 @@ def _each(consumers: Sequence[Consumer], call: Callable[[Consumer], None]) -> No
             first = first or exc
     if first is not None:
         raise first
+
+
+def _environmental(exc: BaseException) -> bool:
+    """A failure of the store or the machine, not of the records being written: never a reason to
+    reject an event (it is retried instead)."""
+    return isinstance(exc, OSError | MemoryError | KubetrailError | sqlite3.OperationalError | sqlite3.DatabaseError) \
+        and not isinstance(exc, sqlite3.InterfaceError | sqlite3.DataError | sqlite3.IntegrityError
+                           | sqlite3.ProgrammingError)
 
 
 def _record_or_reject(decoded: Decoded, source: SourceRef) -> Record | Rejected:
