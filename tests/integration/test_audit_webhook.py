@@ -704,3 +704,59 @@ def test_client_names_match_the_single_subject_cn_only(env: Env, cns: list[str],
     status, _ = env.post(event_list(1), cert=name)
     assert status == 401
     assert env.stored() == 0
+
+
+def test_one_client_cannot_hold_every_connection(pki: Path, tmp_path: Path) -> None:
+    """Issue 10 item 10: a token client at max_connections_per_client gets 429 on another
+    connection, a certificate client over it is closed after the handshake; another client
+    still gets in; the listen backlog is the kernel's normal one, not socketserver's 5."""
+    receiver, pipe = _hostile_receiver(pki, tmp_path, max_connections=8, max_connections_per_client=2)
+    held: list[http.client.HTTPSConnection] = []
+    try:
+        assert receiver._httpd is not None and receiver._httpd.request_queue_size >= 128
+        e = Env(receiver, pipe, pki)
+        for _ in range(2):  # two keep-alive connections of the token client
+            conn = e.connect()
+            conn.request("POST", "/", body=event_list(1, f"held{len(held)}"),
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+            assert conn.getresponse().read() and True
+            held.append(conn)
+        assert e.post(event_list(1, "third"), token=TOKEN)[0] == 429
+        for _ in range(2):
+            conn = e.connect(cert="apiserver")
+            conn.request("POST", "/", body=event_list(1, f"cert{len(held)}"))
+            assert conn.getresponse().status == 200
+            held.append(conn)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            e.post(event_list(1, "cert-third"), cert="apiserver")
+        assert receiver.counts["client_limit_refused"] == 2
+        held.pop(0).close()  # a freed connection of the token client makes room for it again
+        deadline = time.monotonic() + 5
+        while e.post(event_list(1, "again"), token=TOKEN)[0] != 200:
+            assert time.monotonic() < deadline, "the token client never got its slot back"
+            time.sleep(0.05)
+    finally:
+        for conn in held:
+            conn.close()
+        receiver.stop(grace_secs=2)
+        pipe.close()
+        pipe.store.close()
+
+
+def test_a_poisoned_batch_costs_its_event_never_a_503(env: Env) -> None:
+    """Values that decode but cannot be written (issue 10 item 1), an event nested deeper than the
+    parser reads (item 5): the batch is answered 200, the good events are stored, the odd ones
+    are stored lossily or rejected, and the retry of the same batch is a 200 again."""
+    items = [make_event("good-1"),
+             {**make_event("late"), "stageTimestamp": "2300-01-01T00:00:00Z"},
+             {**make_event("huge-code"), "responseStatus": {"code": 1 << 63}},
+             {**make_event("true-code"), "responseStatus": {"code": True}},
+             {**make_event("deep"), "requestObject": "DEEP"},
+             {**make_event("bad"), "user": "not-an-object"},
+             make_event("good-2")]
+    body = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items})
+    body = body.replace(b'"DEEP"', b"[" * 2000 + b"]" * 2000)
+    for _ in range(2):
+        status, answer = env.post(body, token=TOKEN)
+        assert status == 200 and answer == {"events": 6, "rejected": 1}, answer
+    assert env.stored() == 6

@@ -10,7 +10,9 @@ a valid token once the first request's headers are in) it is *pending*: it must 
 handshake, request line and headers within ``header_timeout_secs`` in total (a client trickling a
 byte at a time is cut, whatever the per-read timeout), and at most
 ``max_unauthenticated_connections`` are pending at once — a new connection closes the oldest
-pending one rather than being refused, so strangers can never hold every slot.
+pending one rather than being refused, so strangers can never hold every slot. An authenticated
+client holds at most ``max_connections_per_client`` connections: a certificate client over it is
+closed right after the handshake, a token client gets 429 — so one client cannot hold them all.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ DRAIN_AFTER_ERROR_SECS = 1.0
 class WebhookHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # The listen backlog: socketserver's default of 5 drops connections under an ordinary burst
+    # of apiserver retries before accept() ever sees them. The kernel caps it at somaxconn.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily,
                  receiver: AuditWebhookReceiver) -> None:
@@ -55,6 +60,10 @@ class WebhookHTTPServer(ThreadingHTTPServer):
         # the socket to cut (the TLS one once it exists)].
         self.pending: dict[Any, list[Any]] = {}
         self.pending_lock = threading.Lock()
+        # Open connections per authenticated client: one client (a token, a certificate CN) may
+        # hold at most max_connections_per_client of them, so it cannot hold every slot.
+        self.claims: dict[Any, str] = {}
+        self.per_client: dict[str, int] = {}
         super().__init__(address, WebhookHandler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -98,6 +107,26 @@ class WebhookHTTPServer(ThreadingHTTPServer):
         with self.pending_lock:
             self.pending.pop(key, None)
 
+    def claim(self, conn: Any, client: str) -> bool:
+        """Count ``conn`` against ``client``'s connections; False when the client is at its limit."""
+        with self.pending_lock:
+            if conn in self.claims:
+                return True
+            if self.per_client.get(client, 0) >= self.receiver.config.max_connections_per_client:
+                self.receiver.batches.count("client_limit_refused")
+                return False
+            self.claims[conn] = client
+            self.per_client[client] = self.per_client.get(client, 0) + 1
+            return True
+
+    def release(self, conn: Any) -> None:
+        with self.pending_lock:
+            client = self.claims.pop(conn, None)
+            if client is not None:
+                self.per_client[client] -= 1
+                if not self.per_client[client]:
+                    del self.per_client[client]
+
     def authenticated(self, conn: Any) -> None:
         """``conn`` proved who it is: no header deadline any more, and it leaves the pending pool."""
         with self.pending_lock:
@@ -139,11 +168,17 @@ class WebhookHTTPServer(ThreadingHTTPServer):
                 self.receiver.batches.count("tls_failed")
                 log.info("audit_webhook: TLS handshake with %s failed: %s", client_address[0], exc)
                 return
-            if self.receiver.authenticate(conn, None) is not None:
+            client = self.receiver.authenticate(conn, None)
+            if client is not None:
+                if not self.claim(conn, client):
+                    log.info("audit_webhook: %s (%s) is at max_connections_per_client; closed", client,
+                             client_address[0])
+                    return
                 self.authenticated(conn)
             conn.settimeout(config.read_timeout_secs)
             self.RequestHandlerClass(conn, client_address, self)
         finally:
+            self.release(conn)
             conn.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -273,6 +308,9 @@ class WebhookHandler(BaseHTTPRequestHandler):
             return False
         if int(raw) > receiver.config.max_body_bytes:
             self._refuse(413, f"body over {receiver.config.max_body_bytes} bytes", expect_continue)
+            return False
+        if not self.server.claim(self.connection, principal):
+            self._refuse(429, "too many connections from this client (max_connections_per_client)", expect_continue)
             return False
         self._principal = principal
         self.server.authenticated(self.connection)

@@ -27,7 +27,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -36,7 +36,7 @@ import orjson
 from kubetrail.errors import SourceError
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources._webhook_http import WebhookHTTPServer
-from kubetrail.sources.formats import check_event
+from kubetrail.sources.formats import check_event, guarded, loads_lossy, noted
 
 log = logging.getLogger("kubetrail.sources.audit_webhook")
 
@@ -68,6 +68,8 @@ class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", 
     # are all taken, the oldest is closed to make room: they cannot starve the apiserver. (At most
     # max_connections, whatever this says.)
     max_unauthenticated_connections: int = 16
+    # Connections one authenticated client (token name or certificate CN) may hold at once.
+    max_connections_per_client: int = 16
     node: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
@@ -83,6 +85,8 @@ class AuditWebhookConfig(msgspec.Struct, tag="audit_webhook", tag_field="type", 
             out.append(("header_timeout_secs", "header_timeout_secs must be > 0"))
         if self.max_unauthenticated_connections <= 0:
             out.append(("max_unauthenticated_connections", "max_unauthenticated_connections must be > 0"))
+        if self.max_connections_per_client <= 0:
+            out.append(("max_connections_per_client", "max_connections_per_client must be > 0"))
         try:
             parse_listen_address(self.listen_address)
         except ValueError as exc:
@@ -168,6 +172,7 @@ _METRICS = (
     ("connections_refused", "Connections closed at once because max_connections were open."),
     ("header_timeouts", "Unauthenticated connections cut at header_timeout_secs."),
     ("unauthenticated_evicted", "Unauthenticated connections closed to make room for new ones."),
+    ("client_limit_refused", "Connections refused because their client held max_connections_per_client."),
 )
 
 
@@ -208,7 +213,7 @@ class WebhookBatches:
             self._requests += 1
             position = f"webhook:{remote}:{self._requests}"
         try:
-            obj = orjson.loads(body)
+            obj, note = loads_lossy(body)  # an event nested too deep is kept, cut (formats.cut_deep)
         except orjson.JSONDecodeError:
             return 400, {"error": "the body is not valid JSON"}
         why = _shape_problem(obj)
@@ -217,7 +222,7 @@ class WebhookBatches:
         decoded: list[Decoded] = []
         rejected: list[Rejected] = []
         try:
-            for item in decode_batch(obj, position):
+            for item in noted(iter(decode_batch(obj, position)), note):
                 (decoded if isinstance(item, Decoded) else rejected).append(item)
         except Exception as exc:  # noqa: BLE001 - bad input is a 400, never a dropped connection or 5xx
             log.info("audit_webhook: %s could not be decoded: %r", position, exc)
@@ -355,9 +360,13 @@ def decode_batch(obj: Any, position: str) -> list[Decoded | Rejected]:
         items, where, fmt = [obj], [position], "event"
     out: list[Decoded | Rejected] = []
     for item, pos in zip(items, where, strict=True):
-        reason = check_event(item)
-        out.append(Rejected(pos, reason) if reason else Decoded(item, fmt, pos))
+        out += guarded(_checked(item, fmt, pos), pos)  # one odd item costs itself, not the batch
     return out
+
+
+def _checked(item: Any, fmt: str, position: str) -> Iterator[Decoded | Rejected]:
+    reason = check_event(item)
+    yield Rejected(position, reason) if reason else Decoded(item, fmt, position)
 
 
 def _shape_problem(obj: Any) -> str | None:
