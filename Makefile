@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint bench help
+.PHONY: demo test check lint bench help lock image
 
 $(BIN)/kubetrail: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,15 @@ test: venv  ## run the whole test suite
 
 lint: venv
 	$(BIN)/ruff check .
+
+LOCK := $(BIN)/pip-compile --quiet --generate-hashes --no-emit-index-url --no-emit-find-links
+
+lock: venv  ## re-pin requirements.lock (runtime deps, with hashes) and requirements-build.lock after a pyproject change
+	$(LOCK) --strip-extras --output-file=requirements.lock pyproject.toml
+	$(LOCK) --strip-extras --allow-unsafe --output-file=requirements-build.lock deploy/image/build-requirements.in
+
+image:  ## build the container image (needs docker or podman; tag = the version in pyproject.toml)
+	docker build -t kubetrail:$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) .
 
 bench: venv
 	$(BIN)/python bench/ingest.py
