@@ -16,6 +16,10 @@ Example (every key is documented in docs/config.md)::
 
 A source's ``type`` names its module in ``kubetrail.sources``; ``SourceConfig`` below is the whole
 registry of source types.
+
+``${NAME}`` in a string value is replaced by the environment variable NAME when the file is loaded
+(an unset variable is an error naming the key): one ConfigMap serves every node of a DaemonSet,
+each pod filling in its own ``node: ${NODE_NAME}`` from the downward API. ``$${`` is a literal ``${``.
 """
 
 from __future__ import annotations
@@ -98,6 +102,29 @@ def _check(config: Config) -> None:
                 raise ConfigError(f"sources[{i}].{field}", f"no such file {value!r}")
 
 
+_ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(data: Any, where: str = "") -> Any:
+    """``data`` with ``${NAME}`` in every string replaced from the environment (see the module doc)."""
+    if isinstance(data, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [expand_env(v, f"{where}[{i}]") for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return "${"
+        value = os.environ.get(m.group(1))
+        if value is None:
+            raise ConfigError(where, f"environment variable {m.group(1)} is not set")
+        return value
+
+    return _ENV_REF.sub(sub, data)
+
+
 def load(path: str) -> Config:
     try:
         with open(path, encoding="utf-8") as fh:
@@ -106,4 +133,4 @@ def load(path: str) -> Config:
         raise ConfigError("", f"{path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not valid YAML: {exc}") from exc
-    return parse(data, path)
+    return parse(expand_env(data), path)

@@ -49,3 +49,19 @@ def test_missing_file_and_bad_yaml(tmp_path) -> None:
     top.write_text("- a\n")
     with pytest.raises(ConfigError, match="mapping"):
         load(str(top))
+
+
+def test_environment_references_are_expanded_at_load(tmp_path, monkeypatch) -> None:
+    """One DaemonSet ConfigMap for every node: ``${NODE_NAME}`` comes from each pod's environment."""
+    (tmp_path / "audit").mkdir()
+    path = tmp_path / "c.yaml"
+    path.write_text(f"cluster: ${{CLUSTER}}-eu\nsources:\n  - type: audit_file\n    path: {tmp_path}/audit/a.log\n"
+                    "    node: ${NODE_NAME}\nwitness_dir: /w/$${NODE_NAME}\n")
+    monkeypatch.setenv("NODE_NAME", "cp-1")
+    monkeypatch.setenv("CLUSTER", "prod")
+    config = load(str(path))
+    assert config.cluster == "prod-eu" and config.sources[0].node == "cp-1"
+    assert config.witness_dir == "/w/${NODE_NAME}"
+    monkeypatch.delenv("NODE_NAME")
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.node: environment variable NODE_NAME is not set"):
+        load(str(path))
