@@ -28,6 +28,12 @@ LABEL org.opencontainers.image.title="kubetrail" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11.13-slim-bookworm"
+# journalctl for the agent's journald source (reads a node's journal mounted into the pod);
+# the Debian package version is pinned (bump with the base image: apt-cache policy systemd)
+ARG SYSTEMD_VERSION=252.39-1~deb12u2
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends "systemd=${SYSTEMD_VERSION}" \
+    && rm -rf /var/lib/apt/lists/*
 # uid/gid 65532 ("nonroot" in distroless images); the manifests set the same ids
 RUN groupadd --system --gid 65532 kubetrail \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
