@@ -1,0 +1,6 @@
+"""Make the kustomize renderer importable from this directory's tests."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
