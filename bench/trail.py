@@ -25,12 +25,13 @@ import time
 
 import orjson
 
-from kubetrail.store.sqlite import Store
+from kubetrail.store import open_store
+from kubetrail.store.testing import execute, executemany
 from kubetrail.trail.checkpointer import sign_now
 from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, leaf_hash
 from kubetrail.trail.merkle import CompactRange
 from kubetrail.trail.note import Signer
-from kubetrail.trail.tree import StoredTree
+from kubetrail.trail.tree import Tree
 
 SIGNER = Signer("bench.kubetrail.test/trail", hashlib.sha256(b"bench key").digest())
 
@@ -88,13 +89,12 @@ def bench_appends(n: int) -> None:
     assert one.root() == cr.root()
     leaves = [leaf_hash(e) for e in entries]
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store.open(tmp)
-        tree = StoredTree(store.connection)
+        store = open_store(tmp)
+        tree = Tree(store.trail)
         t = time.perf_counter()
         for start in range(0, n, 2000):
-            store.connection.execute("BEGIN")
-            tree.append(start, leaves[start:start + 2000])
-            store.connection.execute("COMMIT")
+            with store.transaction():
+                tree.append(start, leaves[start:start + 2000])
         stored = n / (time.perf_counter() - t)
         store.close()
     print(f"appends ({n:,} entries of ~{sum(map(len, entries)) // n} bytes):")
@@ -106,42 +106,40 @@ def bench_appends(n: int) -> None:
 
 def build_store(path: str, n: int) -> None:
     """Rows written straight into the schema (the ingest path is bench/ingest.py's business)."""
-    store = Store.open(path)
-    conn = store.connection
+    store = open_store(path)
     rng = random.Random(2)
     names = ["leaf_index", *ENTRY_COLUMNS, "entry", "leaf_hash", "body", "body_sha256"]
     sql = f"INSERT INTO entries ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     for start in range(0, n, 20000):
         bodies = [body_of(i, rng) for i in range(start, min(n, start + 20000))]
-        conn.execute("BEGIN")
-        frames = store.codec.compress_many(bodies)
-        rows = []
-        for j, body in enumerate(bodies):
-            i = start + j
-            cols = columns_of(i, body)
-            body_hash = hashlib.sha256(body).digest()
-            e = encode_entry_v2([cols[c] for c in ENTRY_COLUMNS], body_hash)
-            values = {**cols, "leaf_index": i, "entry": b"", "leaf_hash": leaf_hash(e), "body": frames[j],
-                      "body_sha256": body_hash}
-            rows.append(tuple(values[c] for c in names))
-        conn.executemany(sql, rows)
-        StoredTree(conn).sync()
-        conn.execute("COMMIT")
+        with store.transaction():
+            frames = store.codec.compress_many(bodies)  # type: ignore[attr-defined]
+            rows = []
+            for j, body in enumerate(bodies):
+                i = start + j
+                cols = columns_of(i, body)
+                body_hash = hashlib.sha256(body).digest()
+                e = encode_entry_v2([cols[c] for c in ENTRY_COLUMNS], body_hash)
+                values = {**cols, "leaf_index": i, "entry": b"", "leaf_hash": leaf_hash(e), "body": frames[j],
+                          "body_sha256": body_hash}
+                rows.append(tuple(values[c] for c in names))
+            executemany(store, sql, rows)
+            Tree(store.trail).sync()
         if start % 200000 == 0:
-            sign_now(conn, SIGNER)
-    sign_now(conn, SIGNER)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            sign_now(store, SIGNER)
+    sign_now(store, SIGNER)
+    execute(store, "PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
 
 
 VERIFY_CHILD = """
 import sys, time
-from kubetrail.store.sqlite import Store
+from kubetrail.store import open_store
 from kubetrail.trail.verify import verify_store
 from bench_trail_key import SIGNER
-store = Store.open(sys.argv[1], create=False)
+store = open_store(sys.argv[1], create=False)
 t = time.perf_counter()
-report = verify_store(store.connection, SIGNER.verifier(), decompress=store.codec.decompress)
+report = verify_store(store, SIGNER.verifier())
 dt = time.perf_counter() - t
 hwm = [ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:")][0]  # ru_maxrss survives exec
 print(dt, hwm, report.as_json()["ok"], report.size)

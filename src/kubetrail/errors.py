@@ -6,6 +6,7 @@
   x RuleError              bad rule file; ``.location`` = "file:line:col"
   x StoreError             the store cannot be opened or written
     + StoreVersionError    the data directory was written by a newer kubetrail
+    + StoreDamagedError    the database cannot be read (a damaged file, a doctored table)
   x TrailError             signing keys, checkpoints and proofs
   x SourceError            a live source failed (retried by the pipeline)
   x SinkError              delivery failed (retried; the batch stays where it was)
@@ -43,6 +44,10 @@ class StoreError(KubetrailError):
 
 
 class StoreVersionError(StoreError):
+    pass
+
+
+class StoreDamagedError(StoreError):
     pass
 
 

@@ -12,7 +12,6 @@ were newly stored (duplicates never reach them twice).
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -29,7 +28,7 @@ from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.stages.extract import to_record
-from kubetrail.store.sqlite import Store
+from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.trail.checkpointer import make_checkpointer
 
 REJECTS_FILE = "rejects.jsonl"
@@ -232,9 +231,7 @@ def _each(consumers: Sequence[Consumer], call: Callable[[Consumer], None]) -> No
 def _environmental(exc: BaseException) -> bool:
     """A failure of the store or the machine, not of the records being written: never a reason to
     reject an event (it is retried instead)."""
-    return isinstance(exc, OSError | MemoryError | KubetrailError | sqlite3.OperationalError | sqlite3.DatabaseError) \
-        and not isinstance(exc, sqlite3.InterfaceError | sqlite3.DataError | sqlite3.IntegrityError
-                           | sqlite3.ProgrammingError)
+    return isinstance(exc, OSError | MemoryError | KubetrailError) or engine_fault(exc)
 
 
 def _record_or_reject(decoded: Decoded, source: SourceRef) -> Record | Rejected:
@@ -247,7 +244,7 @@ def _record_or_reject(decoded: Decoded, source: SourceRef) -> Record | Rejected:
 
 
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
-    store = Store.open(options.data_dir)
+    store = open_store(options.data_dir)
     return Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size)
 
 

@@ -16,6 +16,7 @@ from kubetrail.alerts.config import parse_settings
 from kubetrail.alerts.outbox import Outbox
 from kubetrail.alerts.store import record_alert
 from kubetrail.store.sqlite import Store
+from kubetrail.store.testing import execute as sql
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +78,7 @@ def test_webhook_slack_alertmanager_formats(data_dir: str) -> None:
             {"name": "am", "type": "alertmanager", "url": f"http://127.0.0.1:{am.port}"}]})
         store = Store.open(data_dir)
         record_alert(store, _alert(1), settings)
-        report = Outbox(store.connection, settings).deliver_due()
+        report = Outbox(store, settings).deliver_due()
         assert (report.delivered, report.pending) == (3, 0)
         path, body = hook.requests[0]
         assert body["rule"] == "Exec or Attach Into Pod" and body["evidence"][0]["leaf_index"] == 1
@@ -97,7 +98,7 @@ def test_down_sink_keeps_alerts_and_delivers_when_back(data_dir: str) -> None:
                                           "timeout_secs": 2}]})
     store = Store.open(data_dir)
     clock = Clock()
-    box = Outbox(store.connection, settings, clock=clock)
+    box = Outbox(store, settings, clock=clock)
     for n in range(3):
         record_alert(store, _alert(n), settings)
     report = box.deliver_due()  # nobody listens: refused, retried later, nothing lost
@@ -120,9 +121,9 @@ def test_http_error_is_retried(data_dir: str) -> None:
                                               "url": f"http://127.0.0.1:{bad.port}"}]})
         store = Store.open(data_dir)
         record_alert(store, _alert(1), settings)
-        report = Outbox(store.connection, settings).deliver_due()
+        report = Outbox(store, settings).deliver_due()
         assert report.pending == 1 and "HTTP 503" in report.errors["am"]
-        row = store.connection.execute("SELECT attempts, last_error FROM outbox").fetchone()
+        row = sql(store, "SELECT attempts, last_error FROM outbox").fetchone()
         assert row[0] == 1 and "503" in row[1] and "127.0.0.1" in row[1]
     finally:
         bad.close()
@@ -153,5 +154,5 @@ def test_ingest_is_not_blocked_by_a_down_sink(data_dir: str, tmp_path: Any) -> N
     rules = [json.loads(line)["rule"] for line in r.output.splitlines()]
     assert "Security or Logging Tooling Tampered" in rules
     store = Store.open(data_dir)
-    pending = store.connection.execute("SELECT COUNT(*) FROM outbox WHERE delivered_ns IS NULL").fetchone()[0]
+    pending = sql(store, "SELECT COUNT(*) FROM outbox WHERE delivered_ns IS NULL").fetchone()[0]
     assert pending == len(rules)

@@ -35,6 +35,7 @@ from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookReceiver
 from kubetrail.store.queries import QueryFilters
 from kubetrail.store.sqlite import Store
+from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
 
 pytestmark = pytest.mark.integration
@@ -102,7 +103,7 @@ class Env:
     pki: Path
 
     def stored(self) -> int:
-        return int(self.pipe.store.connection.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+        return int(sql(self.pipe.store, "SELECT COUNT(*) FROM entries").fetchone()[0])
 
     def connect(self, cert: str | None = None) -> http.client.HTTPSConnection:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -152,7 +153,7 @@ def test_cert_client_batch_is_stored_once(env: Env) -> None:
     assert env.stored() == 5
     assert env.post(body, cert="apiserver")[0] == 200  # the apiserver's retry after a lost 200
     assert env.stored() == 5
-    row = env.pipe.store.connection.execute("SELECT COUNT(*) FROM entries").fetchone()
+    row = sql(env.pipe.store, "SELECT COUNT(*) FROM entries").fetchone()
     assert row[0] == 5
 
 

@@ -6,24 +6,26 @@ whose ``next_attempt_ns`` has come, oldest first, and marks each delivered; a fa
 ``attempts`` and pushes ``next_attempt_ns`` back exponentially (``BASE_BACKOFF_SECS`` doubling up to
 ``MAX_BACKOFF_SECS``). Rows are never dropped: a sink that returns after a day gets everything.
 
-Delivery never runs inside ingestion: ``Deliverer`` is a background thread with its own SQLite
-connection (WAL lets it read while the pipeline writes); ingestion only wakes it. A sink that
+Delivery never runs inside ingestion: ``Deliverer`` is a background thread with its own handle on
+the store (``store.reopen()``: on SQLite its own connection, WAL lets it read while the pipeline
+writes); ingestion only wakes it. A sink that
 hangs costs the thread at most its ``timeout_secs`` per attempt.
 """
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.sinks import Sink, build_sink
 from kubetrail.alerts.store import get_alert
 from kubetrail.errors import KubetrailError
+from kubetrail.store.api import AlertsRepo, OutboxRepo, Store
+from kubetrail.store.db import ENGINE_ERRORS
 
 BASE_BACKOFF_SECS = 1.0
 MAX_BACKOFF_SECS = 300.0
@@ -43,17 +45,20 @@ class DeliveryReport:
     errors: dict[str, str] = field(default_factory=dict)  # sink -> last error
 
 
-class _Conn:
-    """The minimal store face ``get_alert`` needs."""
+class OutboxStore(Protocol):
+    @property
+    def alerts(self) -> AlertsRepo: ...
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
+    @property
+    def outbox(self) -> OutboxRepo: ...
 
 
 class Outbox:
-    def __init__(self, connection: sqlite3.Connection, settings: DetectSettings,
+    """Writes are single statements outside any transaction: the pipeline may hold the writer."""
+
+    def __init__(self, store: OutboxStore, settings: DetectSettings,
                  clock: Callable[[], int] = time.time_ns, sinks: dict[str, Sink] | None = None) -> None:
-        self.conn = connection
+        self.store = store
         self.settings = settings
         self.clock = clock
         self._sinks = sinks if sinks is not None else {}
@@ -68,21 +73,19 @@ class Outbox:
         return self._sinks[name]
 
     def pending(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM outbox WHERE delivered_ns IS NULL").fetchone()[0])
+        return self.store.outbox.pending()
 
     def deliver_due(self, max_rows: int = BATCH_ROWS) -> DeliveryReport:
         """Try every due delivery once; a sink that fails is not tried again in this round."""
         now = self.clock()
         report = DeliveryReport()
-        rows = self.conn.execute(
-            "SELECT id, alert_id, sink, attempts FROM outbox WHERE delivered_ns IS NULL AND next_attempt_ns <= ? "
-            "ORDER BY id LIMIT ?", (now, max_rows)).fetchall()
+        rows = self.store.outbox.due(now, max_rows)
         down: set[str] = set()
         for row_id, alert_id, sink_name, attempts in rows:
             if sink_name in down:
                 continue
             sink = self.sink(sink_name)
-            alert = get_alert(_Conn(self.conn), alert_id)
+            alert = get_alert(self.store, alert_id)
             if sink is None or alert is None:
                 self._fail(row_id, sink_name, attempts,
                            f"sink {sink_name!r} is not configured" if sink is None else "no alert")
@@ -97,8 +100,7 @@ class Outbox:
                 report.errors[sink_name] = str(exc)
                 down.add(sink_name)
                 continue
-            self._write("UPDATE outbox SET delivered_ns = ?, attempts = attempts + 1, last_error = '' WHERE id = ?",
-                        (self.clock(), row_id))
+            self.store.outbox.delivered(row_id, self.clock())
             report.delivered += 1
         report.pending = self.pending()
         return report
@@ -107,41 +109,24 @@ class Outbox:
         """Back off the whole sink: its other pending rows wait as long as the one that failed."""
         n = attempts + 1
         retry_at = self.clock() + backoff_ns(n)
-        self._write("UPDATE outbox SET attempts = ?, next_attempt_ns = ?, last_error = ? WHERE id = ?",
-                    (n, retry_at, error[:500], row_id))
-        self._write("UPDATE outbox SET next_attempt_ns = MAX(next_attempt_ns, ?) WHERE sink = ? AND delivered_ns IS NULL",
-                    (retry_at, sink))
-
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        self.conn.execute(sql, params)  # autocommit: one row at a time, the pipeline may hold the writer
+        self.store.outbox.failed(row_id, n, retry_at, error[:500])
+        self.store.outbox.hold_sink(sink, retry_at)
 
     def retry_now(self) -> int:
         """Make every pending delivery due now (``kubetrail alerts deliver --now``)."""
-        cur = self.conn.execute("UPDATE outbox SET next_attempt_ns = 0 WHERE delivered_ns IS NULL")
-        return cur.rowcount
+        return self.store.outbox.retry_now()
 
     def status(self) -> list[tuple[str, int, int, str]]:
         """Per sink: (name, delivered, pending, last error)."""
-        return [(s, int(d or 0), int(p or 0), e or "") for s, d, p, e in self.conn.execute(
-            "SELECT sink, SUM(delivered_ns IS NOT NULL), SUM(delivered_ns IS NULL), "
-            "MAX(CASE WHEN delivered_ns IS NULL THEN last_error END) FROM outbox GROUP BY sink ORDER BY sink")]
-
-
-def open_connection(data_dir: str) -> sqlite3.Connection:
-    """A second connection to the store's database for the delivery thread."""
-    from kubetrail.store.sqlite import DB_NAME
-
-    conn = sqlite3.connect(os.path.join(data_dir, DB_NAME), isolation_level=None, check_same_thread=False,
-                           timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    return conn
+        return self.store.outbox.status()
 
 
 class Deliverer:
     """Background delivery: wakes when alerts are recorded and every ``poll_secs``."""
 
-    def __init__(self, data_dir: str, settings: DetectSettings, poll_secs: float = 1.0) -> None:
-        self.outbox = Outbox(open_connection(data_dir), settings)
+    def __init__(self, store: Store, settings: DetectSettings, poll_secs: float = 1.0) -> None:
+        self._store = store.reopen()
+        self.outbox = Outbox(self._store, settings)
         self.poll_secs = poll_secs
         self.last = DeliveryReport()
         self._wake = threading.Event()
@@ -160,7 +145,7 @@ class Deliverer:
                 break
             try:
                 self.last = self.outbox.deliver_due()
-            except sqlite3.Error as exc:  # database busy: try again next round
+            except ENGINE_ERRORS as exc:  # database busy: try again next round
                 self.last = DeliveryReport(errors={"store": str(exc)})
 
     def close(self, flush_secs: float = 5.0) -> DeliveryReport:
@@ -178,5 +163,5 @@ class Deliverer:
             report.pending = r.pending
             if r.delivered == 0:
                 break
-        self.outbox.conn.close()
+        self._store.close()
         return report

@@ -12,11 +12,11 @@ Event time, not wall time, so a backfill (``kubetrail detect --since 30d``) beha
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from kubetrail.alerts.alert import Alert
 from kubetrail.alerts.config import RateLimit
+from kubetrail.store.api import AlertsRepo
 
 MAX_EVIDENCE = 100
 
@@ -30,16 +30,14 @@ class Decision:
     reason: str = ""  # duplicate | rate_limited
 
 
-def decide(conn: sqlite3.Connection, alert: Alert, limit: RateLimit) -> Decision:
-    row = conn.execute("SELECT id FROM alerts WHERE dedup_key = ?", (alert.dedup_key,)).fetchone()
-    if row is not None:
-        return Decision(False, int(row[0]), "duplicate")
+def decide(alerts: AlertsRepo, alert: Alert, limit: RateLimit) -> Decision:
+    found = alerts.find_dedup(alert.dedup_key)
+    if found is not None:
+        return Decision(False, found, "duplicate")
     if limit.max_alerts <= 0:
         return Decision(True)
     window_ns = int(limit.window_secs * 1e9)
-    n, newest = conn.execute(
-        "SELECT COUNT(*), MAX(id) FROM alerts WHERE rule = ? AND subject = ? AND time > ? AND time <= ?",
-        (alert.rule, alert.subject, alert.time - window_ns, alert.time)).fetchone()
+    n, newest = alerts.window(alert.rule, alert.subject, alert.time - window_ns, alert.time)
     if n >= limit.max_alerts and newest is not None:
-        return Decision(False, int(newest), "rate_limited")
+        return Decision(False, newest, "rate_limited")
     return Decision(True)

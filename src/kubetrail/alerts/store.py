@@ -16,18 +16,23 @@ A new alert gets one ``outbox`` row per configured sink whose ``min_priority`` i
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Protocol
 
 import orjson
 
 from kubetrail.alerts.alert import Alert, Evidence, priority_level
 from kubetrail.alerts.config import DetectSettings, load_settings
 from kubetrail.alerts.route import MAX_EVIDENCE, decide
+from kubetrail.store.api import AlertRow, AlertsRepo, OutboxRepo, Repos, Store
 
 _settings_cache: dict[str, tuple[float, DetectSettings]] = {}
+
+
+class AlertReader(Protocol):
+    @property
+    def alerts(self) -> AlertsRepo: ...
 
 
 def settings_for(data_dir: str) -> DetectSettings:
@@ -44,115 +49,80 @@ def settings_for(data_dir: str) -> DetectSettings:
     return cached[1]
 
 
-def record_alert(store: Any, alert: Alert, settings: DetectSettings | None = None) -> int | None:
+def record_alert(store: Store, alert: Alert, settings: DetectSettings | None = None) -> int | None:
     """Store one alert; returns its id, or None when de-duplicated or rate-limited."""
     return record_alerts(store, [alert], settings)[0]
 
 
-def record_alerts(store: Any, alerts: Sequence[Alert], settings: DetectSettings | None = None) -> list[int | None]:
+def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSettings | None = None) -> list[int | None]:
     """Store alerts in one transaction, in order; each gets its id or None (folded into another)."""
     if not alerts:
         return []
     settings = settings or settings_for(store.data_dir)
-    conn: sqlite3.Connection = store.connection
     out: list[int | None] = []
     now = time.time_ns()
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with store.transaction() as tx:
         for alert in alerts:
-            d = decide(conn, alert, settings.rate_limit)
+            d = decide(tx.alerts, alert, settings.rate_limit)
             if d.new:
-                alert.id = _insert(conn, alert, now)
-                _add_evidence(conn, alert.id, alert.evidence)
-                _enqueue(conn, alert, settings, now)
+                alert.id = tx.alerts.insert(_row(alert), now)
+                _add_evidence(tx, alert.id, alert.evidence)
+                _enqueue(tx.outbox, alert, settings, now)
                 out.append(alert.id)
             else:
                 assert d.fold_into is not None
                 if d.reason == "rate_limited":
-                    conn.execute("UPDATE alerts SET suppressed = suppressed + 1 WHERE id = ?", (d.fold_into,))
-                _add_evidence(conn, d.fold_into, alert.evidence)
+                    tx.alerts.add_suppressed(d.fold_into)
+                _add_evidence(tx, d.fold_into, alert.evidence)
                 out.append(None)
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return out
 
 
-def _insert(conn: sqlite3.Connection, a: Alert, now: int) -> int:
-    cur = conn.execute(
-        "INSERT INTO alerts (rule, priority, level, time, subject, output, fields_json, tags_json, origin, "
-        "dedup_key, suppressed, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (a.rule, a.priority, a.priority_level, a.time, a.subject, a.output,
-         orjson.dumps(a.fields, default=str).decode(), orjson.dumps(a.tags).decode(), a.origin, a.dedup_key,
-         a.suppressed, now))
-    return int(cur.lastrowid or 0)
+def _row(a: Alert) -> AlertRow:
+    return AlertRow(rule=a.rule, priority=a.priority, level=a.priority_level, time=a.time, subject=a.subject,
+                    output=a.output, fields_json=orjson.dumps(a.fields, default=str).decode(),
+                    tags_json=orjson.dumps(a.tags).decode(), origin=a.origin, dedup_key=a.dedup_key,
+                    suppressed=a.suppressed)
 
 
-def _add_evidence(conn: sqlite3.Connection, alert_id: int, evidence: Iterable[Evidence]) -> None:
-    have = conn.execute("SELECT COUNT(*) FROM alert_evidence WHERE alert_id = ?", (alert_id,)).fetchone()[0]
+def _add_evidence(tx: Repos, alert_id: int, evidence: Iterable[Evidence]) -> None:
+    have = tx.alerts.evidence_count(alert_id)
     rows = [(alert_id, e.key, e.audit_id, e.stage, e.leaf_index) for e in evidence]
-    rows = rows[:max(MAX_EVIDENCE - have, 0)]
-    conn.executemany("INSERT INTO alert_evidence (alert_id, key, audit_id, stage, leaf_index) VALUES (?, ?, ?, ?, ?) "
-                     "ON CONFLICT DO NOTHING", rows)
+    tx.alerts.add_evidence(rows[:max(MAX_EVIDENCE - have, 0)])
 
 
-def _enqueue(conn: sqlite3.Connection, a: Alert, settings: DetectSettings, now: int) -> None:
-    rows = [(a.id, s.name, now, now) for s in settings.sinks if a.priority_level <= priority_level(s.min_priority)]
-    conn.executemany("INSERT INTO outbox (alert_id, sink, next_attempt_ns, created_ns) VALUES (?, ?, ?, ?) "
-                     "ON CONFLICT DO NOTHING", rows)
+def _enqueue(outbox: OutboxRepo, a: Alert, settings: DetectSettings, now: int) -> None:
+    assert a.id is not None
+    outbox.enqueue([(a.id, s.name, now, now) for s in settings.sinks
+                    if a.priority_level <= priority_level(s.min_priority)])
 
 
-_SELECT = ("SELECT id, rule, priority, time, subject, output, fields_json, tags_json, origin, dedup_key, suppressed "
-           "FROM alerts")
-
-
-def list_alerts(store: Any, since: int | None = None, until: int | None = None, rule: str | None = None,
+def list_alerts(store: AlertReader, since: int | None = None, until: int | None = None, rule: str | None = None,
                 min_priority: str | None = None, limit: int | None = None) -> list[Alert]:
     """Stored alerts in time order, with their evidence (ordered by leaf index)."""
-    parts, params = [], []
-    if since is not None:
-        parts.append("time >= ?")
-        params.append(since)
-    if until is not None:
-        parts.append("time < ?")
-        params.append(until)
-    if rule:
-        parts.append("rule = ?")
-        params.append(rule)
-    if min_priority:
-        parts.append("level <= ?")
-        params.append(priority_level(min_priority))
-    sql = _SELECT + (" WHERE " + " AND ".join(parts) if parts else "") + " ORDER BY time, id"
-    if limit:
-        sql += f" LIMIT {int(limit)}"
-    alerts = [_alert(row) for row in store.connection.execute(sql, params)]
-    _attach_evidence(store.connection, alerts)
+    rows = store.alerts.list(since=since, until=until, rule=rule,
+                             max_level=priority_level(min_priority) if min_priority else None, limit=limit)
+    alerts = [_alert(r) for r in rows]
+    _attach_evidence(store.alerts, alerts)
     return alerts
 
 
-def get_alert(store: Any, alert_id: int) -> Alert | None:
-    row = store.connection.execute(_SELECT + " WHERE id = ?", (alert_id,)).fetchone()
+def get_alert(store: AlertReader, alert_id: int) -> Alert | None:
+    row = store.alerts.get(alert_id)
     if row is None:
         return None
     alert = _alert(row)
-    _attach_evidence(store.connection, [alert])
+    _attach_evidence(store.alerts, [alert])
     return alert
 
 
-def _alert(row: tuple[Any, ...]) -> Alert:
-    aid, rule, prio, t, subject, output, fields, tags, origin, dedup, suppressed = row
-    return Alert(rule=rule, priority=prio, time=t, subject=subject, output=output, fields=orjson.loads(fields),
-                 tags=orjson.loads(tags), origin=origin, dedup_key=dedup, id=aid, suppressed=suppressed)
+def _alert(r: AlertRow) -> Alert:
+    return Alert(rule=r.rule, priority=r.priority, time=r.time, subject=r.subject, output=r.output,
+                 fields=orjson.loads(r.fields_json), tags=orjson.loads(r.tags_json), origin=r.origin,
+                 dedup_key=r.dedup_key, id=r.id, suppressed=r.suppressed)
 
 
-def _attach_evidence(conn: sqlite3.Connection, alerts: list[Alert]) -> None:
+def _attach_evidence(repo: AlertsRepo, alerts: list[Alert]) -> None:
     by_id = {a.id: a for a in alerts}
-    ids = list(by_id)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        q = (f"SELECT alert_id, key, audit_id, stage, leaf_index FROM alert_evidence WHERE alert_id IN "
-             f"({','.join('?' * len(chunk))}) ORDER BY alert_id, leaf_index")
-        for aid, key, audit_id, stage, leaf in conn.execute(q, chunk):
-            by_id[aid].evidence.append(Evidence(key=key, audit_id=audit_id, stage=stage, leaf_index=leaf))
+    for aid, key, audit_id, stage, leaf in repo.evidence([i for i in by_id if i is not None]):
+        by_id[aid].evidence.append(Evidence(key=key, audit_id=audit_id, stage=stage, leaf_index=leaf))

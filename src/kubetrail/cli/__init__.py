@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import errno
 import importlib
-import sqlite3
 import sys
 
 import click
 
 from kubetrail.errors import KubetrailError
+from kubetrail.store import DAMAGED_ERRORS, store_failure
 
 # The whole command registry, in the order `kubetrail --help` shows it.
 COMMAND_MODULES = [
@@ -37,7 +37,7 @@ class _Cli(click.Group):
         except KubetrailError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
-        except sqlite3.DatabaseError as exc:  # a full disk or a damaged store file: one line, never a traceback
+        except DAMAGED_ERRORS as exc:  # a full disk or a damaged store file: one line, never a traceback
             click.echo(f"error: {store_failure(exc)}", err=True)
             sys.exit(2)
         except OSError as exc:
@@ -49,18 +49,6 @@ class _Cli(click.Group):
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-def store_failure(exc: sqlite3.DatabaseError) -> str:
-    """What a database error means for the user: a full disk is not a damaged store."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code == sqlite3.SQLITE_FULL:
-        return ("the disk is full: the store could not be written (a failed write leaves the store as it was); "
-                "free space and run the command again")
-    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
-        return (f"the store could not be written or read ({exc}): the disk may be full, over quota or failing "
-                "(a failed write leaves the store as it was)")
-    return f"the store cannot be read: {exc} (see `kubetrail verify --deep`)"
 
 
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

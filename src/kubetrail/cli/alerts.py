@@ -13,8 +13,7 @@ from kubetrail.alerts.sinks.stdout import text_line
 from kubetrail.alerts.store import get_alert, list_alerts, settings_for
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.errors import InputError
-from kubetrail.store.queries import QueryFilters
-from kubetrail.store.sqlite import Store
+from kubetrail.store import QueryFilters, open_store
 from kubetrail.timefmt import parse_when
 
 
@@ -40,7 +39,7 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
     """
     if ctx.invoked_subcommand is not None:
         return
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         found = list_alerts(store, since=parse_when(since) if since else None,
                             until=parse_when(until) if until else None, rule=rule, min_priority=min_priority,
@@ -58,7 +57,7 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
     from kubetrail.cli.ingest import record_row
 
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         alert = get_alert(store, alert_id)
         if alert is None:
@@ -83,9 +82,9 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
 @data_option
 def deliver(retry_now: bool, data_dir: str) -> None:
     """Send pending deliveries from the outbox once; exit 1 if some are still pending."""
-    store = Store.open(data_dir, create=False)
+    store = open_store(data_dir, create=False)
     try:
-        box = Outbox(store.connection, settings_for(data_dir))
+        box = Outbox(store, settings_for(data_dir))
         if retry_now:
             box.retry_now()
         report = box.deliver_due(max_rows=10_000)
@@ -103,9 +102,9 @@ def deliver(retry_now: bool, data_dir: str) -> None:
 def sinks(data_dir: str) -> None:
     """Configured sinks (DATA/detect.yaml) and their outbox counts; URLs are never printed."""
     settings = settings_for(data_dir)
-    store = Store.open(data_dir, create=False)
+    store = open_store(data_dir, create=False)
     try:
-        status = {s: (d, p, e) for s, d, p, e in Outbox(store.connection, settings).status()}
+        status = {s: (d, p, e) for s, d, p, e in Outbox(store, settings).status()}
     finally:
         store.close()
     if not settings.sinks:
@@ -128,12 +127,12 @@ def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no
     """Run detection over events already stored (alerts already raised are not raised again)."""
     from kubetrail.detect.consumer import DetectConsumer, build_ruleset
 
-    store = Store.open(data_dir, create=False)
+    store = open_store(data_dir, create=False)
     settings = settings_for(data_dir)
     consumer = DetectConsumer(store, settings, deliver=not no_deliver,
                               ruleset=build_ruleset(settings, rule_files))
     filters = QueryFilters(since=parse_when(since) if since else None, until=parse_when(until) if until else None)
-    first_id = store.connection.execute("SELECT COALESCE(MAX(id), 0) FROM alerts").fetchone()[0]
+    first_id = store.alerts.max_id()
     try:
         batch = []
         for rec in store.query(filters):

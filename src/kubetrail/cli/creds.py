@@ -9,7 +9,7 @@ from kubetrail.cli.options import data_option, json_option
 from kubetrail.credentials.consumer import rebuild as rebuild_inventory
 from kubetrail.credentials.model import KINDS
 from kubetrail.credentials.report import list_credentials, show, text_table
-from kubetrail.store.sqlite import Store
+from kubetrail.store import open_store
 from kubetrail.timefmt import parse_when
 
 
@@ -29,7 +29,7 @@ def creds() -> None:
 def list_cmd(kind: str | None, state: str | None, unaccounted: bool, at: str | None, as_json: bool,
              data_dir: str) -> None:
     """List credentials, riskiest first (worst flag, then unaccounted, then most used)."""
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         entries = list_credentials(store, kind=kind, state=state, unaccounted=unaccounted,
                                    now_ns=parse_when(at) if at else None)
@@ -56,7 +56,7 @@ def list_cmd(kind: str | None, state: str | None, unaccounted: bool, at: str | N
 @data_option
 def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
     """One credential (by id, X509SHA256=/JTI= credential id, fingerprint or JTI): chain, usage, timeline."""
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         out = show(store, ident, limit=limit)
     finally:
@@ -97,10 +97,10 @@ def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
 @data_option
 def rebuild_cmd(data_dir: str) -> None:
     """Recompute the inventory from every stored record (after an upgrade, or to check it)."""
-    store = Store.open(data_dir, create=False)
+    store = open_store(data_dir, create=False)
     try:
         n = rebuild_inventory(store)
-        count = store.connection.execute("SELECT COUNT(*) FROM credentials").fetchone()[0]
+        count = store.credentials.count()
     finally:
         store.close()
     click.echo(f"read {n} records; {count} credentials")

@@ -37,7 +37,7 @@ from kubetrail.errors import InputError
 from kubetrail.pipeline import Options, Summary, open_pipeline
 from kubetrail.record import SourceRef
 from kubetrail.sources.files import read_paths
-from kubetrail.store.sqlite import Store
+from kubetrail.store import open_store
 
 SOURCE = SourceRef(cluster="demo", node="demo-control-plane", stream="audit-file")
 
@@ -98,7 +98,7 @@ def demo(events: int, seed: int, log_path: str | None, data_dir: str) -> None:
     if s.stored == 0 and s.duplicates:
         click.echo("(already ingested by an earlier run: nothing stored twice)")
 
-    store = Store.open(data_dir, create=False)
+    store = open_store(data_dir, create=False)
     try:
         steps = hunt(store)
     finally:

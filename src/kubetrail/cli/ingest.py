@@ -14,8 +14,8 @@ from kubetrail.errors import InputError
 from kubetrail.pipeline import Options, open_pipeline
 from kubetrail.record import Record, SourceRef, printable
 from kubetrail.sources.files import Input, expand_paths
-from kubetrail.store.queries import QueryFilters
-from kubetrail.store.sqlite import MAX_INDEX, Store
+from kubetrail.store import QueryFilters, open_store
+from kubetrail.store.rows import MAX_INDEX
 from kubetrail.timefmt import format_ns, parse_when
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -143,7 +143,7 @@ def query(user: tuple[str, ...], group: tuple[str, ...], verb: tuple[str, ...], 
         source_ip=list(source_ip), user_agent=user_agent,
         since=_when(since, "--since"), until=_when(until, "--until"),
     )
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         if count_only:
             click.echo(str(store.count_matching(filters)))
@@ -168,7 +168,7 @@ def query(user: tuple[str, ...], group: tuple[str, ...], verb: tuple[str, ...], 
 @data_option
 def show(key: str, as_json: bool, data_dir: str) -> None:
     """Print one stored record (by key or leaf index): its metadata and its redacted body."""
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         r = store.get(key)
     finally:
@@ -191,7 +191,7 @@ def show(key: str, as_json: bool, data_dir: str) -> None:
 @data_option
 def stats(as_json: bool, data_dir: str) -> None:
     """Counts of what the store holds: entries, ingest counters, top users, verbs, resources."""
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
         s = store.stats()
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
 import sys
 
 import click
@@ -11,14 +10,13 @@ import orjson
 
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.errors import InputError, StoreError, TrailError
-from kubetrail.store.sqlite import Store
+from kubetrail.store import DAMAGED_ERRORS, Store, open_store
 from kubetrail.timefmt import parse_when
 from kubetrail.trail import keys
-from kubetrail.trail.checkpointer import latest_checkpoint, sign_now
-from kubetrail.trail.deep import deep_check
+from kubetrail.trail.checkpointer import sign_now
 from kubetrail.trail.proofs import consistency_proof_for, inclusion_proof_for
-from kubetrail.trail.retention import apply_retention, parse_bytes
-from kubetrail.trail.tree import StoredTree, sync_now
+from kubetrail.trail.retention import parse_bytes
+from kubetrail.trail.tree import sync_now
 from kubetrail.trail.verify import verify_store
 
 
@@ -53,16 +51,16 @@ def keys_show(data_dir: str) -> None:
 
 
 def _open(data_dir: str) -> Store:
-    store = Store.open(data_dir, create=False)
-    sync_now(store.connection)
+    store = open_store(data_dir, create=False)
+    sync_now(store)
     return store
 
 
 def _open_to_read(data_dir: str) -> Store:
     """Read-only, unless the tree lags behind the entries (a store written before the trail): then
     open it for writing once to build the tree, as before."""
-    store = Store.open(data_dir, readonly=True)
-    if StoredTree(store.connection).size() >= store.size():
+    store = open_store(data_dir, readonly=True)
+    if store.trail.tree_size() >= store.size():
         return store
     store.close()
     return _open(data_dir)
@@ -77,9 +75,9 @@ def _open_to_read(data_dir: str) -> Store:
 def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str) -> None:
     """Print the latest signed checkpoint (a C2SP tlog-checkpoint in a signed note)."""
     explicit = sign or bool(witness_dir)
-    store = Store.open(data_dir, readonly=True)
+    store = open_store(data_dir, readonly=True)
     try:
-        latest = latest_checkpoint(store.connection)
+        latest = store.trail.latest_checkpoint()
         stale = latest is None or latest[0] != store.size()
     finally:
         store.close()
@@ -96,8 +94,8 @@ def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str
         else:
             store = _open(data_dir)
             try:
-                sign_now(store.connection, signer, witness_dir)
-                latest = latest_checkpoint(store.connection)
+                sign_now(store, signer, witness_dir)
+                latest = store.trail.latest_checkpoint()
             finally:
                 store.close()
     assert latest is not None
@@ -169,7 +167,7 @@ def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -
 def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: bool, as_json: bool,
            data_dir: str) -> None:
     """Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."""
-    store = Store.open(data_dir, readonly=True)  # first: "no store here" says more than "no key"
+    store = open_store(data_dir, readonly=True)  # first: "no store here" says more than "no key"
     try:
         verifier = keys.load_verifier(data_dir, vkey)
     except BaseException:
@@ -179,11 +177,10 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: b
         total = store.size()
         show = not no_progress and sys.stderr.isatty() and total > 200_000
         with click.progressbar(length=max(total, 1), label="verifying", file=sys.stderr, hidden=not show) as bar:
-            report = verify_store(store.connection, verifier, witness_dir, progress=bar.update,
-                                  decompress=store.codec.decompress)
+            report = verify_store(store, verifier, witness_dir, progress=bar.update)
         if deep:
-            report.problems += deep_check(store.connection)
-    except sqlite3.DatabaseError as exc:
+            report.problems += store.deep_check()
+    except DAMAGED_ERRORS as exc:
         raise StoreError(f"the store in {data_dir} cannot be read: {exc} (try `kubetrail verify --deep`)") from exc
     finally:
         store.close()
@@ -225,9 +222,9 @@ def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json
     except OverflowError as exc:
         raise InputError(f"--max-age {max_age!r} is out of range") from exc
     limit = parse_bytes(max_bytes) if max_bytes else None
-    store = Store.open(data_dir, create=False)
+    store = open_store(data_dir, create=False)
     try:
-        res = apply_retention(store.connection, before, limit, dry_run=dry_run)
+        res = store.retention.apply(before, limit, dry_run=dry_run)
     finally:
         store.close()
     if as_json:

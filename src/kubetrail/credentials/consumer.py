@@ -21,9 +21,8 @@ from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.record import Record
+from kubetrail.store.api import Store
 
-TABLES = ("credentials", "credential_aggregates", "credential_uses", "credential_flags",
-          "credential_admin_bindings", "credential_state")
 TAGS = {
     "privileged-group": ["T1078", "credentials"], "system-identity": ["T1078", "credentials"],
     "self-approved": ["T1098", "credentials"], "human-approval": ["T1098", "credentials"],
@@ -36,16 +35,16 @@ TAGS = {
 
 
 class CredentialConsumer:
-    def __init__(self, store: Any, alerts: bool = True) -> None:
+    def __init__(self, store: Store, alerts: bool = True) -> None:
         self.store = store
         self.alerts = alerts
-        self.ledger = Ledger(store.connection)
+        self.ledger = Ledger(store.credentials)
         self.catch_up()
 
     def next_leaf(self) -> int:
         return int(self.ledger.state("next_leaf", "0"))
 
-    def consume(self, records: list[Record], store: Any) -> None:
+    def consume(self, records: list[Record], store: Store) -> None:
         apply_in_order(self.store, records, self.next_leaf, self.apply)
 
     def catch_up(self, until: int | None = None) -> int:
@@ -53,29 +52,25 @@ class CredentialConsumer:
         return catch_up(self.store, self.next_leaf, self.apply, until)
 
     def apply(self, records: list[Record]) -> None:
-        conn = self.store.connection
         ledger = self.ledger
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            start = self.next_leaf()  # re-read under the write lock: another process may have applied some
-            records = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
-            for r in records:
-                if r.kind != "audit":
-                    continue
-                ledger.touched.clear()
-                inventory.handle(ledger, r)
-                link.link(ledger, r, self.store)
-                self._evaluate(sorted(ledger.touched))
-            ledger.flush()
-            if records:
-                ledger.set_state("next_leaf", str(max(r.leaf_index or 0 for r in records) + 1))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with self.store.transaction() as tx:
+                ledger.repo = tx.credentials
+                start = self.next_leaf()  # re-read under the write lock: another process may have applied some
+                records = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
+                for r in records:
+                    if r.kind != "audit":
+                        continue
+                    ledger.touched.clear()
+                    inventory.handle(ledger, r)
+                    link.link(ledger, r, self.store)
+                    self._evaluate(sorted(ledger.touched))
+                ledger.flush()
+                if records:
+                    ledger.set_state("next_leaf", str(max(r.leaf_index or 0 for r in records) + 1))
+        finally:
+            ledger.repo = self.store.credentials
             ledger.reset_cache()
-            raise
-        ledger.reset_cache()
         if self.alerts:
             self.raise_alerts()
 
@@ -98,11 +93,7 @@ class CredentialConsumer:
             from kubetrail.alerts.store import record_alerts
         except ImportError:  # the alerts package is optional for the inventory
             return 0
-        conn = self.store.connection
-        rows = conn.execute(
-            "SELECT f.credential, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index, "
-            "c.kind, c.subject, c.credential_id FROM credential_flags f JOIN credentials c ON c.id = f.credential "
-            "WHERE f.alerted = 0 ORDER BY f.time, f.credential, f.flag").fetchall()
+        rows = self.store.credentials.unalerted_flags()
         if not rows:
             return 0
         alerts = []
@@ -115,41 +106,26 @@ class CredentialConsumer:
                 evidence=[Evidence(key=key, audit_id=audit_id, stage=stage, leaf_index=leaf)] if key else [],
                 origin="credentials", dedup_key=f"credentials\x1f{cid}\x1f{flag}"))
         ids = record_alerts(self.store, alerts)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany("UPDATE credential_flags SET alerted = 1, alert_id = ? WHERE credential = ? AND flag = ?",
-                             [(aid, row[0], row[1]) for aid, row in zip(ids, rows, strict=True)])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        with self.store.transaction() as tx:
+            tx.credentials.mark_alerted([(aid, row[0], row[1]) for aid, row in zip(ids, rows, strict=True)])
         return len(rows)
 
     def close(self) -> None:
         """Nothing is held open: every batch committed its own transaction."""
 
 
-def rebuild(store: Any, alerts: bool = True) -> int:
+def rebuild(store: Store, alerts: bool = True) -> int:
     """Forget the inventory and recompute it from every stored record; returns the records read.
 
     Alerts already raised stay; the rebuilt flags find them by ``dedup_key`` and raise none twice.
     """
-    conn = store.connection
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for table in TABLES:
-            conn.execute(f"DELETE FROM {table}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    with store.transaction() as tx:
+        tx.credentials.clear()
     consumer = CredentialConsumer.__new__(CredentialConsumer)
-    consumer.store, consumer.alerts, consumer.ledger = store, alerts, Ledger(conn)
+    consumer.store, consumer.alerts, consumer.ledger = store, alerts, Ledger(store.credentials)
     return consumer.catch_up()
 
 
-def credentials_consumer(store: Any, options: Any) -> CredentialConsumer:
+def credentials_consumer(store: Store, options: Any) -> CredentialConsumer:
     """The pipeline's factory (``pipeline.CONSUMERS``): alerts only when detection is on."""
     return CredentialConsumer(store, alerts=bool(getattr(options, "detect", True)))

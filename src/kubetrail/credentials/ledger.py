@@ -1,14 +1,14 @@
-"""The credential tables (migration 0004) behind a small API, with a per-batch document cache.
+"""The credential inventory's working set over the store's credential tables, with a per-batch cache.
 
-The consumer opens one transaction per batch; ``Ledger`` reads documents through a cache, marks
-what changed, and ``flush`` writes the changed documents and aggregates before the commit. Uses are
-written straight away (``INSERT … ON CONFLICT DO NOTHING``) so "is this request new?" is answered by
-the database itself, and a request seen at two stages counts once.
+The consumer opens one transaction per batch and points ``Ledger.repo`` at that transaction's
+``credentials`` repository; ``Ledger`` reads documents through a cache, marks what changed, and
+``flush`` writes the changed documents and aggregates before the commit. Uses are written straight
+away (the store inserts them with ``ON CONFLICT DO NOTHING``) so "is this request new?" is answered
+by the database itself, and a request seen at two stages counts once.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
@@ -16,6 +16,7 @@ import msgspec
 import orjson
 
 from kubetrail.credentials.model import Credential, Flag, decode, encode
+from kubetrail.store.api import CredentialsRepo
 
 MAX_DISTINCT = 100  # per stats map; later values are counted under "(other)"
 DENIED = (401, 403)
@@ -44,8 +45,8 @@ def _bump(counts: dict[str, int], value: str) -> None:
 
 
 class Ledger:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, repo: CredentialsRepo) -> None:
+        self.repo = repo
         self._docs: dict[str, Credential | None] = {}
         self._aggs: dict[str, Aggregate] = {}
         self.dirty: set[str] = set()
@@ -59,12 +60,9 @@ class Ledger:
     # -- credentials ----------------------------------------------------------------------------
     def get(self, cred_id: str) -> Credential | None:
         if cred_id not in self._docs:
-            row = self.conn.execute("SELECT doc FROM credentials WHERE id = ?", (cred_id,)).fetchone()
-            self._docs[cred_id] = decode(row[0]) if row else None
+            doc = self.repo.doc(cred_id)
+            self._docs[cred_id] = decode(doc) if doc is not None else None
         return self._docs[cred_id]
-
-    def _ids(self, sql: str, params: tuple[Any, ...]) -> list[str]:
-        return [r[0] for r in self.conn.execute(sql, params)]
 
     def by_credential_id(self, credential_id: str) -> Credential | None:
         known = self._cids.get(credential_id)
@@ -72,8 +70,7 @@ class Ledger:
             c = self._docs.get(known)
             if c is not None and c.credential_id == credential_id:
                 return c
-        ids = self._ids("SELECT id FROM credentials WHERE credential_id = ? ORDER BY accounted DESC, created_at",
-                        (credential_id,))
+        ids = self.repo.ids_by_credential_id_ranked(credential_id)
         found = self.get(ids[0]) if ids else None
         if found is not None:
             self._cids[credential_id] = found.id
@@ -81,31 +78,30 @@ class Ledger:
 
     def all_by_credential_id(self, credential_id: str) -> list[Credential]:
         """Every credential with this credential id (two when a JTI was issued twice), oldest first."""
-        ids = set(self._ids("SELECT id FROM credentials WHERE credential_id = ?", (credential_id,)))
+        ids = set(self.repo.ids_where("credential_id", credential_id))
         ids.update(c.id for c in self._pending() if c.credential_id == credential_id)
         found = [c for c in (self.get(i) for i in ids) if c is not None and c.credential_id == credential_id]
         return sorted(found, key=lambda c: (not c.accounted, c.created_at or 0, c.id))
 
     def by_lookup(self, lookup: str) -> list[Credential]:
         """Every credential with this lookup key, oldest first."""
-        ids = set(self._ids("SELECT id FROM credentials WHERE lookup = ?", (lookup,)))
+        ids = set(self.repo.ids_where("lookup", lookup))
         ids.update(c.id for c in self._pending() if c.lookup == lookup)
         found = [c for c in (self.get(i) for i in ids) if c is not None and c.lookup == lookup]
         return sorted(found, key=lambda c: (c.created_at or 0, c.id))
 
     def by_subject(self, subject: str) -> list[Credential]:
-        ids = set(self._ids("SELECT id FROM credentials WHERE subject = ?", (subject,)))
+        ids = set(self.repo.ids_where("subject", subject))
         ids.update(c.id for c in self._pending() if c.subject == subject)
         return [c for c in (self.get(i) for i in sorted(ids)) if c is not None and c.subject == subject]
 
     def subjects_like(self, prefix: str) -> list[Credential]:
-        ids = self._ids("SELECT id FROM credentials WHERE subject LIKE ?", (prefix.replace("%", "") + "%",))
+        ids = self.repo.ids_subject_prefix(prefix)
         return [c for c in (self.get(i) for i in ids) if c is not None]
 
     def issued_without_certificate(self, subject: str, limit: int = 5) -> list[str]:
         """CSR credentials approved or issued whose certificate the log did not show (Metadata level)."""
-        ids = self._ids("SELECT id FROM credentials WHERE kind = 'cert' AND accounted = 1 AND credential_id = '' "
-                        "AND subject IN (?, '') ORDER BY created_at DESC", (subject,))
+        ids = self.repo.ids_issued_without_certificate(subject)
         ids += [c.id for c in self._pending() if c.id not in ids]
         found = [c for c in (self.get(i) for i in ids) if c is not None and c.status in ("approved", "decided")
                  and c.kind == "cert" and c.accounted and not c.credential_id and c.subject in (subject, "")]
@@ -113,7 +109,7 @@ class Ledger:
 
     def has_subject(self, subject: str) -> bool:
         if self._subjects is None:
-            self._subjects = {r[0] for r in self.conn.execute("SELECT DISTINCT subject FROM credentials")}
+            self._subjects = self.repo.subjects()
         return subject in self._subjects
 
     def _pending(self) -> list[Credential]:
@@ -139,9 +135,7 @@ class Ledger:
         self.touched.add(cred_id)
 
     def delete(self, cred_id: str) -> None:
-        for table, col in (("credentials", "id"), ("credential_aggregates", "credential"),
-                           ("credential_uses", "credential"), ("credential_flags", "credential")):
-            self.conn.execute(f"DELETE FROM {table} WHERE {col} = ?", (cred_id,))
+        self.repo.delete(cred_id)
         self._docs[cred_id] = None
         self._aggs.pop(cred_id, None)
         self.dirty.discard(cred_id)
@@ -151,7 +145,7 @@ class Ledger:
 
     def merge(self, src: Credential, into: Credential) -> None:
         """Move ``src``'s uses to ``into`` (an issuance seen after the first uses) and drop ``src``."""
-        self.conn.execute("UPDATE OR IGNORE credential_uses SET credential = ? WHERE credential = ?", (into.id, src.id))
+        self.repo.move_uses(src.id, into.id)
         old = self.aggregate(src.id)
         agg = self.aggregate(into.id)
         agg.uses += old.uses
@@ -176,9 +170,7 @@ class Ledger:
     def aggregate(self, cred_id: str) -> Aggregate:
         agg = self._aggs.get(cred_id)
         if agg is None:
-            row = self.conn.execute(
-                "SELECT uses, exact_uses, probable_uses, denied, first_used, last_used, stats "
-                "FROM credential_aggregates WHERE credential = ?", (cred_id,)).fetchone()
+            row = self.repo.aggregate(cred_id)
             agg = Aggregate()
             if row:
                 stats = orjson.loads(row[6])
@@ -193,20 +185,14 @@ class Ledger:
         request = m.audit_id or record.key
         ip = m.source_ips[-1] if m.source_ips else ""
         resource = m.resource + (f"/{m.subresource}" if m.subresource else "")
-        cur = self.conn.execute(
-            "INSERT INTO credential_uses (credential, request, key, audit_id, stage, leaf_index, time, code, verb, "
-            "resource, namespace, name, source_ip, user_agent, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (credential, request) DO NOTHING",
+        new = self.repo.add_use(
             (cred_id, request, record.key, m.audit_id, m.stage, record.leaf_index, record.time, m.code, m.verb,
              resource, m.namespace, m.name, ip, m.user_agent, link))
         agg = self.aggregate(cred_id)
         self._dirty_aggs.add(cred_id)
-        if cur.rowcount == 0:
-            if m.code is not None:
-                upd = self.conn.execute("UPDATE credential_uses SET code = ? WHERE credential = ? AND request = ? "
-                                        "AND code IS NULL", (m.code, cred_id, request))
-                if upd.rowcount and m.code in DENIED:
-                    agg.denied += 1
+        if not new:
+            if m.code is not None and self.repo.set_use_code(cred_id, request, m.code) and m.code in DENIED:
+                agg.denied += 1
             return False
         evidence = {"key": record.key, "audit_id": m.audit_id, "stage": m.stage, "leaf_index": record.leaf_index,
                     "time": record.time}
@@ -233,46 +219,38 @@ class Ledger:
     def flags(self, cred_id: str) -> set[str]:
         have = self._flags.get(cred_id)
         if have is None:
-            have = {r[0] for r in self.conn.execute("SELECT flag FROM credential_flags WHERE credential = ?",
-                                                    (cred_id,))}
+            have = self.repo.flags(cred_id)
             self._flags[cred_id] = have
         return have
 
     def add_flag(self, cred_id: str, f: Flag) -> bool:
-        cur = self.conn.execute(
-            "INSERT INTO credential_flags (credential, flag, priority, explanation, time, key, audit_id, stage, "
-            "leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, flag) DO NOTHING",
+        new = self.repo.add_flag(
             (cred_id, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index))
         self.flags(cred_id).add(f.flag)
-        return cur.rowcount > 0
+        return new
 
     # -- cluster-admin bindings -----------------------------------------------------------------
     def set_binding(self, binding: str, subjects: list[str], record: Any) -> None:
-        self.conn.execute("DELETE FROM credential_admin_bindings WHERE binding = ?", (binding,))
-        self.conn.executemany(
-            "INSERT INTO credential_admin_bindings (binding, subject, key, audit_id, leaf_index, time) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [(binding, s, record.key, record.meta.audit_id, record.leaf_index, record.time) for s in subjects])
+        self.repo.set_binding(binding, [(binding, s, record.key, record.meta.audit_id, record.leaf_index, record.time)
+                                        for s in subjects])
         self._bindings = None
 
     def admin_bindings(self, subjects: list[str]) -> list[tuple[Any, ...]]:
         """(binding, subject, key, audit_id, leaf_index, time) of cluster-admin bindings naming any subject."""
         if self._bindings is None:
             self._bindings = {}
-            for row in self.conn.execute("SELECT binding, subject, key, audit_id, leaf_index, time "
-                                         "FROM credential_admin_bindings ORDER BY time"):
-                self._bindings.setdefault(row[1], []).append(tuple(row))
+            for row in self.repo.bindings():
+                self._bindings.setdefault(row[1], []).append(row)
         rows = [r for s in subjects for r in self._bindings.get(s, [])]
         return sorted(rows, key=lambda r: r[5])
 
     # -- state ----------------------------------------------------------------------------------
     def state(self, name: str, default: str = "") -> str:
-        row = self.conn.execute("SELECT value FROM credential_state WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else default
+        value = self.repo.state(name)
+        return default if value is None else value
 
     def set_state(self, name: str, value: str) -> None:
-        self.conn.execute("INSERT INTO credential_state (name, value) VALUES (?, ?) "
-                          "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+        self.repo.set_state(name, value)
 
     def flush(self) -> None:
         now = time.time_ns()
@@ -282,24 +260,14 @@ class Ledger:
             if c is not None:
                 rows.append((c.id, c.kind, c.credential_id, c.subject, c.lookup, int(c.accounted), c.created_at,
                              c.expires_at, encode(c).decode(), now))
-        self.conn.executemany(
-            "INSERT INTO credentials (id, kind, credential_id, subject, lookup, accounted, created_at, expires_at, doc, "
-            "updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
-            "credential_id = excluded.credential_id, subject = excluded.subject, lookup = excluded.lookup, "
-            "accounted = excluded.accounted, created_at = excluded.created_at, expires_at = excluded.expires_at, "
-            "doc = excluded.doc, updated_ns = excluded.updated_ns", rows)
+        self.repo.upsert(rows)
         arows = []
         for cid in sorted(self._dirty_aggs):
             a = self._aggs[cid]
             stats = orjson.dumps({"ips": a.ips, "user_agents": a.user_agents, "verbs": a.verbs,
                                   "resources": a.resources, "first_use": a.first_use}).decode()
             arows.append((cid, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, stats))
-        self.conn.executemany(
-            "INSERT INTO credential_aggregates (credential, uses, exact_uses, probable_uses, denied, first_used, "
-            "last_used, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential) DO UPDATE SET "
-            "uses = excluded.uses, exact_uses = excluded.exact_uses, probable_uses = excluded.probable_uses, "
-            "denied = excluded.denied, first_used = excluded.first_used, last_used = excluded.last_used, "
-            "stats = excluded.stats", arows)
+        self.repo.upsert_aggregates(arows)
         self.dirty.clear()
         self._dirty_aggs.clear()
 

@@ -8,7 +8,7 @@ uses), so it stays fast however busy a credential was; ``show`` adds the usage t
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -16,10 +16,16 @@ from kubetrail.credentials.flags import gap_notes
 from kubetrail.credentials.ledger import Aggregate
 from kubetrail.credentials.model import Credential, decode
 from kubetrail.errors import InputError
+from kubetrail.store.api import CredentialsRepo
 from kubetrail.timefmt import format_ns
 
 PRIORITY_ORDER = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug")
 USE_EVIDENCE = 10  # first and last uses named in a list entry's evidence
+
+
+class CredentialReader(Protocol):
+    @property
+    def credentials(self) -> CredentialsRepo: ...
 
 
 def _agg(row: tuple[Any, ...] | None) -> Aggregate:
@@ -40,29 +46,26 @@ def state_of(cred: Credential, now_ns: int) -> str:
     return "active"
 
 
-def _flags(conn: Any, cid: str) -> list[dict[str, Any]]:
-    rows = conn.execute("SELECT flag, priority, explanation, time, audit_id, leaf_index, alert_id FROM credential_flags "
-                        "WHERE credential = ?", (cid,)).fetchall()
+def _flags(repo: CredentialsRepo, cid: str) -> list[dict[str, Any]]:
+    rows = repo.flag_rows(cid)
     out = [{"flag": f, "priority": p, "explanation": e, "time": format_ns(t) if t else None, "auditID": a,
             "leaf_index": li, "alert_id": al} for f, p, e, t, a, li, al in rows]
     return sorted(out, key=lambda f: (PRIORITY_ORDER.index(f["priority"]) if f["priority"] in PRIORITY_ORDER else 9,
                                       f["flag"]))
 
 
-def _use_evidence(conn: Any, cid: str, agg: Aggregate) -> list[dict[str, Any]]:
-    sql = ("SELECT audit_id, leaf_index, link FROM credential_uses WHERE credential = ? ORDER BY time {}, leaf_index {} "
-           f"LIMIT {USE_EVIDENCE}")
-    first = conn.execute(sql.format("ASC", "ASC"), (cid,)).fetchall()
-    last = conn.execute(sql.format("DESC", "DESC"), (cid,)).fetchall() if agg.uses > USE_EVIDENCE else []
+def _use_evidence(repo: CredentialsRepo, cid: str, agg: Aggregate) -> list[dict[str, Any]]:
+    first = repo.uses(cid, USE_EVIDENCE)
+    last = repo.uses(cid, USE_EVIDENCE, newest_first=True) if agg.uses > USE_EVIDENCE else []
     seen, out = set(), []
-    for a, li, link in first + last[::-1]:
+    for a, li, link in ((u[1], u[3], u[11]) for u in first + last[::-1]):
         if li not in seen:
             seen.add(li)
             out.append({"auditID": a, "leaf_index": li, "link": link})
     return out
 
 
-def entry(conn: Any, cred: Credential, agg: Aggregate, now_ns: int) -> dict[str, Any]:
+def entry(repo: CredentialsRepo, cred: Credential, agg: Aggregate, now_ns: int) -> dict[str, Any]:
     """One credential as ``creds list --json`` prints it."""
     ips = sorted(agg.ips.items(), key=lambda kv: kv[1].get("time", 0))
     return {
@@ -96,12 +99,12 @@ def entry(conn: Any, cred: Credential, agg: Aggregate, now_ns: int) -> dict[str,
         "last_used": format_ns(agg.last_used),
         "source_ips": [ip for ip, _ in ips],
         "user_agents": sorted(agg.user_agents, key=lambda k: -agg.user_agents[k]),
-        "flags": _flags(conn, cred.id),
+        "flags": _flags(repo, cred.id),
         "policy_gaps": gap_notes(cred),
         "evidence": {
             "creation": [{"action": s.action, "auditID": s.audit_id, "leaf_index": s.leaf_index, "link": s.link}
                          for s in cred.chain],
-            "uses": _use_evidence(conn, cred.id, agg),
+            "uses": _use_evidence(repo, cred.id, agg),
         },
     }
 
@@ -113,59 +116,41 @@ def _rank(e: dict[str, Any]) -> tuple[Any, ...]:
     return (min(levels, default=9), -serious, not e["unaccounted"], -(e["uses"] or 0), e["id"])
 
 
-def list_credentials(store: Any, kind: str | None = None, state: str | None = None, unaccounted: bool = False,
+def list_credentials(store: CredentialReader, kind: str | None = None, state: str | None = None, unaccounted: bool = False,
                      now_ns: int | None = None) -> list[dict[str, Any]]:
     """Every credential, riskiest first (see ``_rank``)."""
     now = time.time_ns() if now_ns is None else now_ns
-    conn = store.connection
-    sql = ("SELECT c.doc, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, a.stats "
-           "FROM credentials c LEFT JOIN credential_aggregates a ON a.credential = c.id")
-    params: list[Any] = []
-    where = []
-    if kind:
-        where.append("c.kind = ?")
-        params.append(kind)
-    if unaccounted:
-        where.append("c.accounted = 0")
-    if where:
-        sql += " WHERE " + " AND ".join(where)
+    repo = store.credentials
     out = []
-    for row in conn.execute(sql, params).fetchall():
+    for row in repo.listing(kind, unaccounted):
         cred = decode(row[0])
-        e = entry(conn, cred, _agg(row[1:] if row[1] is not None else None), now)
+        e = entry(repo, cred, _agg(row[1:] if row[1] is not None else None), now)
         if state and e["state"] != state:
             continue
         out.append(e)
     return sorted(out, key=_rank)
 
 
-def resolve(store: Any, ident: str) -> Credential:
+def resolve(store: CredentialReader, ident: str) -> Credential:
     """A credential by id, credential id (``X509SHA256=…``/``JTI=…``), fingerprint, JTI or unique id prefix."""
-    conn = store.connection
-    row = conn.execute("SELECT doc FROM credentials WHERE id = ?", (ident,)).fetchone()
-    if row is None:
-        rows = conn.execute(
-            "SELECT doc FROM credentials WHERE credential_id = ? OR credential_id = ? OR credential_id = ? "
-            "OR id LIKE ? OR credential_id LIKE ?",
-            (ident, f"X509SHA256={ident.lower()}", f"JTI={ident}", ident + "%", f"X509SHA256={ident.lower()}%"),
-        ).fetchall()
-        if len(rows) > 1:
-            ids = sorted(decode(r[0]).id for r in rows)
-            raise InputError(f"{ident!r} matches {len(rows)} credentials: {', '.join(ids[:5])} …")
-        row = rows[0] if rows else None
-    if row is None:
+    doc = store.credentials.doc(ident)
+    if doc is None:
+        docs = store.credentials.find(ident)
+        if len(docs) > 1:
+            ids = sorted(decode(d).id for d in docs)
+            raise InputError(f"{ident!r} matches {len(docs)} credentials: {', '.join(ids[:5])} …")
+        doc = docs[0] if docs else None
+    if doc is None:
         raise InputError(f"no credential {ident!r} (see `kubetrail creds list`)")
-    return decode(row[0])
+    return decode(doc)
 
 
-def show(store: Any, ident: str, limit: int = 200, now_ns: int | None = None) -> dict[str, Any]:
+def show(store: CredentialReader, ident: str, limit: int = 200, now_ns: int | None = None) -> dict[str, Any]:
     """``creds show``: the list entry plus the creation chain, usage statistics and timeline."""
     cred = resolve(store, ident)
-    conn = store.connection
-    row = conn.execute("SELECT uses, exact_uses, probable_uses, denied, first_used, last_used, stats "
-                       "FROM credential_aggregates WHERE credential = ?", (cred.id,)).fetchone()
-    agg = _agg(row)
-    out = entry(conn, cred, agg, time.time_ns() if now_ns is None else now_ns)
+    repo = store.credentials
+    agg = _agg(repo.aggregate(cred.id))
+    out = entry(repo, cred, agg, time.time_ns() if now_ns is None else now_ns)
     out["details"] = cred.details
     out["chain"] = [{"action": s.action, "by": s.by, "time": format_ns(s.time), "auditID": s.audit_id,
                      "stage": s.stage, "leaf_index": s.leaf_index, "key": s.key, "link": s.link, **s.detail}
@@ -176,9 +161,7 @@ def show(store: Any, ident: str, limit: int = 200, now_ns: int | None = None) ->
                                                                           key=lambda kv: kv[1].get("time", 0))],
         "user_agents": agg.user_agents, "verbs": agg.verbs, "resources": agg.resources,
     }
-    rows = conn.execute("SELECT time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, "
-                        "user_agent, link FROM credential_uses WHERE credential = ? ORDER BY time, leaf_index LIMIT ?",
-                        (cred.id, limit)).fetchall()
+    rows = repo.uses(cred.id, limit)
     out["timeline"] = [{"time": format_ns(t), "auditID": a, "stage": st, "leaf_index": li, "code": c, "verb": v,
                         "resource": r, "namespace": ns, "name": n, "source_ip": ip, "user_agent": ua, "link": lk}
                        for t, a, st, li, c, v, r, ns, n, ip, ua, lk in rows]

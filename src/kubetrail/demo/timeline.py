@@ -21,8 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from kubetrail.record import Record
-from kubetrail.store.queries import QueryFilters
-from kubetrail.store.sqlite import Store
+from kubetrail.store import QueryFilters, Store
 
 ISSUED = "authentication.kubernetes.io/issued-credential-id"
 LEGACY = "authentication.k8s.io/legacy-token"

@@ -54,9 +54,9 @@ class DetectConsumer:
                  ruleset: RuleSet | None = None, track: bool = False) -> None:
         self.settings = settings or settings_for(store.data_dir)
         self.ruleset = ruleset if ruleset is not None else build_ruleset(self.settings)
-        self.state = StateStore(store.connection)
+        self.state = StateStore(store)
         self.detectors = build_detectors(self.state, self.settings.stateful)
-        self.deliverer = Deliverer(store.data_dir, self.settings) if deliver and self.settings.sinks else None
+        self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
         self.stats = {"records": 0, "matches": 0, "alerts": 0, "folded": 0}
         self.last_delivery: DeliveryReport | None = None
@@ -132,7 +132,7 @@ class DetectionSkipped:
     later run with detection on does not go back over them (``kubetrail detect`` still can)."""
 
     def __init__(self, store: Any) -> None:
-        self.state = StateStore(store.connection)
+        self.state = StateStore(store)
 
     def consume(self, records: list[Any], store: Any) -> None:
         last = max((r.leaf_index for r in records if r.leaf_index is not None), default=None)

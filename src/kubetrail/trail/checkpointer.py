@@ -12,38 +12,56 @@ checkpoints and the tree and rewrote the entries, signing would bless the forger
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from kubetrail.errors import TrailError
 from kubetrail.record import Record
-from kubetrail.store.sqlite import Store
 from kubetrail.trail import keys, witness
 from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
 from kubetrail.trail.note import Signer
-from kubetrail.trail.tree import StoredTree, sync_hook, sync_now
-from kubetrail.trail.verify import signed_size
+from kubetrail.trail.proofs import ProofSource
+from kubetrail.trail.tree import Tree, sync_hook, sync_now
 
 WITNESS_ENV = "KUBETRAIL_WITNESS_DIR"
 
 
-def latest_checkpoint(conn: sqlite3.Connection) -> tuple[int, bytes, str] | None:
-    """(size, root, note) of the most recently signed checkpoint."""
-    row = conn.execute("SELECT size, root, note FROM trail_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    return (int(row[0]), bytes(row[1]), str(row[2])) if row else None
+class CheckpointLog(ProofSource, Protocol):
+    """The store's trail repository, as the checkpointer writes it."""
+
+    def signed_size(self) -> int | None: ...
+
+    def entries_size(self) -> int: ...
+
+    def add_checkpoint(self, size: int, root: bytes, note: str, signed_ns: int) -> None:
+        """Store the note and raise ``trail_state.signed_size`` to ``size`` if it is larger."""
+        ...
+
+
+class TrailStore(Protocol):
+    data_dir: str
+    append_hooks: list[Any]
+
+    @property
+    def trail(self) -> CheckpointLog: ...
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def size(self) -> int: ...
 
 
 def _refuse(why: str) -> TrailError:
     return TrailError(f"refusing to sign: {why} (run `kubetrail verify`)")
 
 
-def _check_before_sync(conn: sqlite3.Connection, origin: str, witness_dir: str | None) -> None:
+def _check_before_sync(store: TrailStore, origin: str, witness_dir: str | None) -> None:
     """Refusals that need no tree: run before anything is written."""
-    entries = int(conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0])
-    ever = signed_size(conn)
-    if ever is not None and latest_checkpoint(conn) is None:
+    entries = store.trail.entries_size()
+    ever = store.trail.signed_size()
+    if ever is not None and store.trail.latest_checkpoint() is None:
         raise _refuse(f"this store signed checkpoints up to size {ever}, and they are gone")
     if ever is not None and entries < ever:
         raise _refuse(f"the store holds {entries} entries but signed a checkpoint of size {ever}")
@@ -54,14 +72,14 @@ def _check_before_sync(conn: sqlite3.Connection, origin: str, witness_dir: str |
                           f"checkpoint of size {seen[0]}")
 
 
-def sign_now(conn: sqlite3.Connection, signer: Signer, witness_dir: str | None = None) -> tuple[Checkpoint, str]:
+def sign_now(store: TrailStore, signer: Signer, witness_dir: str | None = None) -> tuple[Checkpoint, str]:
     """Sign the tree as it is now, store the note, and copy it to the witness directory."""
-    _check_before_sync(conn, signer.name, witness_dir)
-    sync_now(conn)
-    tree = StoredTree(conn)
+    _check_before_sync(store, signer.name, witness_dir)
+    sync_now(store)
+    tree = Tree(store.trail)
     size = tree.size()
     cp = Checkpoint(signer.name, size, tree.root(size))
-    prev = latest_checkpoint(conn)
+    prev = store.trail.latest_checkpoint()
     if prev is not None:
         psize, proot, _ = prev
         if psize > size or tree.root(psize) != proot:
@@ -70,19 +88,8 @@ def sign_now(conn: sqlite3.Connection, signer: Signer, witness_dir: str | None =
     if seen is not None and (seen[0] > size or tree.root(seen[0]) != seen[1]):
         raise _refuse(f"the trail does not extend the witness's checkpoint at size {seen[0]}")
     note = sign_checkpoint(cp, signer)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("INSERT INTO trail_checkpoints (id, size, root, note, signed_ns) "
-                     "VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM trail_checkpoints), ?, ?, ?, ?)",
-                     (cp.size, cp.root, note, time.time_ns()))
-        conn.execute("INSERT INTO trail_state (name, value) VALUES ('signed_size', ?) ON CONFLICT (name) DO UPDATE "
-                     "SET value = CASE WHEN excluded.value > trail_state.value THEN excluded.value "
-                     "ELSE trail_state.value END", (cp.size,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+    with store.transaction() as tx:
+        tx.trail.add_checkpoint(cp.size, cp.root, note, time.time_ns())
     if witness_dir:
         witness.publish(witness_dir, cp, note, signer.verifier())
     return cp, note
@@ -109,18 +116,18 @@ class Checkpointer:
             self.signer = keys.ensure_signer(self.data_dir, self.log)
         return self.signer
 
-    def consume(self, records: list[Record], store: Store) -> None:
-        self.last, _ = sign_now(store.connection, self._signer(), self.witness_dir)
+    def consume(self, records: list[Record], store: TrailStore) -> None:
+        self.last, _ = sign_now(store, self._signer(), self.witness_dir)
 
-    def tick(self, store: Store) -> None:
+    def tick(self, store: TrailStore) -> None:
         """Timer work: sign the current tree even when nothing arrived since the last checkpoint."""
-        self.last, _ = sign_now(store.connection, self._signer(), self.witness_dir)
+        self.last, _ = sign_now(store, self._signer(), self.witness_dir)
 
     def close(self) -> None:
         return None
 
 
-def make_checkpointer(store: Store, options: object) -> Checkpointer:
+def make_checkpointer(store: TrailStore, options: object) -> Checkpointer:
     """``pipeline.CONSUMERS`` factory: keeps the tree in the append transaction, signs after it."""
     if sync_hook not in store.append_hooks:
         store.append_hooks.append(sync_hook)

@@ -8,36 +8,34 @@ holding the verifier key can check it offline (RFC 9162 §2.1.3.2).
 from __future__ import annotations
 
 import base64
-import sqlite3
-from typing import Any
+from typing import Any, Protocol
 
 from kubetrail.errors import TrailError
-from kubetrail.trail.tree import StoredTree
+from kubetrail.trail.tree import Tree, TreeNodes
 
 
-def _conn(store: Any) -> sqlite3.Connection:
-    return store if isinstance(store, sqlite3.Connection) else store.connection
+class ProofSource(TreeNodes, Protocol):
+    """The store's trail repository, as proofs read it."""
+
+    def latest_checkpoint(self) -> tuple[int, bytes, str] | None: ...
+
+    def checkpoint_at(self, size: int) -> str | None: ...
 
 
-def checkpoint_at(conn: sqlite3.Connection, size: int) -> str | None:
-    row = conn.execute("SELECT note FROM trail_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1",
-                       (size,)).fetchone()
-    return str(row[0]) if row else None
+class HasTrail(Protocol):
+    @property
+    def trail(self) -> ProofSource: ...
 
 
-def latest_size(conn: sqlite3.Connection) -> int | None:
-    row = conn.execute("SELECT size FROM trail_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
-    return int(row[0]) if row else None
-
-
-def inclusion_proof_for(store: Any, index: int, size: int | None = None) -> dict[str, Any]:
+def inclusion_proof_for(store: HasTrail, index: int, size: int | None = None) -> dict[str, Any]:
     """Proof that leaf ``index`` is in the tree of ``size`` leaves (default: the latest checkpoint
     that covers it, else the current tree). ``checkpoint`` is the signed note for that size, or None
     when no checkpoint was signed at exactly that size yet."""
-    conn = _conn(store)
-    tree = StoredTree(conn)
+    trail = store.trail
+    tree = Tree(trail)
     if size is None:
-        signed = latest_size(conn)
+        latest = trail.latest_checkpoint()
+        signed = latest[0] if latest is not None else None
         size = signed if signed is not None and index < signed else tree.size()
     if not 0 <= index < size:
         raise TrailError(f"leaf index {index} is not in a tree of size {size}")
@@ -45,13 +43,13 @@ def inclusion_proof_for(store: Any, index: int, size: int | None = None) -> dict
     root = tree.root(size)
     return {"index": index, "size": size, "leaf_hash": tree.get(0, index).hex(), "root": root.hex(),
             "root_base64": base64.b64encode(root).decode(), "hashes": [h.hex() for h in hashes],
-            "checkpoint": checkpoint_at(conn, size)}
+            "checkpoint": trail.checkpoint_at(size)}
 
 
-def consistency_proof_for(store: Any, old: int, new: int | None = None) -> dict[str, Any]:
+def consistency_proof_for(store: HasTrail, old: int, new: int | None = None) -> dict[str, Any]:
     """Proof that the tree of ``old`` leaves is a prefix of the tree of ``new`` (0 -> n is empty)."""
-    conn = _conn(store)
-    tree = StoredTree(conn)
+    trail = store.trail
+    tree = Tree(trail)
     new = tree.size() if new is None else new
     hashes = tree.consistency(old, new)
     old_root, new_root = tree.root(old), tree.root(new)
@@ -59,4 +57,4 @@ def consistency_proof_for(store: Any, old: int, new: int | None = None) -> dict[
             "old_root_base64": base64.b64encode(old_root).decode(),
             "new_root_base64": base64.b64encode(new_root).decode(),
             "hashes": [h.hex() for h in hashes],
-            "old_checkpoint": checkpoint_at(conn, old), "new_checkpoint": checkpoint_at(conn, new)}
+            "old_checkpoint": trail.checkpoint_at(old), "new_checkpoint": trail.checkpoint_at(new)}

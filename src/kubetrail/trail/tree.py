@@ -1,51 +1,77 @@
-"""The Merkle tree kept beside the entries (tables of migrations/0002_trail.sql).
+"""The Merkle tree kept beside the entries, over whatever stores its nodes (``TreeNodes``).
 
 ``sync`` runs as a store append hook, inside the transaction that inserts the entries, so the tree
-and the entries can never disagree after a crash. It appends the new leaf hashes to
-``trail_leaves`` and every newly completed subtree to ``trail_nodes``; the compact range needed to
-continue is re-read from those tables (at most 64 lookups), so nothing in memory has to survive a
-rolled-back transaction. Proofs and roots at any size then cost O(log n) lookups.
+and the entries can never disagree after a crash. It appends the new leaf hashes and every newly
+completed subtree; the compact range needed to continue is re-read from the stored nodes (at most
+64 lookups), so nothing in memory has to survive a rolled-back transaction. Proofs and roots at any
+size then cost O(log n) lookups.
+
+This module holds no SQL: the store's trail repository (``kubetrail.store``) implements
+``TreeNodes``; level 0 is the tree's own copy of the leaf hashes, level >= 1 the complete subtrees.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from kubetrail.errors import TrailError
 from kubetrail.trail import merkle
 from kubetrail.trail.merkle import CompactRange
 
 
-class StoredTree:
-    """Read and extend the tree through a store connection."""
+class TreeNodes(Protocol):
+    """Where the tree lives (the store's trail tables)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def tree_size(self) -> int: ...
 
-    def size(self) -> int:
-        return int(self.conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM trail_leaves").fetchone()[0])
-
-    def get(self, level: int, index: int) -> bytes:
-        if level == 0:
-            row = self.conn.execute("SELECT hash FROM trail_leaves WHERE idx = ?", (index,)).fetchone()
-        else:
-            row = self.conn.execute("SELECT hash FROM trail_nodes WHERE level = ? AND idx = ?",
-                                    (level, index)).fetchone()
-        if row is None:
-            raise TrailError(f"the trail has no node at level {level}, index {index} (store damaged?)")
-        return bytes(row[0])
-
-    def leaf(self, index: int) -> bytes | None:
-        row = self.conn.execute("SELECT hash FROM trail_leaves WHERE idx = ?", (index,)).fetchone()
-        return bytes(row[0]) if row else None
+    def node(self, level: int, index: int) -> bytes | None: ...
 
     def find_leaf(self, leaf: bytes) -> int | None:
-        """Where a leaf hash sits in the tree (a full scan: only used to explain a failure)."""
-        row = self.conn.execute("SELECT idx FROM trail_leaves WHERE hash = ? ORDER BY idx LIMIT 1",
-                                (leaf,)).fetchone()
-        return int(row[0]) if row else None
+        """The first index holding this leaf hash (a full scan: only used to explain a failure)."""
+        ...
+
+    def add_nodes(self, start: int, leaves: Sequence[bytes], nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
+
+    def entry_leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """(leaf index, stored leaf hash) of the entries from ``start``, in order, at most ``limit``."""
+        ...
+
+
+class HasTree(Protocol):
+    @property
+    def trail(self) -> Any: ...
+
+
+class TreeStore(HasTree, Protocol):
+    """A store whose transactions offer the trail repository."""
+
+    def transaction(self) -> AbstractContextManager[Any]: ...
+
+    def size(self) -> int: ...
+
+
+class Tree:
+    """Read and extend the tree through its node store."""
+
+    def __init__(self, nodes: TreeNodes) -> None:
+        self.nodes = nodes
+
+    def size(self) -> int:
+        return self.nodes.tree_size()
+
+    def get(self, level: int, index: int) -> bytes:
+        h = self.nodes.node(level, index)
+        if h is None:
+            raise TrailError(f"the trail has no node at level {level}, index {index} (store damaged?)")
+        return h
+
+    def leaf(self, index: int) -> bytes | None:
+        return self.nodes.node(0, index)
+
+    def find_leaf(self, leaf: bytes) -> int | None:
+        return self.nodes.find_leaf(leaf)
 
     def compact_range(self, size: int | None = None) -> CompactRange:
         return CompactRange.load(self.size() if size is None else size, self.get)
@@ -79,40 +105,30 @@ class StoredTree:
         cr = self.compact_range(start)
         nodes: list[tuple[int, int, bytes]] = []
         cr.extend(leaves, nodes)
-        self.conn.executemany("INSERT INTO trail_leaves (idx, hash) VALUES (?, ?)",
-                              [(start + i, h) for i, h in enumerate(leaves)])
-        self.conn.executemany("INSERT INTO trail_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+        self.nodes.add_nodes(start, leaves, nodes)
 
     def sync(self, chunk: int = 65536) -> int:
         """Append every stored entry the tree does not hold yet (caller holds the transaction)."""
         start = self.size()
         while True:
-            rows = self.conn.execute("SELECT leaf_index, leaf_hash FROM entries WHERE leaf_index >= ? "
-                                     "ORDER BY leaf_index LIMIT ?", (start, chunk)).fetchall()
+            rows = self.nodes.entry_leaves(start, chunk)
             leaves = []
             for expect, (idx, h) in enumerate(rows, start):
                 if idx != expect:
                     raise TrailError(f"entries are not contiguous: leaf index {idx} where {expect} was expected")
-                leaves.append(bytes(h))
+                leaves.append(h)
             self.append(start, leaves)
             start += len(leaves)
             if len(rows) < chunk:
                 return start
 
 
-def sync_hook(conn: sqlite3.Connection, _records: Any) -> None:
-    """``Store.append_hooks`` entry: extend the tree in the append's own transaction."""
-    StoredTree(conn).sync()
+def sync_hook(tx: HasTree, _records: Any) -> None:
+    """A store append hook: extend the tree in the append's own transaction."""
+    Tree(tx.trail).sync()
 
 
-def sync_now(conn: sqlite3.Connection) -> int:
+def sync_now(store: TreeStore) -> int:
     """Bring the tree up to date in a transaction of its own (stores written before the trail)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        size = StoredTree(conn).sync()
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return size
+    with store.transaction() as tx:
+        return Tree(tx.trail).sync()

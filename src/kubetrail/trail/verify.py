@@ -18,25 +18,65 @@ Only reads: it works on a store opened read-only.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from kubetrail.store.codec import BodyCodec
-from kubetrail.store.sqlite import ENTRY_SELECT, row_entry
+from kubetrail.errors import StoreDamagedError
 from kubetrail.trail.checkpoint import open_checkpoint
-from kubetrail.trail.entry import ENTRY_COLUMNS, ENTRY_PREFIX, decode_entry
+from kubetrail.trail.entry import ENTRY_PREFIX, decode_entry
 from kubetrail.trail.merkle import CompactRange, leaf_hash
 from kubetrail.trail.note import NoteError, Verifier
 from kubetrail.trail.retention import RetentionRuns
-from kubetrail.trail.tree import StoredTree
+from kubetrail.trail.tree import Tree, TreeNodes
 from kubetrail.trail.witness import read_notes, witness_verifier
+
+# One stored entry as verify reads it: (leaf index, entry bytes or None when the row cannot be rebuilt,
+# why not, the stored leaf hash, the compressed body or None, the row's body SHA-256 (v2; None for a
+# v1 row, whose header holds it), the row's time column (v2; None for v1)).
+EntryRow = tuple[int, "bytes | None", str, bytes, "bytes | None", "bytes | None", "int | None"]
+
+
+class VerifySource(TreeNodes, Protocol):
+    """What verify reads from a store, all inside one snapshot (the store's trail repository).
+
+    A store that cannot read its own file raises ``StoreDamagedError`` from these, never an
+    engine exception."""
+
+    def checkpoint_notes(self) -> list[tuple[int, str]]: ...
+
+    def entries_size(self) -> int: ...
+
+    def signed_size(self) -> int | None:
+        """The largest tree size this store ever signed (``trail_state``), None if it never signed one."""
+        ...
+
+    def retention_runs(self) -> list[tuple[int, int | None, int | None]] | None:
+        """(size, before_ns, upto_index) of each recorded run; None when runs are not recorded."""
+        ...
+
+    def entry_rows(self) -> Iterator[EntryRow]: ...
+
+    def leaf_hashes(self) -> Iterator[bytes]:
+        """The tree's own copy of the leaves, in index order."""
+        ...
+
+    def entry_leaf(self, index: int) -> bytes | None:
+        """The leaf recomputed from the entry at ``index`` (None: no such entry, or it cannot be rebuilt)."""
+        ...
+
+
+class SnapshotStore(Protocol):
+    def snapshot(self) -> AbstractContextManager[Any]: ...
+
+    def decompress(self, body: bytes) -> bytes: ...
+
 
 REASONS = ("modified", "removed", "inserted", "reordered", "truncated", "bad-signature",
            "inconsistent-checkpoint")
 _ORDER = {r: i for i, r in enumerate(REASONS)}
 _BODY_AT = len(ENTRY_PREFIX) + len('{"body_sha256":"')
-_TIME_AT = 5 + ENTRY_COLUMNS.index("time")  # in a row selected with ENTRY_SELECT
 
 
 @dataclass
@@ -112,74 +152,51 @@ def _claimed_size(note: str) -> int:
 class _Leaves:
     """The tree's leaf copy, read in order beside the entries."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.cur = conn.execute("SELECT idx, hash FROM trail_leaves ORDER BY idx")
-        self.size = int(conn.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM trail_leaves").fetchone()[0])
+    def __init__(self, source: VerifySource) -> None:
+        self.size = source.tree_size()
+        self._it = source.leaf_hashes()
 
     def next(self) -> bytes | None:
-        row = self.cur.fetchone()
-        return bytes(row[1]) if row else None
+        return next(self._it, None)
 
 
-def signed_size(conn: sqlite3.Connection) -> int | None:
-    """The largest tree size this store ever signed (``trail_state``), None if it never signed one."""
-    if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'trail_state'").fetchone() is None:
-        return None
-    row = conn.execute("SELECT value FROM trail_state WHERE name = 'signed_size'").fetchone()
-    return int(row[0]) if row else None
-
-
-def _pruned_time(row: tuple[object, ...], entry: bytes) -> int:
-    if not row[1]:
-        return int(row[_TIME_AT])  # type: ignore[call-overload]
+def _pruned_time(time: int | None, entry: bytes) -> int:
+    if time is not None:
+        return time
     value = decode_entry(entry).get("time")  # a v1 row: its stored header has the time, the column is not covered
     return int(value) if isinstance(value, int) else -1
 
 
-def _entry_leaf(conn: sqlite3.Connection, index: int) -> bytes | None:
-    row = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries WHERE leaf_index = ?", (index,)).fetchone()
-    if row is None:
-        return None
-    try:
-        return leaf_hash(row_entry(row))
-    except ValueError:
-        return None
-
-
-def _classify(conn: sqlite3.Connection, i: int, leaf: bytes) -> tuple[str, str]:
+def _classify(source: VerifySource, i: int, leaf: bytes) -> tuple[str, str]:
     """Why the entry at ``i`` is not the tree's leaf ``i``: look at the neighbours and the tree."""
-    tree = StoredTree(conn)
+    tree = Tree(source)
     found = tree.find_leaf(leaf)
     if found is not None:
-        if found > i and _entry_leaf(conn, found) != tree.leaf(i) and \
-                _entry_leaf(conn, i + 1) == tree.leaf(found + 1):
+        if found > i and source.entry_leaf(found) != tree.leaf(i) and \
+                source.entry_leaf(i + 1) == tree.leaf(found + 1):
             return "removed", f"entries {i}..{found - 1} are missing; the entries after them moved up"
         return "reordered", f"entry {i} holds the entry committed at index {found}"
-    if _entry_leaf(conn, i + 1) == tree.leaf(i):
+    if source.entry_leaf(i + 1) == tree.leaf(i):
         return "inserted", f"an entry the tree never committed was inserted at {i}"
     return "modified", f"entry {i} differs from the committed leaf"
 
 
-def verify_store(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | None = None,
+def verify_store(store: SnapshotStore, verifier: Verifier, witness_dir: str | None = None,
                  progress: Callable[[int], None] | None = None,
                  decompress: Callable[[bytes], bytes] | None = None) -> Report:
     """Check everything; ``decompress`` opens a stored body (default: the store's codec).
 
-    One read transaction: every query sees the same snapshot even while an ingest appends.
+    One read snapshot: every query sees the same state even while an ingest appends.
     """
-    decompress = decompress or BodyCodec(conn).decompress
-    conn.execute("BEGIN")
-    try:
-        return _verify(conn, verifier, witness_dir, progress, decompress)
-    finally:
-        conn.execute("ROLLBACK")
+    with store.snapshot() as snap:
+        return verify(snap.trail, verifier, witness_dir, progress, decompress or store.decompress)
 
 
-def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | None,
-            progress: Callable[[int], None] | None, decompress: Callable[[bytes], bytes]) -> Report:
+def verify(source: VerifySource, verifier: Verifier, witness_dir: str | None,
+           progress: Callable[[int], None] | None, decompress: Callable[[bytes], bytes]) -> Report:
+    """The whole check over one store snapshot's rows (see the module doc)."""
     report = Report()
-    notes = [(f"checkpoint #{cid}", str(note))
-             for cid, note in conn.execute("SELECT id, note FROM trail_checkpoints ORDER BY id")]
+    notes = [(f"checkpoint #{cid}", note) for cid, note in source.checkpoint_notes()]
     report.checkpoints = len(notes)
     cps = _open_all(notes, verifier, report)
     if witness_dir:
@@ -189,15 +206,15 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
         cps += _open_all(wnotes, wv, report)
     cps.sort(key=lambda c: c.size)
 
-    leaves = _Leaves(conn)
-    size = int(conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0])
-    ever = signed_size(conn)
+    leaves = _Leaves(source)
+    size = source.entries_size()
+    ever = source.signed_size()
     adopt = not notes and size > 0  # no checkpoint: the entries beyond the tree are taken as the tree
     if adopt and ever is not None:
         report.problems.append(Problem(0, "bad-signature", f"the store has {size} entries but no signed checkpoint, "
                                        f"although it signed checkpoints up to size {ever}: they were deleted"))
     report.unsigned = adopt and ever is None
-    retention = RetentionRuns(conn)
+    retention = RetentionRuns(source.retention_runs())
     cr = CompactRange()
     k = 0
     while k < len(cps) and cps[k].size == 0:
@@ -206,8 +223,8 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
         k += 1
     i = 0
     try:
-        i, k = _scan(conn, leaves, cps, cr, report, retention, adopt, progress, decompress, k)
-    except sqlite3.DatabaseError as exc:
+        i, k = _scan(source, leaves, cps, cr, report, retention, adopt, progress, decompress, k)
+    except StoreDamagedError as exc:
         i = cr.size
         report.problems.append(Problem(i, "modified", f"the database cannot be read at or after entry {i}: {exc}"))
     if ever is not None and ever > i and (report.first is None or report.first.index >= i):
@@ -224,24 +241,20 @@ def _verify(conn: sqlite3.Connection, verifier: Verifier, witness_dir: str | Non
     return report
 
 
-def _scan(conn: sqlite3.Connection, leaves: _Leaves, cps: list[_Cp], cr: CompactRange, report: Report,
+def _scan(source: VerifySource, leaves: _Leaves, cps: list[_Cp], cr: CompactRange, report: Report,
           retention: RetentionRuns, adopt: bool, progress: Callable[[int], None] | None,
           decompress: Callable[[bytes], bytes], k: int) -> tuple[int, int]:
     """The streaming pass; returns (entries checked, index of the next checkpoint not reached)."""
-    rows = conn.execute(f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index")
     sha256, lh = hashlib.sha256, leaf_hash
     matched = 0  # largest checkpoint size known to match
     i = 0
-    for row in rows:
-        idx, stored_leaf, body = row[0], row[2], row[3]
+    for idx, entry, why, stored_leaf, body, body_sha256, time in source.entry_rows():
         ref = leaves.next()
         if idx != i:
             report.problems.append(Problem(i, "removed", f"no entry with leaf index {i} (next is {idx})"))
             break
-        try:
-            entry = row_entry(row)
-        except ValueError as exc:
-            report.problems.append(Problem(i, "modified", f"entry {i} cannot be rebuilt from its row: {exc}"))
+        if entry is None:
+            report.problems.append(Problem(i, "modified", f"entry {i} cannot be rebuilt from its row: {why}"))
             break
         leaf = lh(entry)
         if ref is None and adopt:
@@ -250,17 +263,17 @@ def _scan(conn: sqlite3.Connection, leaves: _Leaves, cps: list[_Cp], cr: Compact
             report.problems.append(Problem(i, "inserted", f"entry {i} is beyond the tree (size {leaves.size})"))
             break
         if leaf != ref:
-            reason, detail = _classify(conn, i, leaf)
+            reason, detail = _classify(source, i, leaf)
             report.problems.append(Problem(i, reason, detail))
             break
         if body is None:
-            if not retention.explains(i, _pruned_time(row, entry)):
+            if not retention.explains(i, _pruned_time(time, entry)):
                 report.problems.append(Problem(i, "modified", f"the body of entry {i} was deleted, and no recorded "
                                                               "retention run pruned it"))
                 break
             report.bodies_pruned += 1
         else:
-            want = bytes(row[4]) if not row[1] else _body_hash_of(entry)
+            want = body_sha256 if time is not None else _body_hash_of(entry)
             try:
                 got = sha256(decompress(bytes(body))).digest()
             except Exception:  # noqa: BLE001 - an undecodable body is a modified body
@@ -268,7 +281,7 @@ def _scan(conn: sqlite3.Connection, leaves: _Leaves, cps: list[_Cp], cr: Compact
             if want is None or got != want:
                 report.problems.append(Problem(i, "modified", f"the body of entry {i} does not match its header"))
                 break
-        if bytes(stored_leaf) != leaf:
+        if stored_leaf != leaf:
             report.problems.append(Problem(i, "modified", f"the stored leaf hash of entry {i} was changed"))
             break
         cr.append(leaf)
@@ -288,4 +301,4 @@ def _scan(conn: sqlite3.Connection, leaves: _Leaves, cps: list[_Cp], cr: Compact
     return i, k
 
 
-__all__ = ["REASONS", "Problem", "Report", "verify_store"]
+__all__ = ["REASONS", "EntryRow", "Problem", "Report", "VerifySource", "verify", "verify_store"]

@@ -6,6 +6,7 @@ from kubetrail.alerts.alert import Alert, Evidence
 from kubetrail.alerts.config import parse_settings
 from kubetrail.alerts.store import get_alert, list_alerts, record_alert, record_alerts
 from kubetrail.store.sqlite import Store
+from kubetrail.store.testing import execute as sql
 
 
 def _alert(n: int, subject: str = "alice", audit: str | None = None, t: int | None = None) -> Alert:
@@ -52,7 +53,7 @@ def test_outbox_rows_respect_min_priority(data_dir: str) -> None:
     settings = parse_settings({"sinks": [{"name": "all", "type": "stdout"},
                                          {"name": "crit", "type": "stdout", "min_priority": "critical"}]})
     record_alert(store, _alert(1), settings)
-    rows = store.connection.execute("SELECT sink FROM outbox").fetchall()
+    rows = sql(store, "SELECT sink FROM outbox").fetchall()
     assert rows == [("all",)]
 
 

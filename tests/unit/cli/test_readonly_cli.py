@@ -48,8 +48,8 @@ def readonly_data() -> Iterator[Path]:
 
 _DROP = """
 import os, sys, json
-import kubetrail.cli, kubetrail.cli.ingest, kubetrail.trail.deep, kubetrail.store.sqlite, encodings.idna
-kubetrail.store.sqlite.migrations()  # loads importlib.readers from under /root
+import kubetrail.cli, kubetrail.cli.ingest, kubetrail.store.sqlite_deep, kubetrail.store.sqlite_schema, encodings.idna
+kubetrail.store.sqlite_schema.migrations()  # loads importlib.readers from under /root
 import click._termui_impl, termios
 os.setgroups([])
 os.setgid({gid})

@@ -7,6 +7,7 @@ from cred_helpers import CA, csr_approve, csr_create, csr_issue, der_sha256, mak
 from kubetrail.alerts.store import list_alerts
 from kubetrail.credentials.consumer import CredentialConsumer, rebuild
 from kubetrail.store.sqlite import Store
+from kubetrail.store.testing import execute as sql
 
 
 def scenario() -> list[dict]:
@@ -34,7 +35,7 @@ def snapshot(store: Store) -> list[tuple]:
         cols = "*" if table != "credentials" else "id, kind, credential_id, subject, lookup, accounted, doc"
         if table == "credential_flags":
             cols = "credential, flag, priority, explanation, time, key, leaf_index"
-        rows.append(store.connection.execute(f"SELECT {cols} FROM {table} ORDER BY {order}").fetchall())
+        rows.append(sql(store, f"SELECT {cols} FROM {table} ORDER BY {order}").fetchall())
     return rows
 
 
@@ -65,7 +66,7 @@ def test_restart_and_catch_up(tmp_path) -> None:
     store = Store.open(str(tmp_path / "a"))
     consumer = CredentialConsumer(store)  # a new process: catches up from next_leaf
     assert consumer.next_leaf() == store.size()
-    assert {e for (e,) in store.connection.execute("SELECT id FROM credentials")} >= {"csr/evil", "jti/j1"}
+    assert {e for (e,) in sql(store, "SELECT id FROM credentials")} >= {"csr/evil", "jti/j1"}
     before = snapshot(store)
     # re-delivering records it already has changes nothing
     consumer.consume(list(store.records_by_index(0, store.size())), store)
@@ -88,8 +89,8 @@ def test_rebuild_reproduces_the_incremental_inventory(cluster) -> None:
 def test_flags_without_alerts_package_stay_pending(cluster, monkeypatch) -> None:
     cluster.consumer.alerts = False
     cluster.feed(*scenario())
-    pending = cluster.store.connection.execute("SELECT COUNT(*) FROM credential_flags WHERE alerted = 0").fetchone()[0]
+    pending = sql(cluster.store, "SELECT COUNT(*) FROM credential_flags WHERE alerted = 0").fetchone()[0]
     assert pending > 0
     cluster.consumer.alerts = True
     assert cluster.consumer.raise_alerts() == pending
-    assert cluster.store.connection.execute("SELECT COUNT(*) FROM credential_flags WHERE alerted = 0").fetchone()[0] == 0
+    assert sql(cluster.store, "SELECT COUNT(*) FROM credential_flags WHERE alerted = 0").fetchone()[0] == 0

@@ -11,6 +11,7 @@ from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
 from kubetrail.store.queries import QueryFilters
 from kubetrail.store.sqlite import Store
+from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
 from kubetrail.timefmt import parse_when
 
@@ -92,7 +93,7 @@ def test_missing_store_and_newer_schema_are_clear_errors(tmp_path) -> None:
     with pytest.raises(StoreError, match="no kubetrail store"):
         Store.open(str(tmp_path / "none"), create=False)
     s = Store.open(str(tmp_path))
-    s.connection.execute("INSERT INTO schema_migrations VALUES (9999, 'future.sql')")
+    sql(s, "INSERT INTO schema_migrations VALUES (9999, 'future.sql')")
     s.close()
     with pytest.raises(StoreVersionError):
         Store.open(str(tmp_path))

@@ -20,6 +20,7 @@ from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
 from kubetrail.store import codec
 from kubetrail.store.sqlite import DB_NAME, Store
+from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
 
 
@@ -42,11 +43,11 @@ def test_dictionary_trained_in_a_rolled_back_append_is_forgotten(tmp_path: Path,
     s.append_hooks.append(boom)
     with pytest.raises(RuntimeError):
         s.append(recs(150, 150))  # crosses 200 bodies: trains inside the transaction
-    assert s.connection.execute("SELECT COUNT(*) FROM zstd_dictionaries").fetchone()[0] == 0
+    assert sql(s, "SELECT COUNT(*) FROM zstd_dictionaries").fetchone()[0] == 0
     s.append_hooks.clear()
     s.append(recs(150, 150))
     s.append(recs(300, 50))
-    assert s.connection.execute("SELECT COUNT(*) FROM zstd_dictionaries").fetchone()[0] == 1
+    assert sql(s, "SELECT COUNT(*) FROM zstd_dictionaries").fetchone()[0] == 1
     s.close()
     other = Store.open(str(tmp_path))  # what another process sees
     bodies = [r.body for r in other.records_by_index(0, 350)]
@@ -78,18 +79,18 @@ def test_processes_opening_a_fresh_directory_at_once(tmp_path: Path) -> None:
 def test_readonly_open_runs_no_migration_and_refuses_newer_stores(tmp_path: Path) -> None:
     s = Store.open(str(tmp_path))
     s.append(recs(0, 3))
-    s.connection.execute("DELETE FROM schema_migrations WHERE version = 6")  # as if written before 0006
-    s.connection.execute("DROP TABLE retention_runs")
-    s.connection.execute("DROP TABLE trail_state")
+    sql(s, "DELETE FROM schema_migrations WHERE version = 6")  # as if written before 0006
+    sql(s, "DROP TABLE retention_runs")
+    sql(s, "DROP TABLE trail_state")
     s.close()
     ro = Store.open(str(tmp_path), readonly=True)
     assert [r.leaf_index for r in ro.records_by_index(0, 9)] == [0, 1, 2] and not ro.has_table("retention_runs")
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        ro.connection.execute("DELETE FROM entries")
+        sql(ro, "DELETE FROM entries")
     ro.close()
     s = Store.open(str(tmp_path))
     assert s.has_table("retention_runs")  # a writing open migrates
-    s.connection.execute("INSERT INTO schema_migrations VALUES (9999, 'future.sql')")
+    sql(s, "INSERT INTO schema_migrations VALUES (9999, 'future.sql')")
     s.close()
     with pytest.raises(StoreVersionError):
         Store.open(str(tmp_path), readonly=True)

@@ -23,7 +23,7 @@ def _v1_row(r, compressed_body):  # what kubetrail wrote before entries v2
     return tuple(row)
 
 
-_V2_ROW = store_sqlite._row
+_V2_ROW = store_sqlite.row
 
 
 def _ingest(data: Path, tmp: Path, start: int, n: int) -> None:
@@ -44,9 +44,9 @@ def _verify(data: Path) -> dict:
 @pytest.fixture
 def mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "d"
-    monkeypatch.setattr(store_sqlite, "_row", _v1_row)
+    monkeypatch.setattr(store_sqlite, "row", _v1_row)
     _ingest(data, tmp_path, 0, 20)
-    monkeypatch.setattr(store_sqlite, "_row", _V2_ROW)
+    monkeypatch.setattr(store_sqlite, "row", _V2_ROW)
     _ingest(data, tmp_path, 20, 20)
     return data
 

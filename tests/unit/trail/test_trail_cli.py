@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from kubetrail.cli import cli
 from kubetrail.pipeline import Options, open_pipeline
 from kubetrail.record import Decoded, SourceRef
+from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
 from kubetrail.trail import merkle
 from kubetrail.trail.checkpoint import open_checkpoint
@@ -65,7 +66,7 @@ def test_proofs_verify_and_timer_ticks(tmp_path) -> None:
     pipe.ingest_items((Decoded(make_event(f"x-{i}"), "event", str(i)) for i in range(40)), src)
     pipe.tick()
     pipe.tick()
-    n = pipe.store.connection.execute("SELECT COUNT(*) FROM trail_checkpoints").fetchone()[0]
+    n = sql(pipe.store, "SELECT COUNT(*) FROM trail_checkpoints").fetchone()[0]
     assert n == 6 + 2  # one per batch (40 / 7 -> 6 batches) and one per tick, even when idle
     proof = inclusion_proof_for(pipe.store, 11)
     pipe.close()

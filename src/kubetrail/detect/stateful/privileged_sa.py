@@ -155,12 +155,12 @@ class PrivilegedTokenRequest:
 
     def _from_inventory(self, subjects: list[str], t: int) -> list[tuple[str, str, list[Any]]]:
         """Cluster-admin bindings the credential inventory recorded (for bindings older than this detector)."""
-        if self.state.conn is None:
+        if self.state.store is None:
             return []
         from kubetrail.credentials.ledger import Ledger  # the inventory's public lookup; read only
 
         try:
-            rows = Ledger(self.state.conn).admin_bindings(subjects)
+            rows = Ledger(self.state.store.credentials).admin_bindings(subjects)
         except Exception:  # noqa: BLE001 - no credentials tables (detection without the inventory)
             return []
         return [(r[0], "ClusterRole/cluster-admin: cluster-admin", [r[5], r[2], r[3], "", r[4]])

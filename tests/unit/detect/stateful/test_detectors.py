@@ -31,12 +31,12 @@ def rec(t: float, stream: str = "a", **meta: Any) -> Record:
 
 def test_first_seen_learns_then_alerts_and_survives_restart(data_dir: str) -> None:
     store = Store.open(data_dir)
-    state = StateStore(store.connection)
+    state = StateStore(store)
     d = FirstSeen(state, CFG)
     assert d.observe(rec(0, source_ips=["10.0.0.1"], user_agent="kubectl/v1")) == []
     assert d.observe(rec(10, source_ips=["10.0.0.2"])) == []  # still learning
     state.flush()
-    d2 = FirstSeen(StateStore(store.connection), CFG)  # restart: same baseline, same learning start
+    d2 = FirstSeen(StateStore(store), CFG)  # restart: same baseline, same learning start
     assert d2.observe(rec(100, source_ips=["10.0.0.2"], user_agent="kubectl/v2")) == []
     [a] = d2.observe(rec(120, source_ips=["203.0.113.5"], user_agent="kubectl/v1"))
     assert a.rule == "K8s Identity Used From New Source IP" and a.evidence[0].leaf_index is not None

@@ -37,12 +37,12 @@ def test_repository_normalises_tags_digests_and_docker_hub() -> None:
 
 def test_new_image_learns_then_alerts_once_per_repository(mk: Any, data_dir: str) -> None:
     store = Store.open(data_dir)
-    state = StateStore(store.connection)
+    state = StateStore(store)
     d = NewImage(state, CFG)
     create = dict(verb="create", resource="deployments", api_group="apps", name="web", level="Request")
     assert d.observe(mk(0, requestObject=deployment("nginx:1.25", "envoyproxy/envoy:v1"), **create)) == []
     state.flush()
-    d = NewImage(StateStore(store.connection), CFG)  # restart: baseline and learning start are kept
+    d = NewImage(StateStore(store), CFG)  # restart: baseline and learning start are kept
     assert d.observe(mk(100, requestObject=deployment("nginx:1.27"), **create)) == []  # new tag, known repo
     [a] = d.observe(mk(110, requestObject=pod("nginx", init=("xmrig/xmrig:latest",)), verb="create",
                        resource="pods", name="p"))
@@ -75,13 +75,13 @@ def mirror(name: str, *images: str) -> dict[str, Any]:
 
 def test_mirror_pod_new_name_or_image_alerts_known_ones_on_new_nodes_stay_quiet(mk: Any, data_dir: str) -> None:
     store = Store.open(data_dir)
-    state = StateStore(store.connection)
+    state = StateStore(store)
     d = MirrorPod(state, CFG)
     kw = dict(verb="create", resource="pods", namespace="kube-system")
     assert d.observe(mk(0, requestObject=mirror("etcd-cp1", "registry.k8s.io/etcd:3.5"), name="etcd-cp1",
                         user="system:node:cp1", **kw)) == []  # learning
     state.flush()
-    d = MirrorPod(StateStore(store.connection), CFG)
+    d = MirrorPod(StateStore(store), CFG)
     assert d.observe(mk(100, requestObject=mirror("etcd-cp2", "registry.k8s.io/etcd:3.6"), name="etcd-cp2",
                         user="system:node:cp2", **kw)) == []  # same static pod on another node
     [a] = d.observe(mk(110, requestObject=mirror("backdoor-cp2", "alpine"), name="backdoor-cp2",
@@ -108,12 +108,12 @@ def test_mirror_pod_quiet_cases_and_metadata_level(mk: Any) -> None:
 
 def test_secret_read_baseline(mk: Any, data_dir: str) -> None:
     store = Store.open(data_dir)
-    state = StateStore(store.connection)
+    state = StateStore(store)
     d = SecretReadBaseline(state, CFG)
     read = dict(verb="get", resource="secrets", name="db")
     assert d.observe(mk(0, source_ips=["10.0.0.5"], **read)) == []  # learning
     state.flush()
-    d = SecretReadBaseline(StateStore(store.connection), CFG)
+    d = SecretReadBaseline(StateStore(store), CFG)
     assert d.observe(mk(100, source_ips=["10.0.0.5"], **read)) == []  # inside the baseline
     [ip] = d.observe(mk(110, source_ips=["10.0.0.5", "10.9.9.9"], **read))  # trusted IP = last
     assert ip.rule == "K8s Secret Read Outside Identity Baseline" and ip.fields["new"] == {"ip": "10.9.9.9"}
@@ -150,13 +150,13 @@ TOKEN = dict(verb="create", resource="serviceaccounts", subresource="token", nam
 
 def test_token_for_sa_bound_to_cluster_admin(mk: Any, data_dir: str) -> None:
     store = Store.open(data_dir)
-    state = StateStore(store.connection)
+    state = StateStore(store)
     d = PrivilegedTokenRequest(state, CFG)
     assert d.observe(mk(5, **TOKEN)) == []  # no binding yet
     d.observe(mk(10, verb="create", resource="clusterrolebindings", name="ci-admin", namespace="",
                  requestObject=crb("ci-admin", "cluster-admin", SA)))
     state.flush()
-    d = PrivilegedTokenRequest(StateStore(store.connection), CFG)  # restart keeps the bindings
+    d = PrivilegedTokenRequest(StateStore(store), CFG)  # restart keeps the bindings
     [a] = d.observe(mk(20, **TOKEN))
     assert a.rule == "K8s Token Requested for Privileged Service Account" and a.priority == "Critical"
     assert [e.leaf_index is not None for e in a.evidence] == [True, True] and "ClusterRoleBinding/ci-admin" in a.output
@@ -193,11 +193,11 @@ def test_token_for_sa_found_through_the_credential_inventory(mk: Any, data_dir: 
 
     store = Store.open(data_dir)
     binding = mk(1, verb="create", resource="clusterrolebindings", name="old", namespace="")
-    Ledger(store.connection).set_binding("ClusterRoleBinding/old", ["sa:ci/deployer"], binding)
-    d = PrivilegedTokenRequest(StateStore(store.connection), CFG)
+    Ledger(store.credentials).set_binding("ClusterRoleBinding/old", ["sa:ci/deployer"], binding)
+    d = PrivilegedTokenRequest(StateStore(store), CFG)
     [a] = d.observe(mk(5, **TOKEN))
     assert a.fields["bindings"] == ["ClusterRoleBinding/old"] and a.evidence[0].key == binding.key
-    assert PrivilegedTokenRequest(StateStore(store.connection), CFG).observe(mk(0, **TOKEN)) == []  # before it
+    assert PrivilegedTokenRequest(StateStore(store), CFG).observe(mk(0, **TOKEN)) == []  # before it
 
 
 # -- D71 ---------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_public_ip_ranges() -> None:
 
 def test_pod_token_outside_its_pod(mk: Any, data_dir: str) -> None:
     store = Store.open(data_dir)
-    state = StateStore(store.connection)
+    state = StateStore(store)
     d = PodTokenElsewhere(state, CFG)
     assert d.observe(sa_call(mk, 0, "10.244.9.9")) == []  # the pod's address is unknown: quiet
     d.observe(status(mk, 1, "10.244.1.5"))
@@ -233,7 +233,7 @@ def test_pod_token_outside_its_pod(mk: Any, data_dir: str) -> None:
                  name="n1", requestObject={"status": {"addresses": [{"type": "InternalIP", "address": "192.168.1.11"},
                                                                    {"type": "Hostname", "address": "n1"}]}}))
     state.flush()
-    d = PodTokenElsewhere(StateStore(store.connection), CFG)  # restart keeps the inventory
+    d = PodTokenElsewhere(StateStore(store), CFG)  # restart keeps the inventory
     assert d.observe(sa_call(mk, 10, "10.244.1.5")) == []  # from its pod
     assert d.observe(sa_call(mk, 11, "192.168.1.10")) == []  # from its node (hostIP)
     assert d.observe(sa_call(mk, 12, "192.168.1.11")) == []  # from its node (node status)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from kubetrail.store.sqlite import SCHEMA_MIGRATIONS_DDL, _statements, migrations
+from kubetrail.store.sqlite_schema import SCHEMA_MIGRATIONS_DDL, migrations, statements
 from kubetrail.trail.verify import Problem
 
 MAX_MESSAGES = 100
@@ -82,7 +82,7 @@ def schema_problems(conn: sqlite3.Connection) -> list[Problem]:
         ref.execute(SCHEMA_MIGRATIONS_DDL)
         for version, _name, sql in migrations():
             if version in applied:
-                for stmt in _statements(sql):
+                for stmt in statements(sql):
                     ref.execute(stmt)
         want = _schema(ref)
     finally:

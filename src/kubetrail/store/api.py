@@ -1,0 +1,278 @@
+"""The store's public face: the ``Store`` and its typed repositories (DESIGN.md "Storage").
+
+Every SQL statement and every transaction lives in ``kubetrail.store``; other packages get a store
+from ``kubetrail.store.open_store`` and talk to these Protocols, never to a connection::
+
+    from kubetrail.store import open_store
+    with open_store(data_dir) as store:
+        store.query(QueryFilters(user=["alice"]))          # events: reads need no transaction
+        with store.transaction() as tx:                      # one atomic unit of writes
+            tx.alerts.insert(row)
+            tx.outbox.enqueue([...])
+
+Reads on ``store.<repo>`` see committed data (autocommit); writes that must land together go
+through one ``store.transaction()``, whose ``tx.<repo>`` are bound to that transaction (on SQLite
+the same connection, on PostgreSQL one pooled connection). Transactions do not nest.
+
+The trail's repository is typed by the Protocols the pure ``kubetrail.trail`` package declares
+for what it needs (tree nodes, checkpoints, the rows ``verify`` reads); the store implements them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import msgspec
+
+from kubetrail.record import Record
+from kubetrail.store.queries import QueryFilters
+from kubetrail.trail.checkpointer import CheckpointLog
+from kubetrail.trail.verify import Problem, VerifySource
+
+
+class AppendResult(msgspec.Struct):
+    stored: list[Record]
+    duplicates: int
+
+    @property
+    def stored_count(self) -> int:
+        return len(self.stored)
+
+
+class AlertRow(msgspec.Struct, kw_only=True):
+    """One ``alerts`` row; ``fields_json``/``tags_json`` are JSON text (the alerts package owns the model)."""
+
+    rule: str
+    priority: str
+    level: int
+    time: int
+    subject: str
+    output: str
+    fields_json: str
+    tags_json: str
+    origin: str
+    dedup_key: str
+    suppressed: int = 0
+    id: int | None = None
+
+
+EvidenceRow = tuple[int, str, str, str, "int | None"]  # (alert_id, key, audit_id, stage, leaf_index)
+
+
+class RetentionResult(msgspec.Struct):
+    pruned: int = 0
+    bytes_freed: int = 0
+    bodies_left: int = 0
+    bytes_left: int = 0
+
+
+class TrailRepo(VerifySource, CheckpointLog, Protocol):
+    """The Merkle tree beside the entries, the signed checkpoints and ``trail_state``."""
+
+    def checkpoint_count(self) -> int: ...
+
+
+class AlertsRepo(Protocol):
+    def find_dedup(self, dedup_key: str) -> int | None: ...
+
+    def window(self, rule: str, subject: str, after: int, upto: int) -> tuple[int, int | None]:
+        """(how many alerts of rule+subject have lo < time <= hi, the newest id)."""
+        ...
+
+    def insert(self, row: AlertRow, created_ns: int) -> int: ...
+
+    def add_suppressed(self, alert_id: int) -> None: ...
+
+    def evidence_count(self, alert_id: int) -> int: ...
+
+    def add_evidence(self, rows: Sequence[EvidenceRow]) -> None: ...
+
+    def list(self, since: int | None = None, until: int | None = None, rule: str | None = None,
+             max_level: int | None = None, limit: int | None = None) -> list[AlertRow]: ...
+
+    def get(self, alert_id: int) -> AlertRow | None: ...
+
+    def evidence(self, alert_ids: Sequence[int]) -> list[EvidenceRow]: ...
+
+    def max_id(self) -> int: ...
+
+
+class OutboxRepo(Protocol):
+    def enqueue(self, rows: Sequence[tuple[int, str, int, int]]) -> None:
+        """(alert_id, sink, next_attempt_ns, created_ns) rows; an existing (alert, sink) is kept."""
+        ...
+
+    def due(self, now: int, limit: int) -> list[tuple[int, int, str, int]]:
+        """(row id, alert id, sink, attempts) of undelivered rows due at ``now``, oldest first."""
+        ...
+
+    def delivered(self, row_id: int, at: int) -> None: ...
+
+    def failed(self, row_id: int, attempts: int, retry_at: int, error: str) -> None: ...
+
+    def hold_sink(self, sink: str, until: int) -> None: ...
+
+    def retry_now(self) -> int: ...
+
+    def pending(self) -> int: ...
+
+    def status(self) -> list[tuple[str, int, int, str]]: ...
+
+
+class CredentialsRepo(Protocol):
+    """The credential inventory's tables (migration 0004); documents are JSON text."""
+
+    def doc(self, cred_id: str) -> str | None: ...
+
+    def ids_where(self, column: str, value: str) -> list[str]:
+        """Ids with ``column`` (credential_id, lookup or subject) equal to ``value``."""
+        ...
+
+    def ids_by_credential_id_ranked(self, credential_id: str) -> list[str]: ...
+
+    def ids_subject_prefix(self, prefix: str) -> list[str]: ...
+
+    def ids_issued_without_certificate(self, subject: str) -> list[str]: ...
+
+    def subjects(self) -> set[str]: ...
+
+    def delete(self, cred_id: str) -> None: ...
+
+    def move_uses(self, src: str, into: str) -> None: ...
+
+    def aggregate(self, cred_id: str) -> tuple[Any, ...] | None:
+        """(uses, exact_uses, probable_uses, denied, first_used, last_used, stats JSON)."""
+        ...
+
+    def add_use(self, row: Sequence[Any]) -> bool:
+        """Insert one use row; False when (credential, request) is already there."""
+        ...
+
+    def set_use_code(self, cred_id: str, request: str, code: int) -> bool: ...
+
+    def flags(self, cred_id: str) -> set[str]: ...
+
+    def add_flag(self, row: Sequence[Any]) -> bool: ...
+
+    def flag_rows(self, cred_id: str) -> list[tuple[Any, ...]]: ...
+
+    def unalerted_flags(self) -> list[tuple[Any, ...]]: ...
+
+    def mark_alerted(self, rows: Sequence[tuple[int | None, str, str]]) -> None: ...
+
+    def set_binding(self, binding: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def bindings(self) -> list[tuple[Any, ...]]: ...
+
+    def state(self, name: str) -> str | None: ...
+
+    def set_state(self, name: str, value: str) -> None: ...
+
+    def upsert(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def upsert_aggregates(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def count(self) -> int: ...
+
+    def listing(self, kind: str | None, unaccounted: bool) -> list[tuple[Any, ...]]: ...
+
+    def find(self, ident: str) -> list[str]: ...
+
+    def uses(self, cred_id: str, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]: ...
+
+
+class DetectorStateRepo(Protocol):
+    def get(self, detector: str, key: str) -> str | None: ...
+
+    def items(self, detector: str) -> list[tuple[str, str]]: ...
+
+    def write(self, gone: Sequence[tuple[str, str]], rows: Sequence[tuple[str, str, str, int]]) -> None:
+        """Delete ``gone`` (detector, key) pairs and upsert (detector, key, value, updated_ns) rows."""
+        ...
+
+
+class RetentionRepo(Protocol):
+    def apply(self, before_ns: int | None, max_bytes: int | None, dry_run: bool = False) -> RetentionResult: ...
+
+
+class Repos(Protocol):
+    """What a transaction (and the store itself, for reads and one-statement writes) offers."""
+
+    @property
+    def trail(self) -> TrailRepo: ...
+
+    @property
+    def alerts(self) -> AlertsRepo: ...
+
+    @property
+    def outbox(self) -> OutboxRepo: ...
+
+    @property
+    def credentials(self) -> CredentialsRepo: ...
+
+    @property
+    def state(self) -> DetectorStateRepo: ...
+
+    @property
+    def retention(self) -> RetentionRepo: ...
+
+
+AppendHook = Callable[[Repos, list[Record]], None]  # runs inside the append's transaction, after the rows
+
+
+class Store(Repos, Protocol):
+    """A store: events (append, search) plus the repositories; a context manager that closes it."""
+
+    data_dir: str
+    readonly: bool
+    append_hooks: list[AppendHook]
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def close(self) -> None: ...
+
+    def transaction(self) -> AbstractContextManager[Repos]: ...
+
+    def snapshot(self) -> AbstractContextManager[Repos]:
+        """A read transaction: every read inside sees the same committed state (verify)."""
+        ...
+
+    def reopen(self) -> Store:
+        """Another independent handle on the same store (a background thread's own connection)."""
+        ...
+
+    # -- events ---------------------------------------------------------------------------------
+    def size(self) -> int: ...
+
+    def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult: ...
+
+    def count(self, name: str, n: int) -> None: ...
+
+    def position(self, source: str) -> str | None: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def query(self, filters: QueryFilters, limit: int | None = None, order: str = "ASC") -> Iterator[Record]: ...
+
+    def count_matching(self, filters: QueryFilters) -> int: ...
+
+    def get(self, key: str) -> Record | None: ...
+
+    def records_by_index(self, start: int, end: int) -> Iterator[Record]: ...
+
+    def iter_entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
+        ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def decompress(self, body: bytes) -> bytes: ...
+
+    def deep_check(self) -> list[Problem]:
+        """Engine-level damage beyond what the leaves commit to (``kubetrail verify --deep``)."""
+        ...

@@ -1,0 +1,190 @@
+"""The credential inventory's tables (migration 0004), for ``kubetrail.credentials``.
+
+Documents (``credentials.doc``) and aggregate statistics are JSON text owned by the credentials
+package; here they are only kept and found. Uses are inserted with ``ON CONFLICT DO NOTHING`` so
+"is this request new?" is answered by the database itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kubetrail.store.db import Engine
+
+TABLES = ("credentials", "credential_aggregates", "credential_uses", "credential_flags",
+          "credential_admin_bindings", "credential_state")
+_ID_COLUMNS = ("credential_id", "lookup", "subject")
+
+
+class CredentialTables:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine.db
+
+    # -- documents ------------------------------------------------------------------------------
+    def doc(self, cred_id: str) -> str | None:
+        row = self.db.execute("SELECT doc FROM credentials WHERE id = ?", (cred_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def _ids(self, sql: str, params: Sequence[Any]) -> list[str]:
+        return [str(r[0]) for r in self.db.execute(sql, params)]
+
+    def ids_where(self, column: str, value: str) -> list[str]:
+        if column not in _ID_COLUMNS:
+            raise ValueError(f"credentials cannot be looked up by {column!r}")
+        return self._ids(f"SELECT id FROM credentials WHERE {column} = ?", (value,))
+
+    def ids_by_credential_id_ranked(self, credential_id: str) -> list[str]:
+        """Accounted issuances first, then the oldest."""
+        return self._ids("SELECT id FROM credentials WHERE credential_id = ? ORDER BY accounted DESC, created_at",
+                         (credential_id,))
+
+    def ids_subject_prefix(self, prefix: str) -> list[str]:
+        return self._ids("SELECT id FROM credentials WHERE subject LIKE ?", (prefix.replace("%", "") + "%",))
+
+    def ids_issued_without_certificate(self, subject: str) -> list[str]:
+        return self._ids("SELECT id FROM credentials WHERE kind = 'cert' AND accounted = 1 AND credential_id = '' "
+                         "AND subject IN (?, '') ORDER BY created_at DESC", (subject,))
+
+    def subjects(self) -> set[str]:
+        return {str(r[0]) for r in self.db.execute("SELECT DISTINCT subject FROM credentials")}
+
+    def upsert(self, rows: Sequence[Sequence[Any]]) -> None:
+        """(id, kind, credential_id, subject, lookup, accounted, created_at, expires_at, doc, updated_ns)."""
+        self.db.executemany(
+            "INSERT INTO credentials (id, kind, credential_id, subject, lookup, accounted, created_at, expires_at, doc, "
+            "updated_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, "
+            "credential_id = excluded.credential_id, subject = excluded.subject, lookup = excluded.lookup, "
+            "accounted = excluded.accounted, created_at = excluded.created_at, expires_at = excluded.expires_at, "
+            "doc = excluded.doc, updated_ns = excluded.updated_ns", rows)
+
+    def delete(self, cred_id: str) -> None:
+        for table, col in (("credentials", "id"), ("credential_aggregates", "credential"),
+                           ("credential_uses", "credential"), ("credential_flags", "credential")):
+            self.db.execute(f"DELETE FROM {table} WHERE {col} = ?", (cred_id,))
+
+    def clear(self) -> None:
+        for table in TABLES:
+            self.db.execute(f"DELETE FROM {table}")
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM credentials").fetchone()[0])
+
+    # -- uses and aggregates --------------------------------------------------------------------
+    def move_uses(self, src: str, into: str) -> None:
+        """Give ``src``'s uses to ``into``; a request ``into`` already has stays with ``src`` (dropped with it)."""
+        self.db.execute("UPDATE credential_uses SET credential = ? WHERE credential = ? AND request NOT IN "
+                        "(SELECT request FROM credential_uses WHERE credential = ?)", (into, src, into))
+
+    def aggregate(self, cred_id: str) -> tuple[Any, ...] | None:
+        row = self.db.execute("SELECT uses, exact_uses, probable_uses, denied, first_used, last_used, stats "
+                              "FROM credential_aggregates WHERE credential = ?", (cred_id,)).fetchone()
+        return tuple(row) if row else None
+
+    def upsert_aggregates(self, rows: Sequence[Sequence[Any]]) -> None:
+        """(credential, uses, exact_uses, probable_uses, denied, first_used, last_used, stats)."""
+        self.db.executemany(
+            "INSERT INTO credential_aggregates (credential, uses, exact_uses, probable_uses, denied, first_used, "
+            "last_used, stats) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential) DO UPDATE SET "
+            "uses = excluded.uses, exact_uses = excluded.exact_uses, probable_uses = excluded.probable_uses, "
+            "denied = excluded.denied, first_used = excluded.first_used, last_used = excluded.last_used, "
+            "stats = excluded.stats", rows)
+
+    def add_use(self, row: Sequence[Any]) -> bool:
+        """(credential, request, key, audit_id, stage, leaf_index, time, code, verb, resource, namespace, name,
+        source_ip, user_agent, link); False when the credential already has this request."""
+        cur = self.db.execute(
+            "INSERT INTO credential_uses (credential, request, key, audit_id, stage, leaf_index, time, code, verb, "
+            "resource, namespace, name, source_ip, user_agent, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (credential, request) DO NOTHING", row)
+        return cur.rowcount > 0
+
+    def set_use_code(self, cred_id: str, request: str, code: int) -> bool:
+        """Fill in a use's response code once it is known; True if it was unknown."""
+        cur = self.db.execute("UPDATE credential_uses SET code = ? WHERE credential = ? AND request = ? "
+                              "AND code IS NULL", (code, cred_id, request))
+        return cur.rowcount > 0
+
+    def uses(self, cred_id: str, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
+        """(time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, user_agent,
+        link) in time order (or newest first)."""
+        order = "DESC" if newest_first else "ASC"
+        return [tuple(r) for r in self.db.execute(
+            "SELECT time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, user_agent, "
+            f"link FROM credential_uses WHERE credential = ? ORDER BY time {order}, leaf_index {order} LIMIT ?",
+            (cred_id, limit))]
+
+    # -- flags ----------------------------------------------------------------------------------
+    def flags(self, cred_id: str) -> set[str]:
+        return {str(r[0]) for r in self.db.execute("SELECT flag FROM credential_flags WHERE credential = ?",
+                                                   (cred_id,))}
+
+    def add_flag(self, row: Sequence[Any]) -> bool:
+        """(credential, flag, priority, explanation, time, key, audit_id, stage, leaf_index); False if present."""
+        cur = self.db.execute(
+            "INSERT INTO credential_flags (credential, flag, priority, explanation, time, key, audit_id, stage, "
+            "leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, flag) DO NOTHING", row)
+        return cur.rowcount > 0
+
+    def flag_rows(self, cred_id: str) -> list[tuple[Any, ...]]:
+        """(flag, priority, explanation, time, audit_id, leaf_index, alert_id) of one credential."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT flag, priority, explanation, time, audit_id, leaf_index, alert_id FROM credential_flags "
+            "WHERE credential = ?", (cred_id,))]
+
+    def unalerted_flags(self) -> list[tuple[Any, ...]]:
+        """(credential, flag, priority, explanation, time, key, audit_id, stage, leaf_index, kind, subject,
+        credential_id) of flags no alert was raised for yet, in time order."""
+        return [tuple(r) for r in self.db.execute(
+            "SELECT f.credential, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index, "
+            "c.kind, c.subject, c.credential_id FROM credential_flags f JOIN credentials c ON c.id = f.credential "
+            "WHERE f.alerted = 0 ORDER BY f.time, f.credential, f.flag")]
+
+    def mark_alerted(self, rows: Sequence[tuple[int | None, str, str]]) -> None:
+        """(alert id, credential, flag) rows."""
+        self.db.executemany("UPDATE credential_flags SET alerted = 1, alert_id = ? WHERE credential = ? AND flag = ?",
+                            rows)
+
+    # -- cluster-admin bindings -----------------------------------------------------------------
+    def set_binding(self, binding: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Replace a binding's subjects: (binding, subject, key, audit_id, leaf_index, time) rows."""
+        self.db.execute("DELETE FROM credential_admin_bindings WHERE binding = ?", (binding,))
+        self.db.executemany(
+            "INSERT INTO credential_admin_bindings (binding, subject, key, audit_id, leaf_index, time) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows)
+
+    def bindings(self) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.db.execute("SELECT binding, subject, key, audit_id, leaf_index, time "
+                                                  "FROM credential_admin_bindings ORDER BY time")]
+
+    # -- consumer state -------------------------------------------------------------------------
+    def state(self, name: str) -> str | None:
+        row = self.db.execute("SELECT value FROM credential_state WHERE name = ?", (name,)).fetchone()
+        return str(row[0]) if row else None
+
+    def set_state(self, name: str, value: str) -> None:
+        self.db.execute("INSERT INTO credential_state (name, value) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (name, value))
+
+    # -- the read side (``creds list``/``show``) ------------------------------------------------
+    def listing(self, kind: str | None, unaccounted: bool) -> list[tuple[Any, ...]]:
+        """(doc, uses, exact_uses, probable_uses, denied, first_used, last_used, stats) per credential."""
+        sql = ("SELECT c.doc, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, a.stats "
+               "FROM credentials c LEFT JOIN credential_aggregates a ON a.credential = c.id")
+        where: list[str] = []
+        params: list[Any] = []
+        if kind:
+            where.append("c.kind = ?")
+            params.append(kind)
+        if unaccounted:
+            where.append("c.accounted = 0")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [tuple(r) for r in self.db.execute(sql, params)]
+
+    def find(self, ident: str) -> list[str]:
+        """Documents whose credential id, fingerprint, JTI or id prefix is ``ident``."""
+        return [str(r[0]) for r in self.db.execute(
+            "SELECT doc FROM credentials WHERE credential_id = ? OR credential_id = ? OR credential_id = ? "
+            "OR id LIKE ? OR credential_id LIKE ?",
+            (ident, f"X509SHA256={ident.lower()}", f"JTI={ident}", ident + "%", f"X509SHA256={ident.lower()}%"))]

@@ -1,0 +1,108 @@
+"""A record as an ``entries`` row and back, the same for every engine.
+
+The row's columns are the record's indexed fields; ``meta`` holds the rest (``StoredMeta``), the
+body is a zstd frame (store/codec.py). A v2 trail entry is rebuilt from exactly the stored values
+(trail/entry.py), so the leaf covers every column a query filters on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import orjson
+
+from kubetrail.record import AuditMeta, Record, Redaction, SourceRef
+from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, leaf_hash
+
+MAX_INDEX = (1 << 63) - 1  # both engines' integers are 64-bit signed
+
+
+class StoredMeta(msgspec.Struct, omit_defaults=True, array_like=True):
+    """The part of a record's metadata that has no column of its own (columns hold the rest)."""
+
+    uid: str = ""
+    impersonated_groups: list[str] = []
+    api_version: str = ""
+    request_received: int | None = None
+    stage_time: int | None = None
+    lossy: list[str] = []
+    redactions: list[Redaction] = []
+
+
+_meta_encoder = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(StoredMeta)
+
+COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "
+           "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, "
+           "source_ips, user_agent, request_uri, credential_id")
+INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, "entry", "leaf_hash", "body", "body_sha256")
+ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENTRY_COLUMNS)}"
+
+
+def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
+    """The row (``INSERT_COLUMNS``), with its v2 entry rebuilt from exactly the values stored."""
+    m = r.meta
+    cols = (
+        r.key, r.time, r.kind, r.source.label(), r.seq, r.format, m.audit_id, m.stage, m.level, m.verb,
+        m.user, orjson.dumps(m.groups).decode(), m.impersonated_user, m.resource, m.subresource, m.api_group,
+        m.namespace, m.name, m.code, orjson.dumps(m.source_ips).decode(),
+        m.source_ips[-1] if m.source_ips else "", m.user_agent, m.request_uri, m.credential_id,
+        _meta_encoder.encode(StoredMeta(m.uid, m.impersonated_groups, m.api_version, m.request_received,
+                                        m.stage_time, m.lossy, r.redactions)),
+    )
+    body_hash = hashlib.sha256(r.body).digest()
+    entry = encode_entry_v2(cols, body_hash)
+    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash)
+
+
+def row_entry(row: Sequence[Any]) -> bytes:
+    """The entry bytes of a row selected with ``ENTRY_SELECT``: stored (v1) or rebuilt (v2).
+
+    Raises ValueError when a v2 row cannot be rebuilt (a column of the wrong type).
+    """
+    entry = bytes(row[1])
+    if entry:
+        return entry
+    body_hash = row[4]
+    if not isinstance(body_hash, bytes | memoryview) or len(body_hash) != 32:
+        raise ValueError("body_sha256 is missing or not 32 bytes")
+    return encode_entry_v2(row[5:], bytes(body_hash))
+
+
+_TIME_AT = 5 + ENTRY_COLUMNS.index("time")  # in a row selected with ENTRY_SELECT
+
+
+def verify_row(row: Sequence[Any]) -> tuple[int, bytes | None, str, bytes, bytes | None, bytes | None, int | None]:
+    """A row selected with ``ENTRY_SELECT`` as ``kubetrail.trail.verify.EntryRow``."""
+    try:
+        entry: bytes | None = row_entry(row)
+        why = ""
+    except ValueError as exc:
+        entry, why = None, str(exc)
+    body = row[3]
+    if row[1]:  # v1: the stored header holds the body hash and the time
+        return row[0], entry, why, bytes(row[2]), bytes(body) if body is not None else None, None, None
+    t = row[_TIME_AT]
+    return (row[0], entry, why, bytes(row[2]), bytes(body) if body is not None else None,
+            bytes(row[4]) if row[4] is not None else None, t if isinstance(t, int) else -1)
+
+
+def decode_record(row: Sequence[Any], decompress: Callable[[bytes], bytes]) -> Record:
+    """A row selected with ``COLUMNS`` as a Record. Raises ValueError/TypeError/DecodeError when damaged."""
+    (idx, key, t, kind, source, seq, fmt, meta, body, audit_id, stage, level, verb, user, groups, imp,
+     resource, subresource, api_group, namespace, name, code, source_ips, user_agent, request_uri, cred) = row
+    sm = _meta_decoder.decode(meta)
+    am = AuditMeta(
+        audit_id=audit_id, stage=stage, level=level, verb=verb, user=user, groups=orjson.loads(groups),
+        uid=sm.uid, impersonated_user=imp, impersonated_groups=sm.impersonated_groups, resource=resource,
+        subresource=subresource, api_group=api_group, api_version=sm.api_version, namespace=namespace,
+        name=name, code=code, source_ips=orjson.loads(source_ips), user_agent=user_agent,
+        request_uri=request_uri, credential_id=cred, request_received=sm.request_received,
+        stage_time=sm.stage_time, lossy=sm.lossy)
+    ref = SourceRef.parse(source)
+    return Record(kind=kind, key=key, time=t, source=ref, seq=seq, format=fmt, meta=am,
+                  redactions=sm.redactions, body=decompress(body) if body is not None else b"",
+                  leaf_index=idx)

@@ -1,0 +1,119 @@
+"""SQLite connections and schema: numbered migrations (``store/migrations/*.sql``), WAL, read-only opens."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import urllib.parse
+from importlib import resources
+
+from kubetrail.errors import StoreError, StoreVersionError
+
+SCHEMA_MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations "
+                         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    files = sorted(p.name for p in resources.files("kubetrail.store.migrations").iterdir()
+                   if p.name.endswith(".sql"))
+    out = []
+    for name in files:
+        text = resources.files("kubetrail.store.migrations").joinpath(name).read_text()
+        out.append((int(name.split("_", 1)[0]), name, text))
+    return out
+
+
+def statements(sql: str) -> list[str]:
+    lines = [ln.split("--", 1)[0] for ln in sql.splitlines()]  # migrations keep "--" out of strings
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether a table exists (a store opened read-only may predate the migration that adds it)."""
+    return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A writer's connection: WAL, full sync, foreign keys; the caller migrates."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        wal(conn)
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """``mode=ro``; on a read-only directory without a ``-wal`` file SQLite cannot create its shared-memory
+    file, and nobody can be writing (no WAL), so the file is opened ``immutable`` instead."""
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.path.exists(path + "-wal") or os.access(os.path.dirname(os.path.abspath(path)), os.W_OK):
+            raise
+    conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("SELECT COUNT(*) FROM sqlite_schema").fetchone()
+    return conn
+
+
+def wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch to WAL. The switch takes an exclusive lock and SQLite does not wait for it (no busy
+    handler), so processes opening a fresh directory at once retry here."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def applied(conn: sqlite3.Connection) -> set[int]:
+    if not has_table(conn, "schema_migrations"):
+        return set()
+    return {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
+
+
+def check_version(done: set[int]) -> None:
+    newest = max((v for v, _, _ in migrations()), default=0)
+    if done and max(done) > newest:
+        raise StoreVersionError(f"the store has schema version {max(done)}, newer than this kubetrail ({newest})")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply missing migrations; what is applied is read again under the write lock, so processes that
+    open a fresh data directory at the same time never run a migration twice."""
+    known = migrations()
+    done = applied(conn)
+    check_version(done)
+    if all(v in done for v, _, _ in known):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(SCHEMA_MIGRATIONS_DDL)
+        done = applied(conn)
+        check_version(done)
+        for version, name, sql in known:
+            if version in done:
+                continue
+            try:
+                for stmt in statements(sql):
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (version, name))
+            except sqlite3.Error as exc:
+                raise StoreError(f"migration {name} failed: {exc}") from exc
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

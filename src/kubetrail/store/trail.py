@@ -1,0 +1,113 @@
+"""The trail's tables (migrations 0002 and 0006): tree nodes, signed checkpoints, ``trail_state``,
+and the rows ``kubetrail verify`` reads.
+
+Implements the Protocols of the pure ``kubetrail.trail`` package (``TreeNodes``, ``VerifySource``,
+``CheckpointLog``). Level 0 of the tree is ``trail_leaves`` (the tree's own copy of the leaf hashes:
+verify compares it with the entries to name the first removed, inserted, reordered or modified
+index); levels >= 1 are ``trail_nodes``, complete subtrees only, so rows never change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from kubetrail.store.db import DAMAGED_ERRORS, Engine, damaged
+from kubetrail.store.rows import ENTRY_SELECT, row_entry, verify_row
+from kubetrail.trail.entry import leaf_hash
+from kubetrail.trail.verify import EntryRow
+
+
+class TrailTables:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.db = engine.db
+
+    # -- the tree (kubetrail.trail.tree.TreeNodes) ----------------------------------------------
+    def tree_size(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM trail_leaves").fetchone()[0])
+
+    def node(self, level: int, index: int) -> bytes | None:
+        if level == 0:
+            row = self.db.execute("SELECT hash FROM trail_leaves WHERE idx = ?", (index,)).fetchone()
+        else:
+            row = self.db.execute("SELECT hash FROM trail_nodes WHERE level = ? AND idx = ?",
+                                  (level, index)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def find_leaf(self, leaf: bytes) -> int | None:
+        row = self.db.execute("SELECT idx FROM trail_leaves WHERE hash = ? ORDER BY idx LIMIT 1", (leaf,)).fetchone()
+        return int(row[0]) if row else None
+
+    def add_nodes(self, start: int, leaves: Sequence[bytes], nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        self.db.executemany("INSERT INTO trail_leaves (idx, hash) VALUES (?, ?)",
+                            [(start + i, h) for i, h in enumerate(leaves)])
+        self.db.executemany("INSERT INTO trail_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+    def entry_leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        rows = self.db.execute("SELECT leaf_index, leaf_hash FROM entries WHERE leaf_index >= ? "
+                               "ORDER BY leaf_index LIMIT ?", (start, limit)).fetchall()
+        return [(int(i), bytes(h)) for i, h in rows]
+
+    # -- checkpoints and trail_state ------------------------------------------------------------
+    def latest_checkpoint(self) -> tuple[int, bytes, str] | None:
+        """(size, root, note) of the most recently signed checkpoint."""
+        row = self.db.execute("SELECT size, root, note FROM trail_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        return (int(row[0]), bytes(row[1]), str(row[2])) if row else None
+
+    def checkpoint_at(self, size: int) -> str | None:
+        row = self.db.execute("SELECT note FROM trail_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1",
+                              (size,)).fetchone()
+        return str(row[0]) if row else None
+
+    def checkpoint_notes(self) -> list[tuple[int, str]]:
+        return [(int(i), str(n)) for i, n in self.db.execute("SELECT id, note FROM trail_checkpoints ORDER BY id")]
+
+    def checkpoint_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM trail_checkpoints").fetchone()[0])
+
+    def add_checkpoint(self, size: int, root: bytes, note: str, signed_ns: int) -> None:
+        self.db.execute("INSERT INTO trail_checkpoints (id, size, root, note, signed_ns) "
+                        "VALUES ((SELECT COALESCE(MAX(id), 0) + 1 FROM trail_checkpoints), ?, ?, ?, ?)",
+                        (size, root, note, signed_ns))
+        self.db.execute("INSERT INTO trail_state (name, value) VALUES ('signed_size', ?) ON CONFLICT (name) DO UPDATE "
+                        "SET value = CASE WHEN excluded.value > trail_state.value THEN excluded.value "
+                        "ELSE trail_state.value END", (size,))
+
+    def signed_size(self) -> int | None:
+        if not self.engine.has_table("trail_state"):
+            return None
+        row = self.db.execute("SELECT value FROM trail_state WHERE name = 'signed_size'").fetchone()
+        return int(row[0]) if row else None
+
+    # -- what verify reads (kubetrail.trail.verify.VerifySource) --------------------------------
+    def entries_size(self) -> int:
+        return int(self.db.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0])
+
+    def retention_runs(self) -> list[tuple[int, int | None, int | None]] | None:
+        if not self.engine.has_table("retention_runs"):
+            return None
+        return [(int(s), b, u) for s, b, u in
+                self.db.execute("SELECT size, before_ns, upto_index FROM retention_runs")]
+
+    def entry_rows(self) -> Iterator[EntryRow]:
+        try:
+            for r in self.db.execute(f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index"):
+                yield verify_row(r)
+        except DAMAGED_ERRORS as exc:
+            raise damaged(exc, "the entries") from exc
+
+    def leaf_hashes(self) -> Iterator[bytes]:
+        try:
+            for (h,) in self.db.execute("SELECT hash FROM trail_leaves ORDER BY idx"):
+                yield bytes(h)
+        except DAMAGED_ERRORS as exc:
+            raise damaged(exc, "the tree") from exc
+
+    def entry_leaf(self, index: int) -> bytes | None:
+        row = self.db.execute(f"SELECT {ENTRY_SELECT} FROM entries WHERE leaf_index = ?", (index,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return leaf_hash(row_entry(row))
+        except ValueError:
+            return None
