@@ -205,7 +205,12 @@ class WebhookHandler(BaseHTTPRequestHandler):
     server_version = "kubetrail-webhook"
     sys_version = ""
     server: WebhookHTTPServer
-    connection: ssl.SSLSocket
+    request: ssl.SSLSocket
+
+    @property
+    def tls(self) -> ssl.SSLSocket:
+        """The client's TLS socket (``request``, which socketserver also calls ``connection``)."""
+        return self.request
 
     def setup(self) -> None:
         super().setup()
@@ -225,7 +230,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
     def abort(self) -> None:
         """Cut the connection under the handler (idle: it just ends; busy: the client retries)."""
         with contextlib.suppress(OSError):
-            socket.socket.shutdown(self.connection, socket.SHUT_RDWR)  # the TCP socket, not TLS
+            socket.socket.shutdown(self.tls, socket.SHUT_RDWR)  # the TCP socket, not TLS
 
     def handle_one_request(self) -> None:
         self.idle = True
@@ -271,7 +276,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
             return
         deadline = time.monotonic() + DRAIN_AFTER_ERROR_SECS
         try:
-            self.connection.settimeout(DRAIN_AFTER_ERROR_SECS)
+            self.tls.settimeout(DRAIN_AFTER_ERROR_SECS)
             while remaining > 0 and time.monotonic() < deadline:
                 chunk = self.rfile.read1(min(remaining, 65536))
                 if not chunk:
@@ -285,7 +290,7 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if self._principal is not None:
             return True
         receiver = self.server.receiver
-        principal = receiver.authenticate(self.connection, self.headers.get("Authorization"))
+        principal = receiver.authenticate(self.tls, self.headers.get("Authorization"))
         if principal is None:
             self._refuse(401, "unauthenticated: a client certificate or bearer token is required", expect_continue)
             return False
@@ -309,11 +314,11 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if int(raw) > receiver.config.max_body_bytes:
             self._refuse(413, f"body over {receiver.config.max_body_bytes} bytes", expect_continue)
             return False
-        if not self.server.claim(self.connection, principal):
+        if not self.server.claim(self.tls, principal):
             self._refuse(429, "too many connections from this client (max_connections_per_client)", expect_continue)
             return False
         self._principal = principal
-        self.server.authenticated(self.connection)
+        self.server.authenticated(self.tls)
         return True
 
     def handle_expect_100(self) -> bool:
@@ -342,13 +347,13 @@ class WebhookHandler(BaseHTTPRequestHandler):
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            self.connection.settimeout(left)
+            self.tls.settimeout(left)
             chunk = self.rfile.read1(min(length - got, 1 << 20))
             if not chunk:
                 return None
             parts.append(chunk)
             got += len(chunk)
-        self.connection.settimeout(timeout)
+        self.tls.settimeout(timeout)
         return b"".join(parts)
 
     def do_GET(self) -> None:  # noqa: N802
