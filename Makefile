@@ -16,12 +16,14 @@ venv: $(BIN)/kubetrail
 demo: venv  ## run the bundled attack scenario on the embedded default (SQLite, no broker)
 	$(BIN)/kubetrail demo
 
-test: venv  ## run the whole test suite
+test: venv  ## run the whole test suite (lint, import layers, pytest)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 LOCK := $(BIN)/pip-compile --quiet --generate-hashes --no-emit-index-url --no-emit-find-links
 
