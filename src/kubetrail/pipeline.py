@@ -20,6 +20,7 @@ from typing import Protocol
 import msgspec
 import orjson
 
+from kubetrail import telemetry
 from kubetrail.config import Config
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
@@ -112,13 +113,18 @@ class Pipeline:
         self._lock = threading.Lock()  # one writer: live sources commit from their own threads
 
     def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
-               positions: dict[str, str] | None = None, where: Sequence[str] = ()) -> list[Record]:
+               positions: dict[str, str] | None = None, where: Sequence[str] = (),
+               source: SourceRef | None = None) -> list[Record]:
         """Durably store one batch (and the positions that produced it); returns the new records.
 
         ``where`` names each record's input position (parallel to ``records``) for the reject a
-        record becomes when the store cannot take it (see ``_append_isolating``)."""
+        record becomes when the store cannot take it (see ``_append_isolating``); ``source`` labels
+        the telemetry of rejects in a batch without records."""
         self.rejects.write(rejected)  # first: a crash after the commit must not lose them
+        started = time.perf_counter()
         stored, duplicates, refused = self._append_isolating(records, positions, where)
+        telemetry.emit_commit(records, stored, duplicates, len(rejected) + len(refused),
+                              time.perf_counter() - started, self.store.size(), source.label() if source else "")
         self.rejects.write(refused)
         rejected = [*rejected, *refused]
         if rejected:
@@ -176,7 +182,7 @@ class Pipeline:
             else:
                 rejected.append(item)
         with self._lock:
-            return self.commit(records, rejected, positions, where)
+            return self.commit(records, rejected, positions, where, source)
 
     def ingest_items(self, items: Iterable[Decoded | Rejected], source: SourceRef,
                      progress: Callable[[int], None] | None = None) -> Summary:
@@ -192,12 +198,12 @@ class Pipeline:
                     where.append(position)
             (batch if isinstance(item, Record) else rejected).append(item)
             if len(batch) + len(rejected) >= self.batch_size:
-                self.commit(batch, rejected, where=where)
+                self.commit(batch, rejected, where=where, source=source)
                 if progress:
                     progress(len(batch) + len(rejected))
                 batch, rejected, where = [], [], []
         if batch or rejected:
-            self.commit(batch, rejected, where=where)
+            self.commit(batch, rejected, where=where, source=source)
             if progress:
                 progress(len(batch) + len(rejected))
         self.summary.seconds += time.perf_counter() - started

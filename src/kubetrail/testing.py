@@ -1,14 +1,19 @@
 """Helpers for kubetrail's tests and for users testing their own rules and pipelines.
 
 ``fixtures_dir()`` finds the shared public fixtures; ``make_event()`` builds a realistic audit Event
-so tests say only what matters to them.
+so tests say only what matters to them. ``capture_events()`` collects the telemetry events emitted
+inside a ``with`` block (like structlog's ``capture_logs``).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from kubetrail import telemetry
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -54,3 +59,14 @@ def make_event(audit_id: str = "00000000-0000-0000-0000-000000000001", *, verb: 
     }
     event.update(extra)
     return event
+
+
+@contextmanager
+def capture_events() -> Iterator[list[telemetry.Event]]:
+    """The telemetry events emitted while the block runs, in order (from every thread)."""
+    seen: list[telemetry.Event] = []
+    stop = telemetry.listen(seen.append)
+    try:
+        yield seen
+    finally:
+        stop()

@@ -33,6 +33,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from kubetrail import telemetry
 from kubetrail.errors import SourceError
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources._webhook_http import WebhookHTTPServer
@@ -165,15 +166,11 @@ def cert_common_name(cert: dict[str, Any]) -> str | None:
     return names[0] if len(names) == 1 and names[0] else None
 
 
-_METRICS = (
-    ("events", "Audit events stored (or already stored: redelivery) from accepted batches."),
-    ("rejected", "Items of accepted batches that were not audit events (see rejects.jsonl)."),
-    ("tls_failed", "TLS handshakes that failed (no or wrong client certificate, bad TLS)."),
-    ("connections_refused", "Connections closed at once because max_connections were open."),
-    ("header_timeouts", "Unauthenticated connections cut at header_timeout_secs."),
-    ("unauthenticated_evicted", "Unauthenticated connections closed to make room for new ones."),
-    ("client_limit_refused", "Connections refused because their client held max_connections_per_client."),
-)
+# ``WebhookBatches.count`` names -> the telemetry event that moves the same-named metric
+# (kubetrail_webhook_<name>_total; the names are those of the former hand-written /metrics).
+_REFUSALS: dict[str, telemetry.WebhookRefusal] = {
+    "connections_refused": "connections_refused", "header_timeouts": "header_timeouts",
+    "unauthenticated_evicted": "unauthenticated_evicted", "client_limit_refused": "client_limit_refused"}
 
 
 class WebhookBatches:
@@ -188,24 +185,20 @@ class WebhookBatches:
         self._requests = 0
 
     def count(self, name: str, n: int = 1) -> None:
+        """Count one happening in this receiver's ``counts`` and as a telemetry event."""
         with self._counter_lock:
             self.counts[name] = self.counts.get(name, 0) + n
+        if name.startswith("http_"):
+            telemetry.emit(telemetry.WebhookResponseSent(int(name[5:])))
+        elif name == "tls_failed":
+            telemetry.emit(telemetry.WebhookHandshakeError())
+        elif name in _REFUSALS:
+            telemetry.emit(telemetry.WebhookConnectionRefused(_REFUSALS[name]))
 
     def metrics(self) -> bytes:
-        """The counters in the Prometheus text format (``GET /metrics``): no secret is in them."""
-        with self._counter_lock:
-            counts = dict(self.counts)
-        lines = []
-        codes = {k: v for k, v in counts.items() if k.startswith("http_")}
-        if codes:
-            lines += ["# HELP kubetrail_webhook_responses_total HTTP answers by status code.",
-                      "# TYPE kubetrail_webhook_responses_total counter"]
-            lines += [f'kubetrail_webhook_responses_total{{code="{k[5:]}"}} {v}' for k, v in sorted(codes.items())]
-        for name, help_text in _METRICS:
-            lines += [f"# HELP kubetrail_webhook_{name}_total {help_text}",
-                      f"# TYPE kubetrail_webhook_{name}_total counter",
-                      f"kubetrail_webhook_{name}_total {counts.get(name, 0)}"]
-        return ("\n".join(lines) + "\n").encode()
+        """``GET /metrics``: the process's telemetry (kubetrail.telemetry) in the Prometheus text
+        format; no secret is in it."""
+        return telemetry.render()[0]
 
     def accept(self, body: bytes, principal: str, remote: str) -> tuple[int, dict[str, Any]]:
         """Decode and commit one POSTed body; returns (HTTP status, JSON answer)."""
@@ -238,6 +231,7 @@ class WebhookBatches:
             return 503, {"error": "the batch could not be stored; retry"}
         self.count("events", len(decoded))
         self.count("rejected", len(rejected))
+        telemetry.emit(telemetry.WebhookEventsAccepted(len(decoded), len(rejected)))
         return 200, {"events": len(decoded), "rejected": len(rejected)}
 
 
