@@ -8,7 +8,14 @@ import msgspec
 
 
 class QueryFilters(msgspec.Struct, kw_only=True):
-    """Each set field narrows the search; lists mean "any of"; times are ns since the epoch."""
+    """Each set field narrows the search; lists mean "any of"; times are ns since the epoch.
+
+    In the fields listed in ``GLOB_FIELDS`` a value holding ``*`` or ``?`` is a shell-style pattern
+    (SQLite ``GLOB``, case-sensitive; ``[*]`` matches a literal star), so
+    ``system:serviceaccount:dev:*`` means every service account of ``dev``. Kubernetes names and
+    namespaces cannot hold either character, so exact lookups never turn into patterns.
+    ``exclude_*`` drop matching events; ``cluster`` matches the first part of the source label.
+    """
 
     user: list[str] = []
     group: list[str] = []
@@ -23,6 +30,13 @@ class QueryFilters(msgspec.Struct, kw_only=True):
     audit_id: list[str] = []
     credential_id: list[str] = []
     kind: list[str] = []
+    stage: list[str] = []
+    impersonated_user: list[str] = []
+    source: list[str] = []
+    cluster: list[str] = []
+    exclude_user: list[str] = []
+    exclude_verb: list[str] = []
+    key_prefix: str = ""
     since: int | None = None
     until: int | None = None
 
@@ -38,7 +52,30 @@ _EQ = {
     "audit_id": "audit_id",
     "credential_id": "credential_id",
     "kind": "kind",
+    "stage": "stage",
+    "impersonated_user": "impersonated",
+    "source": "source",
 }
+GLOB_FIELDS = frozenset({"user", "namespace", "name", "impersonated_user", "source", "exclude_user"})
+_NOT = {"exclude_user": "username", "exclude_verb": "verb"}
+
+
+def is_pattern(value: str) -> bool:
+    return "*" in value or "?" in value
+
+
+def _any_of(column: str, values: list[Any], globs: bool, params: list[Any]) -> str:
+    """``column IN (…)`` for exact values, OR-ed with one ``column GLOB ?`` per pattern."""
+    exact = [v for v in values if not (globs and isinstance(v, str) and is_pattern(v))]
+    patterns = [v for v in values if v not in exact]
+    terms = []
+    if exact:
+        terms.append(f"{column} IN ({','.join('?' * len(exact))})")
+        params.extend(exact)
+    for p in patterns:
+        terms.append(f"{column} GLOB ?")
+        params.append(p)
+    return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
 
 
 def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
@@ -47,8 +84,17 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
     for field, column in _EQ.items():
         values = getattr(f, field)
         if values:
-            parts.append(f"{column} IN ({','.join('?' * len(values))})")
-            params.extend(values)
+            parts.append(_any_of(column, values, field in GLOB_FIELDS, params))
+    for field, column in _NOT.items():
+        values = getattr(f, field)
+        if values:
+            parts.append(f"NOT {_any_of(column, values, field in GLOB_FIELDS, params)}")
+    if f.cluster:
+        parts.append("(" + " OR ".join("source GLOB ?" for _ in f.cluster) + ")")
+        params.extend(_glob_literal(c) + "/*" for c in f.cluster)
+    if f.key_prefix:
+        parts.append("key >= ? AND key < ?")
+        params.extend([f.key_prefix, f.key_prefix + "\U0010ffff"])
     if f.group:
         parts.append(f"EXISTS (SELECT 1 FROM json_each(groups_json) WHERE value IN ({','.join('?' * len(f.group))}))")
         params.extend(f.group)
@@ -65,3 +111,8 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
         parts.append("time < ?")
         params.append(f.until)
     return ("WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` as a GLOB pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
