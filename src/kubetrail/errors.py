@@ -2,14 +2,20 @@
 
 * KubetrailError
   x ConfigError            bad config file; ``.where`` = "sources[1].path"
-  x InputError             an input that cannot be read at all (missing file, unreadable)
+  x InputError             an input that cannot be read at all (missing file, unreadable), a bad value
+  x NotFoundError          what the user named does not exist (a record, an alert, an ambiguous prefix)
   x RuleError              bad rule file; ``.location`` = "file:line:col"
   x StoreError             the store cannot be opened or written
     + StoreVersionError    the data directory was written by a newer kubetrail
     + StoreDamagedError    the database cannot be read (a damaged file, a doctored table)
+    + StoreNotFoundError   no store in the data directory (also a NotFoundError)
   x TrailError             signing keys, checkpoints and proofs
   x SourceError            a live source failed (retried by the pipeline)
   x SinkError              delivery failed (retried; the batch stays where it was)
+  x UnavailableError       something a command needs cannot be had: a port in use, a TLS key that
+                           does not match its certificate (fail fast, never retried)
+
+The CLI turns each into one line on stderr and an exit status (``kubetrail.cli.exitcodes``).
 
 Expected outcomes (a malformed line, a duplicate record) are return values, never exceptions.
 """
@@ -39,7 +45,15 @@ class RuleError(KubetrailError):
         self.message = message
 
 
+class NotFoundError(KubetrailError):
+    pass
+
+
 class StoreError(KubetrailError):
+    pass
+
+
+class StoreNotFoundError(StoreError, NotFoundError):
     pass
 
 
@@ -60,4 +74,8 @@ class SourceError(KubetrailError):
 
 
 class SinkError(KubetrailError):
+    pass
+
+
+class UnavailableError(KubetrailError):
     pass

@@ -1,67 +1,191 @@
-"""The ``kubetrail`` command line: one module per command group, listed in ``COMMAND_MODULES``.
+"""The ``kubetrail`` command line: the registry below names every top-level command and its module.
 
-Each module exposes ``commands: list[click.Command]``. Errors that kubetrail raises on purpose
-(``KubetrailError``) are printed as one line and exit 2; a traceback is always a bug.
+Commands load lazily: ``kubetrail --help`` imports no command module (it lists the summaries from
+``COMMANDS``), and ``kubetrail query`` imports only ``cli/query.py`` and what that uses, so a
+command starts in well under 150 ms (budgeted by ``tests/unit/cli/test_startup.py``).
+
+To add a command: write ``cli/<module>.py`` exposing ``commands: list[click.Command]``, add one
+line per top-level command here (name, module, the first sentence of its help), then follow
+docs/cli.md's conventions (``--data``, ``--json``/``-o``, exit statuses from ``cli/exitcodes.py``,
+one-line errors); ``tests/unit/cli/test_conventions.py`` checks every command listed here.
+
+Errors kubetrail raises on purpose (``KubetrailError``) are printed as one line and exit with the
+status ``exitcodes.code_for`` picks; a traceback is always a bug.
 """
 
 from __future__ import annotations
 
+import difflib
 import errno
-import importlib
 import sys
+from typing import Any, NamedTuple
 
 import click
 
+from kubetrail.cli import exitcodes
 from kubetrail.errors import KubetrailError
-from kubetrail.store import DAMAGED_ERRORS, store_failure
+
+
+class Entry(NamedTuple):
+    module: str
+    summary: str  # the first sentence of the command's help; checked by tests/unit/cli/test_registry.py
+
 
 # The whole command registry, in the order `kubetrail --help` shows it.
-COMMAND_MODULES = [
-    "ingest",  # ingest, query, show, stats
-    "run",  # run
-    "webhook",  # webhook-config, webhook serve
-    "demo",
-    "trail",  # keys, checkpoint, proof, verify, retention
-    "rules",  # rules lint/test/list
-    "alerts",  # alerts, detect
-    "creds",  # creds list/show
-    "policy",  # policy generate/lint/simulate/explain, check apiserver
-    "deploy",  # deploy apiserver
-]
+COMMANDS: dict[str, Entry] = {
+    # capture and search
+    "ingest": Entry("ingest", "Read audit events from files, directories, .gz files or - (stdin), in any "
+                              "delivery format."),
+    "query": Entry("query", "Search stored audit events; filters combine with AND, repeated values with OR."),
+    "show": Entry("query", "Print one stored record (by key, key prefix or leaf index): its metadata and its "
+                            "redacted body."),
+    "stats": Entry("query", "Counts of what the store holds: entries, ingest counters, top users, verbs, "
+                             "resources."),
+    "run": Entry("run", "Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."),
+    "webhook": Entry("webhook", "The audit webhook receiver (the apiserver's webhook backend)."),
+    "webhook-config": Entry("webhook", "Print the kubeconfig for kube-apiserver's --audit-webhook-config-file."),
+    "demo": Entry("demo", "Run the bundled attack scenario: a 2-hour audit log with an attack hidden in "
+                          "ordinary traffic."),
+    # the tamper-evident trail
+    "keys": Entry("trail", "The trail's Ed25519 signing key (C2SP signed-note key format)."),
+    "checkpoint": Entry("trail", "Print the latest signed checkpoint (a C2SP tlog-checkpoint in a signed note)."),
+    "proof": Entry("trail", "RFC 9162 inclusion and consistency proofs (hashes in lowercase hex)."),
+    "verify": Entry("trail", "Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."),
+    "retention": Entry("trail", "Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."),
+    # detect and alert
+    "rules": Entry("rules", "Falco-language detection rules: lint, test over events, list."),
+    "detect": Entry("alerts", "Run detection over events already stored (alerts already raised are not raised "
+                              "again)."),
+    "alerts": Entry("alerts", "List stored alerts (one JSON object per alert with --json, evidence included)."),
+    # credentials
+    "creds": Entry("creds", "Every client certificate and token seen in the trail: who made it, who approved "
+                            "it, where it was used."),
+    # posture and deployment
+    "policy": Entry("policy", "Generate, lint, simulate and explain Kubernetes audit policies."),
+    "check": Entry("policy", "Check that audit logging is really on."),
+    "deploy": Entry("deploy", "Write deployment files (see docs/deploy.md)."),
+    # the shell
+    "completion": Entry("completion", "Print the shell completion script for bash, zsh or fish."),
+}
+
+
+class _PipeClosed(Exception):
+    """Standard output's reader went away; raised past click, which would exit 1 (= findings) for it."""
 
 
 class _Cli(click.Group):
-    def invoke(self, ctx: click.Context) -> object:
+    """Loads a command's module only when that command runs (or its help is asked for)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *sorted(set(self.commands) - set(COMMANDS))]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return self.commands.get(cmd_name)
+        # the import statement's machinery (not importlib.import_module) so `-X importtime` times it
+        module = __import__(f"kubetrail.cli.{entry.module}", fromlist=["commands"])
+        for command in module.commands:
+            if command.name == cmd_name:
+                return command
+        raise LookupError(f"kubetrail.cli.{entry.module} has no command {cmd_name!r} (fix COMMANDS)")
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                              list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f"; did you mean `kubetrail {close[0]}`?" if close else ""
+            ctx.fail(f"No such command {name!r}{hint}")
+        return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError as exc:
+            raise _PipeClosed() from exc
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from the registry's summaries: no command module is imported for it."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            entry = COMMANDS.get(name)
+            summary = entry.summary if entry else (self.commands[name].get_short_help_str(limit))
+            rows.append((name, _shorten(summary, limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # noqa: D102 - the one place exit statuses are set
+        kwargs["standalone_mode"] = False
+        try:
+            status = super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:
+            status = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            status = exitcodes.USAGE
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            status = exitcodes.INTERRUPTED
         except KubetrailError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except DAMAGED_ERRORS as exc:  # a full disk or a damaged store file: one line, never a traceback
-            click.echo(f"error: {store_failure(exc)}", err=True)
-            sys.exit(2)
+            status = exitcodes.code_for(exc)
+        except (BrokenPipeError, _PipeClosed):
+            _quiet_stdout()
+            status = exitcodes.PIPE_CLOSED
         except OSError as exc:
             if exc.errno not in DISK_FULL_ERRNOS:
                 raise
             click.echo(f"error: the disk is full: {exc.filename or 'a file'} could not be written ({exc.strerror}); "
                        "free space and run the command again", err=True)
-            sys.exit(2)
+            status = exitcodes.FAILED
+        except Exception as exc:
+            if not exitcodes.is_damaged_store(exc):
+                raise
+            from kubetrail.store import store_failure
+
+            click.echo(f"error: {store_failure(exc)}", err=True)
+            status = exitcodes.FAILED
+        sys.exit(status if isinstance(status, int) else exitcodes.OK)
 
 
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def _one_line(exc: click.ClickException) -> str:
+    """click's usage errors as one line that names the help to read (not click's three-line block)."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        return f"{message} (see `{ctx.command_path} --help`)"
+    return message
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 1)].rstrip() + "..."
+
+
+def _quiet_stdout() -> None:
+    """After the reader went away, stop Python from complaining about the unflushed stdout at exit."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kubetrail")
 def cli() -> None:
-    """kubetrail: a tamper-evident audit trail, credential inventory and detections for Kubernetes."""
+    """kubetrail: a tamper-evident audit trail, credential inventory and detections for Kubernetes.
 
-
-for _name in COMMAND_MODULES:
-    _module = importlib.import_module(f"kubetrail.cli.{_name}")
-    for _command in _module.commands:
-        cli.add_command(_command)
+    Every data command takes --data DIR (default ./kubetrail-data, or $KUBETRAIL_DATA) and --json;
+    listings take -o table|wide|json|yaml. Exit status: 0 ok, 1 findings, 2 usage or not found,
+    3 failed (docs/cli.md).
+    """
 
 
 def main() -> None:
-    cli(prog_name="kubetrail")
+    cli.main(prog_name="kubetrail")

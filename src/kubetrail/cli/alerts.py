@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 import orjson
 
@@ -11,6 +9,7 @@ from kubetrail.alerts.alert import Alert
 from kubetrail.alerts.outbox import Outbox
 from kubetrail.alerts.sinks.stdout import text_line
 from kubetrail.alerts.store import get_alert, list_alerts, settings_for
+from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.errors import InputError
 from kubetrail.store import QueryFilters, open_store
@@ -55,7 +54,7 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
 @data_option
 def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
-    from kubetrail.cli.ingest import record_row
+    from kubetrail.cli.query import record_row
 
     store = open_store(data_dir, readonly=True)
     try:
@@ -94,7 +93,7 @@ def deliver(retry_now: bool, data_dir: str) -> None:
     for sink, err in sorted(report.errors.items()):
         click.echo(f"  {sink}: {err}", err=True)
     if report.pending:
-        sys.exit(1)
+        exit_with(FINDINGS)
 
 
 @alerts.command("sinks")

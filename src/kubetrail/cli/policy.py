@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 import click
 import orjson
 
+from kubetrail.cli.exitcodes import FINDINGS, OK, exit_with
 from kubetrail.cli.options import json_option
 from kubetrail.errors import ConfigError
 from kubetrail.posture import apiserver as api
@@ -81,7 +80,7 @@ def lint_cmd(policy_file: str, as_json: bool, fail_on: str) -> None:
             click.echo(f"[{f.severity.upper()}] {f.where}: {f.message}" if f.where else f"[{f.severity.upper()}] "
                        f"{f.message}")
         click.echo(f"{report.count('error')} errors, {report.count('warn')} warnings, {len(report.leaks)} leaks")
-    sys.exit(1 if report.fails(fail_on) else 0)
+    exit_with(FINDINGS if report.fails(fail_on) else OK)
 
 
 @policy.command("simulate")
@@ -221,7 +220,7 @@ def apiserver_cmd(manifest: str | None, cmdline: str | None, kubeadm_config: str
         checks, what = api.check_apiserver(cfg, root), f"kube-apiserver audit configuration ({cfg.source})"
     bench = benchmark or api.DEFAULT_BENCHMARK
     _report(checks, what, bench, as_json)
-    sys.exit(1 if any(c.status == "FAIL" for c in checks) else 0)
+    exit_with(FINDINGS if any(c.status == "FAIL" for c in checks) else OK)
 
 
 def _report(checks: list[api.Check], what: str, bench: str, as_json: bool) -> None:

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import click
 import orjson
 
+from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import json_option
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
 from kubetrail.errors import InputError
@@ -82,7 +82,7 @@ def lint(files: tuple[str, ...], compat: str, quiet: bool, as_json: bool) -> Non
                    f"({c['compiled']} compiled, {c['skipped']} of other sources skipped); "
                    f"{len(rs.errors)} errors, {len(rs.warnings)} warnings")
     if not rs.ok:
-        sys.exit(1)
+        exit_with(FINDINGS)
 
 
 def _rule_paths(paths: tuple[str, ...]) -> list[str]:
@@ -139,7 +139,7 @@ def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str,
                 click.echo(f"{m.fields.get('evt.time') or ev.get('stageTimestamp', '')}: {m.priority} {m.output}")
     click.echo(f"{n} match(es)", err=True)
     if not rs.ok:
-        sys.exit(1)
+        exit_with(FINDINGS)
 
 
 @rules.command("list", cls=_GreedyCommand)
@@ -162,7 +162,7 @@ def list_rules(rule_files: tuple[str, ...], compat: str, as_json: bool) -> None:
             flag = "" if r.enabled else "  (disabled)"
             click.echo(f"{row['priority']:<13} {r.name}  [{', '.join(r.tags)}]{flag}")
     if not rs.ok:
-        sys.exit(1)
+        exit_with(FINDINGS)
 
 
 commands: list[click.Command] = [rules]

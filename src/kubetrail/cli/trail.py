@@ -8,6 +8,7 @@ import sys
 import click
 import orjson
 
+from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.errors import InputError, StoreError, TrailError
 from kubetrail.store import DAMAGED_ERRORS, Store, open_store
@@ -36,8 +37,7 @@ def keys_group() -> None:
 def keys_generate(origin: str, force: bool, data_dir: str) -> None:
     """Write the private key (mode 0600) into the data directory and print the verifier key."""
     if not force and keys.load_signer(data_dir) is not None:
-        click.echo(f"error: a trail key already exists in {data_dir} (use --force to replace it)", err=True)
-        sys.exit(1)
+        raise InputError(f"a trail key already exists in {data_dir} (use --force to replace it)")
     signer = keys.generate(data_dir, origin, force=force)
     click.echo(f"private key written to {data_dir}/{keys.KEY_FILE} (keep it secret); verifier key:", err=True)
     click.echo(signer.verifier().encode())
@@ -204,7 +204,7 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: b
         for p in sorted(report.problems, key=lambda p: p.index)[1:10]:
             click.echo(f"  also: index {p.index}: {p.reason} ({p.detail})")
     if first is not None:
-        sys.exit(1)
+        exit_with(FINDINGS)
 
 
 @click.command()

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import zstandard
 
-from kubetrail.errors import StoreError
+from kubetrail.errors import StoreError, StoreNotFoundError
 from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.alerts import AlertTables, OutboxTable
@@ -88,7 +88,7 @@ class SqliteStore:
         """Open (and migrate) the store; ``readonly`` opens it without writing anything (see module doc)."""
         path = os.path.join(data_dir, DB_NAME)
         if (readonly or not create) and not os.path.exists(path):
-            raise StoreError(f"no kubetrail store in {data_dir} (run `kubetrail ingest` first, or pass --data)")
+            raise StoreNotFoundError(f"no kubetrail store in {data_dir} (run `kubetrail ingest` first, or pass --data)")
         conn: sqlite3.Connection | None = None
         try:
             if readonly:

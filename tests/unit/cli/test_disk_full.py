@@ -38,7 +38,7 @@ def test_writes_past_the_limit_are_a_disk_error_not_a_damaged_store(tmp_path: Pa
     size = sum(p.stat().st_size for p in data.iterdir())
     r = subprocess.run([sys.executable, "-c", LIMITED, str(size + 64 * 1024), "ingest", str(many), "--no-detect",
                         "--data", str(data)], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr  # FAILED (cli/exitcodes.py)
     assert "cannot be read" not in r.stderr and "disk may be full" in r.stderr, r.stderr
     store = Store.open(str(data), create=False, readonly=True)
     try:
@@ -59,4 +59,4 @@ def test_sqlite_full_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(Store, "append", full)
     r = CliRunner().invoke(cli, ["ingest", str(log), "--no-detect", "--data", str(tmp_path / "d")])
-    assert r.exit_code == 2 and "the disk is full" in r.output and "cannot be read" not in r.output
+    assert r.exit_code == 3 and "the disk is full" in r.output and "cannot be read" not in r.output

@@ -1,0 +1,82 @@
+"""Fast start (issue 16): `kubetrail --help` and `query --count` import only what they use.
+
+Two checks per command: which modules load (``python -X importtime``; exact, so a new eager
+import of the pipeline, rich or a command module fails here whatever the machine's load), and
+the CPU time of the whole process against the 150 ms aim (best of three runs; CPU time rather
+than wall-clock time, because the helpers share two cores and a loaded machine stretches wall
+time, not the work done). `bench/cli_startup.py` prints the wall-clock figures.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parents[2] / "data" / "trail" / "data"
+BUDGET_US = 150_000
+# Modules a quick command must never load: the wiring, the engines, the table and YAML libraries.
+HEAVY = ("kubetrail.pipeline", "kubetrail.detect", "kubetrail.credentials", "kubetrail.alerts",
+         "kubetrail.sources", "kubetrail.posture", "kubetrail.demo", "rich", "yaml", "cryptography")
+
+
+def importtime(*args: str) -> tuple[set[str], int]:
+    """(modules imported, summed cumulative µs of the top-level imports) for `kubetrail ARGS`."""
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "kubetrail", *args], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    modules, total = set(), 0
+    for line in r.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line or "self [us]" in line:
+            continue
+        _, cumulative, name = line.split("|")
+        modules.add(name.strip())
+        if not name.startswith("  "):  # a top-level import: its cumulative time covers its children
+            total += int(cumulative)
+    return modules, total
+
+
+def cpu_us(*args: str) -> int:
+    """User + system CPU time of one `kubetrail ARGS` process, in µs."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([sys.executable, "-m", "kubetrail", *args], capture_output=True, check=True, timeout=60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int(((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1e6)
+
+
+def best_of_three(*args: str) -> tuple[set[str], int]:
+    """(modules imported, best CPU µs of three runs)."""
+    return importtime(*args)[0], min(cpu_us(*args) for _ in range(3))
+
+
+def heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in HEAVY))
+
+
+def test_help_imports_no_command_module() -> None:
+    modules, total = best_of_three("--help")
+    commands = sorted(m for m in modules if m.startswith("kubetrail.cli.") and m != "kubetrail.cli.exitcodes")
+    assert commands == [], f"`kubetrail --help` imported command modules: {commands}"
+    assert heavy(modules) == []
+    assert total < BUDGET_US, f"`kubetrail --help` took {total / 1000:.0f} ms of CPU (aim < 150 ms)"
+
+
+def test_query_count_loads_only_the_store(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN, data)
+    modules, total = best_of_three("query", "--count", "--data", str(data))
+    assert "kubetrail.cli.query" in modules and "kubetrail.cli.ingest" not in modules
+    assert heavy(modules) == [], f"`query --count` imported {heavy(modules)}"
+    assert total < BUDGET_US, f"`kubetrail query --count` took {total / 1000:.0f} ms of CPU (aim < 150 ms)"
+
+
+@pytest.mark.parametrize("args", [["query", "--help"], ["alerts", "--help"], ["creds", "list", "--help"]])
+def test_a_commands_help_loads_its_module_not_the_engines(args: list[str]) -> None:
+    modules, _ = importtime(*args)
+    assert "kubetrail.pipeline" not in modules
