@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import errno
 import sys
+from collections.abc import Iterator, MutableMapping
 from typing import Any, NamedTuple
 
 import click
@@ -73,22 +74,52 @@ class _PipeClosed(Exception):
     """Standard output's reader went away; raised past click, which would exit 1 (= findings) for it."""
 
 
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """``group.commands`` as click and callers expect it (names, lookup), importing a command's
+    module only when that command is looked up."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            entry = COMMANDS.get(name)
+            if entry is None:
+                raise KeyError(name)
+            # the import statement's machinery (not importlib.import_module) so `-X importtime` times it
+            module = __import__(f"kubetrail.cli.{entry.module}", fromlist=["commands"])
+            found = [c for c in module.commands if c.name == name]
+            if not found:
+                raise LookupError(f"kubetrail.cli.{entry.module} has no command {name!r} (fix COMMANDS)")
+            self._loaded[name] = found[0]
+        return self._loaded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMANDS or name in self._loaded
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from COMMANDS
+        yield from (n for n in self._loaded if n not in COMMANDS)
+
+    def __len__(self) -> int:
+        return len(set(COMMANDS) | set(self._loaded))
+
+
 class _Cli(click.Group):
     """Loads a command's module only when that command runs (or its help is asked for)."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*COMMANDS, *sorted(set(self.commands) - set(COMMANDS))]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands = _LazyCommands()
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        entry = COMMANDS.get(cmd_name)
-        if entry is None:
-            return self.commands.get(cmd_name)
-        # the import statement's machinery (not importlib.import_module) so `-X importtime` times it
-        module = __import__(f"kubetrail.cli.{entry.module}", fromlist=["commands"])
-        for command in module.commands:
-            if command.name == cmd_name:
-                return command
-        raise LookupError(f"kubetrail.cli.{entry.module} has no command {cmd_name!r} (fix COMMANDS)")
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
                                                                               list[str]]:
@@ -112,7 +143,7 @@ class _Cli(click.Group):
         rows = []
         for name in names:
             entry = COMMANDS.get(name)
-            summary = entry.summary if entry else (self.commands[name].get_short_help_str(limit))
+            summary = entry.summary if entry else self.commands[name].get_short_help_str(limit)
             rows.append((name, _shorten(summary, limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)

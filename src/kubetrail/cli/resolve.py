@@ -59,7 +59,7 @@ def resolve_record(store: Store, text: str) -> Record:
     if len(key) < MIN_PREFIX:
         raise InputError(f"key prefix {text!r} is too short: give at least {MIN_PREFIX} hex digits")
     found = list(store.query(QueryFilters(key_prefix=key), limit=2))
-    if not found and text.isdigit() and len(text) < 20:
+    if not found and text.isdigit():
         return _by_index(store, text)
     if not found:
         raise NotFoundError(f"no stored record with key or key prefix {text!r}")
