@@ -60,6 +60,9 @@ def resolve_record(store: Store, text: str) -> Record:
         raise InputError(f"key prefix {text!r} is too short: give at least {MIN_PREFIX} hex digits")
     found = list(store.query(QueryFilters(key_prefix=key), limit=2))
     if not found and text.isdigit():
+        if len(text) > len(str(MAX_INDEX)):
+            raise NotFoundError(f"no stored record with key prefix {text!r}, and as a leaf index it is out of "
+                                f"range (at most {MAX_INDEX})")
         return _by_index(store, text)
     if not found:
         raise NotFoundError(f"no stored record with key or key prefix {text!r}")
