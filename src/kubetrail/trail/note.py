@@ -17,12 +17,15 @@ import binascii
 import hashlib
 import unicodedata
 from dataclasses import dataclass
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from typing import TYPE_CHECKING
 
 from kubetrail.errors import TrailError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+# cryptography is imported where a key is used, not here: every command that opens a store loads
+# this module (store -> trail protocols), and most of them (query, show, stats) never sign or verify.
 
 ALG_ED25519 = 0x01
 SIG_PREFIX = "\u2014 "  # EM DASH + space
@@ -81,6 +84,9 @@ class Verifier:
         return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(bytes([ALG_ED25519]) + self.public).decode()}"
 
     def verify(self, message: bytes, signature: bytes) -> bool:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             Ed25519PublicKey.from_public_bytes(self.public).verify(signature, message)
         except InvalidSignature:
@@ -96,6 +102,9 @@ class Signer:
     @classmethod
     def generate(cls, name: str) -> Signer:
         check_name(name)
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
         key = Ed25519PrivateKey.generate()
         return cls(name, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()))
 
@@ -115,9 +124,13 @@ class Signer:
         return signer
 
     def _key(self) -> Ed25519PrivateKey:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return Ed25519PrivateKey.from_private_bytes(self.seed)
 
     def verifier(self) -> Verifier:
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         pub = self._key().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         return Verifier(self.name, key_id(self.name, ALG_ED25519, pub), pub)
 
