@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
 
 from kubetrail.errors import InputError
 
@@ -39,3 +41,45 @@ def parse_when(text: str, now_ns: int | None = None) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+@lru_cache(maxsize=4096)
+def _epoch_seconds(prefix: str) -> int:
+    return int(datetime.fromisoformat(prefix + "+00:00").timestamp())
+
+
+def parse_rfc3339_ns(value: Any) -> int | None:
+    """RFC 3339 with up to nanosecond precision → ns since the epoch (None if unusable)."""
+    if not isinstance(value, str) or len(value) < 19:
+        return None
+    try:
+        secs = _epoch_seconds(value[:19])
+    except ValueError:
+        return None
+    if value[-1] == "Z" and value[19:20] == "." and value[20:-1].isdigit():  # the apiserver's own form
+        return secs * 1_000_000_000 + int((value[20:-1] + "000000000")[:9])
+    rest = value[19:]
+    frac = 0
+    if rest.startswith("."):
+        digits = ""
+        for ch in rest[1:]:
+            if not ch.isdigit():
+                break
+            digits += ch
+        rest = rest[1 + len(digits):]
+        frac = int((digits + "000000000")[:9]) if digits else 0
+    offset = 0
+    if rest and rest not in ("Z", "z"):
+        try:
+            sign = -1 if rest[0] == "-" else 1
+            hh, mm = rest[1:].split(":") if ":" in rest else (rest[1:3], rest[3:5])
+            if rest[0] not in "+-" or len(hh) != 2 or len(mm) != 2 or int(hh) > 23 or int(mm) > 59:
+                return None  # RFC 3339 offsets are -23:59 … +23:59
+            offset = sign * (int(hh) * 3600 + int(mm) * 60)
+        except ValueError:
+            return None
+    ns = (secs - offset) * 1_000_000_000 + frac
+    return ns if _INT64_MIN <= ns <= _INT64_MAX else None  # 1677 … 2262: what a 64-bit column holds

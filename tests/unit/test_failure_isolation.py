@@ -6,7 +6,6 @@ the trail verifies afterwards."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,14 +49,14 @@ def _extract_fails(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _key_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Hashlib:
-        @staticmethod
-        def sha256(data: bytes = b"") -> Any:
-            if b'"boom"' in data:
-                raise ValueError("key bug")
-            return hashlib.sha256(data)
+    real = extract.event_key
 
-    monkeypatch.setattr(extract, "hashlib", Hashlib)
+    def key(event: dict) -> str:
+        if event.get("auditID") == "boom":
+            raise ValueError("key bug")
+        return real(event)
+
+    monkeypatch.setattr(extract, "event_key", key)
 
 
 def _poison_record(change: Callable[[Record], None]) -> Callable[[pytest.MonkeyPatch], None]:

@@ -1,68 +1,28 @@
 """Turn a decoded audit Event into a ``Record``: redact, extract the indexed fields, key it.
 
-The key is SHA-256 over a version tag and the redacted body bytes. The body carries ``auditID``,
-``stage``, ``stageTimestamp`` and everything else, so two deliveries of the same event (a webhook
-retry, the same line read from a CRI-wrapped and a plain file) share a key, while an attacker who
-reuses an ``Audit-ID`` still produces a new record.
+The key is the canonical event identity (``stages/identity.py``, docs/specs/event-identity.md):
+SHA-256 over the redacted event without its envelope, keys sorted. So the same event delivered as a
+log line, an ``EventList`` item, CRI- or Docker-wrapped or as v1beta1 shares a key, while an
+attacker who reuses an ``Audit-ID`` with other content still produces a new record. The body is
+stored as decoded (with whatever ``kind``/``apiVersion`` the first delivery had).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from kubetrail.record import AuditMeta, Decoded, Record, SourceRef, printable
+from kubetrail.stages.identity import event_key
 from kubetrail.stages.redact import contains_jwt, redact_event
+from kubetrail.timefmt import parse_rfc3339_ns as parse_time_ns
 
-KEY_VERSION = b"kubetrail-audit-key/v1\n"
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-@lru_cache(maxsize=4096)
-def _epoch_seconds(prefix: str) -> int:
-    return int(datetime.fromisoformat(prefix + "+00:00").timestamp())
-
-
-def parse_time_ns(value: Any) -> int | None:
-    """RFC 3339 with up to nanosecond precision → ns since the epoch (None if unusable)."""
-    if not isinstance(value, str) or len(value) < 19:
-        return None
-    try:
-        secs = _epoch_seconds(value[:19])
-    except ValueError:
-        return None
-    if value[-1] == "Z" and value[19:20] == "." and value[20:-1].isdigit():  # the apiserver's own form
-        return secs * 1_000_000_000 + int((value[20:-1] + "000000000")[:9])
-    rest = value[19:]
-    frac = 0
-    if rest.startswith("."):
-        digits = ""
-        for ch in rest[1:]:
-            if not ch.isdigit():
-                break
-            digits += ch
-        rest = rest[1 + len(digits):]
-        frac = int((digits + "000000000")[:9]) if digits else 0
-    offset = 0
-    if rest and rest not in ("Z", "z"):
-        try:
-            sign = -1 if rest[0] == "-" else 1
-            hh, mm = rest[1:].split(":") if ":" in rest else (rest[1:3], rest[3:5])
-            if rest[0] not in "+-" or len(hh) != 2 or len(mm) != 2 or int(hh) > 23 or int(mm) > 59:
-                return None  # RFC 3339 offsets are -23:59 … +23:59
-            offset = sign * (int(hh) * 3600 + int(mm) * 60)
-        except ValueError:
-            return None
-    ns = (secs - offset) * 1_000_000_000 + frac
-    return ns if INT64_MIN <= ns <= INT64_MAX else None  # 1677 … 2262: what a 64-bit column holds
 
 
 def _strs(value: Any) -> list[str]:
@@ -197,7 +157,7 @@ def to_record(decoded: Decoded, source: SourceRef) -> Record:
     meta = extract_meta(event, lossy)
     return Record(
         kind="audit",
-        key=hashlib.sha256(KEY_VERSION + body).hexdigest(),
+        key=event_key(event),
         time=event_time(meta),
         source=source,
         body=body,

@@ -61,6 +61,17 @@ class AlertRow(msgspec.Struct, kw_only=True):
 EvidenceRow = tuple[int, str, str, str, "int | None"]  # (alert_id, key, audit_id, stage, leaf_index)
 
 
+class AuditIdRow(msgspec.Struct, frozen=True):
+    """A stored record seen by its auditID (``KeysRepo.by_audit_id``): no body is read."""
+
+    audit_id: str
+    stage: str
+    key: str
+    time: int
+    user: str
+    leaf_index: int
+
+
 class RetentionResult(msgspec.Struct):
     pruned: int = 0
     bytes_freed: int = 0
@@ -195,6 +206,28 @@ class DetectorStateRepo(Protocol):
         ...
 
 
+class KeysRepo(Protocol):
+    """Record keys across key versions (``key_aliases``, ``key_state``; ``kubetrail store rekey``)."""
+
+    def state(self, name: str) -> int | None: ...
+
+    def pending(self) -> tuple[int, int] | None:
+        """``(from, to)``: the leaves still keyed with an older key version, or None."""
+        ...
+
+    def taken(self, keys: Sequence[str]) -> set[str]: ...
+
+    def add_aliases(self, rows: Sequence[tuple[str, int]]) -> int: ...
+
+    def progress(self, upto: int, stored_twice: int, without_body: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def aliases(self) -> Iterator[tuple[str, int]]: ...
+
+    def by_audit_id(self, audit_ids: Sequence[str]) -> list[AuditIdRow]: ...
+
+
 class RetentionRepo(Protocol):
     def apply(self, before_ns: int | None, max_bytes: int | None, dry_run: bool = False) -> RetentionResult: ...
 
@@ -219,6 +252,9 @@ class Repos(Protocol):
 
     @property
     def retention(self) -> RetentionRepo: ...
+
+    @property
+    def keys(self) -> KeysRepo: ...
 
 
 AppendHook = Callable[[Repos, list[Record]], None]  # runs inside the append's transaction, after the rows

@@ -37,6 +37,7 @@ from kubetrail.store.api import AppendHook, AppendResult
 from kubetrail.store.codec import BodyCodec
 from kubetrail.store.credentials import CredentialTables
 from kubetrail.store.detector_state import DetectorStateTable
+from kubetrail.store.keys import KeyTables
 from kubetrail.store.queries import QueryFilters, where_clause
 from kubetrail.store.retention import RetentionTables
 from kubetrail.store.rows import (
@@ -81,6 +82,8 @@ class SqliteStore:
         self.credentials = CredentialTables(engine)
         self.state = DetectorStateTable(engine)
         self.retention = RetentionTables(engine, self.transaction)
+        self.keys = KeyTables(engine)
+        self._aliases = self.has_table("key_aliases")  # absent in a read-only store of an older version
         self._size = self.trail.entries_size()
 
     @classmethod
@@ -150,7 +153,8 @@ class SqliteStore:
         return int(self._size)
 
     def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult:
-        """Store the records whose keys are new, in order, and the source positions, atomically."""
+        """Store the records whose keys are new (neither an entry's key nor a key alias), in order,
+        and the source positions, atomically."""
         conn = self._conn
         seen: set[str] = set()
         unique: list[Record] = []
@@ -162,7 +166,7 @@ class SqliteStore:
         try:
             with self.transaction():
                 self._size = self.trail.entries_size()
-                existing = _existing_keys(conn, [r.key for r in unique])
+                existing = _existing_keys(conn, [r.key for r in unique], self._aliases)
                 fresh = [r for r in unique if r.key not in existing]
                 bodies = self.codec.compress_many([r.body for r in fresh])
                 rows = []
@@ -216,7 +220,11 @@ class SqliteStore:
         return int(self._conn.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
 
     def get(self, key: str) -> Record | None:
+        """The record with this key or key alias (``store rekey``), or a leaf index given as digits."""
         r = self._conn.execute(f"SELECT {COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
+        if r is None and self._aliases:
+            r = self._conn.execute(f"SELECT {COLUMNS} FROM entries WHERE leaf_index = "
+                                   "(SELECT leaf_index FROM key_aliases WHERE alias = ?)", (key,)).fetchone()
         if r is None and key.isdigit():
             if int(key) > MAX_INDEX:
                 raise StoreError(f"leaf index {key} is out of range (at most {MAX_INDEX})")
@@ -272,12 +280,14 @@ class SqliteStore:
 Store = SqliteStore  # the name callers used before the store had two engines
 
 
-def _existing_keys(conn: sqlite3.Connection, keys: list[str]) -> set[str]:
+def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = False) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
-        q = f"SELECT key FROM entries WHERE key IN ({','.join('?' * len(chunk))})"
-        found.update(k for (k,) in conn.execute(q, chunk))
+        marks = ",".join("?" * len(chunk))
+        found.update(k for (k,) in conn.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk))
+        if aliases:
+            found.update(k for (k,) in conn.execute(f"SELECT alias FROM key_aliases WHERE alias IN ({marks})", chunk))
     return found
 
 

@@ -1,0 +1,77 @@
+"""Record keys across key versions (migration 0007, docs/specs/event-identity.md §5), and the light
+by-auditID read the audit-ID reuse check needs.
+
+``key_aliases`` maps the current key of an entry stored under an older key version to its leaf;
+``append`` refuses a key that is an entry's key or an alias. ``key_state`` holds the progress of
+``kubetrail store rekey`` (``legacy_below``: entries below were keyed v1; ``rekeyed_upto``; the
+``stored_twice`` and ``without_body`` counts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from kubetrail.store.api import AuditIdRow
+from kubetrail.store.db import Engine, placeholders
+
+
+class KeyTables:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine.db
+        self.engine = engine
+
+    def state(self, name: str) -> int | None:
+        if not self.engine.has_table("key_state"):
+            return None
+        row = self.db.execute("SELECT value FROM key_state WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else None
+
+    def pending(self) -> tuple[int, int] | None:
+        legacy = self.state("legacy_below")
+        return None if legacy is None else (self.state("rekeyed_upto") or 0, legacy)
+
+    def taken(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys are entries' own keys."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i:i + 500])
+            found.update(k for (k,) in self.db.execute(
+                f"SELECT key FROM entries WHERE key IN ({placeholders(len(chunk))})", chunk))
+        return found
+
+    def add_aliases(self, rows: Sequence[tuple[str, int]]) -> int:
+        """Insert (alias, leaf_index) rows; an alias already there keeps its leaf. Returns how many were new."""
+        added = 0
+        for alias, leaf in rows:
+            cur = self.db.execute("INSERT INTO key_aliases (alias, leaf_index) VALUES (?, ?) "
+                                  "ON CONFLICT (alias) DO NOTHING", (alias, leaf))
+            added += max(cur.rowcount, 0)
+        return added
+
+    def progress(self, upto: int, stored_twice: int, without_body: int) -> None:
+        self.db.execute("INSERT INTO key_state (name, value) VALUES ('rekeyed_upto', ?) "
+                        "ON CONFLICT (name) DO UPDATE SET value = excluded.value", (upto,))
+        self.db.executemany("INSERT INTO key_state (name, value) VALUES (?, ?) "
+                            "ON CONFLICT (name) DO UPDATE SET value = key_state.value + excluded.value",
+                            [("stored_twice", stored_twice), ("without_body", without_body)])
+
+    def finish(self) -> None:
+        """Every entry has a current key (or an alias): forget the progress."""
+        self.db.execute("DELETE FROM key_state")
+
+    def aliases(self) -> Iterator[tuple[str, int]]:
+        """(alias, leaf_index), sorted by alias."""
+        if self.engine.has_table("key_aliases"):
+            yield from ((str(a), int(leaf)) for a, leaf in self.db.execute(
+                "SELECT alias, leaf_index FROM key_aliases ORDER BY alias"))
+
+    def by_audit_id(self, audit_ids: Sequence[str]) -> list[AuditIdRow]:
+        """Every stored record of these auditIDs (all stages), without reading a body."""
+        ids = sorted({a for a in audit_ids if a})
+        out: list[AuditIdRow] = []
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            out.extend(AuditIdRow(*r) for r in self.db.execute(
+                "SELECT audit_id, stage, key, time, username, leaf_index FROM entries "
+                f"WHERE audit_id IN ({placeholders(len(chunk))})", chunk))
+        return out
