@@ -52,6 +52,7 @@ class Options(msgspec.Struct, kw_only=True):
     cluster: str = ""
     detect: bool = True
     witness_dir: str | None = None
+    live: bool = False  # a long-running process (run, webhook serve): detection keeps time with the wall clock
 
 
 ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
@@ -277,7 +278,7 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     restart re-reads at most one uncommitted chunk, which the store de-duplicates).
     """
     options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
-                      witness_dir=config.witness_dir)
+                      witness_dir=config.witness_dir, live=True)
     pipe = open_pipeline(options)
     threads = []
 

@@ -116,7 +116,7 @@ def serve(listen_address: str, tls_cert: str, tls_key: str, client_ca: str | Non
         return pipes[0].commit_decoded(*batch)
 
     receiver = AuditWebhookReceiver(config, commit, cluster)
-    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster))
+    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, live=True))
     pipes.append(pipe)
     stop = threading.Event()
 
