@@ -115,6 +115,9 @@ class DetectSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     match: str = "all"
     min_priority: str = "debug"
     rate_limit: RateLimit = RateLimit()
+    # Detection runs in event-time order behind a watermark this far behind the newest event
+    # (detect/reorder.py): the apiserver's webhook batching (30 s) and its five attempts (≈4 min).
+    allowed_lateness_secs: float = 300.0
     stateful: StatefulConfig = StatefulConfig()
     sinks: list[SinkConfig] = []
 
@@ -143,6 +146,8 @@ def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
     names = [s.name for s in settings.sinks]
     if len(set(names)) != len(names):
         raise ConfigError(f"{origin}: sinks", "sink names must be unique")
+    if not 0 <= settings.allowed_lateness_secs <= 86400:
+        raise ConfigError(f"{origin}: allowed_lateness_secs", "must be between 0 and 86400 seconds")
     if settings.match not in ("all", "first"):
         raise ConfigError(f"{origin}: match", "must be 'all' or 'first'")
     for i, cidr in enumerate(settings.stateful.trusted_cidrs):

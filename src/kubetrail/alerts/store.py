@@ -85,6 +85,27 @@ def _row(a: Alert) -> AlertRow:
                     suppressed=a.suppressed)
 
 
+LATE_NOTE = "late_events_after_decision"
+
+
+def note_late_events(store: Store, times: Sequence[int], window_ns: int) -> int:
+    """Mark the stateful alerts already decided within ``window_ns`` of these late records' event
+    times: ``fields.late_events_after_decision`` counts the records they were decided without.
+    Returns how many alerts were marked."""
+    if not times:
+        return 0
+    with store.transaction() as tx:
+        updates = []
+        for aid, t, fields_json in tx.alerts.stateful_between(min(times) - window_ns, max(times) + window_ns):
+            n = sum(1 for x in times if abs(x - t) <= window_ns)
+            if n:
+                fields = orjson.loads(fields_json)
+                fields[LATE_NOTE] = int(fields.get(LATE_NOTE, 0)) + n
+                updates.append((orjson.dumps(fields, default=str).decode(), aid))
+        tx.alerts.set_fields(updates)
+    return len(updates)
+
+
 def _add_evidence(tx: Repos, alert_id: int, evidence: Iterable[Evidence]) -> None:
     have = tx.alerts.evidence_count(alert_id)
     rows = [(alert_id, e.key, e.audit_id, e.stage, e.leaf_index) for e in evidence]

@@ -1,9 +1,12 @@
 """The detection consumer: built-in rules and stateful detectors over each newly stored batch.
 
 The pipeline calls ``consume(records, store)`` after every committed batch (only records that
-were new, each with its ``leaf_index``). For each record the compiled ruleset is evaluated (all
-matching rules by default) and every stateful detector observes it; the resulting alerts are
-recorded in one transaction with their evidence and outbox rows, then detector state is flushed.
+were new, each with its ``leaf_index``). They wait in the reorder buffer until the watermark passes
+them (``detect/reorder.py``) and are then detected in event-time order: for each record the
+compiled ruleset is evaluated (all matching rules by default), every stateful detector observes
+it, and the audit-ID reuse check looks for a stored variant (``detect/reuse.py``); the resulting
+alerts are recorded in one transaction with their evidence and outbox rows, then detector state
+(and the buffer's frontier) is flushed.
 Delivery to sinks happens in a background thread (``alerts/outbox.py``), so a sink that is down
 never slows or blocks ingestion.
 
@@ -14,16 +17,18 @@ The ruleset is the built-in ``detect/rules/*.yaml`` plus the ``rules:`` files of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kubetrail.alerts.alert import Alert, from_match
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.outbox import Deliverer, DeliveryReport
-from kubetrail.alerts.store import record_alerts, settings_for
-from kubetrail.catch_up import apply_in_order, catch_up
+from kubetrail.alerts.store import note_late_events, record_alerts, settings_for
+from kubetrail.catch_up import CATCH_UP_CHUNK, apply_in_order, catch_up
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
-from kubetrail.detect.stateful import build_detectors
+from kubetrail.detect.reorder import Entry, ReorderBuffer
+from kubetrail.detect.reuse import AuditIdReuse
+from kubetrail.detect.stateful import build_detectors, max_window_secs
 from kubetrail.detect.stateful.state import StateStore
 
 
@@ -40,28 +45,48 @@ def build_ruleset(settings: DetectSettings, extra: Iterable[str] = ()) -> RuleSe
     return rs
 
 
-NEXT_LEAF = ("_consumer", "next_leaf")  # detector_state row: the first leaf detection has not seen
+NEXT_LEAF = ("_consumer", "next_leaf")  # detector_state row: the first leaf detection has not received
+FRONTIER = ("_consumer", "frontier")  # [time, key] of the last record released in event-time order
+# [from, until): the leaves that may still be held in the reorder buffer (those ordered after the
+# frontier); ``until`` is this consumer's next leaf when it saved (``--no-detect`` moves only next_leaf)
+PENDING = ("_consumer", "pending")
+LATE_COUNTER = "late"  # store counter: records that arrived after the watermark had passed them
 
 
 class DetectConsumer:
-    """``track=True`` (the pipeline's consumer) remembers the next leaf to look at, so records that
+    """``track=True`` (the pipeline's consumer) remembers the next leaf to receive, so records that
     were stored but never seen by detection (a crash or SIGKILL between the store's commit and the
     alerts; re-ingest then counts them as duplicates and hands them to nobody) are detected on the
     next start or at the next gap. Alerts are at-least-once: a crash after the alerts are written
-    but before the position is can repeat them, and repeats within the dedup window fold."""
+    but before the position is can repeat them, and repeats within the dedup window fold.
+
+    Records are detected in event-time order behind a watermark (``detect/reorder.py``): rules,
+    stateful detectors, sequences and rate limits give the same alerts whatever order the records
+    arrive in. ``live=True`` (``run``, ``webhook serve``) keeps held records across a restart and
+    releases them with wall time (``tick``); otherwise ``close`` releases everything.
+    """
 
     def __init__(self, store: Any, settings: DetectSettings | None = None, deliver: bool = True,
-                 ruleset: RuleSet | None = None, track: bool = False) -> None:
+                 ruleset: RuleSet | None = None, track: bool = False, live: bool = False,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.settings = settings or settings_for(store.data_dir)
         self.ruleset = ruleset if ruleset is not None else build_ruleset(self.settings)
         self.state = StateStore(store)
         self.detectors = build_detectors(self.state, self.settings.stateful)
+        self.reuse = AuditIdReuse(store)
         self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
-        self.stats = {"records": 0, "matches": 0, "alerts": 0, "folded": 0}
+        self.stats = {"records": 0, "matches": 0, "alerts": 0, "folded": 0, "late": 0}
         self.last_delivery: DeliveryReport | None = None
         self.track = track
+        self.live = live
+        self.clock = clock
+        frontier = self.state.get(*FRONTIER) if track else None
+        self.buffer = ReorderBuffer(int(self.settings.allowed_lateness_secs * 1e9),
+                                    frontier=(int(frontier[0]), str(frontier[1])) if frontier else None)
+        self.window_ns = int(max_window_secs(self.settings.stateful) * 1e9)
         if track:
+            self._restore()
             self.catch_up()
 
     def next_leaf(self) -> int:
@@ -72,12 +97,24 @@ class DetectConsumer:
             self.state.flush()
         return int(value)
 
+    def _restore(self) -> None:
+        """Hold again what the last process held: the records in ``PENDING`` ordered after the
+        frontier (everything else there was released)."""
+        start, end = self.state.get(*PENDING) or (0, 0)
+        for lo in range(start, end, CATCH_UP_CHUNK):
+            held = [r for r in self.store.records_by_index(lo, min(lo + CATCH_UP_CHUNK, end))
+                    if r.kind == "audit" and not self.buffer.is_late(r.time, r.key)]
+            self.buffer.add(held, self.clock())
+
     def catch_up(self, until: int | None = None) -> int:
         """Detect over the stored records from ``next_leaf`` to ``until`` (default: the end)."""
-        return catch_up(self.store, self.next_leaf, self._run, until)
+        return catch_up(self.store, self.next_leaf, self._receive, until)
 
     def detect(self, records: Iterable[Any]) -> list[Alert]:
-        """The alerts for these records (not yet recorded); detector state is updated in memory."""
+        """The alerts for these records, in the order given (not yet recorded); detector state is
+        updated in memory. The pipeline goes through the reorder buffer; this is the direct way."""
+        records = list(records)
+        self.reuse.prepare(records)
         alerts: list[Alert] = []
         for r in records:
             self.stats["records"] += 1
@@ -86,22 +123,68 @@ class DetectConsumer:
                 alerts.append(from_match(m, r))
             for d in self.detectors:
                 alerts.extend(d.observe(r))
+            alerts.extend(self.reuse.observe(r))
         return alerts
 
     def consume(self, records: list[Any], store: Any) -> None:
         if not self.track:
-            self._run(records)
+            self._receive(records)
             return
-        apply_in_order(self.store, records, self.next_leaf, self._run)
+        apply_in_order(self.store, records, self.next_leaf, self._receive)
 
-    def _run(self, records: list[Any]) -> None:
-        alerts = self.detect(records)
-        self._record(alerts, self.store)
+    def _receive(self, records: list[Any]) -> None:
+        """Hold the new records; detect the late ones at once and whatever the watermark releases."""
+        late = self.buffer.add([r for r in records if r.kind == "audit"], self.clock())
+        self._release(self.buffer.ready(), late)
         if self.track and records:
             self.state.put(*NEXT_LEAF, max(r.leaf_index or 0 for r in records) + 1)
+        self._save()
+
+    def _release(self, entries: list[Entry], late: list[Any] | None = None) -> None:
+        alerts: list[Alert] = []
+        if late:
+            alerts += self._late(late)
+        if entries:
+            alerts += self.detect(self._materialise(entries))
+        self._record(alerts, self.store)
+
+    def _late(self, late: list[Any]) -> list[Alert]:
+        """Records behind the watermark: detected now, out of order, and said so on every alert they
+        raise and on the alerts already decided without them (within the detectors' longest window)."""
+        self.stats["late"] += len(late)
+        self.store.count(LATE_COUNTER, len(late))
+        note_late_events(self.store, [r.time for r in late], self.window_ns)
+        mark = self.buffer.frontier[0] if self.buffer.frontier else 0
+        alerts = self.detect(sorted(late, key=lambda r: (r.time, r.key)))
+        for a in alerts:
+            a.fields["late"] = {"behind_watermark_secs": round(max(mark - a.time, 0) / 1e9, 3),
+                                "note": "decided out of event-time order: the record arrived after "
+                                        "the allowed lateness"}
+        return alerts
+
+    def _materialise(self, entries: list[Entry]) -> list[Any]:
+        """The released records, reading back from the store those the buffer did not keep."""
+        missing = sorted(e[2] for e in entries if e[3] is None)
+        loaded: dict[int, Any] = {}
+        i = 0
+        while i < len(missing):
+            j = i
+            while j + 1 < len(missing) and missing[j + 1] - missing[j] <= 64:
+                j += 1
+            loaded.update((r.leaf_index, r) for r in self.store.records_by_index(missing[i], missing[j] + 1))
+            i = j + 1
+        return [e[3] if e[3] is not None else loaded[e[2]] for e in entries if e[3] is not None or e[2] in loaded]
+
+    def _save(self) -> None:
+        if self.track:
+            self.state.put(*FRONTIER, list(self.buffer.frontier) if self.buffer.frontier else None)
+            until = self.next_leaf()
+            self.state.put(*PENDING, [self.buffer.pending_from(until), until])
         self.state.flush()
 
     def _record(self, alerts: list[Alert], store: Any) -> None:
+        if not alerts:
+            return
         ids = record_alerts(store, alerts, self.settings)
         new = sum(1 for i in ids if i is not None)
         self.stats["alerts"] += new
@@ -110,18 +193,27 @@ class DetectConsumer:
             self.deliverer.wake()
 
     def tick(self, store: Any) -> None:
-        """Wall-clock detectors (audit silence while live)."""
-        now = time.time_ns()
+        """Wall-clock work (``run``): the watermark advances with time, then audit silence."""
+        now = self.clock()
+        self.buffer.advance(now)
+        self._release(self.buffer.ready())
         alerts: list[Alert] = []
         for d in self.detectors:
             tick = getattr(d, "tick", None)
             if tick is not None:
                 alerts.extend(tick(now))
         self._record(alerts, store)
-        self.state.flush()
+        self._save()
+
+    def flush(self) -> None:
+        """Release everything held (the end of an ``ingest``: nothing more will arrive)."""
+        self._release(self.buffer.drain())
+        self._save()
 
     def close(self) -> None:
-        self.state.flush()
+        if not self.live:
+            self.flush()
+        self._save()
         if self.deliverer is not None:
             self.last_delivery = self.deliverer.close()
             self.deliverer = None
@@ -148,4 +240,4 @@ def detect_consumer(store: Any, options: Any) -> DetectConsumer | DetectionSkipp
     """The pipeline's factory (``pipeline.CONSUMERS``)."""
     if not getattr(options, "detect", True):
         return DetectionSkipped(store)
-    return DetectConsumer(store, track=True)
+    return DetectConsumer(store, track=True, live=bool(getattr(options, "live", False)))

@@ -43,6 +43,15 @@ class AlertTables:
              a.dedup_key, a.suppressed, created_ns)).fetchone()
         return int(row[0])
 
+    def stateful_between(self, lo: int, hi: int) -> list[tuple[int, int, str]]:
+        """(id, time, fields_json) of stateful-detector alerts with lo <= time <= hi."""
+        return [(int(i), int(t), str(f)) for i, t, f in self.db.execute(
+            "SELECT id, time, fields_json FROM alerts WHERE origin = 'stateful' AND time >= ? AND time <= ?", (lo, hi))]
+
+    def set_fields(self, rows: Sequence[tuple[str, int]]) -> None:
+        """(fields_json, id): replace alerts' fields (notes added after the alert was decided)."""
+        self.db.executemany("UPDATE alerts SET fields_json = ? WHERE id = ?", rows)
+
     def add_suppressed(self, alert_id: int) -> None:
         self.db.execute("UPDATE alerts SET suppressed = suppressed + 1 WHERE id = ?", (alert_id,))
 

@@ -64,6 +64,8 @@ def test_records_stored_behind_detections_back_are_detected_on_the_next_start(tm
 
 def test_a_gap_inside_a_run_is_filled(tmp_path: Path) -> None:
     data = tmp_path / "d"
+    data.mkdir()
+    (data / "detect.yaml").write_text("allowed_lateness_secs: 0\n")  # released as soon as received
     pipe = open_pipeline(Options(data_dir=str(data), detect=True))
     try:
         pipe.commit(records([benign(0)]))

@@ -26,3 +26,10 @@ DETECTORS = (FirstSeen, DeniedBurst, DiscoveryBurst, DeleteBurst, SecretReadBurs
 
 def build_detectors(state: StateStore, config: StatefulConfig) -> list[Any]:
     return [cls(state, config) for cls in DETECTORS] if config.enabled else []
+
+
+def max_window_secs(config: StatefulConfig) -> float:
+    """The longest stretch of event time one stateful decision looks across (windows, sequences,
+    silence): a late record can have changed the alerts decided within this distance of it."""
+    return max(config.denied_window_secs, config.discovery_window_secs, config.delete_window_secs,
+               config.secrets_window_secs, config.sequence_window_secs, config.silence_secs)

@@ -1,0 +1,121 @@
+"""Event-time order for detection: a reorder buffer behind a watermark (DESIGN.md "Identity and order").
+
+Webhook batches, retries, two apiservers and several collectors deliver events out of order, and
+the stateful detectors, sequences and rate limits would answer differently for each order. So
+records wait here until the **watermark** has passed them and are released in ``(time, key)``
+order — the key breaks ties between events of the same nanosecond, so the order is a function of
+the events alone, never of their arrival.
+
+* watermark = the newest event time seen − ``lateness_ns``; in ``run`` it also advances with wall
+  time (``advance(now)``): a record that arrived ``lateness_ns`` ago is released whatever came since,
+  so a quiet cluster's alerts still come out. ``drain()`` releases everything (end of ``ingest``).
+* A record that arrives after a record ordered after it was released is **late**: it is released at
+  once (``add`` returns it), counted in ``late``, and the consumer marks the alerts it touches.
+  Exactness holds for every record that arrives within ``lateness_ns`` of the newest event time.
+* ``frontier`` (the last released ``(time, key)``) and ``pending_from`` (the lowest leaf still held)
+  are all a restart needs: the records in ``[pending_from, next_leaf)`` ordered after the frontier
+  are exactly the ones held (everything else was released), so the buffer itself is never written.
+* Memory is bounded: beyond ``memory_limit`` held records, new ones are kept as ``(time, key,
+  leaf)`` only and read back from the store when released.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable
+
+from kubetrail.record import Record
+
+DEFAULT_MEMORY_LIMIT = 100_000
+
+Entry = tuple[int, str, int, "Record | None"]  # (time, key, leaf_index, record or None when spilled)
+
+
+class ReorderBuffer:
+    def __init__(self, lateness_ns: int, memory_limit: int = DEFAULT_MEMORY_LIMIT,
+                 frontier: tuple[int, str] | None = None) -> None:
+        self.lateness_ns = max(0, int(lateness_ns))
+        self.memory_limit = memory_limit
+        self.frontier = frontier
+        self.max_seen: int | None = frontier[0] if frontier else None
+        self._wall_mark: int | None = None  # the watermark wall time has pushed it to (``advance``)
+        self.late = 0
+        self._heap: list[Entry] = []
+        self._in_memory = 0
+        self._leaves: list[int] = []  # lazy min-heap of held leaves (for pending_from)
+        self._released: set[int] = set()
+        self._arrivals: deque[tuple[int, int]] = deque()  # (wall ns, newest event time of that arrival)
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def is_late(self, time: int, key: str) -> bool:
+        return self.frontier is not None and (time, key) <= self.frontier
+
+    def add(self, records: Iterable[Record], now_ns: int | None = None) -> list[Record]:
+        """Hold these records; returns the late ones (to be processed at once, out of order)."""
+        late: list[Record] = []
+        newest: int | None = None
+        for r in records:
+            leaf = r.leaf_index if r.leaf_index is not None else -1
+            if self.is_late(r.time, r.key):
+                self.late += 1
+                late.append(r)
+                continue
+            keep = r if self._in_memory < self.memory_limit else None
+            self._in_memory += keep is not None
+            heapq.heappush(self._heap, (r.time, r.key, leaf, keep))
+            heapq.heappush(self._leaves, leaf)
+            newest = r.time if newest is None or r.time > newest else newest
+        if newest is not None:
+            if self.max_seen is None or newest > self.max_seen:
+                self.max_seen = newest
+            if now_ns is not None:
+                self._arrivals.append((now_ns, newest))
+        return late
+
+    def watermark(self) -> int | None:
+        mark = None if self.max_seen is None else self.max_seen - self.lateness_ns
+        if self._wall_mark is not None and (mark is None or self._wall_mark > mark):
+            mark = self._wall_mark
+        return mark
+
+    def advance(self, now_ns: int) -> None:
+        """Wall-clock progress (``run``): what arrived ``lateness_ns`` ago may be released now."""
+        limit = now_ns - self.lateness_ns
+        while self._arrivals and self._arrivals[0][0] <= limit:
+            _, newest = self._arrivals.popleft()
+            if self._wall_mark is None or newest > self._wall_mark:
+                self._wall_mark = newest
+
+    def ready(self) -> list[Entry]:
+        """Release, in ``(time, key)`` order, every held record at or before the watermark."""
+        mark = self.watermark()
+        out: list[Entry] = []
+        while self._heap and mark is not None and self._heap[0][0] <= mark:
+            out.append(self._pop())
+        return out
+
+    def drain(self) -> list[Entry]:
+        """Release everything held (the end of an ``ingest``)."""
+        out = [self._pop() for _ in range(len(self._heap))]
+        self._arrivals.clear()
+        return out
+
+    def _pop(self) -> Entry:
+        entry = heapq.heappop(self._heap)
+        self._in_memory -= entry[3] is not None
+        self._released.add(entry[2])
+        self.frontier = (entry[0], entry[1])
+        return entry
+
+    def pending_from(self, default: int) -> int:
+        """The lowest leaf still held, or ``default`` (the next leaf to receive) when none is."""
+        while self._leaves and self._leaves[0] in self._released:
+            self._released.discard(heapq.heappop(self._leaves))
+        if not self._heap:
+            self._leaves.clear()
+            self._released.clear()
+            return default
+        return self._leaves[0] if self._leaves else default
