@@ -11,6 +11,8 @@
     + StoreNotFoundError   no store in the data directory (also a NotFoundError)
   x TrailError             signing keys, checkpoints and proofs
   x SourceError            a live source failed (retried by the pipeline)
+    + SourceUnavailableError  it cannot start at all: a port in use, a TLS key that does not match its
+                           certificate (also an UnavailableError: `run` stops at once, no retry)
   x SinkError              delivery failed (retried; the batch stays where it was)
   x UnavailableError       something a command needs cannot be had: a port in use, a TLS key that
                            does not match its certificate (fail fast, never retried)
@@ -78,4 +80,8 @@ class SinkError(KubetrailError):
 
 
 class UnavailableError(KubetrailError):
+    pass
+
+
+class SourceUnavailableError(SourceError, UnavailableError):
     pass

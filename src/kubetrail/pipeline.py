@@ -24,7 +24,7 @@ from kubetrail import telemetry
 from kubetrail.config import Config
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
-from kubetrail.errors import KubetrailError
+from kubetrail.errors import KubetrailError, UnavailableError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
@@ -275,23 +275,37 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     """Run every configured source until ``stop`` is set; then flush and close cleanly.
 
     A source that fails is logged and restarted with backoff (its position is in the store, so a
-    restart re-reads at most one uncommitted chunk, which the store de-duplicates).
+    restart re-reads at most one uncommitted chunk, which the store de-duplicates). A source that
+    cannot start at all on its first attempt (``UnavailableError``: a port in use, a TLS key that
+    does not match its certificate) stops the run at once and is raised: no retry can fix it.
     """
     options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
                       witness_dir=config.witness_dir, live=True)
     pipe = open_pipeline(options)
     threads = []
 
+    fatal: list[UnavailableError] = []
+
     def supervise(source: LiveSource) -> None:
         delay = 0.5
+        first = True
         while not stop.is_set():
             try:
                 source.run(pipe.commit_decoded, pipe.store.position, stop)
                 return
+            except UnavailableError as exc:
+                if first:
+                    fatal.append(exc)
+                    stop.set()
+                    return
+                log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
             except Exception as exc:  # noqa: BLE001 - a source must never take the run down
                 log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
+            first = False
 
     for source in build_sources(config):
         t = threading.Thread(target=supervise, args=(source,), name=type(source).__name__, daemon=True)
@@ -313,4 +327,6 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
         tick()
         pipe.close()
         pipe.store.close()
+    if fatal:
+        raise fatal[0]
     return pipe.summary

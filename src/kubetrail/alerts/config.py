@@ -27,6 +27,7 @@ import os
 import msgspec
 import yaml
 
+from kubetrail.alerts.alert import PRIORITIES
 from kubetrail.errors import ConfigError
 
 CONFIG_FILE = "detect.yaml"
@@ -150,6 +151,16 @@ def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
         raise ConfigError(f"{origin}: allowed_lateness_secs", "must be between 0 and 86400 seconds")
     if settings.match not in ("all", "first"):
         raise ConfigError(f"{origin}: match", "must be 'all' or 'first'")
+    known = {p.lower() for p in PRIORITIES} | {"info"}
+    if settings.min_priority.strip().lower() not in known:
+        raise ConfigError(f"{origin}: min_priority", f"unknown priority {settings.min_priority!r}")
+    for s in settings.sinks:
+        if s.min_priority.strip().lower() not in known:
+            raise ConfigError(f"{origin}: sinks.{s.name}.min_priority", f"unknown priority {s.min_priority!r} "
+                              f"(one of {', '.join(p.lower() for p in PRIORITIES)})")
+        if isinstance(s, _HttpSink) and sum(bool(x) for x in (s.url, s.url_env, s.url_file)) != 1:
+            raise ConfigError(f"{origin}: sinks.{s.name}", f"a {type(s).__name__.removesuffix('SinkConfig').lower()} "
+                              "sink needs exactly one of url, url_env or url_file")
     for i, cidr in enumerate(settings.stateful.trusted_cidrs):
         try:
             ipaddress.ip_network(cidr, strict=False)

@@ -10,42 +10,55 @@ from kubetrail.alerts.outbox import Outbox
 from kubetrail.alerts.sinks.stdout import text_line
 from kubetrail.alerts.store import get_alert, list_alerts, settings_for
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
-from kubetrail.cli.options import data_option, json_option
-from kubetrail.errors import InputError
+from kubetrail.cli.options import PRIORITY, data_option, json_option
+from kubetrail.cli.output import Column, Listing, emit, output_option, sinks_off_stdout
+from kubetrail.cli.resolve import open_read, when
+from kubetrail.errors import NotFoundError
 from kubetrail.store import QueryFilters, open_store
-from kubetrail.timefmt import parse_when
+
+ALERT_COLUMNS = [
+    Column("id", "id", right=True),
+    Column("time", "time", time=True),
+    Column("priority", "priority"),
+    Column("rule", "rule"),
+    Column("subject", "subject"),
+    Column("leaf", lambda a: [e["leaf_index"] for e in a["evidence"]]),
+    Column("output", "output"),
+]
+SINK_COLUMNS = [Column("name", "name"), Column("type", "type"), Column("min priority", "min_priority"),
+                Column("delivered", "delivered", right=True), Column("pending", "pending", right=True),
+                Column("last error", "last_error")]
 
 
-def _print(alerts: list[Alert], as_json: bool) -> None:
-    for a in alerts:
-        click.echo(orjson.dumps(a.to_json(), default=str).decode() if as_json else text_line(a))
+def _print(found: list[Alert], output: str) -> None:
+    with Listing(output, ALERT_COLUMNS) as out:
+        for a in found:
+            out.add(a.to_json())
 
 
 @click.group(invoke_without_command=True)
 @click.option("--since", default=None, help="RFC 3339 time or a duration ago (90m, 2h, 7d); by event time.")
 @click.option("--until", default=None, help="RFC 3339 time or a duration ago.")
 @click.option("--rule", default=None, help="Only this rule.")
-@click.option("--min-priority", default=None, help="Only this priority or more severe (e.g. warning).")
-@click.option("--limit", type=int, default=None)
-@json_option
+@click.option("--min-priority", type=PRIORITY, default=None,
+              help="Only this priority or more severe: emergency, alert, critical, error, warning, notice, "
+                   "informational (info), debug.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many alerts.")
+@output_option
 @data_option
 @click.pass_context
 def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str | None, min_priority: str | None,
-           limit: int | None, as_json: bool, data_dir: str) -> None:
+           limit: int | None, output: str, data_dir: str) -> None:
     """List stored alerts (one JSON object per alert with --json, evidence included).
 
     Subcommands: show ID, deliver, sinks.
     """
     if ctx.invoked_subcommand is not None:
         return
-    store = open_store(data_dir, readonly=True)
-    try:
-        found = list_alerts(store, since=parse_when(since) if since else None,
-                            until=parse_when(until) if until else None, rule=rule, min_priority=min_priority,
-                            limit=limit)
-    finally:
-        store.close()
-    _print(found, as_json)
+    with open_read(data_dir) as store:
+        found = list_alerts(store, since=when(since, "--since"), until=when(until, "--until"), rule=rule,
+                            min_priority=min_priority, limit=limit)
+    _print(found, output)
 
 
 @alerts.command("show")
@@ -60,7 +73,7 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     try:
         alert = get_alert(store, alert_id)
         if alert is None:
-            raise InputError(f"no alert {alert_id}")
+            raise NotFoundError(f"no alert {alert_id} (`kubetrail alerts` lists them)")
         records = [store.get(e.key) for e in alert.evidence]
     finally:
         store.close()
@@ -78,27 +91,37 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
 
 @alerts.command("deliver")
 @click.option("--now", "retry_now", is_flag=True, help="Retry every pending delivery now, ignoring backoff.")
+@json_option
 @data_option
-def deliver(retry_now: bool, data_dir: str) -> None:
-    """Send pending deliveries from the outbox once; exit 1 if some are still pending."""
+def deliver(retry_now: bool, as_json: bool, data_dir: str) -> None:
+    """Send pending deliveries from the outbox once; exit 1 if some are still pending.
+
+    A stdout sink writes to standard error here when --json is given, so the report stays parseable.
+    """
     store = open_store(data_dir, create=False)
     try:
         box = Outbox(store, settings_for(data_dir))
         if retry_now:
             box.retry_now()
-        report = box.deliver_due(max_rows=10_000)
+        with sinks_off_stdout(as_json):
+            report = box.deliver_due(max_rows=10_000)
     finally:
         store.close()
-    click.echo(f"delivered {report.delivered}, failed {report.failed}, pending {report.pending}")
-    for sink, err in sorted(report.errors.items()):
-        click.echo(f"  {sink}: {err}", err=True)
+    if as_json:
+        emit({"delivered": report.delivered, "failed": report.failed, "pending": report.pending,
+              "errors": dict(sorted(report.errors.items()))})
+    else:
+        click.echo(f"delivered {report.delivered}, failed {report.failed}, pending {report.pending}")
+        for sink, err in sorted(report.errors.items()):
+            click.echo(f"  {sink}: {err}", err=True)
     if report.pending:
         exit_with(FINDINGS)
 
 
 @alerts.command("sinks")
+@output_option
 @data_option
-def sinks(data_dir: str) -> None:
+def sinks(output: str, data_dir: str) -> None:
     """Configured sinks (DATA/detect.yaml) and their outbox counts; URLs are never printed."""
     settings = settings_for(data_dir)
     store = open_store(data_dir, create=False)
@@ -107,11 +130,12 @@ def sinks(data_dir: str) -> None:
     finally:
         store.close()
     if not settings.sinks:
-        click.echo(f"no sinks configured (add sinks: to {data_dir}/detect.yaml); alerts are stored only")
-    for s in settings.sinks:
-        d, p, e = status.get(s.name, (0, 0, ""))
-        click.echo(f"{s.name}\t{type(s).__name__.removesuffix('SinkConfig').lower()}\tmin={s.min_priority}\t"
-                   f"delivered={d}\tpending={p}" + (f"\tlast_error={e}" if e else ""))
+        click.echo(f"no sinks configured (add sinks: to {data_dir}/detect.yaml); alerts are stored only", err=True)
+    with Listing(output, SINK_COLUMNS) as out:
+        for s in settings.sinks:
+            d, p, e = status.get(s.name, (0, 0, ""))
+            out.add({"name": s.name, "type": type(s).__name__.removesuffix("SinkConfig").lower(),
+                     "min_priority": s.min_priority, "delivered": d, "pending": p, "last_error": e or None})
 
 
 @click.command()
@@ -119,32 +143,37 @@ def sinks(data_dir: str) -> None:
 @click.option("--until", default=None, help="RFC 3339 time or a duration ago.")
 @click.option("--rules", "rule_files", multiple=True, help="Extra rule file(s), after the built-in ruleset.")
 @click.option("--no-deliver", is_flag=True, help="Record alerts but leave deliveries in the outbox.")
-@json_option
+@output_option
 @data_option
-def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no_deliver: bool, as_json: bool,
+def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no_deliver: bool, output: str,
            data_dir: str) -> None:
-    """Run detection over events already stored (alerts already raised are not raised again)."""
+    """Run detection over events already stored (alerts already raised are not raised again).
+
+    Prints the new alerts; the counts go to standard error. A stdout sink writes to standard error
+    while this runs, so the listing (and -o json) stays parseable.
+    """
     from kubetrail.detect.consumer import DetectConsumer, build_ruleset
 
-    store = open_store(data_dir, create=False)
+    filters = QueryFilters(since=when(since, "--since"), until=when(until, "--until"))
     settings = settings_for(data_dir)
-    consumer = DetectConsumer(store, settings, deliver=not no_deliver,
-                              ruleset=build_ruleset(settings, rule_files))
-    filters = QueryFilters(since=parse_when(since) if since else None, until=parse_when(until) if until else None)
-    first_id = store.alerts.max_id()
+    ruleset = build_ruleset(settings, rule_files)
+    store = open_store(data_dir, create=False)
     try:
-        batch = []
-        for rec in store.query(filters):
-            batch.append(rec)
-            if len(batch) >= 2000:
-                consumer.consume(batch, store)
-                batch = []
-        consumer.consume(batch, store)
-        consumer.close()
+        consumer = DetectConsumer(store, settings, deliver=not no_deliver, ruleset=ruleset)
+        first_id = store.alerts.max_id()
+        with sinks_off_stdout(True):
+            batch = []
+            for rec in store.query(filters):
+                batch.append(rec)
+                if len(batch) >= 2000:
+                    consumer.consume(batch, store)
+                    batch = []
+            consumer.consume(batch, store)
+            consumer.close()
         new = [a for a in list_alerts(store) if (a.id or 0) > first_id]
     finally:
         store.close()
-    _print(new, as_json)
+    _print(new, output)
     s = consumer.stats
     click.echo(f"scanned {s['records']} events: {s['matches']} rule matches, {s['alerts']} new alerts, "
                f"{s['folded']} folded into existing alerts", err=True)

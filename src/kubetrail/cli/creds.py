@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
-import orjson
 
 from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.output import Column, Listing, emit, output_option
+from kubetrail.cli.resolve import open_read, when
 from kubetrail.credentials.consumer import rebuild as rebuild_inventory
 from kubetrail.credentials.model import KINDS
-from kubetrail.credentials.report import list_credentials, show, text_table
+from kubetrail.credentials.report import list_credentials, show
 from kubetrail.store import open_store
-from kubetrail.timefmt import parse_when
 
 
 @click.group()
@@ -18,35 +20,52 @@ def creds() -> None:
     """Every client certificate and token seen in the trail: who made it, who approved it, where it was used."""
 
 
+def _flags(e: dict[str, Any]) -> list[str]:
+    names = [f["flag"] for f in e["flags"]]
+    return names + ["unaccounted"] if e["unaccounted"] and "unaccounted" not in names else names
+
+
+CRED_COLUMNS = [
+    Column("id", "id", whole=True),
+    Column("kind", "kind"),
+    Column("subject", lambda e: e["subject"] or "?"),
+    Column("uses", "uses", right=True),
+    Column("last used", "last_used", time=True),
+    Column("expires", "expires_at", time=True),
+    Column("flags", _flags),
+    Column("created by", "created_by", wide=True),
+    Column("approved by", "approved_by", wide=True),
+    Column("credential id", "credential_id", wide=True),
+]
+
+
 @creds.command("list")
 @click.option("--kind", type=click.Choice(KINDS), help="Only this kind of credential.")
-@click.option("--active", "state", flag_value="active", help="Only credentials that are still valid.")
-@click.option("--expired", "state", flag_value="expired", help="Only expired credentials.")
+@click.option("--active", is_flag=True, help="Only credentials that are still valid.")
+@click.option("--expired", is_flag=True, help="Only expired credentials.")
 @click.option("--unaccounted", is_flag=True, help="Only credentials seen in use whose issuance is not in the trail.")
 @click.option("--at", "at", default=None, help="Judge active/expired at this time (RFC 3339 or 2h, 7d ago).")
-@json_option
+@output_option
 @data_option
-def list_cmd(kind: str | None, state: str | None, unaccounted: bool, at: str | None, as_json: bool,
+def list_cmd(kind: str | None, active: bool, expired: bool, unaccounted: bool, at: str | None, output: str,
              data_dir: str) -> None:
     """List credentials, riskiest first (worst flag, then unaccounted, then most used)."""
-    store = open_store(data_dir, readonly=True)
-    try:
-        entries = list_credentials(store, kind=kind, state=state, unaccounted=unaccounted,
-                                   now_ns=parse_when(at) if at else None)
-    finally:
-        store.close()
-    if as_json:
+    if active and expired:
+        raise click.UsageError("--active and --expired exclude each other; give one")
+    state = "active" if active else "expired" if expired else None
+    now_ns = when(at, "--at")
+    with open_read(data_dir) as store:
+        entries = list_credentials(store, kind=kind, state=state, unaccounted=unaccounted, now_ns=now_ns)
+    if not entries and output in ("table", "wide"):
+        click.echo("no credentials match", err=True)
+        return
+    with Listing(output, CRED_COLUMNS) as out:
         for e in entries:
-            click.echo(orjson.dumps(e).decode())
-        return
-    if not entries:
-        click.echo("no credentials match")
-        return
-    click.echo(text_table(entries))
+            out.add(e)
     gaps = sum(1 for e in entries if e["policy_gaps"])
-    if gaps:
+    if gaps and output in ("table", "wide"):
         click.echo(f"\n{gaps} credential(s) have policy gaps (what the audit level hid): `kubetrail creds show ID`, "
-                   "then `kubetrail policy lint`.")
+                   "then `kubetrail policy lint`.", err=True)
 
 
 @creds.command("show")
@@ -62,7 +81,7 @@ def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
     finally:
         store.close()
     if as_json:
-        click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        emit(out)
         return
     click.echo(f"{out['id']}  {out['kind']}  {out['state']}{'  UNACCOUNTED' if out['unaccounted'] else ''}")
     for label, key in (("subject", "subject"), ("groups", "groups"), ("created by", "created_by"),
@@ -94,8 +113,9 @@ def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
 
 
 @creds.command("rebuild")
+@json_option
 @data_option
-def rebuild_cmd(data_dir: str) -> None:
+def rebuild_cmd(as_json: bool, data_dir: str) -> None:
     """Recompute the inventory from every stored record (after an upgrade, or to check it)."""
     store = open_store(data_dir, create=False)
     try:
@@ -103,7 +123,10 @@ def rebuild_cmd(data_dir: str) -> None:
         count = store.credentials.count()
     finally:
         store.close()
-    click.echo(f"read {n} records; {count} credentials")
+    if as_json:
+        emit({"records": n, "credentials": count})
+    else:
+        click.echo(f"read {n} records; {count} credentials")
 
 
 commands: list[click.Command] = [creds]

@@ -21,7 +21,7 @@ OK = 0
 """The command did what was asked and found nothing to act on."""
 FINDINGS = 1
 """It ran and found something to look at: rejected input, a trail that fails verification, a lint
-or check failure, alert deliveries still pending."""
+or check failure, alert deliveries still pending; or it refused to overwrite (an existing trail key)."""
 USAGE = 2
 """Bad usage: unknown command or flag, a bad or conflicting value, or what was named does not exist
 (no store in --data, no record with that key, an ambiguous key prefix)."""
@@ -36,7 +36,7 @@ PIPE_CLOSED = 141
 TABLE: list[tuple[int, str, str]] = [
     (OK, "OK", "success; nothing to act on"),
     (FINDINGS, "FINDINGS", "ran and found something: rejected input, verification failure, lint/check "
-                           "failure, deliveries still pending"),
+                           "failure, deliveries still pending; or refused to overwrite (an existing trail key)"),
     (USAGE, "USAGE", "bad command, flag or value; conflicting flags; the named store, record, alert, "
                      "credential or file does not exist; an ambiguous key prefix"),
     (FAILED, "FAILED", "could not do the work: damaged or newer store, port in use, TLS key not matching "

@@ -10,6 +10,8 @@ import orjson
 
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.output import sinks_off_stdout
+from kubetrail.errors import InputError
 from kubetrail.record import SourceRef, printable
 
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
@@ -31,15 +33,19 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
     rejects are listed with their position and reason in DATA/rejects.jsonl.
     """
     from kubetrail.pipeline import Options, open_pipeline
-    from kubetrail.sources.files import Input, expand_paths
+    from kubetrail.sources.files import SKIP_IN_DIRS, Input, expand_paths
 
     files = expand_paths(paths)
+    for path in paths:
+        if path != "-" and os.path.isdir(path) and not expand_paths([path]):
+            raise InputError(f"{path}: no file to read in this directory (hidden files and {', '.join(SKIP_IN_DIRS)} "
+                             "are skipped); name the files to read them anyway")
     pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect))
     total = sum(os.path.getsize(p) for p in files if p != "-")
     show = not no_progress and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     try:
-        with click.progressbar(length=max(total, 1), label="ingesting", file=sys.stderr,
-                               hidden=not show) as bar:
+        with sinks_off_stdout(as_json), click.progressbar(length=max(total, 1), label="ingesting",
+                                                           file=sys.stderr, hidden=not show) as bar:
             for path in files:
                 inp = Input(path)
                 # a file name that is not UTF-8 is escaped here, once, not per record

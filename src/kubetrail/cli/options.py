@@ -26,3 +26,8 @@ def data_option(fn: F) -> F:
 
 def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")(fn)
+
+
+# Falco's priorities, most severe first (alerts.alert.PRIORITIES), as `--min-priority` accepts them.
+PRIORITY = click.Choice(["emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug",
+                         "info"], case_sensitive=False)

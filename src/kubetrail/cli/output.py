@@ -22,7 +22,8 @@ import functools
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -81,6 +82,20 @@ def with_time(doc: dict[str, Any], name: str, ns: int | None) -> dict[str, Any]:
     return doc
 
 
+@contextmanager
+def sinks_off_stdout(machine_output: bool = True) -> Iterator[None]:
+    """While a command prints machine output, what alert sinks write to stdout goes to stderr.
+
+    A ``stdout`` sink configured in DATA/detect.yaml writes alerts as they are delivered; inside
+    ``ingest --json`` or ``detect -o json`` those lines would corrupt the command's own output.
+    """
+    if not machine_output:
+        yield
+        return
+    with redirect_stdout(sys.stderr):
+        yield
+
+
 def color_enabled(stream: IO[str] | None = None) -> bool:
     """Colour is for people at a terminal who did not ask for none (https://no-color.org)."""
     s = stream or sys.stdout
@@ -97,6 +112,7 @@ class Column:
     wide: bool = False  # only in `-o wide`
     right: bool = False  # numbers
     time: bool = False  # an RFC 3339 time: milliseconds in `table`, every digit in `wide`
+    whole: bool = False  # a name that is never cut (a credential id that is not a hash)
 
     def text(self, doc: dict[str, Any], output: str) -> str:
         value = self.field(doc) if callable(self.field) else doc.get(self.field)
@@ -176,7 +192,7 @@ class Listing:
         """Columns a table may cut: text (not ids, numbers or times), and only on a terminal."""
         if self.output == "wide" or not _isatty(self.out):
             return set()
-        return {i for i, c in enumerate(self.columns) if not (c.id or c.right or c.time)}
+        return {i for i, c in enumerate(self.columns) if not (c.id or c.right or c.time or c.whole)}
 
     def _fit(self, widths: list[int]) -> list[int]:
         """Shrink the widest text columns until the table fits a terminal; ids and `wide` are never cut."""

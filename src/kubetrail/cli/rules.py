@@ -12,10 +12,13 @@ from typing import Any
 import click
 import orjson
 
+from kubetrail.cli.alerts import PRIORITY
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import json_option
+from kubetrail.cli.output import Column, Listing, output_option
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
 from kubetrail.errors import InputError
+from kubetrail.timefmt import format_ns
 
 _GREEDY = ("--rules", "--events")
 
@@ -54,6 +57,12 @@ def _print_diagnostics(rs: RuleSet, quiet: bool, err: bool = False) -> None:
     if not quiet:
         for d in rs.warnings:
             click.echo(str(d), err=err)
+
+
+MATCH_COLUMNS = [Column("time", "time", time=True), Column("priority", "priority"), Column("rule", "rule"),
+                 Column("audit id", "auditID", id=True, wide=True), Column("output", "output")]
+RULE_COLUMNS = [Column("priority", "priority"), Column("rule", "rule"), Column("enabled", "enabled"),
+                Column("tags", "tags"), Column("where", "where", wide=True), Column("desc", "desc", wide=True)]
 
 
 @click.group("rules")
@@ -117,10 +126,11 @@ def _events(paths: list[str]) -> Iterator[dict[str, Any]]:
 @_compat_options
 @click.option("--match", "match", type=click.Choice(["first", "all"]), default="first", show_default=True,
               help="Report only the first matching rule per event (Falco's default) or all of them.")
-@click.option("--min-priority", default="debug", show_default=True, help="Ignore rules below this priority.")
-@json_option
+@click.option("--min-priority", type=PRIORITY, default="debug", show_default=True,
+              help="Ignore rules below this priority.")
+@output_option
 def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str, match: str, min_priority: str,
-         as_json: bool) -> None:
+         output: str) -> None:
     """Run rules over event files and print one line per match.
 
     With --json each line is {"rule", "priority", "output", "auditID", "stage", "leaf_index", ...}
@@ -129,15 +139,14 @@ def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str,
     """
     rs = load_rules(_rule_paths(rule_files), compat=compat, match=match, min_priority=min_priority)
     _print_diagnostics(rs, quiet=True)
-    n = 0
-    for ev in _events(list(event_files)):
-        for m in rs.evaluate(ev):
-            n += 1
-            if as_json:
-                click.echo(orjson.dumps(m.to_json()).decode())
-            else:
-                click.echo(f"{m.fields.get('evt.time') or ev.get('stageTimestamp', '')}: {m.priority} {m.output}")
-    click.echo(f"{n} match(es)", err=True)
+    with Listing(output, MATCH_COLUMNS) as out:
+        for ev in _events(list(event_files)):
+            for m in rs.evaluate(ev):
+                row = m.to_json()
+                t = m.fields.get("evt.time")
+                row.setdefault("time", format_ns(t) if isinstance(t, int) else ev.get("stageTimestamp"))
+                out.add(row)
+    click.echo(f"{out.count} match(es)", err=True)
     if not rs.ok:
         exit_with(FINDINGS)
 
@@ -146,21 +155,17 @@ def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str,
 @click.option("--rules", "rule_files", multiple=True, type=click.Path(dir_okay=False),
               help="Rules files (default: the built-in ruleset). Takes several files.")
 @_compat_options
-@json_option
-def list_rules(rule_files: tuple[str, ...], compat: str, as_json: bool) -> None:
+@output_option
+def list_rules(rule_files: tuple[str, ...], compat: str, output: str) -> None:
     """List the compiled rules in evaluation order: priority, name, tags, enabled, where defined."""
     from kubetrail.detect.falco.collector import PRIORITY_NAMES
 
     rs = load_rules(_rule_paths(rule_files), compat=compat)
     _print_diagnostics(rs, quiet=True)
-    for r in rs.rules:
-        row = {"rule": r.name, "priority": PRIORITY_NAMES[r.priority], "enabled": r.enabled, "tags": list(r.tags),
-               "source": r.source, "where": str(r.pos), "desc": r.desc.strip()}
-        if as_json:
-            click.echo(orjson.dumps(row).decode())
-        else:
-            flag = "" if r.enabled else "  (disabled)"
-            click.echo(f"{row['priority']:<13} {r.name}  [{', '.join(r.tags)}]{flag}")
+    with Listing(output, RULE_COLUMNS) as out:
+        for r in rs.rules:
+            out.add({"rule": r.name, "priority": PRIORITY_NAMES[r.priority], "enabled": r.enabled,
+                     "tags": list(r.tags), "source": r.source, "where": str(r.pos), "desc": r.desc.strip()})
     if not rs.ok:
         exit_with(FINDINGS)
 

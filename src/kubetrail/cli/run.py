@@ -11,6 +11,7 @@ import click
 import msgspec
 
 from kubetrail.config import load
+from kubetrail.errors import ConfigError
 
 
 @click.command()
@@ -25,6 +26,9 @@ def run(config_path: str, data_dir: str | None, log_level: str) -> None:
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load(config_path)
+    if not config.sources:
+        raise ConfigError(f"{config_path}: sources", "no sources configured: `run` would wait for nothing "
+                          "(docs/config.md lists the source types)")
     if data_dir:
         config = msgspec.structs.replace(config, data_dir=data_dir)
     stop = threading.Event()

@@ -10,6 +10,7 @@ import orjson
 
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.output import emit
 from kubetrail.errors import InputError, StoreError, TrailError
 from kubetrail.store import DAMAGED_ERRORS, Store, open_store
 from kubetrail.timefmt import parse_when
@@ -37,17 +38,23 @@ def keys_group() -> None:
 def keys_generate(origin: str, force: bool, data_dir: str) -> None:
     """Write the private key (mode 0600) into the data directory and print the verifier key."""
     if not force and keys.load_signer(data_dir) is not None:
-        raise InputError(f"a trail key already exists in {data_dir} (use --force to replace it)")
+        click.echo(f"error: a trail key already exists in {data_dir} (use --force to replace it)", err=True)
+        exit_with(FINDINGS)  # refused, as before (scripts run `keys generate` idempotently and accept 1)
     signer = keys.generate(data_dir, origin, force=force)
     click.echo(f"private key written to {data_dir}/{keys.KEY_FILE} (keep it secret); verifier key:", err=True)
     click.echo(signer.verifier().encode())
 
 
 @keys_group.command("show")
+@json_option
 @data_option
-def keys_show(data_dir: str) -> None:
+def keys_show(as_json: bool, data_dir: str) -> None:
     """Print the verifier key (the last line of output) for auditors and witnesses."""
-    click.echo(keys.load_verifier(data_dir).encode())
+    verifier = keys.load_verifier(data_dir)
+    if as_json:
+        emit({"origin": verifier.name, "key_id": verifier.key_id.hex(), "verifier_key": verifier.encode()})
+    else:
+        click.echo(verifier.encode())
 
 
 def _open(data_dir: str) -> Store:

@@ -34,7 +34,7 @@ import msgspec
 import orjson
 
 from kubetrail import telemetry
-from kubetrail.errors import SourceError
+from kubetrail.errors import SourceError, SourceUnavailableError
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources._webhook_http import WebhookHTTPServer
 from kubetrail.sources.formats import check_event, guarded, loads_lossy, noted
@@ -271,7 +271,7 @@ class AuditWebhookReceiver:
         except (OSError, ssl.SSLError) as exc:
             files = c.client_ca_file if what == "client_ca_file" else f"{c.tls_cert_file}, {c.tls_key_file}"
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise SourceError(f"audit_webhook: cannot load {what} ({files}): {reason}") from exc
+            raise SourceUnavailableError(f"audit_webhook: cannot load {what} ({files}): {reason}") from exc
         return ctx
 
     def tls_context(self) -> ssl.SSLContext:
@@ -320,7 +320,7 @@ class AuditWebhookReceiver:
         try:
             self._httpd = WebhookHTTPServer((host, port), family, self)
         except OSError as exc:
-            raise SourceError(f"audit_webhook cannot listen on {self.config.listen_address}: {exc}") from exc
+            raise SourceUnavailableError(f"audit_webhook cannot listen on {self.config.listen_address}: {exc}") from exc
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="audit-webhook", daemon=True)
         self._thread.start()

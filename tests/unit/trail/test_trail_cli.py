@@ -37,7 +37,7 @@ def test_keys_generate_show_and_refuse_overwrite(tmp_path) -> None:
     assert code == 0 and Verifier.parse(vkey).name == "t.example/log"
     assert stat.S_IMODE(os.stat(os.path.join(data, "trail.key")).st_mode) == 0o600
     assert run("keys", "show", "--data", data) == (0, vkey + "\n")
-    assert run("keys", "generate", "--origin", "t.example/log", "--data", data)[0] == 2  # USAGE: the key exists (exitcodes)
+    assert run("keys", "generate", "--origin", "t.example/log", "--data", data)[0] == 1  # FINDINGS: refused, the key exists
     code, out = run("keys", "generate", "--origin", "t.example/new", "--force", "--data", data)
     assert code == 0 and out.strip() != vkey
     assert run("keys", "generate", "--origin", "bad name", "--force", "--data", data)[0] == 2
