@@ -107,15 +107,10 @@ def run(batches: list[Batch], lateness_secs: float) -> Result:
             pipe.store.close()
 
 
-# The credential inventory (and its flag alerts) is made order-independent next (issue 9 part 3);
-# until then the comparison covers detection's alerts, and the inventory is only collected.
-CHECK_CREDENTIALS = False
-
-
 def snapshot(store: Store) -> Result:
-    alerts = frozenset((a.rule, a.subject, frozenset(e.key for e in a.evidence)) for a in list_alerts(store)
-                       if CHECK_CREDENTIALS or a.origin != "credentials")
-    return alerts, inventory(store) if CHECK_CREDENTIALS else frozenset()
+    """Every alert (rules, stateful detectors, credential flags) and the credential inventory."""
+    alerts = frozenset((a.rule, a.subject, frozenset(e.key for e in a.evidence)) for a in list_alerts(store))
+    return alerts, inventory(store)
 
 
 INVENTORY_FIELDS = ("id", "kind", "status", "subject", "created_by", "approved_by", "denied_by", "credential_id",
@@ -147,7 +142,8 @@ def test_the_scenario_is_realistic() -> None:
     # the attack is found, by sequences, rates and inventories across events as well as by rules
     assert {"K8s RBAC Change Followed by Workload Change", "K8s Burst of Denied Requests",
             "K8s Token Requested for Privileged Service Account", "CSR for Privileged Identity"} <= rules
-    assert len(alerts) > 20 and (len(creds) > 5 or not CHECK_CREDENTIALS)
+    assert len(alerts) > 20 and len(creds) > 5
+    assert any(a[0].startswith("Credential risk:") for a in alerts)
     # the property is not trivial: detected in arrival order (no lateness), a reversed delivery differs
     assert run(list(reversed(batches)), 0) != in_order()
 

@@ -117,7 +117,7 @@ class DetectSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     min_priority: str = "debug"
     rate_limit: RateLimit = RateLimit()
     # Detection runs in event-time order behind a watermark this far behind the newest event
-    # (detect/reorder.py): the apiserver's webhook batching (30 s) and its five attempts (≈4 min).
+    # (ordering.py): the apiserver's webhook batching (30 s) and its five attempts (≈4 min).
     allowed_lateness_secs: float = 300.0
     stateful: StatefulConfig = StatefulConfig()
     sinks: list[SinkConfig] = []

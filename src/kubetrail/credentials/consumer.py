@@ -1,11 +1,19 @@
 """The pipeline consumer that keeps the credential inventory current, and ``rebuild``.
 
-Each committed batch is applied in one transaction: creation events (inventory.py), then the use
-link of every record (link.py), then the flags of every credential that changed (flags.py), then
-``credential_state.next_leaf``. Because the position commits with the data, a crash replays at most
-the batch in flight, and a consumer that was not running (``ingest`` of an older kubetrail, a crash
-between the store's commit and ours) catches up from ``next_leaf`` on its next start. The result
-depends only on the trail's order, so ``rebuild`` reproduces it exactly.
+Records are applied in **event-time order**, behind the same watermark as detection
+(``kubetrail.ordering``; ``allowed_lateness_secs`` in ``DATA/detect.yaml``): creation, approval,
+issuance, uses and flags come out the same whatever order the records arrive in, as long as each
+arrives within the allowed lateness. A record later than that is applied at once (the ledger's
+out-of-order handling — a creation adopting a decision or issuance read before it, an issuance
+merging the uses of a certificate seen first — covers the usual cases) and counted in ``late``;
+``kubetrail creds rebuild`` replays the whole trail in event-time order and gives the exact answer.
+
+Each step is one transaction: what arrived is received (``credential_state.next_leaf``), what the
+watermark releases is applied — creation events (inventory.py), then the use link of every record
+(link.py), then the flags of every credential that changed (flags.py) — and the buffer's position
+(``frontier``, ``pending``) is saved with it. A crash replays at most the step in flight, a restart
+holds again what was held, and a consumer that was not running catches up from ``next_leaf``. The
+frontier is read again under the write lock, so two processes on one store never apply a record twice.
 
 New flags raise alerts after the commit (``kubetrail.alerts.store.record_alerts``), one per
 credential and flag (the alert's ``dedup_key``); a flag whose alert could not be written stays
@@ -15,13 +23,19 @@ credential and flag (the alert's ``dedup_key``); a flag whose alert could not be
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
+from kubetrail.ordering import ReorderBuffer, event_order, materialise, restore
 from kubetrail.record import Record
 from kubetrail.store.api import Store
+
+LATE_COUNTER = "late_credentials"  # store counter: records the inventory applied out of event-time order
 
 TAGS = {
     "privileged-group": ["T1078", "credentials"], "system-identity": ["T1078", "credentials"],
@@ -35,44 +49,122 @@ TAGS = {
 
 
 class CredentialConsumer:
-    def __init__(self, store: Store, alerts: bool = True) -> None:
+    """``lateness_secs`` None: ``allowed_lateness_secs`` of ``DATA/detect.yaml``; 0 applies records in
+    arrival order. ``live`` (``run``, ``webhook serve``): held records stay held across a restart and
+    ``tick`` releases them with wall time; otherwise ``close`` releases everything."""
+
+    def __init__(self, store: Store, alerts: bool = True, lateness_secs: float | None = None, live: bool = False,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.store = store
         self.alerts = alerts
+        self.live = live
+        self.clock = clock
         self.ledger = Ledger(store.credentials)
+        if lateness_secs is None:
+            from kubetrail.alerts.store import settings_for
+
+            lateness_secs = settings_for(store.data_dir).allowed_lateness_secs
+        self.lateness_ns = int(lateness_secs * 1e9)
+        self.buffer = self._held()
         self.catch_up()
 
     def next_leaf(self) -> int:
         return int(self.ledger.state("next_leaf", "0"))
 
+    def _frontier(self) -> tuple[int, str] | None:
+        raw = self.ledger.state("frontier", "")
+        return (int(orjson.loads(raw)[0]), str(orjson.loads(raw)[1])) if raw else None
+
+    def _held(self) -> ReorderBuffer:
+        """The buffer as the store last saw it: the records in ``pending`` ordered after the frontier."""
+        buffer = ReorderBuffer(self.lateness_ns, frontier=self._frontier())
+        raw = self.ledger.state("pending", "")
+        if raw:
+            start, end = orjson.loads(raw)
+            restore(buffer, self.store, int(start), int(end), self.clock())
+        return buffer
+
     def consume(self, records: list[Record], store: Store) -> None:
         apply_in_order(self.store, records, self.next_leaf, self.apply)
 
     def catch_up(self, until: int | None = None) -> int:
-        """Apply every stored record from ``next_leaf`` to ``until`` (default: the end); returns how many."""
+        """Receive every stored record from ``next_leaf`` to ``until`` (default: the end); returns how many."""
         return catch_up(self.store, self.next_leaf, self.apply, until)
 
     def apply(self, records: list[Record]) -> None:
+        """Receive these records and apply what the watermark releases (all of it at ``lateness 0``)."""
+        self._step(records)
+
+    def tick(self, store: Store) -> None:
+        """Wall-clock progress (``run``): what has waited ``allowed_lateness_secs`` is applied."""
+        self._step([], now=self.clock())
+
+    def flush(self) -> None:
+        """Apply everything held (the end of an ``ingest``: nothing more will arrive)."""
+        self._step([], drain=True)
+
+    def _step(self, records: list[Record], now: int | None = None, drain: bool = False) -> None:
         ledger = self.ledger
+        late_n = 0
         try:
             with self.store.transaction() as tx:
                 ledger.repo = tx.credentials
-                start = self.next_leaf()  # re-read under the write lock: another process may have applied some
-                records = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
-                for r in records:
-                    if r.kind != "audit":
-                        continue
-                    ledger.touched.clear()
-                    inventory.handle(ledger, r)
-                    link.link(ledger, r, self.store)
-                    self._evaluate(sorted(ledger.touched))
-                ledger.flush()
-                if records:
-                    ledger.set_state("next_leaf", str(max(r.leaf_index or 0 for r in records) + 1))
+                start = self.next_leaf()  # re-read under the write lock: another process may have received some
+                fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]
+                shared = self._frontier()  # another process may have applied further
+                if shared is not None and (self.buffer.frontier is None or shared > self.buffer.frontier):
+                    self.buffer.frontier = shared
+                late = sorted(self.buffer.add([r for r in fresh if r.kind == "audit"], self.clock()),
+                              key=lambda r: (r.time, r.key))
+                late_n = len(late)
+                if now is not None:
+                    self.buffer.advance(now)
+                entries = self.buffer.drain() if drain else self.buffer.ready()
+                released = [r for r in materialise(self.store, entries)
+                            if shared is None or (r.time, r.key) > shared]
+                self._apply_each(late + released)
+                until = max([start] + [(r.leaf_index or 0) + 1 for r in fresh])
+                ledger.set_state("next_leaf", str(until))
+                if self.buffer.frontier is not None:
+                    ledger.set_state("frontier", orjson.dumps(list(self.buffer.frontier)).decode())
+                ledger.set_state("pending", orjson.dumps([self.buffer.pending_from(until), until]).decode())
+        except BaseException:
+            self.buffer = self._held()  # what this step took out of the buffer is held again
+            raise
         finally:
             ledger.repo = self.store.credentials
             ledger.reset_cache()
+        if late_n:
+            self.store.count(LATE_COUNTER, late_n)
         if self.alerts:
             self.raise_alerts()
+
+    def _apply_each(self, records: list[Record]) -> None:
+        """Apply records, in the order given, inside the caller's transaction."""
+        ledger = self.ledger
+        for r in records:
+            ledger.touched.clear()
+            inventory.handle(ledger, r)
+            link.link(ledger, r, self.store)
+            self._evaluate(sorted(ledger.touched))
+        ledger.flush()
+
+    def _replay(self, records: list[Record]) -> int:
+        """Apply records already in event-time order in one transaction (``rebuild``)."""
+        if not records:
+            return 0
+        try:
+            with self.store.transaction() as tx:
+                self.ledger.repo = tx.credentials
+                self._apply_each(records)
+                last = records[-1]
+                self.ledger.set_state("frontier", orjson.dumps([last.time, last.key]).decode())
+        finally:
+            self.ledger.repo = self.store.credentials
+            self.ledger.reset_cache()
+        if self.alerts:
+            self.raise_alerts()
+        return len(records)
 
     def _evaluate(self, cred_ids: list[str]) -> None:
         """Flags of the credentials one record changed: per record, so batching never changes a result."""
@@ -111,21 +203,40 @@ class CredentialConsumer:
         return len(rows)
 
     def close(self) -> None:
-        """Nothing is held open: every batch committed its own transaction."""
+        """Outside ``run``, apply what is still held; each step committed its own transaction."""
+        if not self.live:
+            self.flush()
 
 
-def rebuild(store: Store, alerts: bool = True) -> int:
-    """Forget the inventory and recompute it from every stored record; returns the records read.
+def rebuild(store: Store, alerts: bool = True, chunk: int = 2000) -> int:
+    """Forget the inventory and recompute it from every stored record in event-time order (the answer
+    of an in-order delivery, whatever the arrival was); returns the records read.
 
     Alerts already raised stay; the rebuilt flags find them by ``dedup_key`` and raise none twice.
     """
     with store.transaction() as tx:
         tx.credentials.clear()
     consumer = CredentialConsumer.__new__(CredentialConsumer)
-    consumer.store, consumer.alerts, consumer.ledger = store, alerts, Ledger(store.credentials)
-    return consumer.catch_up()
+    consumer.store, consumer.alerts, consumer.live, consumer.clock = store, alerts, False, time.time_ns
+    consumer.ledger, consumer.lateness_ns = Ledger(store.credentials), 0
+    consumer.buffer = ReorderBuffer(0)
+    size = store.size()
+    read = 0
+    batch: list[Record] = []
+    for r in event_order(store):
+        if r.leaf_index is not None and r.leaf_index < size:
+            batch.append(r)
+        if len(batch) >= chunk:
+            read += consumer._replay(batch)
+            batch = []
+    read += consumer._replay(batch)
+    with store.transaction() as tx:
+        tx.credentials.set_state("next_leaf", str(size))
+        tx.credentials.set_state("pending", orjson.dumps([size, size]).decode())
+    return read
 
 
 def credentials_consumer(store: Store, options: Any) -> CredentialConsumer:
     """The pipeline's factory (``pipeline.CONSUMERS``): alerts only when detection is on."""
-    return CredentialConsumer(store, alerts=bool(getattr(options, "detect", True)))
+    return CredentialConsumer(store, alerts=bool(getattr(options, "detect", True)),
+                              live=bool(getattr(options, "live", False)))

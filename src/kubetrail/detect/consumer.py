@@ -2,7 +2,7 @@
 
 The pipeline calls ``consume(records, store)`` after every committed batch (only records that
 were new, each with its ``leaf_index``). They wait in the reorder buffer until the watermark passes
-them (``detect/reorder.py``) and are then detected in event-time order: for each record the
+them (``ordering.py``) and are then detected in event-time order: for each record the
 compiled ruleset is evaluated (all matching rules by default), every stateful detector observes
 it, and the audit-ID reuse check looks for a stored variant (``detect/reuse.py``); the resulting
 alerts are recorded in one transaction with their evidence and outbox rows, then detector state
@@ -24,12 +24,12 @@ from kubetrail.alerts.alert import Alert, from_match
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.outbox import Deliverer, DeliveryReport
 from kubetrail.alerts.store import note_late_events, record_alerts, settings_for
-from kubetrail.catch_up import CATCH_UP_CHUNK, apply_in_order, catch_up
+from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
-from kubetrail.detect.reorder import Entry, ReorderBuffer
 from kubetrail.detect.reuse import AuditIdReuse
 from kubetrail.detect.stateful import build_detectors, max_window_secs
 from kubetrail.detect.stateful.state import StateStore
+from kubetrail.ordering import Entry, ReorderBuffer, materialise, restore
 
 
 def build_ruleset(settings: DetectSettings, extra: Iterable[str] = ()) -> RuleSet:
@@ -60,7 +60,7 @@ class DetectConsumer:
     next start or at the next gap. Alerts are at-least-once: a crash after the alerts are written
     but before the position is can repeat them, and repeats within the dedup window fold.
 
-    Records are detected in event-time order behind a watermark (``detect/reorder.py``): rules,
+    Records are detected in event-time order behind a watermark (``ordering.py``): rules,
     stateful detectors, sequences and rate limits give the same alerts whatever order the records
     arrive in. ``live=True`` (``run``, ``webhook serve``) keeps held records across a restart and
     releases them with wall time (``tick``); otherwise ``close`` releases everything.
@@ -98,13 +98,17 @@ class DetectConsumer:
         return int(value)
 
     def _restore(self) -> None:
-        """Hold again what the last process held: the records in ``PENDING`` ordered after the
-        frontier (everything else there was released)."""
+        """Hold again what the last process held (``PENDING`` ordered after the frontier)."""
         start, end = self.state.get(*PENDING) or (0, 0)
-        for lo in range(start, end, CATCH_UP_CHUNK):
-            held = [r for r in self.store.records_by_index(lo, min(lo + CATCH_UP_CHUNK, end))
-                    if r.kind == "audit" and not self.buffer.is_late(r.time, r.key)]
-            self.buffer.add(held, self.clock())
+        restore(self.buffer, self.store, int(start), int(end), self.clock())
+
+    def _reset(self) -> None:
+        """After a failed release: the buffer as the store last saw it (what was popped is held again)."""
+        frontier = self.state.get(*FRONTIER) if self.track else None
+        self.buffer = ReorderBuffer(self.buffer.lateness_ns,
+                                    frontier=(int(frontier[0]), str(frontier[1])) if frontier else None)
+        if self.track:
+            self._restore()
 
     def catch_up(self, until: int | None = None) -> int:
         """Detect over the stored records from ``next_leaf`` to ``until`` (default: the end)."""
@@ -145,8 +149,12 @@ class DetectConsumer:
         if late:
             alerts += self._late(late)
         if entries:
-            alerts += self.detect(self._materialise(entries))
-        self._record(alerts, self.store)
+            alerts += self.detect(materialise(self.store, entries))
+        try:
+            self._record(alerts, self.store)
+        except BaseException:
+            self._reset()
+            raise
 
     def _late(self, late: list[Any]) -> list[Alert]:
         """Records behind the watermark: detected now, out of order, and said so on every alert they
@@ -161,19 +169,6 @@ class DetectConsumer:
                                 "note": "decided out of event-time order: the record arrived after "
                                         "the allowed lateness"}
         return alerts
-
-    def _materialise(self, entries: list[Entry]) -> list[Any]:
-        """The released records, reading back from the store those the buffer did not keep."""
-        missing = sorted(e[2] for e in entries if e[3] is None)
-        loaded: dict[int, Any] = {}
-        i = 0
-        while i < len(missing):
-            j = i
-            while j + 1 < len(missing) and missing[j + 1] - missing[j] <= 64:
-                j += 1
-            loaded.update((r.leaf_index, r) for r in self.store.records_by_index(missing[i], missing[j] + 1))
-            i = j + 1
-        return [e[3] if e[3] is not None else loaded[e[2]] for e in entries if e[3] is not None or e[2] in loaded]
 
     def _save(self) -> None:
         if self.track:

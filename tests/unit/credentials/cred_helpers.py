@@ -221,7 +221,7 @@ class Cluster:
     def __init__(self, data_dir: str) -> None:
         self.data_dir = data_dir
         self.store = Store.open(data_dir)
-        self.consumer = CredentialConsumer(self.store)
+        self.consumer = CredentialConsumer(self.store, lateness_secs=0)  # applied as fed (order tests feed it)
         self.n = 0
 
     def records(self, *events: dict[str, Any]) -> list[Any]:

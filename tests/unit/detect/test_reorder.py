@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 
 from kubetrail.alerts.store import list_alerts
-from kubetrail.detect.reorder import ReorderBuffer
 from kubetrail.detect.reuse import RULE as REUSE
+from kubetrail.ordering import ReorderBuffer
 from kubetrail.pipeline import Options, open_pipeline
 from kubetrail.record import Decoded, Record, SourceRef
 from kubetrail.stages.extract import to_record
