@@ -48,16 +48,19 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
         return cls(cluster=head[0] if head else "", node="/".join(head[1:]), stream="/".join(parts[start:]))
 
 
-class Redaction(msgspec.Struct, frozen=True):
-    """One value removed before anything was written: where it was and a short hash of it.
+class Redaction(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One value removed before anything was written: where it was and a keyed digest of it.
 
-    The hash prefix lets an analyst see that two events carried the same secret without ever
-    storing the secret.
+    ``hmac`` (HMAC-SHA256 under the deployment's redaction key, 16 hex digits) lets an analyst see
+    that two events carried the same secret without storing it, and without letting anyone who
+    holds the store test a guess. Records written before keyed digests carry ``sha256_prefix``
+    (an unkeyed 12-hex-digit SHA-256 prefix) instead.
     """
 
     path: str
-    sha256_prefix: str
+    hmac: str = ""
     what: str = "secret"
+    sha256_prefix: str = ""
 
 
 class AuditMeta(msgspec.Struct, kw_only=True):
