@@ -159,7 +159,9 @@ def show(key: str, as_json: bool, data_dir: str) -> None:
     with open_read(data_dir) as store:
         r = resolve_record(store, key)
     doc = record_row(r)
-    doc["redactions"] = [{"path": x.path, "sha256_prefix": x.sha256_prefix, "what": x.what} for x in r.redactions]
+    doc["redactions"] = [{"path": x.path, "what": x.what,
+                          **({"hmac": x.hmac} if x.hmac else {"sha256_prefix": x.sha256_prefix})}
+                         for x in r.redactions]
     doc["lossy"] = r.meta.lossy
     doc["event"] = orjson.loads(r.body) if r.body else None
     if as_json:

@@ -16,7 +16,8 @@ import orjson
 
 from kubetrail.record import AuditMeta, Decoded, Record, SourceRef, printable
 from kubetrail.stages.identity import event_key
-from kubetrail.stages.redact import contains_jwt, redact_event
+from kubetrail.stages.redact import needs_deep_scan, redact_event
+from kubetrail.stages.redaction_key import RedactionKey
 from kubetrail.timefmt import parse_rfc3339_ns as parse_time_ns
 
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
@@ -137,22 +138,23 @@ def _text(s: str, notes: set[str]) -> str:
     return fixed
 
 
-def to_record(decoded: Decoded, source: SourceRef) -> Record:
-    """Redact ``decoded.event`` in place and wrap it."""
+def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey | None = None) -> Record:
+    """Redact ``decoded.event`` in place and wrap it. ``redaction_key`` keys the digests of what
+    was removed (the store's key; see ``stages/redaction_key.py``)."""
     event = decoded.event
     lossy = list(decoded.lossy)
     try:
-        redactions = redact_event(event, scan_jwts=False)
+        redactions = redact_event(event, scan_jwts=False, key=redaction_key)
         body = orjson.dumps(event)
     except (TypeError, RecursionError):  # orjson.JSONEncodeError is a TypeError
         notes: set[str] = set()
         event = _sanitized(event, 0, notes)
         lossy.extend(sorted(notes))
-        redactions = redact_event(event, scan_jwts=True)  # the full pass: no second one below
+        redactions = redact_event(event, scan_jwts=True, key=redaction_key)  # the full pass: no second one below
         body = orjson.dumps(event)
     else:
-        if contains_jwt(body):
-            redactions += redact_event(event, scan_jwts=True)
+        if needs_deep_scan(body):
+            redactions += redact_event(event, scan_jwts=True, key=redaction_key)
             body = orjson.dumps(event)
     meta = extract_meta(event, lossy)
     return Record(

@@ -3,8 +3,9 @@
 Whatever the audit policy logged, these never leave this stage:
 
 * Secret ``data``/``stringData`` values in request and response objects, in lists of Secrets, in
-  patches of Secrets, and in the ``kubectl.kubernetes.io/last-applied-configuration`` annotation
-  of a Secret (which repeats the data in clear).
+  patches of Secrets, and inside the ``kubectl.kubernetes.io/last-applied-configuration``
+  annotation of a Secret (which repeats the data in clear: the values go, the rest of the applied
+  object stays; only an annotation that is not JSON is removed whole).
 * Bootstrap-token secrets (they are Secrets: same rule), with one exception: in a Secret of type
   ``bootstrap.kubernetes.io/token`` only ``token-secret`` (and any key kubetrail does not know) is
   secret. ``token-id`` is public (it is the user name ``system:bootstrap:<id>``), and ``expiration``,
@@ -15,40 +16,59 @@ Whatever the audit policy logged, these never leave this stage:
   ``aud``, ``iss``, ``kubernetes.io``) are kept, because credential tracking needs them and they are
   not a secret: they go to the annotation ``kubetrail.dev/token-claims`` (a JSON string, as all
   audit annotations are strings).
-* Any JWT-shaped string and any PEM (or PGP) private key block anywhere else in the event (request
-  URIs, ConfigMaps, env vars, dict keys …): JWTs whose header has whitespace (``eyA…``, ``ewo…``)
-  or ``=`` padding, and base64 that decodes to a JWT or a private key (kubeconfig
-  ``client-key-data``, ``ZXlK…``). Certificates are kept: the credential inventory needs them.
+* Whatever ``secret_text.scrub`` finds in any string anywhere else in the event (request URIs,
+  ConfigMaps, env vars, annotations, dict keys …), through percent-encoding and base64: JWTs,
+  private keys, ``Bearer``/``Basic``/``Authorization`` credentials, ``password=``/``token:``
+  pairs (kubeconfigs and properties files in ConfigMaps, command-line flags), well-known token
+  formats. Certificates are kept: the credential inventory needs them.
+* Structured credentials: the string value of a key that names one (``password``, ``dbPassword``,
+  ``api_key``, ``client-secret``, ``token`` …; not a domain-prefixed annotation or label key such
+  as ``authentication.k8s.io/legacy-token``, which names an identity), the ``value`` of an env var whose ``name`` does
+  (``DB_PASSWORD``), and the argument after a credential flag in a list (``["--token", "…"]``).
+  Not inside SealedSecrets (their ``encryptedData`` is ciphertext) and ExternalSecrets and secret
+  stores (their specs name references, not values): those specs are evidence and stay whole.
 * Whatever shape the Secret arrives in: JSON Patch operations (every ``value``; ``op`` and ``path``
   are kept), a patch body the apiserver logged as text, ``Table`` rows (``kubectl get`` with
   ``includeObject``), lists and metadata-only lists (the last-applied annotation), and, in the deep
   pass, a Secret nested anywhere (an AdmissionReview, a ``List`` in a ``List``, a ``Template``'s
-  ``objects``) or as JSON inside a string (a last-applied annotation of a ``List``).
+  ``objects``) or as JSON inside a string (a last-applied annotation of a ``List``): JSON in a
+  string is parsed and redacted like the event itself, and written back only if something was
+  removed, so a Deployment's applied spec (with its ``imagePullSecrets``) is kept as it was.
 
 Two passes keep the common event cheap: ``redact_event(scan_jwts=False)`` handles what the
 ``objectRef`` and the top-level kinds reveal; ``needs_deep_scan`` looks for the byte patterns any
-other secret shape must leave in the serialised event, and only then does the caller run the deep
-pass, which walks every key and value.
+other secret shape must leave in the serialised event (``secret_text.has_trigger``), and only then
+does the caller run the deep pass, which walks every key and value (and scrubs only the strings
+that match the same trigger).
 
-Each removal is listed as a ``Redaction`` with its JSON path and a 12-hex-digit SHA-256 prefix, so
-an analyst can still see that two events carried the same value.
+Each removal is listed as a ``Redaction`` with its JSON path and a keyed digest of the value
+(HMAC-SHA256 under the deployment's redaction key, ``stages/redaction_key.py``), so an analyst can
+still see that two events carried the same value, and nobody holding the store can test guesses.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import re
-from collections.abc import Iterable, Iterator
-from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from kubetrail.record import Redaction
+from kubetrail.stages.redaction_key import RedactionKey
+from kubetrail.stages.secret_text import (
+    B64_MIN,
+    JWT_RE,
+    REDACTED,
+    b64_holds,
+    flag_values,
+    has_trigger,
+    scrub,
+    sensitive_name,
+    text_has_trigger,
+)
 
-REDACTED = "[redacted]"
 CLAIMS_ANNOTATION = "kubetrail.dev/token-claims"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 _KEPT_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "kubernetes.io")
@@ -56,32 +76,23 @@ BOOTSTRAP_TYPE = "bootstrap.kubernetes.io/token"
 BOOTSTRAP_PUBLIC_KEYS = frozenset({"token-id", "expiration", "usage-bootstrap-authentication",
                                    "usage-bootstrap-signing", "auth-extra-groups", "description"})
 SECRET_KINDS = ("Secret", "SecretList")
-# A JWT part is base64url of a JSON object: '{' then '"' or whitespace, i.e. "ey" + [A-DI-L] or
-# "ew" + [k-r0-3] (tab, newline, carriage return). Parts may carry '=' padding.
-_JWT_HEAD = r"e(?:y[A-DI-L]|w[k-r0-3])"
-JWT_RE = re.compile(rf"{_JWT_HEAD}[A-Za-z0-9_-]{{2,}}={{0,2}}\.{_JWT_HEAD}[A-Za-z0-9_-]{{2,}}={{0,2}}\."
-                    r"[A-Za-z0-9_-]*={0,2}")
-PEM_KEY_RE = re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY( BLOCK)?-----.*?"
-                        r"(?:-----END \1PRIVATE KEY\2-----|\Z)", re.S)
-# Runs of base64 (standard or url alphabet), lines of a wrapped block joined.
-_B64_RUN_RE = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}(?:\r?\n[A-Za-z0-9+/_-]{4,}={0,2})*")
-_B64_MIN = 32
+# Kinds whose specs hold references and ciphertext, not credentials: key names there are kept.
+REFERENCE_KINDS = frozenset({"SealedSecret", "ExternalSecret", "ClusterExternalSecret", "SecretStore",
+                             "ClusterSecretStore", "PushSecret"})
 _SECRET_KIND_TEXT = re.compile(r'"kind"\s*:\s*"Secret')
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9._/:@-]{1,128}")
-# What any secret shape the cheap pass cannot see leaves in the serialised event: the '.ey'/'.ew'
-# before a JWT payload, a private key's armour, base64 of '-----' (any alignment holds "LS0t"),
-# base64 of that (a kubeconfig file in binaryData: "TFMw", "UzB0", "MHRM" by alignment), base64
-# of a JWT at each of the three alignments ("ZX…", "…V5…"/"…V3…", "…leU…"/"…ld2…"/"…ldz…"), a
-# Secret's kind (also inside an escaped JSON string) and \u escapes that could spell one.
-_DEEP_SCAN_RE = re.compile(rb"\.e[wy]|PRIVATE KEY|LS0t|Secret|\\\\u|ZX|V[35]|leU|ld[2z]|TFMw|UzB0|MHRM")
 _MAX_NESTED_JSON = 4
-_MIN_TEXT = 12  # nothing shorter can hold a JWT, a key, base64 of either or a Secret's JSON
+_MIN_TEXT = 8  # nothing shorter holds a JWT, a key, a pair like "pw=1234" or a Secret's JSON
 Where = tuple[Any, ...]  # () for the event, (parent, key) below it
 
 
-def _digest(value: Any) -> str:
-    raw = value if isinstance(value, bytes) else str(value).encode()
-    return hashlib.sha256(raw).hexdigest()[:12]
+def scrub_text(text: str, pairs: bool = True) -> str:
+    """``text`` with every secret the text rules find replaced, and nothing recorded: for output
+    rendered from stored values (alert text, a decoded URI parameter), which may have decoded what
+    the store kept encoded. ``pairs=False`` for text whose author chose its ``name=`` labels."""
+    if not text_has_trigger(text):
+        return text
+    return scrub(text, lambda _value, _what: REDACTED, pairs=pairs)
 
 
 def decode_jwt_claims(token: str) -> dict[str, Any] | None:
@@ -99,71 +110,8 @@ def decode_jwt_claims(token: str) -> dict[str, Any] | None:
     return {k: claims[k] for k in _KEPT_CLAIMS if k in claims}
 
 
-def _b64_variants(run: str) -> Iterator[bytes]:
-    """The bytes ``run`` decodes to, read from each of its first four characters (a run can start
-    with characters that belong to something else, such as a URL path)."""
-    text = run.replace("\r", "").replace("\n", "").rstrip("=").replace("-", "+").replace("_", "/")
-    for offset in range(4):
-        part = text[offset:]
-        part = part[: len(part) - len(part) % 4] if len(part) % 4 == 1 else part
-        if len(part) < 16:
-            return
-        try:
-            yield binascii.a2b_base64(part + "=" * (-len(part) % 4))
-        except binascii.Error:
-            continue
-
-
-def _b64_holds(run: str, depth: int = 0) -> str | None:
-    """"jwt" or "private-key" when base64 ``run`` decodes to one (looked for two levels deep)."""
-    if run.islower():  # hex digests, UUIDs, names: base64 of a key or a JWT has capitals
-        return None
-    for raw in _b64_variants(run):
-        text = raw.decode("latin-1")
-        if "PRIVATE KEY" in text and PEM_KEY_RE.search(text):
-            return "private-key"
-        if JWT_RE.search(text):
-            return "jwt"
-        if depth < 1:
-            for m in _B64_RUN_RE.finditer(text):
-                if len(m.group(0)) >= _B64_MIN and (what := _b64_holds(m.group(0), depth + 1)):
-                    return what
-    return None
-
-
-def _json_has_secret(text: str, depth: int = 0) -> bool:
-    """Whether ``text`` is JSON holding a Secret anywhere (also in JSON strings inside it)."""
-    try:
-        root = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return _SECRET_KIND_TEXT.search(text) is not None
-    stack = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("kind") in SECRET_KINDS:
-                return True
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif (isinstance(node, str) and depth < _MAX_NESTED_JSON and node.lstrip()[:1] in ("{", "[")
-              and ("Secret" in node or "\\u" in node) and _json_has_secret(node, depth + 1)):
-            return True
-    return False
-
-
-@lru_cache(maxsize=4096)
-def _path_key(key: str) -> str:
-    """A dict key as it may appear in a redaction path (which is stored): a key that is, or could
-    hide, a credential is shown as its hash."""
-    if key == REDACTED or (_SIMPLE_KEY.fullmatch(key) and not JWT_RE.search(key)
-                           and (len(key) < _B64_MIN or _b64_holds(key) is None)):
-        return key
-    return f"[key:{_digest(key)}]"
-
-
-def _fmt(where: Where) -> str:
-    """A (parent, key) chain as the JSON path a Redaction names."""
+def _fmt(where: Where, path_key: Any) -> str:
+    """A (parent, key) chain as the JSON path a Redaction names (``path_key`` shows a key)."""
     keys: list[Any] = []
     while where:
         where, key = where
@@ -173,16 +121,33 @@ def _fmt(where: Where) -> str:
         if isinstance(key, int):
             out += f"[{key}]"
         else:
-            out = f"{out}.{_path_key(str(key))}" if out else _path_key(str(key))
+            out = f"{out}.{path_key(str(key))}" if out else path_key(str(key))
     return out
 
 
 class _Redactor:
-    def __init__(self) -> None:
+    def __init__(self, key: RedactionKey) -> None:
+        self.key = key
         self.found: list[Redaction] = []
+        self.json_depth = 0
+        self._keys: dict[str, str] = {}
+
+    def digest(self, value: Any) -> str:
+        return self.key.digest(value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass"))
+
+    def path_key(self, key: str) -> str:
+        """A dict key as it may appear in a redaction path (which is stored): a key that is, or
+        could hide, a credential is shown as its digest."""
+        shown = self._keys.get(key)
+        if shown is None:
+            plain = key == REDACTED or (_SIMPLE_KEY.fullmatch(key) and not JWT_RE.search(key)
+                                        and (len(key) < B64_MIN or b64_holds(key) is None))
+            shown = self._keys[key] = key if plain else f"[key:{self.digest(key)}]"
+        return shown
 
     def drop(self, path: str | Where, value: Any, what: str) -> str:
-        self.found.append(Redaction(path if isinstance(path, str) else _fmt(path), _digest(value), what))
+        where = path if isinstance(path, str) else _fmt(path, self.path_key)
+        self.found.append(Redaction(where, self.digest(value), what))
         return REDACTED
 
     def secret(self, obj: Any, path: str) -> None:
@@ -211,14 +176,28 @@ class _Redactor:
             if isinstance(data, dict):
                 for k, v in data.items():
                     if v != REDACTED and k not in public:
-                        data[k] = self.drop(f"{path}.{field}.{_path_key(str(k))}", v, "secret-data")
+                        data[k] = self.drop(f"{path}.{field}.{self.path_key(str(k))}", v, "secret-data")
             elif isinstance(data, str | list) and data and data != REDACTED:
                 obj[field] = self.drop(f"{path}.{field}", data, "secret-data")
         meta = obj.get("metadata")
         ann = meta.get("annotations") if isinstance(meta, dict) else None
         if isinstance(ann, dict) and isinstance(ann.get(LAST_APPLIED), str) and ann[LAST_APPLIED] != REDACTED:
-            ann[LAST_APPLIED] = self.drop(f"{path}.metadata.annotations.{LAST_APPLIED}", ann[LAST_APPLIED],
-                                          "secret-last-applied")
+            ann[LAST_APPLIED] = self.applied_secret(ann[LAST_APPLIED], f"{path}.metadata.annotations.{LAST_APPLIED}")
+
+    def applied_secret(self, text: str, path: str) -> str:
+        """A Secret's last-applied annotation repeats its data: the values go, the rest stays.
+        Text that is not a JSON object cannot be scrubbed value by value and goes whole."""
+        try:
+            applied = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            applied = None
+        if not isinstance(applied, dict):
+            return self.drop(path, text, "secret-last-applied")
+        before = len(self.found)
+        self.secret(applied, path)
+        if len(self.found) == before:
+            return text
+        return orjson.dumps(applied).decode() + ("\n" if text.endswith("\n") else "")
 
     def token(self, obj: Any, field_path: tuple[str, ...], path: str, event: dict[str, Any]) -> None:
         cur = obj
@@ -242,7 +221,7 @@ class _Redactor:
         res = req.get("resource") if isinstance(req, dict) else None
         if not isinstance(res, dict) or res.get("resource") != "secrets" or res.get("group"):
             return
-        path = _fmt(where)
+        path = _fmt(where, self.path_key)
         for field in ("object", "oldObject"):
             self.secret(req.get(field), f"{path}.request.{field}")
         resp = node.get("response")
@@ -250,23 +229,38 @@ class _Redactor:
             resp["patch"] = self.drop(f"{path}.response.patch", resp["patch"], "secret-data")
 
     def text(self, s: str, where: Where, key: Any = "") -> str:
-        """``s`` with JWTs, private keys and base64 holding either replaced; a JSON string holding a
-        Secret (a last-applied annotation of a List, say) is dropped whole."""
-        if ".e" in s:
-            s = JWT_RE.sub(lambda m: self.drop(where, m.group(0), "jwt"), s)
-        if "PRIVATE KEY" in s:
-            s = PEM_KEY_RE.sub(lambda m: self.drop(where, m.group(0), "private-key"), s)
-        if len(s) >= _B64_MIN:
-            s = _B64_RUN_RE.sub(lambda m: self._b64(m.group(0), where), s)
-        if ("Secret" in s or "\\u" in s) and s.lstrip()[:1] in ("{", "[") and _json_has_secret(s):
-            return self.drop(where, s, "secret-last-applied" if key == LAST_APPLIED else "secret-in-json")
-        if key == LAST_APPLIED and "Secret" in s and s != REDACTED:  # not JSON, but could be one
-            return self.drop(where, s, "secret-last-applied")
-        return s
+        """``s`` with what ``secret_text.scrub`` finds replaced. JSON in a string (an annotation, a
+        patch kept as text) is parsed and redacted like the event, so the values go and the rest
+        stays; it is written back only when something was removed."""
+        if not text_has_trigger(s):
+            return s  # nothing the text rules or a JSON Secret could be made of
+        if s.lstrip()[:1] in ("{", "[") and self.json_depth < _MAX_NESTED_JSON:
+            done = self.json_text(s, where)
+            if done is not None:
+                return done
+            if key == LAST_APPLIED and "Secret" in s:  # not JSON, but could hold one: it cannot be scrubbed
+                return self.drop(where, s, "secret-last-applied")
+            if _SECRET_KIND_TEXT.search(s):
+                return self.drop(where, s, "secret-in-json")
+        return scrub(s, lambda value, what: self.drop(where, value, what))
 
-    def _b64(self, run: str, where: Where) -> str:
-        what = _b64_holds(run) if len(run) >= _B64_MIN else None
-        return self.drop(where, run, f"base64-{what}") if what else run
+    def json_text(self, s: str, where: Where) -> str | None:
+        """``s`` parsed, redacted and serialised again if anything went; None if it is not JSON."""
+        try:
+            doc = orjson.loads(s)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict | list):
+            return None
+        before = len(self.found)
+        self.json_depth += 1
+        try:
+            self.walk(doc, where)
+        finally:
+            self.json_depth -= 1
+        if len(self.found) == before:
+            return s
+        return orjson.dumps(doc).decode() + ("\n" if s.endswith("\n") else "")
 
     def keys(self, node: dict[Any, Any], where: Where) -> None:
         """Rename keys that are (or hold) a credential; order is kept, clashes get a suffix."""
@@ -288,24 +282,48 @@ class _Redactor:
                 nk = f"{new.get(k, k)}#{n}"
             node[nk] = v
 
-    def walk(self, node: dict[Any, Any] | list[Any], where: Where) -> None:
+    def fields(self, node: dict[Any, Any], where: Where) -> None:
+        """Values whose key names a credential (``password``, ``dbPassword``, ``client-secret``),
+        and the ``value`` of an env var whose ``name`` does."""
+        for k, v in node.items():
+            # Not a domain-prefixed key (an annotation or label such as
+            # authentication.k8s.io/legacy-token, which names a service account): metadata, not data.
+            if isinstance(v, str) and isinstance(k, str) and "/" not in k and sensitive_name(k) and _credential_value(v):
+                node[k] = self.drop((where, k), v, "credential-field")
+        name, value = node.get("name"), node.get("value")
+        if isinstance(name, str) and isinstance(value, str) and sensitive_name(name) and _credential_value(value):
+            node["value"] = self.drop((where, "value"), value, "credential-env")
+
+    def walk(self, node: dict[Any, Any] | list[Any], where: Where, references: bool = False) -> None:
         """The deep pass: every key and value below ``node``, in place. Paths are only spelled out
-        for what is removed (``where`` is a chain of (parent, key) pairs)."""
+        for what is removed (``where`` is a chain of (parent, key) pairs). ``references``: inside a
+        SealedSecret or ExternalSecret, whose credential-named keys hold ciphertext or names."""
         if isinstance(node, dict):
-            if node.get("kind") in SECRET_KINDS:
-                self.secret(node, _fmt(where))
+            kind = node.get("kind")
+            if kind in SECRET_KINDS:
+                self.secret(node, _fmt(where, self.path_key))
             elif "request" in node:
                 self.admission(node, where)
+            references = references or (isinstance(kind, str) and kind in REFERENCE_KINDS)
             self.keys(node, where)
+            if not references:
+                self.fields(node, where)
             pairs: Iterable[tuple[Any, Any]] = node.items()
         else:
+            for i in flag_values([v if isinstance(v, str) else "" for v in node]):
+                if _credential_value(node[i]):
+                    node[i] = self.drop((where, i), node[i], "credential-flag")
             pairs = enumerate(node)
         for k, v in pairs:
             if isinstance(v, str):
                 if len(v) >= _MIN_TEXT:
                     node[k] = self.text(v, (where, k), k)
             elif isinstance(v, dict | list):
-                self.walk(v, (where, k))
+                self.walk(v, (where, k), references or k == "encryptedData")
+
+
+def _credential_value(v: Any) -> bool:
+    return isinstance(v, str) and v not in ("", REDACTED, "true", "false") and not v.startswith("$")
 
 
 def _is_secret_request(event: dict[str, Any]) -> bool:
@@ -326,17 +344,29 @@ def _secret_objects(obj: Any) -> bool:
 
 def needs_deep_scan(raw: bytes) -> bool:
     """Whether the serialised event needs the deep pass (``redact_event(scan_jwts=True)``): it
-    carries something shaped like a JWT, a private key, base64 of either, or a Secret's kind."""
-    return _DEEP_SCAN_RE.search(raw) is not None
+    carries something shaped like a secret (``secret_text.has_trigger``) or a Secret's kind."""
+    return has_trigger(raw)
 
 
 contains_jwt = needs_deep_scan  # the name callers used before the deep pass covered more than JWTs
 
 
-def redact_event(event: dict[str, Any], scan_jwts: bool = True) -> list[Redaction]:
+_EPHEMERAL: list[RedactionKey] = []
+
+
+def process_key() -> RedactionKey:
+    """The key of callers that pass none (tests, tools that write nothing): random per process,
+    so its digests match nothing outside it. Everything that writes passes the store's key."""
+    if not _EPHEMERAL:
+        _EPHEMERAL.append(RedactionKey.ephemeral())
+    return _EPHEMERAL[0]
+
+
+def redact_event(event: dict[str, Any], scan_jwts: bool = True, key: RedactionKey | None = None) -> list[Redaction]:
     """Scrub ``event`` in place. ``scan_jwts=False`` skips the deep pass over every key and value,
-    for callers that check the serialised event with ``needs_deep_scan`` first (the hot path)."""
-    r = _Redactor()
+    for callers that check the serialised event with ``needs_deep_scan`` first (the hot path).
+    ``key`` keys the digests of what was removed (``redaction_key.py``)."""
+    r = _Redactor(key or process_key())
     ref = event.get("objectRef") if isinstance(event.get("objectRef"), dict) else {}
     resource = ref.get("resource")
     secretish = _is_secret_request(event)

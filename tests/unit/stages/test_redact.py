@@ -37,16 +37,30 @@ def secret_event(**over: object) -> dict:
 
 
 def test_secret_data_stringdata_and_last_applied() -> None:
-    """data, stringData and the last-applied annotation of a Secret are gone, paths listed."""
+    """data and stringData of a Secret are gone, also inside its last-applied annotation, whose
+    other content (the applied object's metadata, type) stays; paths listed."""
     ev = secret_event()
+    ev["requestObject"]["metadata"]["annotations"][LAST_APPLIED] = (
+        '{"apiVersion":"v1","data":{"pw":"aHVudGVyMg=="},"kind":"Secret","metadata":{"name":"db"},"type":"Opaque"}\n')
     found = redact_event(ev)
     text = orjson.dumps(ev)
     assert b"aHVudGVyMg==" not in text and b"root" not in text
     paths = {r.path for r in found}
     assert {"requestObject.data.pw", "requestObject.stringData.user", "responseObject.data.pw",
-            f"requestObject.metadata.annotations.{LAST_APPLIED}"} <= paths
-    same = [r.sha256_prefix for r in found if r.path.endswith("data.pw")]
-    assert len(set(same)) == 1, "equal secret values share a hash prefix"
+            f"requestObject.metadata.annotations.{LAST_APPLIED}.data.pw"} <= paths
+    applied = ev["requestObject"]["metadata"]["annotations"][LAST_APPLIED]
+    assert orjson.loads(applied) == {"apiVersion": "v1", "data": {"pw": REDACTED}, "kind": "Secret",
+                                     "metadata": {"name": "db"}, "type": "Opaque"} and applied.endswith("\n")
+    same = [r.hmac for r in found if r.path.endswith("data.pw")]
+    assert len(set(same)) == 1 and len(same[0]) == 16, "equal secret values share a keyed digest"
+
+
+def test_last_applied_that_is_not_json_goes_whole() -> None:
+    ev = secret_event()
+    ev["requestObject"]["metadata"]["annotations"][LAST_APPLIED] = '{"data":{"pw":"aHVudGVyMg=='
+    found = redact_event(ev)
+    assert ev["requestObject"]["metadata"]["annotations"][LAST_APPLIED] == REDACTED
+    assert "secret-last-applied" in {r.what for r in found}
 
 
 def test_secret_list_and_patch() -> None:

@@ -97,13 +97,17 @@ def test_list_in_list_and_template_objects() -> None:
 
 @pytest.mark.parametrize("kind", ["List", "Template"])
 def test_last_applied_of_a_non_secret_holding_a_secret(kind: str) -> None:
-    """kubectl apply of a List (or Template) of Secrets repeats them in the last-applied annotation."""
+    """kubectl apply of a List (or Template) of Secrets repeats them in the last-applied annotation:
+    their values go, the applied object stays (issue 10 item 7: over-redaction harms forensics)."""
     applied = orjson.dumps({"kind": kind, "items": [secret()], "objects": [secret()]}).decode()
     obj = {"kind": kind, "metadata": {"name": "x", "annotations": {LAST_APPLIED: applied, "other": "keep"}}}
     rec = assert_clean(make_event(verb="patch", resource="templates", requestObject=obj), PW, SD)
     ann = rec.event()["requestObject"]["metadata"]["annotations"]
-    assert ann == {LAST_APPLIED: REDACTED, "other": "keep"}
-    assert [r.what for r in rec.redactions] == ["secret-last-applied"]
+    kept = orjson.loads(ann[LAST_APPLIED])
+    assert ann["other"] == "keep" and kept["items"][0]["metadata"] == {"name": "db"}
+    assert kept["items"][0]["data"] == {"pw": REDACTED} and kept["objects"][0]["stringData"] == {"user": REDACTED}
+    assert {r.what for r in rec.redactions} == {"secret-data"}
+    assert f"requestObject.metadata.annotations.{LAST_APPLIED}.items[0].data.pw" in {r.path for r in rec.redactions}
 
 
 def test_last_applied_with_escaped_kind_and_a_plain_deployment() -> None:
@@ -165,7 +169,8 @@ def test_base64_wrapped_jwt_at_every_alignment(prefix: str) -> None:
     wrapped = base64.b64encode(f"{prefix}{TOKEN}".encode()).decode()
     obj = {"kind": "ConfigMap", "data": {"auth": wrapped, "url": f"https://x/{wrapped}"}}
     rec = assert_clean(make_event(verb="create", resource="configmaps", requestObject=obj), wrapped)
-    assert {r.what for r in rec.redactions} == {"base64-jwt"}
+    assert {r.what for r in rec.redactions} == {"base64-jwt", "credential-field"}  # "auth" names one too
+    assert [r.path for r in rec.redactions if r.what == "base64-jwt"] == ["requestObject.data.url"]
 
 
 def test_kubeconfig_key_data_is_removed_certificates_survive() -> None:
