@@ -48,6 +48,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sources: list[SourceConfig] = []
     checkpoint_interval_secs: float = 60.0
     witness_dir: str | None = None
+    # The key of redaction digests (default DATA/redaction.key): one file shared by every agent and
+    # collector of a deployment, so one event redacted in two places lists the same digests.
+    redaction_key_file: str | None = None
     detect: DetectConfig = DetectConfig()
 
 

@@ -29,6 +29,7 @@ from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.stages.extract import to_record
+from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_create
 from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.trail.checkpointer import make_checkpointer
 
@@ -53,6 +54,7 @@ class Options(msgspec.Struct, kw_only=True):
     detect: bool = True
     witness_dir: str | None = None
     live: bool = False  # a long-running process (run, webhook serve): detection keeps time with the wall clock
+    redaction_key_file: str | None = None  # default DATA/redaction.key (stages/redaction_key.py)
 
 
 ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
@@ -105,8 +107,9 @@ class Pipeline:
     """Batches records into the store and hands what was stored to the consumers."""
 
     def __init__(self, store: Store, consumers: list[Consumer], rejects: RejectsFile,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 batch_size: int = DEFAULT_BATCH, redaction_key: RedactionKey | None = None) -> None:
         self.store = store
+        self.redaction_key = redaction_key or load_or_create(os.path.join(store.data_dir, KEY_FILE))
         self.consumers = consumers
         self.rejects = rejects
         self.batch_size = batch_size
@@ -176,7 +179,7 @@ class Pipeline:
         where: list[str] = []
         rejected = list(rejected)
         for d in decoded:
-            item = _record_or_reject(d, source)
+            item = _record_or_reject(d, source, self.redaction_key)
             if isinstance(item, Record):
                 records.append(item)
                 where.append(d.position)
@@ -194,7 +197,7 @@ class Pipeline:
         for item in items:
             if isinstance(item, Decoded):
                 position = item.position
-                item = _record_or_reject(item, source)
+                item = _record_or_reject(item, source, self.redaction_key)
                 if isinstance(item, Record):
                     where.append(position)
             (batch if isinstance(item, Record) else rejected).append(item)
@@ -241,18 +244,19 @@ def _environmental(exc: BaseException) -> bool:
     return isinstance(exc, OSError | MemoryError | KubetrailError) or engine_fault(exc)
 
 
-def _record_or_reject(decoded: Decoded, source: SourceRef) -> Record | Rejected:
+def _record_or_reject(decoded: Decoded, source: SourceRef, key: RedactionKey) -> Record | Rejected:
     """One bad event becomes a reject; it never fails its batch, blocks a live source or is retried
     forever. (The reason names the error type only: its message could quote the event.)"""
     try:
-        return to_record(decoded, source)
+        return to_record(decoded, source, key)
     except Exception as exc:  # noqa: BLE001 - whatever an event does, the rest of the input goes on
         return Rejected(decoded.position, f"cannot be stored ({type(exc).__name__})")
 
 
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
     store = open_store(options.data_dir)
-    return Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size)
+    key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
+    return Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size, key)
 
 
 class LiveSource(Protocol):
@@ -280,7 +284,7 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     does not match its certificate) stops the run at once and is raised: no retry can fix it.
     """
     options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
-                      witness_dir=config.witness_dir, live=True)
+                      witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
     pipe = open_pipeline(options)
     threads = []
 
