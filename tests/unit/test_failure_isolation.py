@@ -64,8 +64,8 @@ def _poison_record(change: Callable[[Record], None]) -> Callable[[pytest.MonkeyP
     def inject(monkeypatch: pytest.MonkeyPatch) -> None:
         real = pipeline.to_record
 
-        def to_record(decoded: Decoded, source: SourceRef) -> Record:
-            r = real(decoded, source)
+        def to_record(decoded: Decoded, source: SourceRef, key: Any = None) -> Record:
+            r = real(decoded, source, key)
             if r.meta.audit_id == "boom":
                 change(r)
             return r

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetrail.stages.redact import scrub_text
+
 # Falco's priority names, most severe first; the index is the level (0 = Emergency … 7 = Debug).
 PRIORITIES = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug")
 _MITRE = re.compile(r"^(?:mitre_[a-z_]+|T\d{4}(?:\.\d{3})?)$", re.IGNORECASE)
@@ -73,6 +75,14 @@ class Alert:
 
     def __post_init__(self) -> None:
         self.priority = priority_name(self.priority)
+        # Output and fields are rendered from stored values, and rendering may decode what the store
+        # kept encoded (``%ka.uri.param[command]`` percent-decodes the request URI, ``b64()`` decodes
+        # base64; those fields scrub their decoded value themselves): whatever the text rules of
+        # redaction find is removed again, so no sink ever receives more than the store holds. The
+        # name=value rule is left out here: ``secret=%ka.target.name`` names a Secret.
+        self.output = scrub_text(self.output, pairs=False)
+        self.subject = scrub_text(self.subject, pairs=False)
+        self.fields = {k: _scrubbed(v) for k, v in self.fields.items()}
         if not self.dedup_key:
             first = self.evidence[0].audit_id or self.evidence[0].key if self.evidence else str(self.time)
             self.dedup_key = f"{self.rule}\x1f{self.subject}\x1f{first}"
@@ -105,6 +115,16 @@ class Alert:
             "suppressed": self.suppressed,
             "evidence": [e.to_json() for e in self.evidence],
         }
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub_text(value, pairs=False)
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    return value
 
 
 def subject_of(event: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from kubetrail.detect.falco import ast
 from kubetrail.detect.falco.context import MISSING, EventContext, Extracted, check_index
 from kubetrail.detect.falco.fields import FIELDS
+from kubetrail.stages.redact import scrub_text
 
 Pred = Callable[[EventContext], bool]
 Getter = Callable[[EventContext], Extracted]
@@ -127,7 +128,7 @@ class Compiler:
         else:  # b64
             def fn(s: str) -> str | None:
                 try:
-                    return base64.b64decode(s, validate=True).decode("utf-8", "replace")
+                    return scrub_text(base64.b64decode(s, validate=True).decode("utf-8", "replace"))
                 except ValueError:
                     return None
 

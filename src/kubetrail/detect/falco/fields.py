@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 from kubetrail.detect.falco import jsonval
 from kubetrail.detect.falco.context import MISSING, EventContext, Extracted, FieldSpec, get
 from kubetrail.detect.falco.ktfields import KT_FIELDS
+from kubetrail.stages.redact import scrub_text
 
 FIELDS: dict[str, FieldSpec] = {}
 _HOSTNAME = socket.gethostname()
@@ -136,7 +137,7 @@ def _uri_param(c: EventContext, arg: str | None) -> Extracted:
     if ";" in query:  # Go's ParseQuery rejects ';' separators
         return None
     vals = parse_qs(query, keep_blank_values=True).get(arg)
-    return vals[0] if vals else None
+    return scrub_text(vals[0]) if vals else None  # decoded: what redaction finds goes again
 
 
 def _str_list(v: Any) -> list[str] | None:

@@ -20,7 +20,7 @@ import orjson
 
 from kubetrail.detect.falco import jsonval
 from kubetrail.detect.falco.context import MISSING, EventContext, Extracted, FieldSpec, get
-from kubetrail.stages.redact import CLAIMS_ANNOTATION
+from kubetrail.stages.redact import CLAIMS_ANNOTATION, scrub_text
 
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
 
@@ -51,7 +51,8 @@ def _query(c: EventContext, key: str) -> list[str]:
     uri = c.ev.get("requestURI")
     if not isinstance(uri, str) or "?" not in uri:
         return []
-    return parse_qs(urlsplit(uri).query, keep_blank_values=True).get(key, [])
+    # Decoded values: what redaction finds in them goes again (the store keeps them encoded).
+    return [scrub_text(v) for v in parse_qs(urlsplit(uri).query, keep_blank_values=True).get(key, [])]
 
 
 def _exec_command(c: EventContext, _arg: str | None) -> Extracted:
