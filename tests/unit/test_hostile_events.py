@@ -199,3 +199,18 @@ def test_an_event_deeper_than_the_parser_reads_is_stored_cut(tmp_path: Path) -> 
     r = CliRunner().invoke(cli, ["show", key, "--json", "--data", data])
     assert "kubetrail: cut, nested too deep" in r.stdout and "nested deeper than 64 levels" in r.stdout
     _verified(data)
+
+
+def test_a_yaml_document_that_cannot_be_read_costs_itself(tmp_path: Path) -> None:
+    """An alias or a syntax error in one document of a gcloud YAML stream rejects that document;
+    the documents around it are stored."""
+    good = "---\nkind: Event\napiVersion: audit.k8s.io/v1\nauditID: {}\nverb: get\nstage: ResponseComplete\n"
+    text = good.format("y-1") + "---\nauditID: &a y-2\nverb: *a\n" + good.format("y-3") + "---\nauditID: [\n" \
+        + good.format("y-5")
+    (tmp_path / "gcloud.yaml").write_text(text)
+    r = CliRunner().invoke(cli, ["ingest", str(tmp_path / "gcloud.yaml"), "--no-detect", "--json",
+                                 "--data", str(tmp_path / "d")])
+    doc = orjson.loads(r.stdout.strip().splitlines()[-1])
+    assert (doc["stored"], doc["rejected"]) == (3, 2), r.output
+    positions = [orjson.loads(x)["position"] for x in (tmp_path / "d" / "rejects.jsonl").read_bytes().splitlines()]
+    assert [p.rsplit(":", 1)[1] for p in positions] == ["8", "17"], positions

@@ -200,8 +200,13 @@ def _read_document(head: bytes, lines: _Lines, name: str, number: int) -> Iterat
     yield from guarded(noted(decode_value(obj, position), note), position)
 
 
+_DOCUMENT_START = re.compile(rb"^---(?=[ \t\r\n]|$)", re.M)
+
+
 class _YamlBlock:
-    """Lines of YAML between JSON lines, parsed as one stream when the block ends."""
+    """Lines of YAML between JSON lines, parsed document by document when the block ends: a
+    document that cannot be read (a syntax error, an alias) costs itself, not its neighbours. A
+    ``---`` at the start of a line always begins a document, even inside a block scalar."""
 
     def __init__(self, name: str, number: int, line: bytes) -> None:
         self.name, self.number = name, number
@@ -217,7 +222,16 @@ class _YamlBlock:
         if self.size > MAX_YAML_BYTES:
             yield Rejected(f"{self.name}:{self.number}", f"YAML larger than {MAX_YAML_BYTES} bytes is not read")
             return
-        yield from _read_yaml(b"".join(self.parts) + b"\n", self.name, self.number)
+        data = b"".join(self.parts) + b"\n"
+        starts = [m.start() for m in _DOCUMENT_START.finditer(data)]
+        if not starts or starts[0] != 0:
+            starts.insert(0, 0)
+        line = self.number
+        for start, end in zip(starts, [*starts[1:], len(data)], strict=True):
+            piece = data[start:end]
+            if piece.strip():
+                yield from _read_yaml(piece, self.name, line)
+            line += piece.count(b"\n")
 
 
 def _yaml_anchor_line(data: bytes, loader: type) -> int | None:
@@ -236,10 +250,11 @@ def _read_yaml(data: bytes, name: str, first: int = 1) -> Iterator[Item]:
     """The documents of a YAML stream that starts at line ``first`` of ``name``; each document's
     position is the line it starts on. An error costs the rest of the stream, not what came before."""
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    last = first + max(data.rstrip(b"\n").count(b"\n"), 0)
     try:
         line = _yaml_anchor_line(data, loader_class)
     except yaml.YAMLError as exc:
-        yield _yaml_reject(exc, name, first)
+        yield _yaml_reject(exc, name, first, last)
         return
     if line is not None:
         yield Rejected(f"{name}:{first + line - 1}", "YAML anchors and aliases are not accepted (audit events "
@@ -254,7 +269,7 @@ def _read_yaml(data: bytes, name: str, first: int = 1) -> Iterator[Item]:
                 node = loader.get_node()
                 doc = loader.construct_document(node)
             except yaml.YAMLError as exc:
-                yield _yaml_reject(exc, name, first)
+                yield _yaml_reject(exc, name, first, last)
                 return
             except RecursionError:
                 yield Rejected(f"{name}:{first}", "YAML nested too deeply to read")
@@ -272,11 +287,13 @@ def _read_yaml(data: bytes, name: str, first: int = 1) -> Iterator[Item]:
         loader.dispose()
 
 
-def _yaml_reject(exc: yaml.YAMLError, name: str, first: int) -> Rejected:
-    # Only the error's class and place: its message can quote a tag or value from the input.
+def _yaml_reject(exc: yaml.YAMLError, name: str, first: int, last: int) -> Rejected:
+    # Only the error's class and place (within the document: an unclosed one is found at its end):
+    # its message can quote a tag or value from the input.
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f"{name}:{first + mark.line}" if mark is not None else f"{name}:{first}"
-    at = f" at line {first + mark.line}, column {mark.column + 1}" if mark is not None else ""
+    line = min(first + mark.line, last) if mark is not None else first
+    where = f"{name}:{line}"
+    at = f" at line {line}, column {mark.column + 1}" if mark is not None else ""
     return Rejected(where, f"not JSON lines and not valid YAML ({type(exc).__name__}{at})")
 
 
