@@ -42,13 +42,13 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 class WebhookClient:
     """``with WebhookClient(tmp) as c: c.post(body)`` → (status, JSON answer)."""
 
-    def __init__(self, root: Path, detect: bool = False, options: dict[str, Any] | None = None) -> None:
+    def __init__(self, root: Path, detect: bool = False, data_dir: str | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.crt, key = self_signed(root)
         tokens = root / "tokens"
         tokens.write_text(f"{TOKEN},apiserver-1\n")
-        self.data_dir = str(root / "data")
-        self.pipe: Pipeline = open_pipeline(Options(data_dir=self.data_dir, detect=detect, **(options or {})))
+        self.data_dir = data_dir or str(root / "data")
+        self.pipe: Pipeline = open_pipeline(Options(data_dir=self.data_dir, detect=detect))
         config = AuditWebhookConfig(listen_address="127.0.0.1:0", tls_cert_file=str(self.crt), tls_key_file=str(key),
                                     bearer_token_file=str(tokens), max_body_bytes=64 * 1024 * 1024)
         self.receiver = AuditWebhookReceiver(config, self.pipe.commit_decoded, cluster="test")
