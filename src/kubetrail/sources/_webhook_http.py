@@ -259,10 +259,12 @@ class WebhookHandler(BaseHTTPRequestHandler):
         if close or self.server.stopping.is_set():
             self.send_header("Connection", "close")
             self.close_connection = True
+        # Counted before the client can see the answer: a caller that reads /metrics (or a test)
+        # right after its response must find it counted.
+        self.server.receiver.batches.count(f"http_{code}")
         self.end_headers()
         self.wfile.write(body)
         self.wfile.flush()
-        self.server.receiver.batches.count(f"http_{code}")
 
     def _refuse(self, code: int, message: str, expect_continue: bool = False) -> None:
         """Answer an error before the body was read, and close (the body is never read in full)."""
