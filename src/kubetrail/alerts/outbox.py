@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from kubetrail import telemetry
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.sinks import Sink, build_sink
 from kubetrail.alerts.store import get_alert
@@ -101,12 +102,15 @@ class Outbox:
                 down.add(sink_name)
                 continue
             self.store.outbox.delivered(row_id, self.clock())
+            telemetry.emit(telemetry.AlertSinkDelivered(sink_name))
             report.delivered += 1
         report.pending = self.pending()
+        telemetry.emit(telemetry.AlertOutboxMeasured(report.pending))
         return report
 
     def _fail(self, row_id: int, sink: str, attempts: int, error: str) -> None:
         """Back off the whole sink: its other pending rows wait as long as the one that failed."""
+        telemetry.emit(telemetry.AlertSinkSendError(sink, error[:200]))
         n = attempts + 1
         retry_at = self.clock() + backoff_ns(n)
         self.store.outbox.failed(row_id, n, retry_at, error[:500])

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import orjson
 
+from kubetrail import telemetry
 from kubetrail.alerts.alert import Alert, Evidence, priority_level
 from kubetrail.alerts.config import DetectSettings, load_settings
 from kubetrail.alerts.route import MAX_EVIDENCE, decide
@@ -75,6 +76,10 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
                     tx.alerts.add_suppressed(d.fold_into)
                 _add_evidence(tx, d.fold_into, alert.evidence)
                 out.append(None)
+    for alert, alert_id in zip(alerts, out, strict=True):  # after the commit: only alerts that exist
+        if alert_id is not None:
+            telemetry.emit(telemetry.DetectAlertRaised(rule=alert.rule, priority=alert.priority,
+                                                       subject=alert.subject))
     return out
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from kubetrail import telemetry
 from kubetrail.errors import TrailError
 from kubetrail.record import Record
 from kubetrail.trail import keys, witness
@@ -88,8 +89,10 @@ def sign_now(store: TrailStore, signer: Signer, witness_dir: str | None = None) 
     if seen is not None and (seen[0] > size or tree.root(seen[0]) != seen[1]):
         raise _refuse(f"the trail does not extend the witness's checkpoint at size {seen[0]}")
     note = sign_checkpoint(cp, signer)
+    signed_ns = time.time_ns()
     with store.transaction() as tx:
-        tx.trail.add_checkpoint(cp.size, cp.root, note, time.time_ns())
+        tx.trail.add_checkpoint(cp.size, cp.root, note, signed_ns)
+    telemetry.emit(telemetry.TrailCheckpointSigned(origin=cp.origin, size=cp.size, timestamp=signed_ns / 1e9))
     if witness_dir:
         witness.publish(witness_dir, cp, note, signer.verifier())
     return cp, note
