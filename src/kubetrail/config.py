@@ -42,6 +42,12 @@ class DetectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     enabled: bool = True
 
 
+class TelemetryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``telemetry:``: where ``/healthz`` and ``/metrics`` are served (none when empty)."""
+
+    listen_address: str = ""
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "./kubetrail-data"
     cluster: str = ""
@@ -52,6 +58,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     # collector of a deployment, so one event redacted in two places lists the same digests.
     redaction_key_file: str | None = None
     detect: DetectConfig = DetectConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
 
 
 _PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -89,6 +96,9 @@ def parse(data: Any, origin: str = "config") -> Config:
 def _check(config: Config) -> None:
     if config.checkpoint_interval_secs <= 0:
         raise ConfigError("checkpoint_interval_secs", "must be greater than 0")
+    listen = config.telemetry.listen_address
+    if listen and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}", listen):
+        raise ConfigError("telemetry.listen_address", f"{listen!r}: expected HOST:PORT, e.g. 0.0.0.0:9090")
     for i, src in enumerate(config.sources):
         if isinstance(src, AuditFileConfig):
             parent = os.path.dirname(os.path.abspath(src.path))

@@ -40,7 +40,17 @@ def run(config_path: str, data_dir: str | None, log_level: str) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     click.echo(f"kubetrail run: {len(config.sources)} source(s), data in {config.data_dir}", err=True)
-    summary = run_live(config, stop, log=lambda m: click.echo(m, err=True))
+    probes = None
+    if config.telemetry.listen_address:
+        from kubetrail.web.probes import serve_telemetry
+
+        probes = serve_telemetry(config.telemetry.listen_address, healthy=lambda: not stop.is_set())
+        click.echo("kubetrail run: /healthz and /metrics on {}:{}".format(*probes.address), err=True)
+    try:
+        summary = run_live(config, stop, log=lambda m: click.echo(m, err=True))
+    finally:
+        if probes is not None:
+            probes.stop()
     click.echo(summary.line(), err=True)
 
 
