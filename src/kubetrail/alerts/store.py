@@ -133,6 +133,17 @@ def list_alerts(store: AlertReader, since: int | None = None, until: int | None 
     return alerts
 
 
+def page_alerts(store: AlertReader, *, rule: str | None = None, min_priority: str | None = None,
+                subject: str | None = None, since: int | None = None, until: int | None = None,
+                before: tuple[int, int] | None = None, limit: int = 50) -> list[Alert]:
+    """One page of alerts, newest first; ``before`` = (time, id) of the last alert of the previous page."""
+    rows = store.alerts.page(rule=rule, max_level=priority_level(min_priority) if min_priority else None,
+                             subject=subject, since=since, until=until, before=before, limit=limit)
+    alerts = [_alert(r) for r in rows]
+    _attach_evidence(store.alerts, alerts)
+    return alerts
+
+
 def get_alert(store: AlertReader, alert_id: int) -> Alert | None:
     row = store.alerts.get(alert_id)
     if row is None:

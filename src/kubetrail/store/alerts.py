@@ -82,6 +82,27 @@ class AlertTables:
         row = self.db.execute(_SELECT + " WHERE id = ?", (alert_id,)).fetchone()
         return _row(row) if row else None
 
+    def page(self, *, rule: str | None = None, max_level: int | None = None, subject: str | None = None,
+             since: int | None = None, until: int | None = None, before: tuple[int, int] | None = None,
+             limit: int = 50) -> list[AlertRow]:
+        parts: list[str] = []
+        params: list[object] = []
+        for cond, value in (("time >= ?", since), ("time < ?", until), ("rule = ?", rule or None),
+                            ("level <= ?", max_level), ("subject = ?", subject or None)):
+            if value is not None:
+                parts.append(cond)
+                params.append(value)
+        if before is not None:
+            parts.append("(time < ? OR (time = ? AND id < ?))")
+            params += [before[0], before[0], before[1]]
+        sql = _SELECT + (" WHERE " + " AND ".join(parts) if parts else "") + " ORDER BY time DESC, id DESC LIMIT ?"
+        return [_row(r) for r in self.db.execute(sql, [*params, int(limit)])]
+
+    def count_by_priority(self, since: int | None = None) -> dict[str, int]:
+        sql = "SELECT priority, COUNT(*) FROM alerts" + (" WHERE time >= ?" if since is not None else "")
+        rows = self.db.execute(sql + " GROUP BY priority", [since] if since is not None else [])
+        return {str(p): int(n) for p, n in rows}
+
     def evidence(self, alert_ids: Sequence[int]) -> list[EvidenceRow]:
         out: list[EvidenceRow] = []
         ids = list(alert_ids)

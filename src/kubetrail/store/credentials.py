@@ -105,6 +105,13 @@ class CredentialTables:
                               "AND code IS NULL", (code, cred_id, request))
         return cur.rowcount > 0
 
+    def use_histogram(self, cred_id: str, since: int, bucket_ns: int) -> list[tuple[int, int, int]]:
+        """(bucket start ns, uses, denied uses) per ``bucket_ns`` from ``since``, buckets without uses left out."""
+        b = max(int(bucket_ns), 1)
+        return [(int(t), int(n), int(d or 0)) for t, n, d in self.db.execute(
+            "SELECT ? + ((time - ?) / ?) * ?, COUNT(*), SUM(code >= 400) FROM credential_uses "
+            "WHERE credential = ? AND time >= ? GROUP BY 1 ORDER BY 1", (since, since, b, b, cred_id, since))]
+
     def uses(self, cred_id: str, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
         """(time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, user_agent,
         link) in time order (or newest first)."""

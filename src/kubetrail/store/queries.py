@@ -39,6 +39,8 @@ class QueryFilters(msgspec.Struct, kw_only=True):
     key_prefix: str = ""
     since: int | None = None
     until: int | None = None
+    # keyset paging, newest first: only rows ordered before this (time, leaf_index)
+    before: tuple[int, int] | None = None
 
 
 _EQ = {
@@ -110,6 +112,9 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
     if f.until is not None:
         parts.append("time < ?")
         params.append(f.until)
+    if f.before is not None:
+        parts.append("(time < ? OR (time = ? AND leaf_index < ?))")
+        params += [f.before[0], f.before[0], f.before[1]]
     return ("WHERE " + " AND ".join(parts)) if parts else "", params
 
 

@@ -261,6 +261,17 @@ class SqliteStore:
             out["db_bytes"] = None
         return out
 
+    def histogram(self, since: int, bucket_ns: int) -> list[tuple[int, str, int]]:
+        b = max(int(bucket_ns), 1)
+        rows = self._conn.execute("SELECT ? + ((time - ?) / ?) * ?, kind, COUNT(*) FROM entries WHERE time >= ? "
+                                  "GROUP BY 1, 2 ORDER BY 1, 2", (since, since, b, b, since))
+        return [(int(t), str(k), int(n)) for t, k, n in rows]
+
+    def sources(self) -> list[tuple[str, str, int, int, int]]:
+        rows = self._conn.execute("SELECT source, kind, COUNT(*), MIN(time), MAX(time) FROM entries "
+                                  "GROUP BY source, kind ORDER BY source, kind")
+        return [(str(s), str(k), int(n), int(lo), int(hi)) for s, k, n, lo, hi in rows]
+
     def decompress(self, body: bytes) -> bytes:
         return self.codec.decompress(body)
 

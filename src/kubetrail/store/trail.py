@@ -54,6 +54,10 @@ class TrailTables:
         row = self.db.execute("SELECT size, root, note FROM trail_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
         return (int(row[0]), bytes(row[1]), str(row[2])) if row else None
 
+    def latest_signed_ns(self) -> int | None:
+        row = self.db.execute("SELECT signed_ns FROM trail_checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+        return int(row[0]) if row else None
+
     def checkpoint_at(self, size: int) -> str | None:
         row = self.db.execute("SELECT note FROM trail_checkpoints WHERE size = ? ORDER BY id DESC LIMIT 1",
                               (size,)).fetchone()
