@@ -66,6 +66,10 @@ COMMANDS: dict[str, Entry] = {
     "policy": Entry("policy", "Generate, lint, simulate and explain Kubernetes audit policies."),
     "check": Entry("policy", "Check that audit logging is really on."),
     "deploy": Entry("deploy", "Write deployment files (see docs/deploy.md)."),
+    # see it
+    "serve": Entry("serve", "Serve the dashboard and the JSON API (read-only, authenticated) until SIGINT/SIGTERM."),
+    "status": Entry("status", "Sources, trail, checkpoint, verify and alerts at a glance; exit 1 if a source is "
+                              "silent or verify fails."),
     # the shell
     "completion": Entry("completion", "Print the shell completion script for bash, zsh or fish."),
 }

@@ -67,18 +67,16 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
 @data_option
 def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
-    from kubetrail.cli.query import record_row
+    from kubetrail.web.documents import alert_document  # one serialisation with /api/v1/alerts/{id}
 
     store = open_store(data_dir, readonly=True)
     try:
+        out = alert_document(store, alert_id)
         alert = get_alert(store, alert_id)
-        if alert is None:
-            raise NotFoundError(f"no alert {alert_id} (`kubetrail alerts` lists them)")
+        assert alert is not None  # alert_document raised NotFoundError otherwise
         records = [store.get(e.key) for e in alert.evidence]
     finally:
         store.close()
-    out = alert.to_json()
-    out["records"] = [record_row(r) | {"event": r.event()} for r in records if r is not None]
     if as_json:
         click.echo(orjson.dumps(out, default=str).decode())
         return

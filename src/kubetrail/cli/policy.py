@@ -58,9 +58,20 @@ def generate_cmd(profile: str) -> None:
 @json_option
 @click.option("--fail-on", type=click.Choice(["warn", "error"]), default="error", show_default=True,
               help="Exit 1 when a finding has this severity or worse.")
-def lint_cmd(policy_file: str, as_json: bool, fail_on: str) -> None:
+@click.option("--save-to", "save_to", type=click.Path(file_okay=False), default=None,
+              help="Also save the result in this data directory (DATA/posture/) for `kubetrail serve`.")
+def lint_cmd(policy_file: str, as_json: bool, fail_on: str, save_to: str | None) -> None:
     """Coverage matrix over security-relevant requests, leaks and rule mistakes."""
     report = lint_policy(load_policy_file(policy_file))
+    if save_to:
+        from kubetrail.web.posture import save
+
+        save(save_to, "policy-lint", policy_file, {
+            "findings": [{"severity": f.severity, "code": f.code, "where": f.where, "message": f.message}
+                         for f in report.findings],
+            "coverage": [row.to_json() for row in report.coverage],
+            "summary": {"errors": report.count("error"), "warnings": report.count("warn"),
+                        "info": report.count("info"), "leaks": len(report.leaks)}}, not report.fails(fail_on))
     if as_json:
         for row in report.coverage:
             _emit(row.to_json())
@@ -195,11 +206,13 @@ def check() -> None:
 @click.option("--kubernetes-version", help="e.g. 1.36 (taken from the manifest image or kubeadm config if absent).")
 @click.option("--benchmark", type=click.Choice(sorted(api.CIS_FLAG_IDS)), help="CIS numbering (default: by version).")
 @click.option("--root", default="", help="Read the policy file under this directory (a node's disk mounted here).")
+@click.option("--save-to", "save_to", type=click.Path(file_okay=False), default=None,
+              help="Also save the result in this data directory (DATA/posture/) for `kubetrail serve`.")
 @json_option
 def apiserver_cmd(manifest: str | None, cmdline: str | None, kubeadm_config: str | None,
                   eks_cluster_json: str | None, aks_diagnostic_settings_json: str | None,
                   gke_cluster_json: str | None, kubernetes_version: str | None, benchmark: str | None, root: str,
-                  as_json: bool) -> None:
+                  save_to: str | None, as_json: bool) -> None:
     """kube-bench style [PASS]/[FAIL]/[WARN] checks of the audit configuration; exit 1 on any FAIL."""
     given = [x for x in (manifest, cmdline, kubeadm_config, eks_cluster_json, aks_diagnostic_settings_json,
                          gke_cluster_json) if x is not None]
@@ -219,6 +232,13 @@ def apiserver_cmd(manifest: str | None, cmdline: str | None, kubeadm_config: str
         benchmark = benchmark or api.benchmark_for(cfg.version)
         checks, what = api.check_apiserver(cfg, root), f"kube-apiserver audit configuration ({cfg.source})"
     bench = benchmark or api.DEFAULT_BENCHMARK
+    if save_to:
+        from kubetrail.web.posture import save
+
+        save(save_to, "check-apiserver", given[0], {
+            "what": what, "benchmark": bench,
+            "checks": [{**c.to_json(), "id": c.cis.get(bench) or c.id} for c in checks]},
+             not any(c.status == "FAIL" for c in checks))
     _report(checks, what, bench, as_json)
     exit_with(FINDINGS if any(c.status == "FAIL" for c in checks) else OK)
 

@@ -14,42 +14,14 @@ import orjson
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.cli.output import Column, Listing, output_option, with_time
 from kubetrail.cli.resolve import open_read, resolve_record, when
-from kubetrail.record import Record
 from kubetrail.store.queries import QueryFilters
-from kubetrail.timefmt import format_ns
+from kubetrail.web.documents import record_document
 
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
 
 
-def record_row(r: Record) -> dict[str, Any]:
-    """The public JSON shape of one stored event (a contract: add fields, never rename)."""
-    m = r.meta
-    row = {
-        "key": r.key,
-        "leaf_index": r.leaf_index,
-        "time": format_ns(r.time),
-        "time_ns": r.time,
-        "auditID": m.audit_id,
-        "stage": m.stage,
-        "verb": m.verb,
-        "user": m.user,
-        "groups": m.groups,
-        "impersonatedUser": m.impersonated_user or None,
-        "resource": m.resource,
-        "subresource": m.subresource,
-        "apiGroup": m.api_group,
-        "namespace": m.namespace,
-        "name": m.name,
-        "code": m.code,
-        "sourceIPs": m.source_ips,
-        "userAgent": m.user_agent,
-        "requestURI": m.request_uri,
-        "credentialID": m.credential_id or None,
-        "source": r.source.label(),
-        "cluster": r.source.cluster or None,
-        "format": r.format,
-    }
-    return row
+# The public JSON shape of one stored event: ONE serialisation with /api/v1/events (web/documents.py).
+record_row = record_document
 
 
 def who(row: dict[str, Any]) -> str:

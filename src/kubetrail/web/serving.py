@@ -19,14 +19,10 @@ from typing import Any
 
 import uvicorn
 
-from kubetrail.errors import KubetrailError
+from kubetrail.errors import UnavailableError
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
                    Awaitable[None]]
-
-
-class ListenError(KubetrailError):
-    """An address that cannot be listened on (malformed, in use, not allowed)."""
 
 
 def parse_listen(value: str, what: str = "listen address") -> tuple[str, int]:
@@ -34,7 +30,7 @@ def parse_listen(value: str, what: str = "listen address") -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ListenError(f"{what} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+        raise UnavailableError(f"{what} {value!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     return host, int(port)
 
 
@@ -47,7 +43,7 @@ def bind(value: str, what: str = "listen address") -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ListenError(f"cannot listen on {value} ({what}): {exc.strerror or exc}") from exc
+        raise UnavailableError(f"cannot listen on {value} ({what}): {exc.strerror or exc}") from exc
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -69,7 +65,7 @@ class TLSFiles:
             if self.client_ca_file:
                 ctx.load_verify_locations(cafile=self.client_ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise ListenError(f"cannot load the TLS files: {exc}") from exc
+            raise UnavailableError(f"cannot load the TLS files: {exc}") from exc
 
 
 class BackgroundServer:
@@ -103,7 +99,7 @@ class BackgroundServer:
                 break
             deadline.wait(0.02)
         if not self.server.started:
-            raise ListenError(f"the HTTP server on {self.address[0]}:{self.address[1]} did not start")
+            raise UnavailableError(f"the HTTP server on {self.address[0]}:{self.address[1]} did not start")
         return self
 
     def stop(self) -> None:
