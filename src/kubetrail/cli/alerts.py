@@ -13,7 +13,6 @@ from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import PRIORITY, data_option, json_option
 from kubetrail.cli.output import Column, Listing, emit, output_option, sinks_off_stdout
 from kubetrail.cli.resolve import open_read, when
-from kubetrail.errors import NotFoundError
 from kubetrail.store import QueryFilters, open_store
 
 ALERT_COLUMNS = [
