@@ -76,3 +76,21 @@ def test_each_commit_signs_a_checkpoint_that_sets_the_age(tmp_path: Path) -> Non
     assert signed.size == 4 and abs(signed.timestamp - time.time()) < 60
     assert _value("kubetrail_trail_checkpoint_size_leaves") == 4
     assert 0 <= _value("kubetrail_trail_checkpoint_age_seconds") < 60
+
+
+def test_detection_reports_its_lag_and_what_it_holds(tmp_path: Path) -> None:
+    """Records an hour old: detection's event time is about an hour behind; the reorder buffer holds
+    the records still inside the allowed lateness."""
+    hour_ago = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(time.time() - 3600))
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "data"), detect=True))
+    with capture_events() as seen:
+        try:
+            pipe.ingest_items([Decoded(make_event(f"00000000-0000-0000-0000-00000000020{i}", time=hour_ago), "json",
+                                       f"p:{i}") for i in range(3)], SourceRef(stream="file:x"))
+        finally:
+            pipe.close()  # the end of an ingest releases what the reorder buffer held
+            pipe.store.close()
+    lags = [e for e in seen if isinstance(e, telemetry.DetectLagMeasured)]
+    assert lags[0].pending_records == 3 and lags[-1].pending_records == 0
+    released = [e for e in lags if e.lag_seconds > 0]
+    assert released and all(3000 < e.lag_seconds < 4000 for e in released), lags

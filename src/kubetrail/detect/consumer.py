@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kubetrail import telemetry
 from kubetrail.alerts.alert import Alert, from_match
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.outbox import Deliverer, DeliveryReport
@@ -171,6 +172,10 @@ class DetectConsumer:
         return alerts
 
     def _save(self) -> None:
+        frontier = self.buffer.frontier
+        telemetry.emit(telemetry.DetectLagMeasured(
+            lag_seconds=max(0.0, (self.clock() - frontier[0]) / 1e9) if frontier else 0.0,
+            pending_records=len(self.buffer)))
         if self.track:
             self.state.put(*FRONTIER, list(self.buffer.frontier) if self.buffer.frontier else None)
             until = self.next_leaf()
