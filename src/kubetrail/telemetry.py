@@ -29,21 +29,9 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import orjson
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
 __all__ = ["METRICS", "AlertOutboxMeasured", "AlertSinkDelivered", "AlertSinkSendError", "BrokerLagMeasured",
            "BufferRecordsDropped", "BufferSizeMeasured", "DetectAlertRaised", "DetectLagMeasured", "Event",
@@ -54,7 +42,10 @@ __all__ = ["METRICS", "AlertOutboxMeasured", "AlertSinkDelivered", "AlertSinkSen
            "WebhookEventsAccepted", "WebhookHandshakeError", "WebhookResponseSent", "emit", "listen",
            "emit_commit", "events", "metric", "reference_markdown", "render"]
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # prometheus_client is imported at the first emit/render: commands start faster
+    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client.core import Metric
+
     from kubetrail.record import Record
 
 log = logging.getLogger("kubetrail.events")
@@ -139,31 +130,48 @@ class _Metrics:
     """The prometheus_client objects of ``METRICS`` in one registry (built on first use)."""
 
     def __init__(self) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
+
         disable_created_metrics()  # no *_created series: they double the exposition for no use here
         self.registry = CollectorRegistry()
         self.by_name: dict[str, Counter | Gauge | Histogram] = {}
         self.checkpoint_time: float | None = None
         for spec in METRICS:
-            if spec.name == "kubetrail_trail_checkpoint_age_seconds":
-                continue  # computed at scrape time by _CheckpointAge
+            if spec.name == AGE:
+                continue  # computed at scrape time by checkpoint_age
             cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[spec.type]
             extra = {"buckets": _BUCKETS} if spec.type == "histogram" else {}
             self.by_name[spec.name] = cls(spec.name, spec.help, spec.labels, registry=self.registry, **extra)
-        self.registry.register(_CheckpointAge(self))
+        self.registry.register(_checkpoint_age(self))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
 
-class _CheckpointAge(Collector):
-    def __init__(self, metrics: _Metrics) -> None:
-        self.metrics = metrics
+AGE = "kubetrail_trail_checkpoint_age_seconds"
 
-    def collect(self) -> Iterator[Metric]:
-        spec = next(s for s in METRICS if s.name == "kubetrail_trail_checkpoint_age_seconds")
-        family = GaugeMetricFamily(spec.name, spec.help)
-        if self.metrics.checkpoint_time is not None:
-            family.add_metric([], max(0.0, time.time() - self.metrics.checkpoint_time))
-        yield family
+
+def _checkpoint_age(metrics: _Metrics) -> Any:
+    """A collector for the age of the last checkpoint, measured at scrape time (absent before one)."""
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    class CheckpointAge(Collector):
+        def collect(self) -> Iterator[Metric]:
+            spec = next(s for s in METRICS if s.name == AGE)
+            family = GaugeMetricFamily(spec.name, spec.help)
+            if metrics.checkpoint_time is not None:
+                family.add_metric([], max(0.0, time.time() - metrics.checkpoint_time))
+            yield family
+
+    return CheckpointAge()
 
 
 @functools.cache
@@ -177,14 +185,12 @@ def metric(name: str) -> Counter | Gauge | Histogram:
 
 
 def _counter(name: str, *labels: str) -> Counter:
-    m = metric(name)
-    assert isinstance(m, Counter)
+    m: Counter = metric(name)  # type: ignore[assignment]  # METRICS says which type each name has
     return m.labels(*labels) if labels else m
 
 
 def _gauge(name: str, *labels: str) -> Gauge:
-    m = metric(name)
-    assert isinstance(m, Gauge)
+    m: Gauge = metric(name)  # type: ignore[assignment]
     return m.labels(*labels) if labels else m
 
 
@@ -232,6 +238,8 @@ def emit(event: Event) -> None:
 def render(accept: str = "") -> tuple[bytes, str]:
     """The exposition of every metric and its content type, negotiated from an ``Accept`` header
     (the Prometheus text format 0.0.4 unless OpenMetrics is asked for)."""
+    from prometheus_client.exposition import choose_encoder
+
     encoder, content_type = choose_encoder(accept)
     return encoder(_metrics().registry), content_type
 
@@ -327,9 +335,8 @@ class StoreBatchCommitted(Event):
     moves: ClassVar[tuple[str, ...]] = ("kubetrail_store_commit_duration_seconds", "kubetrail_trail_size_leaves")
 
     def apply(self) -> None:
-        metric_ = metric("kubetrail_store_commit_duration_seconds")
-        assert isinstance(metric_, Histogram)
-        metric_.observe(self.seconds)
+        histogram: Histogram = metric("kubetrail_store_commit_duration_seconds")  # type: ignore[assignment]
+        histogram.observe(self.seconds)
         if self.size is not None:
             _gauge("kubetrail_trail_size_leaves").set(self.size)
 

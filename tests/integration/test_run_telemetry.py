@@ -48,7 +48,9 @@ class Run:
         self.log.touch()
         self.data = tmp_path / "data"
         self.data.mkdir()
-        (self.data / "detect.yaml").write_text(yaml.safe_dump({"stateful": {"silence_secs": 3}}))
+        # released from the reorder buffer after 1 s (not the default 300) so that silence is seen soon
+        (self.data / "detect.yaml").write_text(yaml.safe_dump({"stateful": {"silence_secs": 3},
+                                                               "allowed_lateness_secs": 1}))
         self.port = free_port()
         cfg = tmp_path / "kubetrail.yaml"
         cfg.write_text(yaml.safe_dump({
