@@ -16,6 +16,7 @@
   x SinkError              delivery failed (retried; the batch stays where it was)
   x UnavailableError       something a command needs cannot be had: a port in use, a TLS key that
                            does not match its certificate (fail fast, never retried)
+* Pushback                 the node's WAL is full (``when_full: block``): back-pressure, not a bug
 
 The CLI turns each into one line on stderr and an exit status (``kubetrail.cli.exitcodes``).
 
@@ -85,3 +86,7 @@ class UnavailableError(KubetrailError):
 
 class SourceUnavailableError(SourceError, UnavailableError):
     pass
+
+
+class Pushback(Exception):  # a signal, not an error (STYLE.md 3.5), hence no "Error" suffix
+    """The WAL has no room and its policy is ``block``: the caller waits or answers "retry later"."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import orjson
+import zstandard
 
 
 def printable(text: str) -> str:
@@ -100,6 +101,7 @@ class Record(msgspec.Struct, kw_only=True, dict=True):
     body: bytes
     meta: AuditMeta
     seq: int = 0
+    chain: bytes = b""  # the seal stage's running hash up to this record (stages/seal.py)
     format: str = ""
     redactions: list[Redaction] = []
     leaf_index: int | None = None
@@ -114,6 +116,42 @@ class Record(msgspec.Struct, kw_only=True, dict=True):
 
 
 Batch = list[Record]
+
+# The batch encoding shared by the node's WAL (buffer/) and the broker messages (sinks/, sources/broker.py):
+# MessagePack of the records, every field, so a record crosses the broker unchanged. Versioned by a prefix.
+BATCH_V1 = b"ktb1"
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[Record])
+
+
+def encode_records(records: Batch) -> bytes:
+    """The records as MessagePack (no prefix: the WAL frames them and carries its own version)."""
+    return _batch_encoder.encode(records)
+
+
+def decode_records(data: bytes | memoryview) -> Batch:
+    """The inverse of ``encode_records``; raises ``msgspec.DecodeError`` for bytes that are not."""
+    return _batch_decoder.decode(data)
+
+
+def encode_batch(records: Batch) -> bytes:
+    """One broker message: ``b"ktb1"`` + zstd(MessagePack records)."""
+    return BATCH_V1 + _zstd_c.compress(encode_records(records))
+
+
+def decode_batch(data: bytes) -> Batch:
+    """A broker message back into records; ``ValueError`` for anything that is not a v1 batch."""
+    if not data.startswith(BATCH_V1):
+        raise ValueError("not a kubetrail batch (no ktb1 prefix)")
+    try:
+        raw = _zstd_d.decompressobj().decompress(data[len(BATCH_V1):])
+        return decode_records(raw)
+    except (zstandard.ZstdError, msgspec.DecodeError) as exc:
+        raise ValueError(f"a kubetrail batch that cannot be decoded: {exc}") from exc
+
+
+_zstd_c = zstandard.ZstdCompressor(level=3)
+_zstd_d = zstandard.ZstdDecompressor()
 
 
 class Decoded(msgspec.Struct):
