@@ -70,3 +70,19 @@ def capture_events() -> Iterator[list[telemetry.Event]]:
         yield seen
     finally:
         stop()
+
+
+def make_records(n: int, *, start: int = 0, source: str = "node-a/audit-file:/a.log", body_bytes: int = 100) -> list[Any]:
+    """``n`` small audit-kind records with distinct keys (``k<i>``), for buffer and transport tests."""
+    import hashlib
+
+    from kubetrail.record import AuditMeta, Record, SourceRef
+
+    ref = SourceRef.parse(source)
+    out = []
+    for i in range(start, start + n):
+        key = hashlib.sha256(f"{source}#{i}".encode()).hexdigest()
+        body = b'{"i":%d,"pad":"%s"}' % (i, b"x" * body_bytes)
+        out.append(Record(kind="audit", key=key, time=1_700_000_000_000_000_000 + i, source=ref, body=body,
+                          meta=AuditMeta(audit_id=f"id-{i}")))
+    return out
