@@ -15,7 +15,8 @@ Example (every key is documented in docs/config.md)::
         client_ca_file: /etc/kubetrail/apiserver-ca.crt
 
 A source's ``type`` names its module in ``kubetrail.sources``; ``SourceConfig`` below is the whole
-registry of source types.
+registry of source types. ``buffer``/``sink`` make ``kubetrail agent`` ship through the node's WAL to
+a broker, ``source`` is what ``kubetrail collector`` reads (docs/transport.md).
 
 ``${NAME}`` in a string value is replaced by the environment variable NAME when the file is loaded
 (an unset variable is an error naming the key): one ConfigMap serves every node of a DaemonSet,
@@ -31,11 +32,17 @@ from typing import Any
 import msgspec
 import yaml
 
+from kubetrail.buffer import BufferConfig
 from kubetrail.errors import ConfigError
+from kubetrail.sinks.nats import NatsSinkConfig
 from kubetrail.sources.audit_file import AuditFileConfig
 from kubetrail.sources.audit_webhook import AuditWebhookConfig
+from kubetrail.sources.nats import NatsSourceConfig
 
 SourceConfig = AuditFileConfig | AuditWebhookConfig
+# The agent's broker sink (no ``sink`` = the embedded store) and the collector's broker source.
+SinkConfig = NatsSinkConfig
+BrokerSourceConfig = NatsSourceConfig
 
 
 class DetectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -59,6 +66,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     redaction_key_file: str | None = None
     detect: DetectConfig = DetectConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    buffer: BufferConfig | None = None  # agent with a sink: the node's disk WAL
+    sink: SinkConfig | None = None  # agent: where the WAL ships to
+    source: BrokerSourceConfig | None = None  # collector: the broker it reads
 
 
 _PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -99,6 +109,10 @@ def _check(config: Config) -> None:
     listen = config.telemetry.listen_address
     if listen and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}", listen):
         raise ConfigError("telemetry.listen_address", f"{listen!r}: expected HOST:PORT, e.g. 0.0.0.0:9090")
+    for name in ("buffer", "sink", "source"):
+        part = getattr(config, name)
+        for where, problem in part.problems() if part is not None else []:
+            raise ConfigError(f"{name}.{where}" if where else name, problem)
     for i, src in enumerate(config.sources):
         if isinstance(src, AuditFileConfig):
             parent = os.path.dirname(os.path.abspath(src.path))
