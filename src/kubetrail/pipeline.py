@@ -1,9 +1,16 @@
 """The ONLY module that wires kubetrail's parts together (DESIGN.md "One picture").
 
-Flow for every shape (``ingest``, ``run``, later agent/collector)::
+Flow for every shape (``ingest``, ``run``, ``collector``)::
 
     source items ─► to_record (redact, extract, key) ─► batch ─► store.append (leaf indexes,
     positions, one transaction) ─► consumers (trail checkpoints, detection, credentials)
+
+The agent with a ``sink`` (``run_agent``) stops at the node::
+
+    sources ─► to_record ─► seal ─► WAL append (records + positions, fsync) ║ forwarder ─► broker ─► WAL ack
+
+and the collector (``run_collector``) starts at the broker: fetch ─► store.append ─► broker ack ─►
+consumers. Same components, different wiring (DESIGN.md "One picture").
 
 Consumers run after the commit, in the order of ``CONSUMERS``; each receives only the records that
 were newly stored (duplicates never reach them twice).
@@ -11,6 +18,7 @@ were newly stored (duplicates never reach them twice).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -21,15 +29,19 @@ import msgspec
 import orjson
 
 from kubetrail import telemetry
+from kubetrail.buffer import BufferConfig, Wal
 from kubetrail.config import Config
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
-from kubetrail.errors import KubetrailError, UnavailableError
+from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
+from kubetrail.sinks.forward import Forwarder
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
+from kubetrail.sources.broker import consume
 from kubetrail.stages.extract import to_record
 from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_create
+from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.trail.checkpointer import make_checkpointer
 
@@ -124,6 +136,15 @@ class Pipeline:
         ``where`` names each record's input position (parallel to ``records``) for the reject a
         record becomes when the store cannot take it (see ``_append_isolating``); ``source`` labels
         the telemetry of rejects in a batch without records."""
+        stored = self.store_batch(records, rejected, positions, where, source)
+        self.notify(stored)
+        return stored
+
+    def store_batch(self, records: list[Record], rejected: Sequence[Rejected] = (),
+                    positions: dict[str, str] | None = None, where: Sequence[str] = (),
+                    source: SourceRef | None = None) -> list[Record]:
+        """The commit alone (``commit`` without the consumers): the collector acknowledges the
+        broker between the two."""
         self.rejects.write(rejected)  # first: a crash after the commit must not lose them
         started = time.perf_counter()
         stored, duplicates, refused = self._append_isolating(records, positions, where)
@@ -137,9 +158,12 @@ class Pipeline:
         self.summary.stored += len(stored)
         self.summary.duplicates += duplicates
         self.summary.rejected += len(rejected)
+        return stored
+
+    def notify(self, stored: list[Record]) -> None:
+        """Hand newly stored records to the consumers (trail checkpoints, detection, credentials)."""
         if stored:
             _each(self.consumers, lambda c: c.consume(stored, self.store))
-        return stored
 
     def _append_isolating(self, records: list[Record], positions: dict[str, str] | None,
                           where: Sequence[str]) -> tuple[list[Record], int, list[Rejected]]:
@@ -289,30 +313,9 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     threads = []
 
     fatal: list[UnavailableError] = []
-
-    def supervise(source: LiveSource) -> None:
-        delay = 0.5
-        first = True
-        while not stop.is_set():
-            try:
-                source.run(pipe.commit_decoded, pipe.store.position, stop)
-                return
-            except UnavailableError as exc:
-                if first:
-                    fatal.append(exc)
-                    stop.set()
-                    return
-                log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-            except Exception as exc:  # noqa: BLE001 - a source must never take the run down
-                log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-            first = False
-
     for source in build_sources(config):
-        t = threading.Thread(target=supervise, args=(source,), name=type(source).__name__, daemon=True)
+        t = threading.Thread(target=_supervise, args=(source, pipe.commit_decoded, pipe.store.position, stop, log,
+                                                      fatal), name=type(source).__name__, daemon=True)
         t.start()
         threads.append(t)
     def tick() -> None:
@@ -333,4 +336,156 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
         pipe.store.close()
     if fatal:
         raise fatal[0]
+    return pipe.summary
+
+
+# -- the distributed shapes: agent (sources -> seal -> WAL -> broker) and collector (broker -> store) --
+
+AGENT_FRAME_RECORDS = 2000  # records per WAL frame (and so at most per broker message before splitting)
+
+
+class AgentSummary(msgspec.Struct, kw_only=True):
+    read: int = 0
+    buffered: int = 0
+    rejected: int = 0
+    shipped: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"read {self.read}, buffered {self.buffered}, rejected {self.rejected}, shipped {self.shipped} "
+                f"({self.seconds:.2f}s)")
+
+
+class AgentWriter:
+    """The agent's commit: redact and key (``to_record``), seal, and append to the WAL in one step
+    under one lock, so each source's seqs are in WAL order and a failed append re-seals the same."""
+
+    def __init__(self, wal: Wal, rejects: RejectsFile, stop: threading.Event, redaction_key: RedactionKey) -> None:
+        self.wal = wal
+        self.rejects = rejects
+        self.stop = stop
+        self.redaction_key = redaction_key
+        self.seal = Seal(wal.seal_state())
+        self.summary = AgentSummary()
+        self._lock = threading.Lock()
+
+    def commit(self, decoded: Sequence[Decoded], rejected: Sequence[Rejected], source: SourceRef,
+               positions: dict[str, str] | None = None, timeout: float | None = None) -> None:
+        """Durable in the WAL on return (records and ``positions`` together). ``timeout`` None waits
+        for room until the agent stops (file sources stop reading); else ``Pushback`` after it."""
+        records: list[Record] = []
+        rejected = list(rejected)
+        for d in decoded:
+            item = _record_or_reject(d, source, self.redaction_key)
+            (records if isinstance(item, Record) else rejected).append(item)
+        self.rejects.write(rejected)
+        label = source.label()
+        chunks = [records[i:i + AGENT_FRAME_RECORDS] for i in range(0, len(records), AGENT_FRAME_RECORDS)] or [[]]
+        for i, chunk in enumerate(chunks):
+            last = i == len(chunks) - 1
+            self._append(label, chunk, dict(positions or {}) if last else {}, timeout)
+        self.summary.read += len(records) + len(rejected)
+        self.summary.buffered += len(records)
+        self.summary.rejected += len(rejected)
+
+    def _append(self, label: str, records: list[Record], positions: dict[str, str], timeout: float | None) -> None:
+        while True:
+            with self._lock:
+                point = self.seal.seal(label, records)
+                try:
+                    self.wal.append(label, records, positions, timeout=1.0 if timeout is None else timeout)
+                except Pushback:
+                    if timeout is not None or self.stop.is_set():
+                        raise
+                    continue
+                self.seal.commit(label, point)
+                return
+
+
+def run_agent(config: Config, stop: threading.Event, log: Callable[[str], None] = print) -> AgentSummary | Summary:
+    """``kubetrail agent``: with ``sink:`` the sources feed the node's WAL and a forwarder ships it
+    to the broker; without, the agent stores locally like ``run`` (the embedded shape)."""
+    if config.sink is None:
+        return run_live(config, stop, log)
+    started = time.perf_counter()
+    os.makedirs(config.data_dir, exist_ok=True)
+    buffer = config.buffer or BufferConfig()
+    wal = buffer.open(os.path.join(config.data_dir, "buffer"))
+    key = load_or_create(config.redaction_key_file or os.path.join(config.data_dir, KEY_FILE))
+    writer = AgentWriter(wal, RejectsFile(config.data_dir), stop, key)
+    forwarder = Forwarder(wal, config.sink.build(), stop, log)
+    shipper = threading.Thread(target=forwarder.run, name="forwarder", daemon=True)
+    shipper.start()
+    threads = []
+    fatal: list[UnavailableError] = []
+    for source in build_sources(config):
+        timeout = buffer.block_timeout_secs if isinstance(source, AuditWebhookSource) else None
+
+        def commit(decoded: Sequence[Decoded], rejected: Sequence[Rejected], ref: SourceRef,
+                   positions: dict[str, str] | None = None, _timeout: float | None = timeout) -> None:
+            writer.commit(decoded, rejected, ref, positions, _timeout)
+
+        t = threading.Thread(target=_supervise, args=(source, commit, wal.position, stop, log, fatal),
+                             name=type(source).__name__, daemon=True)
+        t.start()
+        threads.append(t)
+    try:
+        stop.wait()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        shipper.join(timeout=60)
+        wal.close()
+    if fatal:
+        raise fatal[0]
+    writer.summary.shipped = forwarder.sent_records
+    writer.summary.seconds = time.perf_counter() - started
+    return writer.summary
+
+
+def _supervise(source: LiveSource, commit: Callable[..., object], load_position: Callable[[str], str | None],
+               stop: threading.Event, log: Callable[[str], None], fatal: list[UnavailableError] | None = None) -> None:
+    """Run a live source until ``stop``; a failure is logged and the source restarted with backoff
+    (its position is durable with its records, so a restart re-reads at most what was not). A
+    source that cannot start at all (``UnavailableError`` on the first try: a port in use) stops
+    the process instead: it goes into ``fatal`` and ``stop`` is set."""
+    delay = 0.5
+    first = True
+    while not stop.is_set():
+        try:
+            source.run(commit, load_position, stop)
+            return
+        except UnavailableError as exc:
+            if first and fatal is not None:
+                fatal.append(exc)
+                stop.set()
+                return
+            log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
+        except Exception as exc:  # noqa: BLE001 - a source must never take the process down
+            log(f"source {type(source).__name__} failed: {exc}; restarting in {delay:.1f}s")
+        first = False
+        stop.wait(delay)
+        delay = min(delay * 2, 30.0)
+
+
+def run_collector(config: Config, stop: threading.Event, log: Callable[[str], None] = print) -> Summary:
+    """``kubetrail collector``: the broker's records into the store, the trail and the consumers."""
+    if config.source is None:
+        raise ConfigError("source", "the collector needs a `source:` (type: nats or kafka) to read from")
+    options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
+                      witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
+    pipe = open_pipeline(options)
+    started = time.perf_counter()
+    try:
+        asyncio.run(consume(config.source.build(), pipe.store_batch, pipe.notify, stop, log, tick=pipe.tick,
+                            tick_secs=config.checkpoint_interval_secs))
+    finally:
+        try:
+            pipe.tick()
+        except Exception as exc:  # noqa: BLE001 - e.g. a refusal to sign: said, then closed cleanly
+            log(f"timer work failed: {exc}")
+        pipe.close()
+        pipe.store.close()
+    pipe.summary.seconds = time.perf_counter() - started
     return pipe.summary
