@@ -108,6 +108,7 @@ class StatefulConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     sequence_window_secs: float = 300.0  # CSR create -> approve, RBAC change -> workload change
     trusted_cidrs: list[str] = []  # D71: NAT gateways, egress proxies: a pod token from here is not "elsewhere"
     image_allow: list[str] = []  # D23: image repositories (prefixes, e.g. "registry.corp/") never alerted as new
+    transit_grace_secs: float = 60.0  # a seq gap not declared by the agent is alerted once open this long
 
 
 class DetectSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

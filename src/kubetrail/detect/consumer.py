@@ -123,6 +123,11 @@ class DetectConsumer:
         alerts: list[Alert] = []
         for r in records:
             self.stats["records"] += 1
+            if r.kind == "loss":  # the WAL's loss declarations: only for detectors that take them
+                for d in self.detectors:
+                    if "loss" in getattr(d, "kinds", ()):
+                        alerts.extend(d.observe(r))
+                continue
             for m in self.ruleset.evaluate(r):
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))

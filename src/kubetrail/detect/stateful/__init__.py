@@ -18,10 +18,11 @@ from kubetrail.detect.stateful.secrets import SecretReadBaseline
 from kubetrail.detect.stateful.sequence import CsrSelfApproval, RbacThenWorkload
 from kubetrail.detect.stateful.silence import AuditSilence
 from kubetrail.detect.stateful.state import StateStore
+from kubetrail.detect.stateful.transit import TransitGaps
 
 DETECTORS = (FirstSeen, DeniedBurst, DiscoveryBurst, DeleteBurst, SecretReadBurst, CsrSelfApproval,
              RbacThenWorkload, AuditSilence, NewImage, MirrorPod, SecretReadBaseline, PrivilegedTokenRequest,
-             PodTokenElsewhere)
+             PodTokenElsewhere, TransitGaps)
 
 
 def build_detectors(state: StateStore, config: StatefulConfig) -> list[Any]:
