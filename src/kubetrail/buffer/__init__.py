@@ -12,7 +12,7 @@ import msgspec
 
 from kubetrail.buffer.frames import SealPoint
 from kubetrail.buffer.policy import LOSS_KIND, WhenFull
-from kubetrail.buffer.wal import Wal, WalEntry, WalStatus
+from kubetrail.buffer.wal import Wal, WalEntry, WalStatus, inspect
 
 
 class BufferConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -38,4 +38,4 @@ class BufferConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return Wal(self.dir or default_dir, self.max_bytes, self.when_full, self.segment_bytes)
 
 
-__all__ = ["LOSS_KIND", "BufferConfig", "SealPoint", "Wal", "WalEntry", "WalStatus", "WhenFull"]
+__all__ = ["LOSS_KIND", "BufferConfig", "SealPoint", "Wal", "WalEntry", "WalStatus", "WhenFull", "inspect"]

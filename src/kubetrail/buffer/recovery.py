@@ -97,7 +97,12 @@ def recover(path: str, cursor: tuple[int, int] | None, clock: Callable[[], int],
             if not readonly:
                 os.unlink(name)
             continue
-        _scan_segment(found, seg, name, i == len(ids) - 1, (cseg, coff), readonly)
+        try:
+            _scan_segment(found, seg, name, i == len(ids) - 1, (cseg, coff), readonly)
+        except FileNotFoundError:
+            if not readonly:
+                raise
+            continue  # inspecting a live WAL: the agent deleted an acknowledged segment meanwhile
     _declare(found, qdir)
     return found
 

@@ -85,7 +85,7 @@ class WalStatus(msgspec.Struct, kw_only=True):
     oldest_record_age_secs: float | None
     quarantined_segments: int
     quarantined_bytes: int
-    dropped_records: int
+    dropped_records: int | None  # since this process opened the WAL (None when only inspected)
     when_full: str
 
 
@@ -358,8 +358,12 @@ class Wal:
 
     # -- cursor ------------------------------------------------------------------------------------
     def _read_cursor(self) -> tuple[int, int] | None:
+        return self._read_cursor_file(self.dir)
+
+    @staticmethod
+    def _read_cursor_file(path: str) -> tuple[int, int] | None:
         try:
-            with open(os.path.join(self.dir, "cursor"), "rb") as fh:
+            with open(os.path.join(path, "cursor"), "rb") as fh:
                 data = fh.read(CURSOR.size + 1)
         except FileNotFoundError:
             return None
@@ -397,6 +401,21 @@ class Wal:
             self._fh.close()
 
 
+def inspect(path: str, max_bytes: int = 0, when_full: str = "") -> WalStatus:
+    """The status of a WAL directory without opening it for writing (a running agent owns it)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(path)
+    cursor = Wal._read_cursor_file(path)
+    found = recovery.inspect(path, cursor)
+    q_count, q_bytes = recovery.quarantined(path)
+    now = time.time_ns()
+    return WalStatus(dir=path, bytes=sum(found.segments.values()), max_bytes=max_bytes, segments=len(found.segments),
+                     records=sum(found.unacked.values()),
+                     oldest_record_age_secs=None if found.first_ns is None else max(0.0, (now - found.first_ns) / 1e9),
+                     quarantined_segments=q_count, quarantined_bytes=q_bytes, dropped_records=None,
+                     when_full=when_full)
+
+
 def _entry(seg: int, frame: recovery.Frame) -> WalEntry:
     p = frame.payload
     if isinstance(p, BatchFrame):
@@ -431,4 +450,4 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["SEGMENT_HEADER", "Wal", "WalEntry", "WalStatus", "atomic_write", "read_frame_at"]
+__all__ = ["SEGMENT_HEADER", "Wal", "WalEntry", "WalStatus", "atomic_write", "inspect", "read_frame_at"]

@@ -43,6 +43,9 @@ COMMANDS: dict[str, Entry] = {
     "stats": Entry("query", "Counts of what the store holds: entries, ingest counters, top users, verbs, "
                              "resources."),
     "run": Entry("run", "Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."),
+    "collector": Entry("collector", "Store what the agents shipped through the broker until SIGINT/SIGTERM, "
+                                    "then exit 0."),
+    "buffer": Entry("buffer", "The agent's disk WAL (the node buffer between the sources and the broker)."),
     "webhook": Entry("webhook", "The audit webhook receiver (the apiserver's webhook backend)."),
     "webhook-config": Entry("webhook", "Print the kubeconfig for kube-apiserver's --audit-webhook-config-file."),
     "demo": Entry("demo", "Run the bundled attack scenario: a 2-hour audit log with an attack hidden in "

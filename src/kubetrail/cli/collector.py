@@ -1,0 +1,49 @@
+"""`kubetrail collector --config FILE`: the cluster side of the distributed shape (broker -> store).
+
+The config's ``source:`` names the broker (``type: nats`` durable pull consumer, or ``type: kafka``
+consumer group); records go to the store, the trail, detection and the credential inventory, and
+the broker is acknowledged only after the store committed them (docs/transport.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+import click
+import msgspec
+
+from kubetrail.config import load
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="YAML config file with a `source:` section (see docs/transport.md).")
+@click.option("--data", "data_dir", default=None, help="Override the config's data_dir.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True, help="What the collector logs to stderr.")
+def collector(config_path: str, data_dir: str | None, log_level: str) -> None:
+    """Store what the agents shipped through the broker until SIGINT/SIGTERM, then exit 0."""
+    from kubetrail.pipeline import run_collector
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load(config_path)
+    if data_dir:
+        config = msgspec.structs.replace(config, data_dir=data_dir)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        click.echo(f"received {signal.Signals(signum).name}: finishing the current batch", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    where = config.source.__struct_config__.tag if config.source is not None else "nothing"
+    click.echo(f"kubetrail collector: reading {where}, data in {config.data_dir}", err=True)
+    summary = run_collector(config, stop, log=lambda m: click.echo(m, err=True))
+    click.echo(summary.line(), err=True)
+
+
+commands: list[click.Command] = [collector]
