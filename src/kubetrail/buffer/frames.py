@@ -13,6 +13,8 @@ from typing import BinaryIO
 import crc32c
 import msgspec
 
+from kubetrail.stages.seal import SealPoint
+
 SEGMENT_MAGIC = b"KTWALSEG"
 SEGMENT_VERSION = 1
 SEGMENT_HEADER = struct.Struct("<8sIIQQ")  # magic, version, reserved (0), segment id, created_ns
@@ -20,13 +22,6 @@ FRAME_MAGIC = b"KTF1"
 FRAME_HEADER = struct.Struct("<4sIIIQ")  # magic, crc32c, payload length, record count, appended_ns
 MAX_FRAME_BYTES = 64 << 20  # a length above this is corruption, not a frame
 _SCAN_CHUNK = 1 << 20
-
-
-class SealPoint(msgspec.Struct, array_like=True, frozen=True):
-    """A source's seal state after its last record: the last ``seq`` and the running hash."""
-
-    seq: int
-    chain: bytes
 
 
 class LossRange(msgspec.Struct, array_like=True, frozen=True):

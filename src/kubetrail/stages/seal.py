@@ -15,10 +15,18 @@ from __future__ import annotations
 
 import hashlib
 
-from kubetrail.buffer import SealPoint
+import msgspec
+
 from kubetrail.record import Record
 
 GENESIS = b"kubetrail-seal/v1\n"
+
+
+class SealPoint(msgspec.Struct, array_like=True, frozen=True):
+    """A source's seal state after its last record: the last ``seq`` and the running hash."""
+
+    seq: int
+    chain: bytes
 
 
 def chain_start(source: str) -> bytes:
