@@ -28,22 +28,25 @@ def buffer() -> None:
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="The agent's config: the WAL is `buffer.dir` (default DATA_DIR/buffer).")
 @click.option("--dir", "wal_dir", default=None, help="The WAL directory itself (instead of --config).")
+@click.option("--data", "data_dir", default=None,
+              help="The agent's data_dir (the WAL is DATA/buffer unless the config's buffer.dir says otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of the text line.")
-def status(config_path: str | None, wal_dir: str | None, as_json: bool) -> None:
+def status(config_path: str | None, wal_dir: str | None, data_dir: str | None, as_json: bool) -> None:
     """Bytes on disk, records not yet acknowledged by the broker, the oldest one's age, quarantine."""
     from kubetrail.buffer import inspect
 
     max_bytes, when_full = 0, ""
     if wal_dir is None:
-        if config_path is None:
-            raise click.UsageError("give --config FILE or --dir DIR")
+        if config_path is None and data_dir is None:
+            raise click.UsageError("give --config FILE, --data DIR or --dir DIR")
         from kubetrail.buffer import BufferConfig
-        from kubetrail.config import load
+        from kubetrail.config import load, parse
 
-        config = load(config_path)
+        config = load(config_path) if config_path else parse({})
         buf = config.buffer or BufferConfig()
-        wal_dir = buf.dir or os.path.join(config.data_dir, "buffer")
-        max_bytes, when_full = buf.max_bytes, buf.when_full
+        wal_dir = buf.dir or os.path.join(data_dir or config.data_dir, "buffer")
+        if config_path:
+            max_bytes, when_full = buf.max_bytes, buf.when_full
     try:
         st = inspect(wal_dir, max_bytes, when_full)
     except FileNotFoundError as exc:

@@ -45,6 +45,7 @@ NO_JSON = {
     "deploy apiserver": "writes files; prints where they went",
     "demo": "a guided tour for people; every step it shows has its own --json command",
     "run": "a server: logs to stderr until stopped",
+    "collector": "a server: logs to stderr until stopped",
     "webhook serve": "a server: logs to stderr until stopped",
     "serve": "a server (the dashboard and API); its JSON is /api/v1 (docs/web.md)",
     "keys generate": "prints the verifier key, which `keys show --json` also gives",
