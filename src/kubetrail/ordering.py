@@ -23,7 +23,7 @@ buffer and keeps its own frontier in the store.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections import deque
 from collections.abc import Iterable, Iterator
 
@@ -36,6 +36,9 @@ Entry = tuple[int, str, int, "Record | None"]  # (time, key, leaf_index, record 
 
 
 class ReorderBuffer:
+    """Held records sorted by ``(time, key)``. Arrival is mostly in order, so a record is appended
+    (O(1)) and only an out-of-order one is inserted (``bisect``); release takes from the front."""
+
     def __init__(self, lateness_ns: int, memory_limit: int = DEFAULT_MEMORY_LIMIT,
                  frontier: tuple[int, str] | None = None) -> None:
         self.lateness_ns = max(0, int(lateness_ns))
@@ -44,14 +47,13 @@ class ReorderBuffer:
         self.max_seen: int | None = frontier[0] if frontier else None
         self._wall_mark: int | None = None  # the watermark wall time has pushed it to (``advance``)
         self.late = 0
-        self._heap: list[Entry] = []
+        self._items: list[Entry] = []  # sorted; [_head:] are held
+        self._head = 0
         self._in_memory = 0
-        self._leaves: list[int] = []  # lazy min-heap of held leaves (for pending_from)
-        self._released: set[int] = set()
         self._arrivals: deque[tuple[int, int]] = deque()  # (wall ns, newest event time of that arrival)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._items) - self._head
 
     def is_late(self, time: int, key: str) -> bool:
         return self.frontier is not None and (time, key) <= self.frontier
@@ -60,17 +62,22 @@ class ReorderBuffer:
         """Hold these records; returns the late ones (to be processed at once, out of order)."""
         late: list[Record] = []
         newest: int | None = None
+        items = self._items
         for r in records:
-            leaf = r.leaf_index if r.leaf_index is not None else -1
-            if self.is_late(r.time, r.key):
+            t, key = r.time, r.key
+            if self.is_late(t, key):
                 self.late += 1
                 late.append(r)
                 continue
             keep = r if self._in_memory < self.memory_limit else None
             self._in_memory += keep is not None
-            heapq.heappush(self._heap, (r.time, r.key, leaf, keep))
-            heapq.heappush(self._leaves, leaf)
-            newest = r.time if newest is None or r.time > newest else newest
+            entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep)
+            if len(items) == self._head or (t, key) > items[-1][:2]:
+                items.append(entry)
+            else:
+                bisect.insort(items, entry, lo=self._head, key=_order)
+            if newest is None or t > newest:
+                newest = t
         if newest is not None:
             if self.max_seen is None or newest > self.max_seen:
                 self.max_seen = newest
@@ -95,33 +102,38 @@ class ReorderBuffer:
     def ready(self) -> list[Entry]:
         """Release, in ``(time, key)`` order, every held record at or before the watermark."""
         mark = self.watermark()
-        out: list[Entry] = []
-        while self._heap and mark is not None and self._heap[0][0] <= mark:
-            out.append(self._pop())
-        return out
+        if mark is None:
+            return []
+        end = bisect.bisect_right(self._items, mark, lo=self._head, key=_time)
+        return self._take(end)
 
     def drain(self) -> list[Entry]:
         """Release everything held (the end of an ``ingest``)."""
-        out = [self._pop() for _ in range(len(self._heap))]
         self._arrivals.clear()
-        return out
+        return self._take(len(self._items))
 
-    def _pop(self) -> Entry:
-        entry = heapq.heappop(self._heap)
-        self._in_memory -= entry[3] is not None
-        self._released.add(entry[2])
-        self.frontier = (entry[0], entry[1])
-        return entry
+    def _take(self, end: int) -> list[Entry]:
+        out = self._items[self._head:end]
+        if out:
+            self._in_memory -= sum(1 for e in out if e[3] is not None)
+            self.frontier = (out[-1][0], out[-1][1])
+        self._head = end
+        if self._head > 4096 and self._head * 2 > len(self._items):
+            del self._items[:self._head]  # compact now and then: amortised O(1) per record
+            self._head = 0
+        return out
 
     def pending_from(self, default: int) -> int:
         """The lowest leaf still held, or ``default`` (the next leaf to receive) when none is."""
-        while self._leaves and self._leaves[0] in self._released:
-            self._released.discard(heapq.heappop(self._leaves))
-        if not self._heap:
-            self._leaves.clear()
-            self._released.clear()
-            return default
-        return self._leaves[0] if self._leaves else default
+        return min((e[2] for e in self._items[self._head:]), default=default)
+
+
+def _order(entry: Entry) -> tuple[int, str]:
+    return entry[0], entry[1]
+
+
+def _time(entry: Entry) -> int:
+    return entry[0]
 
 
 def materialise(store: Store, entries: list[Entry]) -> list[Record]:

@@ -249,7 +249,9 @@ class KeysRepo(Protocol):
 
     def aliases(self) -> Iterator[tuple[str, int]]: ...
 
-    def by_audit_id(self, audit_ids: Sequence[str]) -> list[AuditIdRow]: ...
+    def by_audit_id(self, audit_ids: Sequence[str]) -> list[AuditIdRow]:
+        """The records of these auditIDs whose (auditID, stage) is stored more than once."""
+        ...
 
 
 class RetentionRepo(Protocol):

@@ -66,11 +66,18 @@ class KeyTables:
                 "SELECT alias, leaf_index FROM key_aliases ORDER BY alias"))
 
     def by_audit_id(self, audit_ids: Sequence[str]) -> list[AuditIdRow]:
-        """Every stored record of these auditIDs (all stages), without reading a body."""
+        """The stored records of these auditIDs whose (auditID, stage) more than one record has —
+        what the reuse check needs; the common case (none) reads the index only, no row."""
         ids = sorted({a for a in audit_ids if a})
-        out: list[AuditIdRow] = []
+        shared: list[str] = []
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
+            shared.extend(str(a) for (a,) in self.db.execute(
+                f"SELECT DISTINCT audit_id FROM entries WHERE audit_id IN ({placeholders(len(chunk))}) "
+                "GROUP BY audit_id, stage HAVING COUNT(*) > 1", chunk))
+        out: list[AuditIdRow] = []
+        for i in range(0, len(shared), 500):
+            chunk = shared[i:i + 500]
             out.extend(AuditIdRow(*r) for r in self.db.execute(
                 "SELECT audit_id, stage, key, time, username, leaf_index FROM entries "
                 f"WHERE audit_id IN ({placeholders(len(chunk))})", chunk))
