@@ -158,6 +158,10 @@ class Pipeline:
         self.summary.stored += len(stored)
         self.summary.duplicates += duplicates
         self.summary.rejected += len(rejected)
+        if duplicates:  # a path that delivers only what another path stored first is not silent
+            labels = {r.source.label() for r in records}
+            _each([c for c in self.consumers if getattr(c, "delivered", None) is not None],
+                  lambda c: c.delivered(labels))  # type: ignore[attr-defined]
         return stored
 
     def notify(self, stored: list[Record]) -> None:

@@ -197,6 +197,15 @@ class DetectConsumer:
         if new and self.deliverer is not None:
             self.deliverer.wake()
 
+    def delivered(self, sources: set[str]) -> None:
+        """These sources delivered records just now, stored or not (a duplicate of what another path
+        stored first): wall-clock detectors (audit silence) count them as alive."""
+        now = self.clock()
+        for d in self.detectors:
+            seen = getattr(d, "delivered", None)
+            if seen is not None:
+                seen(sources, now)
+
     def tick(self, store: Any) -> None:
         """Wall-clock work (``run``): the watermark advances with time, then audit silence."""
         now = self.clock()

@@ -187,3 +187,43 @@ def test_a_truncated_copy_is_not_reuse(tmp_path: Path) -> None:
     settings(tmp_path / "d", 300)
     alerts = ingest(tmp_path / "d", [[full], [cut]])
     assert not {a for a in alerts if a[0] == REUSE}
+
+
+def test_a_path_that_only_delivers_duplicates_is_not_silent(tmp_path: Path) -> None:
+    """The log file and the webhook carry the same events: the one that loses the race stores
+    nothing, and must still count as alive for the wall-clock silence check."""
+    from kubetrail.alerts.config import StatefulConfig
+    from kubetrail.detect.stateful.silence import AuditSilence
+    from kubetrail.detect.stateful.state import StateStore
+
+    webhook = SourceRef(cluster="t", stream="audit-webhook:apiserver-1")
+    d = AuditSilence(StateStore(None), StatefulConfig(silence_secs=10), clock=lambda: 0)
+    first = to_record(Decoded(make_event("w-1", time=ts(1)), "eventlist", "1"), webhook)
+    d.observe(first)  # stored once via the webhook: tracked from now on
+    d.delivered({webhook.label()}, 9 * S)  # later only duplicates of what the file stored
+    assert d.tick(15 * S) == []
+    assert [a.rule for a in d.tick(20 * S)] == ["Audit Log Silence"]  # 11 s after the last delivery
+
+    calls: list[set[str]] = []
+
+    class Spy:
+        def consume(self, records: list, store: object) -> None:
+            pass
+
+        def delivered(self, labels: set[str]) -> None:
+            calls.append(labels)
+
+        def close(self) -> None:
+            pass
+
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "d"), detect=False))
+    try:
+        pipe.consumers.append(Spy())
+        ev = make_event("dup-1", time=ts(2))
+        pipe.commit([to_record(Decoded(ev, "event", "f"), SourceRef(cluster="t", stream="audit-file:/a.log"))])
+        assert calls == []  # stored: consume is the signal
+        pipe.commit([to_record(Decoded(dict(ev), "eventlist", "w"), webhook)])
+        assert calls == [{webhook.label()}]
+    finally:
+        pipe.close()
+        pipe.store.close()

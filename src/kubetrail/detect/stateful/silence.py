@@ -9,7 +9,9 @@ Two clocks, as the catalog asks:
 * **Wall time (live)**: ``tick(now_ns)`` reports a source whose last event *arrived* more than
   ``silence_secs`` ago; the ``run`` loop calls it through the consumer's ``tick``.
 
-A source is the record's ``cluster/node/stream`` label. Last-seen times are kept in the store.
+A source is the record's ``cluster/node/stream`` label. Last-seen times are kept in the store. An
+event delivered by two paths (log file and webhook) is stored once, under the first path's label;
+the other path's deliveries still count as arrivals for the wall-clock check (``delivered``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,14 @@ class AuditSilence:
         self.state.put(self.name, src, {"ev": row if not prev or record.time >= prev["ev"][0] else prev["ev"],
                                         "wall": now_wall, "reported": False})
         return out
+
+    def delivered(self, sources: set[str], now_ns: int) -> None:
+        """Deliveries that stored nothing new (the same events already came by another path): the
+        source is alive for the wall-clock check. Sources never stored stay untracked."""
+        for src in sources:
+            st = self.state.get(self.name, src)
+            if st:
+                self.state.put(self.name, src, {**st, "wall": now_ns, "reported": False})
 
     def tick(self, now_ns: int | None = None) -> list[Alert]:
         """Wall-clock check for live runs: sources whose last event arrived too long ago."""
