@@ -150,13 +150,14 @@ def materialise(store: Store, entries: list[Entry]) -> list[Record]:
     return [e[3] if e[3] is not None else loaded[e[2]] for e in entries if e[3] is not None or e[2] in loaded]
 
 
-def restore(buffer: ReorderBuffer, store: Store, start: int, end: int, now_ns: int, chunk: int = 2000) -> int:
-    """Hold again what a consumer held when it stopped: the audit records in ``[start, end)`` ordered
-    after the buffer's frontier (everything else there was released). Returns how many."""
+def restore(buffer: ReorderBuffer, store: Store, start: int, end: int, now_ns: int, chunk: int = 2000,
+            kinds: tuple[str, ...] = ("audit",)) -> int:
+    """Hold again what a consumer held when it stopped: the records of ``kinds`` in ``[start, end)``
+    ordered after the buffer's frontier (everything else there was released). Returns how many."""
     n = 0
     for lo in range(start, end, chunk):
         held = [r for r in store.records_by_index(lo, min(lo + chunk, end))
-                if r.kind == "audit" and not buffer.is_late(r.time, r.key)]
+                if r.kind in kinds and not buffer.is_late(r.time, r.key)]
         buffer.add(held, now_ns)
         n += len(held)
     return n

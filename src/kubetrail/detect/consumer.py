@@ -52,6 +52,7 @@ FRONTIER = ("_consumer", "frontier")  # [time, key] of the last record released 
 # frontier); ``until`` is this consumer's next leaf when it saved (``--no-detect`` moves only next_leaf)
 PENDING = ("_consumer", "pending")
 LATE_COUNTER = "late"  # store counter: records that arrived after the watermark had passed them
+DETECTED_KINDS = ("audit", "loss")  # loss: the WAL's loss declarations, for the detectors that take them
 
 
 class DetectConsumer:
@@ -101,7 +102,7 @@ class DetectConsumer:
     def _restore(self) -> None:
         """Hold again what the last process held (``PENDING`` ordered after the frontier)."""
         start, end = self.state.get(*PENDING) or (0, 0)
-        restore(self.buffer, self.store, int(start), int(end), self.clock())
+        restore(self.buffer, self.store, int(start), int(end), self.clock(), kinds=DETECTED_KINDS)
 
     def _reset(self) -> None:
         """After a failed release: the buffer as the store last saw it (what was popped is held again)."""
@@ -144,7 +145,7 @@ class DetectConsumer:
 
     def _receive(self, records: list[Any]) -> None:
         """Hold the new records; detect the late ones at once and whatever the watermark releases."""
-        late = self.buffer.add([r for r in records if r.kind == "audit"], self.clock())
+        late = self.buffer.add([r for r in records if r.kind in DETECTED_KINDS], self.clock())
         self._release(self.buffer.ready(), late)
         if self.track and records:
             self.state.put(*NEXT_LEAF, max(r.leaf_index or 0 for r in records) + 1)

@@ -227,3 +227,22 @@ def test_a_path_that_only_delivers_duplicates_is_not_silent(tmp_path: Path) -> N
     finally:
         pipe.close()
         pipe.store.close()
+
+
+def test_loss_declarations_reach_the_transit_detector_through_the_pipeline(tmp_path: Path) -> None:
+    """Loss records (the WAL's declared drops) go through the same event-time order as audit records."""
+    from kubetrail.buffer.frames import LossFrame, LossRange
+    from kubetrail.buffer.policy import loss_records
+
+    (loss,) = loss_records(LossFrame("dropped", [LossRange(SRC.label(), 11, 20, 10, "")], 3), rec(0, 5.0).time)
+    settings(tmp_path / "d", 300)
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "d")))
+    try:
+        pipe.commit([loss])
+    finally:
+        pipe.close()
+    try:
+        rules = {a.rule for a in list_alerts(pipe.store)}
+    finally:
+        pipe.store.close()
+    assert "Records Lost in Transit" in rules, rules
