@@ -74,8 +74,8 @@ def _any_of(column: str, values: list[Any], globs: bool, params: list[Any]) -> s
     if exact:
         terms.append(f"{column} IN ({','.join('?' * len(exact))})")
         params.extend(exact)
-    for p in patterns:
-        terms.append(f"{column} GLOB ?")
+    for p in patterns:  # a pattern never matches an empty field ("no namespace", "not impersonated")
+        terms.append(f"({column} GLOB ? AND {column} != '')")
         params.append(p)
     return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
 
