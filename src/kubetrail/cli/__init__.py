@@ -40,6 +40,8 @@ COMMANDS: dict[str, Entry] = {
     "query": Entry("query", "Search stored audit events; filters combine with AND, repeated values with OR."),
     "show": Entry("query", "Print one stored record (by key, key prefix or leaf index): its metadata and its "
                             "redacted body."),
+    "timeline": Entry("timeline", "Print one story in time order: a subject's requests, the alerts they raised, "
+                                  "credential changes."),
     "stats": Entry("query", "Counts of what the store holds: entries, ingest counters, top users, verbs, "
                              "resources."),
     "run": Entry("run", "Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."),

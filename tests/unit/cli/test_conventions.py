@@ -51,7 +51,7 @@ NO_JSON = {
     "keys generate": "prints the verifier key, which `keys show --json` also gives",
 }
 # Listings: commands that print rows of one kind. They take -o table|wide|json|yaml (and --json).
-LISTINGS = {"query", "alerts", "detect", "alerts sinks", "creds list", "rules list", "rules test"}
+LISTINGS = {"query", "timeline", "alerts", "detect", "alerts sinks", "creds list", "rules list", "rules test"}
 
 
 def walk(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
