@@ -20,6 +20,7 @@ import tempfile
 import click
 
 from kubetrail.cli.options import DEFAULT_DATA_DIR, data_option
+from kubetrail.cli.output import color_enabled
 from kubetrail.demo.report import print_alerts, print_credentials, print_timeline, print_trail
 from kubetrail.demo.scenario import (
     DEFAULT_EVENTS,
@@ -72,7 +73,7 @@ def ingest_demo(data_dir: str, scenario: Scenario, log_path: str | None = None) 
 
 def _section(title: str) -> None:
     click.echo("")
-    click.echo(click.style(title, bold=True))
+    click.echo(click.style(title, bold=True) if color_enabled() else title)
 
 
 @click.command()
@@ -127,6 +128,7 @@ def _hints(data_dir: str, scenario: Scenario, steps: list[Step], log_path: str |
     csr = next((s.records[0] for s in steps if s.records and "system:masters" in s.title), None)
     pairs = [
         (f"kubetrail query{data} --user evil-admin", "everything the forged admin did"),
+        (f"kubetrail timeline{data} --user evil-admin", "the same as one story, with alerts and credentials"),
         (f"kubetrail query{data} --source-ip {scenario.facts.attacker_ips[1]}", "the stolen token's new address"),
         (f"kubetrail query{data} --resource certificatesigningrequests --json", "the CSR's life, as JSON"),
     ]

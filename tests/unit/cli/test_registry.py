@@ -39,3 +39,19 @@ def test_help_lists_every_command_and_a_typo_gets_a_suggestion() -> None:
     r = CliRunner().invoke(cli, ["qurey"], prog_name="kubetrail")
     assert r.exit_code == 2 and r.stderr.strip() == ("error: No such command 'qurey'; did you mean `kubetrail query`? "
                                                      "(see `kubetrail --help`)")
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_script_and_answers(shell: str) -> None:
+    r = CliRunner().invoke(cli, ["completion", shell], prog_name="kubetrail")
+    assert r.exit_code == 0 and "_KUBETRAIL_COMPLETE" in r.stdout
+
+
+def test_completion_knows_commands_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the shell asks (`_KUBETRAIL_COMPLETE=bash_complete`), answered from the registry."""
+    for words, cword, expect in (("kubetrail que", "1", "plain,query"),
+                                 ("kubetrail query --exclude-v", "2", "plain,--exclude-verb")):
+        monkeypatch.setenv("COMP_WORDS", words)
+        monkeypatch.setenv("COMP_CWORD", cword)
+        r = CliRunner().invoke(cli, [], prog_name="kubetrail", env={"_KUBETRAIL_COMPLETE": "bash_complete"})
+        assert expect in r.stdout.splitlines(), r.output
