@@ -27,9 +27,10 @@ def status(data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def ingest(data: Path, stream: str, n: int, first: int = 0) -> None:
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     pipe = open_pipeline(Options(data_dir=str(data)))
     try:
-        pipe.ingest_items([Decoded(make_event(f"00000000-0000-0000-0000-0000000002{i:02}"), "json", f"p:{i}")
+        pipe.ingest_items([Decoded(make_event(f"00000000-0000-0000-0000-0000000002{i:02}", time=now), "json", f"p:{i}")
                            for i in range(first, first + n)], SourceRef(node="cp-1", stream=stream))
     finally:
         pipe.close()
@@ -56,6 +57,8 @@ def test_healthy_then_silent_then_tampered(tmp_path: Path) -> None:
     by_source = {s["source"]: s for s in doc["sources"]}
     assert by_source["cp-1/audit-file:/var/log/kubernetes/audit/audit.log"]["silent"]
     assert not by_source["cp-1/file:/tmp/old-export.json"]["silent"]
+    assert by_source["cp-1/file:/tmp/old-export.json"]["per_sec_5m"] == round(3 / 300, 3)  # events/s, last 5 min
+    assert doc["kinds"] == [{"kind": "audit", "records": 8, "per_sec_5m": round(round(5 / 300, 3) + round(3 / 300, 3), 3)}]
 
     (data / "detect.yaml").write_text(yaml.safe_dump({"stateful": {"silence_secs": 3600}}))
     store = open_store(str(data))

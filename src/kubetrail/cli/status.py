@@ -38,7 +38,7 @@ def text(doc: dict[str, Any]) -> str:
     t = doc["trail"]
     cp = t["checkpoint"]
     v = t["verify"] or {}
-    kinds = ", ".join(f"{k['kind']} {k['records']}" for k in doc["kinds"]) or "none"
+    kinds = ", ".join(f"{k['kind']} {k['records']}, {k['per_sec_5m']}/s now" for k in doc["kinds"]) or "none"
     lines = [f"records     {doc['records']} ({kinds})",
              f"trail       {t['size']} leaves; " + (f"checkpoint {cp['size']} signed {cp['signed_at']} "
                                                      f"({cp['age_secs']:.0f}s ago)" if cp else "no checkpoint yet"),
@@ -49,7 +49,8 @@ def text(doc: dict[str, Any]) -> str:
              f"credentials {doc['credentials']['total']}", "sources:"]
     for s in doc["sources"]:
         state = "SILENT" if s["silent"] else ("live" if s["live"] else "ingested")
-        lines.append(f"  {state:<8} {s['source']} [{s['kind']}] {s['records']} records, last event {s['last_event']}"
+        lines.append(f"  {state:<8} {s['source']} [{s['kind']}] {s['records']} records ({s['per_sec_5m']}/s now), "
+                     f"last event {s['last_event']}"
                      + (f", last delivery {s['last_arrival']}" if s["last_arrival"] else ""))
     if not doc["sources"]:
         lines.append("  none")

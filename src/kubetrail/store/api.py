@@ -337,8 +337,9 @@ class Store(Repos, Protocol):
         """(bucket start ns, kind, records) per ``bucket_ns`` of event time from ``since``; empty buckets left out."""
         ...
 
-    def sources(self) -> list[tuple[str, str, int, int, int]]:
-        """(source label, kind, records, first event time, last event time) per source and kind."""
+    def sources(self, since: int | None = None) -> list[tuple[str, str, int, int, int]]:
+        """(source label, kind, records, first event time, last event time) per source and kind
+        (only records with an event time from ``since``, when given)."""
         ...
 
     def decompress(self, body: bytes) -> bytes: ...

@@ -267,9 +267,10 @@ class SqliteStore:
                                   "GROUP BY 1, 2 ORDER BY 1, 2", (since, since, b, b, since))
         return [(int(t), str(k), int(n)) for t, k, n in rows]
 
-    def sources(self) -> list[tuple[str, str, int, int, int]]:
+    def sources(self, since: int | None = None) -> list[tuple[str, str, int, int, int]]:
+        where, params = ("WHERE time >= ? ", [since]) if since is not None else ("", [])
         rows = self._conn.execute("SELECT source, kind, COUNT(*), MIN(time), MAX(time) FROM entries "
-                                  "GROUP BY source, kind ORDER BY source, kind")
+                                  f"{where}GROUP BY source, kind ORDER BY source, kind", params)
         return [(str(s), str(k), int(n), int(lo), int(hi)) for s, k, n, lo, hi in rows]
 
     def decompress(self, body: bytes) -> bytes:

@@ -51,8 +51,12 @@ def _is_live(label: str) -> bool:
     return not SourceRef.parse(label).stream.startswith("file:")
 
 
+RATE_WINDOW_NS = 300 * 10**9  # events/s are averaged over the last 5 minutes of event time
+
+
 def sources(store: Store, now_ns: int, silence_secs: float) -> list[dict[str, Any]]:
     arrivals = _arrivals(store)
+    recent = {(label, kind): n for label, kind, n, _, _ in store.sources(since=now_ns - RATE_WINDOW_NS)}
     out = []
     for label, kind, n, first, last in store.sources():
         arrived = arrivals.get(label)
@@ -60,6 +64,7 @@ def sources(store: Store, now_ns: int, silence_secs: float) -> list[dict[str, An
         live = _is_live(label)
         quiet = (now_ns - newest) / 1e9
         out.append({"source": label, "kind": kind, "records": n, "first_event": _t(first), "last_event": _t(last),
+                    "per_sec_5m": round(recent.get((label, kind), 0) / (RATE_WINDOW_NS / 1e9), 3),
                     "last_arrival": _t(arrived), "live": live, "quiet_secs": round(max(quiet, 0.0), 1),
                     "silent": live and quiet > silence_secs})
     return out
@@ -104,9 +109,11 @@ def overview(store: Store, data_dir: str, now_ns: int | None = None,
     now = time.time_ns() if now_ns is None else now_ns
     silence_secs = settings_for(data_dir).stateful.silence_secs
     srcs = sources(store, now, silence_secs)
-    kinds: dict[str, int] = {}
+    kinds: dict[str, list[float]] = {}
     for s in srcs:
-        kinds[s["kind"]] = kinds.get(s["kind"], 0) + s["records"]
+        k = kinds.setdefault(s["kind"], [0, 0.0])
+        k[0] += s["records"]
+        k[1] += s["per_sec_5m"]
     trail = trail_facts(store, now, verify)
     problems = [f"source {s['source']} has delivered nothing for {s['quiet_secs']:.0f}s (silence_secs "
                 f"{silence_secs:.0f})" for s in srcs if s["silent"]]
@@ -119,7 +126,7 @@ def overview(store: Store, data_dir: str, now_ns: int | None = None,
         "data_dir": data_dir,
         "silence_secs": silence_secs,
         "records": store.size(),
-        "kinds": [{"kind": k, "records": n} for k, n in sorted(kinds.items())],
+        "kinds": [{"kind": k, "records": int(n), "per_sec_5m": round(rate, 3)} for k, (n, rate) in sorted(kinds.items())],
         "sources": srcs,
         "trail": trail,
         "alerts": alert_facts(store, now),
