@@ -65,7 +65,7 @@ def main() -> None:
         ctx = ServeContext(data_dir=data, open_store=lambda: open_store(data, readonly=True), verify=VerifyCache(data))
         server = BackgroundServer(build_app(ctx, Authenticator(TokenFile(str(Path(tmp) / "tokens")), False)),
                                   "127.0.0.1:0").start()
-        base = "http://127.0.0.1:{}".format(server.address[1])
+        base = f"http://127.0.0.1:{server.address[1]}"
         try:
             with httpx.Client(base_url=base, headers={"Authorization": "Bearer bench"}, timeout=120) as c:
                 c.get("/api/v1/status")  # the first status runs verify once (then cached)

@@ -48,7 +48,7 @@ def text(doc: dict[str, Any]) -> str:
                  f"; {p['priority']} {p['total']} ({p['last_24h']} in 24h)" for p in doc["alerts"]["by_priority"]),
              f"credentials {doc['credentials']['total']}", "sources:"]
     for s in doc["sources"]:
-        state = "SILENT" if s["silent"] else ("live" if s["live"] else "ingested")
+        state = "LOSS" if s["kind"] == "loss" else "SILENT" if s["silent"] else ("live" if s["live"] else "ingested")
         lines.append(f"  {state:<8} {s['source']} [{s['kind']}] {s['records']} records ({s['per_sec_5m']}/s now), "
                      f"last event {s['last_event']}"
                      + (f", last delivery {s['last_arrival']}" if s["last_arrival"] else ""))

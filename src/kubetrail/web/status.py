@@ -66,7 +66,7 @@ def sources(store: Store, now_ns: int, silence_secs: float) -> list[dict[str, An
         out.append({"source": label, "kind": kind, "records": n, "first_event": _t(first), "last_event": _t(last),
                     "per_sec_5m": round(recent.get((label, kind), 0) / (RATE_WINDOW_NS / 1e9), 3),
                     "last_arrival": _t(arrived), "live": live, "quiet_secs": round(max(quiet, 0.0), 1),
-                    "silent": live and quiet > silence_secs})
+                    "silent": live and kind != "loss" and quiet > silence_secs})
     return out
 
 
