@@ -6,9 +6,12 @@ and neither may import the other (sources and sinks are siblings), so it lives h
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from typing import Any
 
 from kubetrail.errors import KubetrailError
+from kubetrail.record import Record, encode_batch
 
 
 def servers(url: str) -> list[str]:
@@ -18,17 +21,25 @@ def servers(url: str) -> list[str]:
 
 async def connect_nats(urls: str, timeout: float, name: str, error: type[KubetrailError]) -> Any:
     """A NATS connection that reconnects forever once up, logs nothing itself (nats-py prints
-    tracebacks on every refused reconnect otherwise), and raises ``error`` when it cannot connect."""
-    import nats
+    tracebacks on every refused reconnect otherwise), and raises ``error`` when it cannot connect
+    within ``timeout`` (nats-py alone would retry the first connection forever)."""
+    import asyncio
+
+    from nats.aio.client import Client
 
     async def quiet(_exc: Exception) -> None:
         return None
 
+    nc = Client()
     try:
-        return await nats.connect(servers(urls), name=name, connect_timeout=timeout, max_reconnect_attempts=-1,
-                                  reconnect_time_wait=0.5, allow_reconnect=True, error_cb=quiet)
+        await asyncio.wait_for(nc.connect(servers(urls), name=name, connect_timeout=timeout,
+                                          max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                          allow_reconnect=True, error_cb=quiet), timeout * 2)
     except Exception as exc:  # noqa: BLE001 - nats-py raises many unrelated types for "cannot connect"
-        raise error(f"cannot connect to NATS at {urls}: {exc or type(exc).__name__}") from exc
+        with contextlib.suppress(Exception):  # closing what never opened
+            await nc.close()
+        raise error(f"cannot connect to NATS at {urls}: {str(exc) or type(exc).__name__}") from exc
+    return nc
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
@@ -40,3 +51,19 @@ def subject_matches(pattern: str, subject: str) -> bool:
         if i >= len(s) or (tok != "*" and tok != s[i]):
             return False
     return len(p) == len(s)
+
+
+def message_id(records: list[Record]) -> str:
+    """The identity of a message's content (``Nats-Msg-Id``)."""
+    if len(records) == 1:
+        return records[0].key
+    return hashlib.sha256("\n".join(r.key for r in records).encode()).hexdigest()
+
+
+def split(records: list[Record], max_bytes: int) -> list[tuple[list[Record], bytes]]:
+    """Messages of whole records, each encoded under ``max_bytes`` where a single record allows."""
+    data = encode_batch(records)
+    if len(data) <= max_bytes or len(records) == 1:
+        return [(records, data)]
+    mid = len(records) // 2
+    return split(records[:mid], max_bytes) + split(records[mid:], max_bytes)

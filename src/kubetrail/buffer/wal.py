@@ -14,6 +14,7 @@ On-disk format, version 1 (also ``docs/specs/wal-format.md``; integers little-en
     DIR/cursor              b"KTCUR1\\n" | u64 segment | u64 offset | u32 crc32c of the 16 bytes before:
                             the first frame not yet acknowledged (replaced atomically: temp, fsync, rename)
     DIR/quarantine/         bytes that failed their checksum, with a JSON note each; never deleted by kubetrail
+    DIR/lock                flock'd while an agent has the WAL open (one writer)
 
 Invariants:
 
@@ -33,6 +34,7 @@ Invariants:
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import struct
 import threading
@@ -42,6 +44,7 @@ from collections.abc import Callable
 import crc32c
 import msgspec
 
+from kubetrail import telemetry
 from kubetrail.buffer import recovery
 from kubetrail.buffer.frames import (
     SEGMENT_HEADER,
@@ -56,7 +59,7 @@ from kubetrail.buffer.frames import (
     segment_header,
 )
 from kubetrail.buffer.policy import WhenFull, loss_records, merge_ranges
-from kubetrail.errors import Pushback, SinkError
+from kubetrail.errors import Pushback, SinkError, UnavailableError
 from kubetrail.record import Record, decode_records, encode_records
 
 CURSOR = struct.Struct("<7sQQI")
@@ -104,7 +107,12 @@ class Wal:
         self._in_flight = 0
         self._cursor_written = 0.0
         os.makedirs(path, exist_ok=True)
-        found = recovery.recover(path, self._read_cursor(), clock)
+        self._lock_fd = _lock(path)
+        try:
+            found = recovery.recover(path, self._read_cursor(), clock)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self.segments = found.segments  # id -> size, oldest first
         self.data_start = found.data_start  # id -> offset after the StateFrame
         self.seal: dict[str, SealPoint] = found.seal
@@ -115,10 +123,12 @@ class Wal:
         if not self.segments:
             self._new_segment()
             self.acked = self.read_at = (self.active, 0)
-        self._fh = open(self._path(self.active), "r+b")  # noqa: SIM115 - held open for appends
+        self._fd = os.open(self._path(self.active), os.O_RDWR)  # unbuffered: a failed write leaves nothing behind
         if found.declare:
             self._write_frame(LossFrame("corrupt", found.declare), 0)
             recovery.write_notes(path, found)
+            lost = sum(r.last_seq - r.first_seq + 1 for r in found.declare)
+            telemetry.emit(telemetry.BufferRecordsDropped(count=lost, reason="corrupt"))
         self._write_cursor(force=True)
 
     # -- state -----------------------------------------------------------------------------------
@@ -169,20 +179,24 @@ class Wal:
             if self.segments[self.active] >= self.segment_bytes:
                 self._rotate()
             self._cond.notify_all()
+            size = self.bytes()
+        telemetry.emit(telemetry.BufferSizeMeasured(size_bytes=size))
 
     def _try_write(self, data: bytes) -> bool:
         """Write and fdatasync at the end of the active segment; False (nothing kept) on ENOSPC."""
         seg = self.active
         end = self.segments[seg]
         try:
-            self._fh.seek(end)
-            self._fh.write(data)
-            self._fh.flush()
-            os.fdatasync(self._fh.fileno())
+            view = memoryview(data)
+            at = end
+            while view:
+                n = os.pwrite(self._fd, view, at)
+                view, at = view[n:], at + n
+            os.fdatasync(self._fd)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            self._fh.truncate(end)
+            os.ftruncate(self._fd, end)
             return False
         self.segments[seg] = end + len(data)
         return True
@@ -208,8 +222,8 @@ class Wal:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             return  # keep appending to the current segment; try again after the next append
-        self._fh.close()
-        self._fh = open(self._path(self.active), "r+b")  # noqa: SIM115
+        os.close(self._fd)
+        self._fd = os.open(self._path(self.active), os.O_RDWR)
 
     def _new_segment(self) -> None:
         seg = max(self.active if self.segments else 0, self.last_id) + 1
@@ -242,16 +256,18 @@ class Wal:
             if not dropped:
                 continue
             frame = encode_frame(LossFrame("dropped", merge_ranges(ranges), seg), 0, self.clock())
-            with open(self._path(seg), "r+b") as fh:
-                fh.seek(start)
-                fh.write(frame)
-                fh.flush()
-                os.fdatasync(fh.fileno())
-                fh.truncate(start + len(frame))
-                os.fdatasync(fh.fileno())
+            fd = os.open(self._path(seg), os.O_RDWR)
+            try:  # over bytes already allocated: needs no free space
+                os.pwrite(fd, frame, start)
+                os.fdatasync(fd)
+                os.ftruncate(fd, start + len(frame))
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
             self.segments[seg] = start + len(frame)
             self.unacked[seg] = 0
             self.dropped_records += dropped
+            telemetry.emit(telemetry.BufferRecordsDropped(count=dropped, reason="when_full"))
             if self.read_at > (seg, start):
                 self.read_at = (seg, start)
             return True
@@ -331,14 +347,17 @@ class Wal:
             self.acked = (last.segment, last.end)
             self._in_flight = max(0, self._in_flight - len(entries))
             deleted = self._trim()
-            self._write_cursor(force=deleted)
+            self._write_cursor(force=deleted or not self.records())  # idle: `buffer status` says 0
             self._cond.notify_all()
+            size = self.bytes()
+        telemetry.emit(telemetry.BufferSizeMeasured(size_bytes=size))
 
     def release(self, entries: list[WalEntry]) -> None:
         """These frames were not delivered: the next ``read`` starts again at the first of them."""
         with self._cond:
             self._in_flight = max(0, self._in_flight - len(entries))
             self.read_at = self.acked
+            self._write_cursor(force=True)  # the sink is stuck: let `buffer status` see what it acked
             self._cond.notify_all()
 
     def _trim(self) -> bool:
@@ -380,7 +399,11 @@ class Wal:
             return
         self._cursor_written = now
         body = struct.pack("<QQ", *self.acked)
-        atomic_write(os.path.join(self.dir, "cursor"), CURSOR_MAGIC + body + struct.pack("<I", crc32c.crc32c(body)))
+        try:
+            atomic_write(os.path.join(self.dir, "cursor"), CURSOR_MAGIC + body + struct.pack("<I", crc32c.crc32c(body)))
+        except OSError as exc:  # a full disk: the old cursor stays, which only means redelivery
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
 
     # -- status and close --------------------------------------------------------------------------
     def status(self) -> WalStatus:
@@ -395,10 +418,12 @@ class Wal:
 
     def close(self) -> None:
         with self._cond:
-            if self._fh.closed:
+            if self._fd < 0:
                 return
             self._write_cursor(force=True)
-            self._fh.close()
+            os.close(self._fd)
+            self._fd = -1
+            os.close(self._lock_fd)
 
 
 def inspect(path: str, max_bytes: int = 0, when_full: str = "") -> WalStatus:
@@ -429,6 +454,18 @@ def _entry(seg: int, frame: recovery.Frame) -> WalEntry:
 
 def _count(e: WalEntry) -> int:
     return 0 if e.loss else len(e.records)
+
+
+def _lock(path: str) -> int:
+    """An exclusive lock on DIR/lock for as long as the WAL is open: two writers would each
+    delete what the other still needs."""
+    fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise UnavailableError(f"the WAL in {path} is in use by another kubetrail agent") from exc
+    return fd
 
 
 def atomic_write(path: str, data: bytes) -> None:

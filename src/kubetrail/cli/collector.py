@@ -42,7 +42,17 @@ def collector(config_path: str, data_dir: str | None, log_level: str) -> None:
     signal.signal(signal.SIGINT, on_signal)
     where = config.source.__struct_config__.tag if config.source is not None else "nothing"
     click.echo(f"kubetrail collector: reading {where}, data in {config.data_dir}", err=True)
-    summary = run_collector(config, stop, log=lambda m: click.echo(m, err=True))
+    probes = None
+    if config.telemetry.listen_address:
+        from kubetrail.web.probes import serve_telemetry
+
+        probes = serve_telemetry(config.telemetry.listen_address, healthy=lambda: not stop.is_set())
+        click.echo("kubetrail collector: /healthz and /metrics on {}:{}".format(*probes.address), err=True)
+    try:
+        summary = run_collector(config, stop, log=lambda m: click.echo(m, err=True))
+    finally:
+        if probes is not None:
+            probes.stop()
     click.echo(summary.line(), err=True)
 
 

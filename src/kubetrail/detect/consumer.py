@@ -52,7 +52,9 @@ FRONTIER = ("_consumer", "frontier")  # [time, key] of the last record released 
 # frontier); ``until`` is this consumer's next leaf when it saved (``--no-detect`` moves only next_leaf)
 PENDING = ("_consumer", "pending")
 LATE_COUNTER = "late"  # store counter: records that arrived after the watermark had passed them
-DETECTED_KINDS = ("audit", "loss")  # loss: the WAL's loss declarations, for the detectors that take them
+# What waits behind the watermark for rules and stateful detectors. The WAL's loss declarations and
+# the seqs of every sealed record go to the arrival detectors (transit) instead, at once.
+DETECTED_KINDS = ("audit",)
 
 
 class DetectConsumer:
@@ -74,7 +76,11 @@ class DetectConsumer:
         self.settings = settings or settings_for(store.data_dir)
         self.ruleset = ruleset if ruleset is not None else build_ruleset(self.settings)
         self.state = StateStore(store)
-        self.detectors = build_detectors(self.state, self.settings.stateful)
+        detectors = build_detectors(self.state, self.settings.stateful)
+        # Order-independent detectors that see every record as it arrives, any kind (seq tracking),
+        # instead of waiting behind the watermark with the audit records.
+        self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
+        self.detectors = [d for d in detectors if not getattr(d, "on_arrival", False)]
         self.reuse = AuditIdReuse(store)
         self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
@@ -116,19 +122,17 @@ class DetectConsumer:
         """Detect over the stored records from ``next_leaf`` to ``until`` (default: the end)."""
         return catch_up(self.store, self.next_leaf, self._receive, until)
 
-    def detect(self, records: Iterable[Any]) -> list[Alert]:
+    def detect(self, records: Iterable[Any], arrival: bool = True) -> list[Alert]:
         """The alerts for these records, in the order given (not yet recorded); detector state is
-        updated in memory. The pipeline goes through the reorder buffer; this is the direct way."""
+        updated in memory. The pipeline goes through the reorder buffer (and has shown each record
+        to the arrival detectors already: ``arrival=False``); this is the direct way."""
         records = list(records)
         self.reuse.prepare(records)
-        alerts: list[Alert] = []
+        alerts: list[Alert] = self._arrived(records) if arrival else []
         for r in records:
-            self.stats["records"] += 1
-            if r.kind == "loss":  # the WAL's loss declarations: only for detectors that take them
-                for d in self.detectors:
-                    if "loss" in getattr(d, "kinds", ()):
-                        alerts.extend(d.observe(r))
+            if r.kind != "audit":
                 continue
+            self.stats["records"] += 1
             for m in self.ruleset.evaluate(r):
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))
@@ -136,6 +140,9 @@ class DetectConsumer:
                 alerts.extend(d.observe(r))
             alerts.extend(self.reuse.observe(r))
         return alerts
+
+    def _arrived(self, records: list[Any]) -> list[Alert]:
+        return [a for r in records for d in self.arrival for a in d.observe(r)]
 
     def consume(self, records: list[Any], store: Any) -> None:
         if not self.track:
@@ -145,18 +152,19 @@ class DetectConsumer:
 
     def _receive(self, records: list[Any]) -> None:
         """Hold the new records; detect the late ones at once and whatever the watermark releases."""
+        arrived = self._arrived(records)
         late = self.buffer.add([r for r in records if r.kind in DETECTED_KINDS], self.clock())
-        self._release(self.buffer.ready(), late)
+        self._release(self.buffer.ready(), late, arrived)
         if self.track and records:
             self.state.put(*NEXT_LEAF, max(r.leaf_index or 0 for r in records) + 1)
         self._save()
 
-    def _release(self, entries: list[Entry], late: list[Any] | None = None) -> None:
-        alerts: list[Alert] = []
+    def _release(self, entries: list[Entry], late: list[Any] | None = None, arrived: list[Alert] | None = None) -> None:
+        alerts: list[Alert] = list(arrived or [])
         if late:
             alerts += self._late(late)
         if entries:
-            alerts += self.detect(materialise(self.store, entries))
+            alerts += self.detect(materialise(self.store, entries), arrival=False)
         try:
             self._record(alerts, self.store)
         except BaseException:
@@ -170,7 +178,7 @@ class DetectConsumer:
         self.store.count(LATE_COUNTER, len(late))
         note_late_events(self.store, [r.time for r in late], self.window_ns)
         mark = self.buffer.frontier[0] if self.buffer.frontier else 0
-        alerts = self.detect(sorted(late, key=lambda r: (r.time, r.key)))
+        alerts = self.detect(sorted(late, key=lambda r: (r.time, r.key)), arrival=False)
         for a in alerts:
             a.fields["late"] = {"behind_watermark_secs": round(max(mark - a.time, 0) / 1e9, 3),
                                 "note": "decided out of event-time order: the record arrived after "
@@ -213,7 +221,7 @@ class DetectConsumer:
         self.buffer.advance(now)
         self._release(self.buffer.ready())
         alerts: list[Alert] = []
-        for d in self.detectors:
+        for d in [*self.arrival, *self.detectors]:
             tick = getattr(d, "tick", None)
             if tick is not None:
                 alerts.extend(tick(now))

@@ -17,14 +17,13 @@ lose acknowledged records; see docs/transport.md).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from typing import Any
 
 import msgspec
 
-from kubetrail.brokers import connect_nats, subject_matches
+from kubetrail.brokers import connect_nats, message_id, split, subject_matches
 from kubetrail.errors import SinkError
-from kubetrail.record import Record, encode_batch
+from kubetrail.record import Record
 
 
 class NatsSinkConfig(msgspec.Struct, tag="nats", tag_field="type", frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -54,22 +53,6 @@ class NatsSinkConfig(msgspec.Struct, tag="nats", tag_field="type", frozen=True, 
 
     def build(self) -> NatsSink:
         return NatsSink(self)
-
-
-def message_id(records: list[Record]) -> str:
-    """The identity of a message's content (``Nats-Msg-Id``)."""
-    if len(records) == 1:
-        return records[0].key
-    return hashlib.sha256("\n".join(r.key for r in records).encode()).hexdigest()
-
-
-def split(records: list[Record], max_bytes: int) -> list[tuple[list[Record], bytes]]:
-    """Messages of whole records, each encoded under ``max_bytes`` where a single record allows."""
-    data = encode_batch(records)
-    if len(data) <= max_bytes or len(records) == 1:
-        return [(records, data)]
-    mid = len(records) // 2
-    return split(records[:mid], max_bytes) + split(records[mid:], max_bytes)
 
 
 class NatsSink:
@@ -105,7 +88,7 @@ class NatsSink:
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise SinkError(f"NATS did not acknowledge {len(failed)} of {len(messages)} messages: "
-                            f"{failed[0] or type(failed[0]).__name__}")
+                            f"{str(failed[0]) or type(failed[0]).__name__}")
         self.published += len(messages)
         self.duplicates += sum(1 for r in results if getattr(r, "duplicate", False))
 
@@ -134,7 +117,7 @@ async def ensure_stream(js: Any, config: NatsSinkConfig) -> None:
             raise SinkError(f"cannot create JetStream stream {config.stream}: {exc}") from exc
         return
     except Exception as exc:  # noqa: BLE001
-        raise SinkError(f"cannot look up JetStream stream {config.stream}: {exc or type(exc).__name__}") from exc
+        raise SinkError(f"cannot look up JetStream stream {config.stream}: {str(exc) or type(exc).__name__}") from exc
     got = info.config
     if got.storage != StorageType.FILE:
         raise SinkError(f"JetStream stream {config.stream} uses {got.storage} storage: records it acknowledges "

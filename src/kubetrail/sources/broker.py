@@ -13,24 +13,35 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import msgspec
 
+from kubetrail import telemetry
 from kubetrail.errors import KubetrailError
 from kubetrail.record import Record
 
+RESTART_AFTER = 3  # consecutive failed fetches before the source is closed and started again
+
 
 class Delivery(msgspec.Struct):
+    """One broker message: its records and the broker's handle to acknowledge it by."""
+
     records: list[Record]
-    ack: Callable[[], Awaitable[None]]
+    handle: Any
 
 
 class BrokerSource(Protocol):
     async def start(self) -> None: ...
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]: ...
+
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        """The records of these deliveries are committed to the store: the broker may forget them."""
+
+    async def lag(self) -> tuple[str, int] | None:
+        """(stream or topic, messages not yet acknowledged by this consumer), when the broker says."""
 
     async def close(self) -> None: ...
 
@@ -46,11 +57,14 @@ async def consume(source: BrokerSource, store: Callable[[list[Record]], list[Rec
     delay = 0.2
     next_tick = time.monotonic() + tick_secs
     started = False
+    failures = 0
     try:
         while not stop.is_set():
             if tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + tick_secs
                 _quietly(tick, log, "timer work")
+                if started:
+                    await _report_lag(source)
             if not started:
                 try:
                     await source.start()
@@ -64,20 +78,36 @@ async def consume(source: BrokerSource, store: Callable[[list[Record]], list[Rec
             try:
                 deliveries = await source.fetch(max_messages, timeout=0.5)
             except KubetrailError as exc:
+                failures += 1
                 log(f"collector: {exc}; retrying in {delay:.1f}s")
+                if failures >= RESTART_AFTER:  # start over: a new connection and subscription
+                    await source.close()
+                    started, failures = False, 0
                 await _sleep(stop, delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            failures = 0
             if not deliveries:
                 continue
             records = [r for d in deliveries for r in d.records]
             stored = store(records)  # raises: nothing acknowledged, the broker redelivers
-            for d in deliveries:
-                await d.ack()
+            try:
+                await source.ack(deliveries)
+            except KubetrailError as exc:  # stored: a redelivery is refused by the store's key check
+                log(f"collector: {exc}")
             if stored:
                 _quietly(lambda s=stored: after(s), log, "after-commit work")  # type: ignore[misc]
     finally:
         await source.close()
+
+
+async def _report_lag(source: BrokerSource) -> None:
+    try:
+        lag = await source.lag()
+    except KubetrailError:
+        return
+    if lag is not None:
+        telemetry.emit(telemetry.BrokerLagMeasured(stream=lag[0], pending=lag[1]))
 
 
 def _quietly(call: Callable[[], None], log: Callable[[str], None], what: str) -> None:

@@ -70,7 +70,7 @@ class NatsSource:
         except (nats.errors.TimeoutError, nats.js.errors.FetchTimeoutError, TimeoutError):
             return []
         except Exception as exc:  # noqa: BLE001 - a lost connection etc.: the collector retries
-            raise SourceError(f"fetch from {self.config.stream} failed: {exc or type(exc).__name__}") from exc
+            raise SourceError(f"fetch from {self.config.stream} failed: {str(exc) or type(exc).__name__}") from exc
         out = []
         for msg in msgs:
             try:
@@ -80,8 +80,22 @@ class NatsSource:
                 self.undecodable += 1
                 await msg.term()
                 continue
-            out.append(Delivery(records, msg.ack))
+            out.append(Delivery(records, msg))
         return out
+
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        try:
+            for d in deliveries:
+                await d.handle.ack()
+        except Exception as exc:  # noqa: BLE001 - stored already: the broker redelivers, the store refuses
+            raise SourceError(f"ack to {self.config.stream} failed: {str(exc) or type(exc).__name__}") from exc
+
+    async def lag(self) -> tuple[str, int] | None:
+        try:
+            info = await self.nc.jetstream().consumer_info(self.config.stream, self.config.durable)
+        except Exception as exc:  # noqa: BLE001 - a metric: absent this time
+            raise SourceError(f"consumer info: {exc}") from exc
+        return self.config.stream, int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def close(self) -> None:
         if self.nc is not None:

@@ -291,3 +291,12 @@ def test_seal_chain_matches_its_definition() -> None:
     for i, r in enumerate(recs, 1):
         c = next_chain(c, i, r.key)
         assert (r.seq, r.chain) == (i, c)
+
+
+def test_a_second_writer_is_refused(tmp_path: Path, open_wal) -> None:
+    """Two agents on one WAL would delete segments the other still reads."""
+    from kubetrail.errors import UnavailableError
+
+    open_wal(tmp_path, 1 << 20)
+    with pytest.raises(UnavailableError, match="in use"):
+        Wal(str(tmp_path), 1 << 20)

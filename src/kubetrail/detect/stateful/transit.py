@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from kubetrail import telemetry
 from kubetrail.alerts.alert import Alert, Evidence
 from kubetrail.alerts.config import StatefulConfig
 from kubetrail.detect.stateful.base import make_alert
@@ -37,7 +38,7 @@ LOSS_KIND = "loss"
 
 class TransitGaps:
     name = "transit"
-    kinds = ("loss",)  # besides the sealed records of every kind, the WAL's loss declarations
+    on_arrival = True  # sees every stored record (any kind, loss records too) at once, in arrival order
 
     def __init__(self, state: StateStore, config: StatefulConfig, clock: Any = time.time_ns) -> None:
         self.state = state
@@ -133,6 +134,7 @@ class TransitGaps:
 
     def _alert(self, record: Any, src: str, first: int, last: int, count: int, declared: bool, reason: str,
                evidence: list[Evidence]) -> Alert:
+        telemetry.emit(telemetry.SourceSeqGapDetected(source=src, first_seq=first, last_seq=last))
         how = f"declared by the agent ({reason})" if declared else "never arrived"
         n = f"{count} record(s)" if count >= 0 else f"up to {last - first + 1} record(s)"
         output = f"{n} of {src} lost in transit: seq {first}..{last}, {how}"
