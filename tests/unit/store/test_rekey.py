@@ -111,3 +111,22 @@ def test_a_new_store_needs_no_rekey_and_pruned_bodies_are_counted(tmp_path: Path
     store.close()
     r = CliRunner().invoke(cli, ["store", "rekey", "--data", str(data2)])
     assert r.exit_code == 0 and "5 aliases" in r.output and "1 without a body" in r.output, r.output
+
+
+def test_the_upgrade_example_in_the_docs_runs(tmp_path: Path) -> None:
+    """docs/ingest.md "Upgrading a store": its shell example, as written, on a v1 store."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "ingest.md").read_text()
+    section = doc.split("## Upgrading a store: re-keying", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    v1_store(tmp_path / "kubetrail-data")
+    for line in block.strip().splitlines():
+        argv = shlex.split(line)
+        assert argv[0] == "kubetrail"
+        r = subprocess.run([sys.executable, "-m", "kubetrail", *argv[1:]], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0 and "re-keyed entries 0..6: 6 aliases" in r.stdout, r.stdout + r.stderr
