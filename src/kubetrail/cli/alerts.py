@@ -66,6 +66,7 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
 @data_option
 def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
+    from kubetrail.cli.query import record_row, target, who
     from kubetrail.web.documents import alert_document  # one serialisation with /api/v1/alerts/{id}
 
     store = open_store(data_dir, readonly=True)
@@ -82,8 +83,9 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
     click.echo(text_line(alert))
     for r in records:
         if r is not None:
-            m = r.meta
-            click.echo(f"  leaf {r.leaf_index} {m.audit_id} {m.stage} {m.verb} {m.resource} {m.namespace}/{m.name}")
+            row = record_row(r)
+            click.echo(f"  leaf {r.leaf_index}  {row['time']}  {row['stage']}  {row['code'] or '-'} {row['verb']} "
+                       f"{target(row)}  {who(row)}  auditID {row['auditID']}")
 
 
 @alerts.command("deliver")

@@ -143,8 +143,11 @@ def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str,
         for ev in _events(list(event_files)):
             for m in rs.evaluate(ev):
                 row = m.to_json()
-                t = m.fields.get("evt.time")
-                row.setdefault("time", format_ns(t) if isinstance(t, int) else ev.get("stageTimestamp"))
+                if isinstance(row.get("time"), int):  # RFC 3339 like every other listing; the ns beside it
+                    row["time_ns"] = row["time"]
+                    row["time"] = format_ns(row["time"])
+                else:
+                    row.setdefault("time", ev.get("stageTimestamp"))
                 out.add(row)
     click.echo(f"{out.count} match(es)", err=True)
     if not rs.ok:

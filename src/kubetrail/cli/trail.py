@@ -223,7 +223,7 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: b
 def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json: bool, data_dir: str) -> None:
     """Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."""
     if max_age is None and max_bytes is None:
-        raise TrailError("give --max-age and/or --max-bytes")
+        raise click.UsageError("give --max-age and/or --max-bytes")
     try:
         before = parse_when(max_age) if max_age else None
     except OverflowError as exc:

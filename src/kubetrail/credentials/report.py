@@ -15,7 +15,7 @@ import orjson
 from kubetrail.credentials.flags import gap_notes
 from kubetrail.credentials.ledger import Aggregate
 from kubetrail.credentials.model import Credential, decode
-from kubetrail.errors import InputError
+from kubetrail.errors import NotFoundError
 from kubetrail.store.api import CredentialsRepo
 from kubetrail.timefmt import format_ns
 
@@ -136,12 +136,15 @@ def resolve(store: CredentialReader, ident: str) -> Credential:
     doc = store.credentials.doc(ident)
     if doc is None:
         docs = store.credentials.find(ident)
+        if not docs and "/" not in ident:  # a JTI prefix, as the `jti/…` ids show it
+            docs = store.credentials.find(f"jti/{ident}")
         if len(docs) > 1:
             ids = sorted(decode(d).id for d in docs)
-            raise InputError(f"{ident!r} matches {len(docs)} credentials: {', '.join(ids[:5])} …")
+            raise NotFoundError(f"{ident!r} is ambiguous: it matches {len(docs)} credentials ({', '.join(ids[:5])}"
+                                f"{' …' if len(ids) > 5 else ''}); give more of it")
         doc = docs[0] if docs else None
     if doc is None:
-        raise InputError(f"no credential {ident!r} (see `kubetrail creds list`)")
+        raise NotFoundError(f"no credential {ident!r} (see `kubetrail creds list`)")
     return decode(doc)
 
 

@@ -69,3 +69,21 @@ def test_a_pods_story_and_the_subject_is_exactly_one(data: str, tmp_path: Path) 
     assert r.exit_code == 2 and "NAMESPACE/NAME" in r.stderr
     r = CliRunner().invoke(cli, ["timeline", "--namespace", "nowhere", "--data", data])
     assert r.exit_code == 2 and "nothing in the store" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["alerts"], ["alerts", "-o", "wide"], ["alerts", "-o", "yaml"], ["alerts", "sinks"], ["detect"],
+    ["detect", "-o", "json"], ["creds", "list", "-o", "wide"], ["query", "-o", "wide"], ["stats"], ["show", "#0"],
+    ["timeline", "--namespace", "prod", "-o", "yaml"], ["checkpoint"], ["verify"], ["keys", "show", "--json"],
+])
+def test_data_commands_print_in_every_format(data: str, args: list[str]) -> None:
+    r = CliRunner().invoke(cli, [*args, "--data", data], prog_name="kubetrail")
+    assert r.exit_code == 0 and r.exception is None, r.output
+
+
+def test_alerts_show_text_and_json(data: str) -> None:
+    first = orjson.loads(CliRunner().invoke(cli, ["alerts", "--json", "--data", data]).stdout.splitlines()[0])
+    text = CliRunner().invoke(cli, ["alerts", "show", str(first["id"]), "--data", data])
+    assert text.exit_code == 0 and f"leaf {first['evidence'][0]['leaf_index']}" in text.stdout, text.output
+    doc = orjson.loads(CliRunner().invoke(cli, ["alerts", "show", str(first["id"]), "--json", "--data", data]).stdout)
+    assert doc["id"] == first["id"] and doc["records"]
