@@ -48,7 +48,7 @@ def readonly_data() -> Iterator[Path]:
 
 _DROP = """
 import os, sys, json
-import kubetrail.cli, kubetrail.store.sqlite_deep, kubetrail.store.sqlite_schema, encodings.idna
+import kubetrail.cli, kubetrail.store.sqlite, kubetrail.store.sqlite_deep, kubetrail.store.sqlite_schema, encodings.idna
 for _m in {{e.module for e in kubetrail.cli.COMMANDS.values()}} | {{"output", "resolve"}}:
     __import__("kubetrail.cli." + _m)  # commands load lazily; nobody cannot read the interpreter's files
 import rich.console, rich.table, yaml
