@@ -64,7 +64,7 @@ class Redaction(msgspec.Struct, frozen=True, omit_defaults=True):
     sha256_prefix: str = ""
 
 
-class AuditMeta(msgspec.Struct, kw_only=True):
+class AuditMeta(msgspec.Struct, kw_only=True, tag="audit", tag_field="meta"):
     """Fields extracted from an audit event; indexed columns in the store."""
 
     audit_id: str = ""
@@ -93,18 +93,49 @@ class AuditMeta(msgspec.Struct, kw_only=True):
     lossy: list[str] = []
 
 
+class LogMeta(msgspec.Struct, kw_only=True, tag="log", tag_field="meta"):
+    """Fields of a log line (kinds ``container``, ``node``, ``k8s_event``); indexed columns in the store.
+
+    The path of a container log names namespace, pod, pod UID and container; the ``enrich`` stage
+    adds what only the API server knows (workload through the owner chain, image, labels). ``marks``
+    says how far to trust them: ``pod-unknown`` (the API server never knew the pod: path only),
+    ``tombstone`` (enriched from a deleted pod's last state), ``truncated`` (a line cut at
+    ``max_line_bytes``), ``unenriched`` (no API server configured).
+    """
+
+    node: str = ""
+    namespace: str = ""
+    pod: str = ""
+    pod_uid: str = ""
+    container: str = ""
+    container_id: str = ""
+    stream: str = ""  # stdout | stderr for containers; the journald priority name or file for nodes
+    workload: str = ""  # kind/namespace/name, lower-case kind: deployment/shop/web, pod/shop/debug
+    unit: str = ""  # systemd unit, syslog identifier, "kernel", or a textfile's configured unit
+    image: str = ""
+    image_id: str = ""
+    labels: dict[str, str] = {}
+    restart: int | None = None  # the container's restart count (the N of N.log)
+    marks: list[str] = []
+
+
 class Record(msgspec.Struct, kw_only=True, dict=True):
     kind: str
     key: str
     time: int
     source: SourceRef
     body: bytes
-    meta: AuditMeta
+    meta: AuditMeta | LogMeta
     seq: int = 0
     chain: bytes = b""  # the seal stage's running hash up to this record (stages/seal.py)
     format: str = ""
     redactions: list[Redaction] = []
     leaf_index: int | None = None
+
+    def log(self) -> LogMeta:
+        """``meta`` of a log record (kinds other than ``audit``)."""
+        assert isinstance(self.meta, LogMeta), self.kind
+        return self.meta
 
     def event(self) -> dict[str, Any]:
         """The parsed (redacted) body; parsed on demand because most stages never need it."""
@@ -116,6 +147,9 @@ class Record(msgspec.Struct, kw_only=True, dict=True):
 
 
 Batch = list[Record]
+
+LOG_KINDS = ("container", "node", "k8s_event")
+
 
 # The batch encoding shared by the node's WAL (buffer/) and the broker messages (sinks/, sources/broker.py):
 # MessagePack of the records, every field, so a record crosses the broker unchanged. Versioned by a prefix.

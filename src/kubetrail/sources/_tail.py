@@ -53,10 +53,14 @@ def _hash_prefix(fh: BinaryIO, length: int) -> str | None:
 
 
 class Position:
+    """Where to resume. ``start`` (not persisted) is where the chunk it came with began, so a
+    caller that needs each line's own offset (log-line keys, partial CRI lines) can count them."""
+
     def __init__(self, dev: int, ino: int, fp: str = "", fp_len: int = 0, offset: int = 0,
                  mtime_ns: int = 0) -> None:
         self.dev, self.ino, self.fp, self.fp_len = dev, ino, fp, fp_len
         self.offset, self.mtime_ns = offset, mtime_ns
+        self.start = offset
 
     def dumps(self) -> str:
         return orjson.dumps({"v": 2, "dev": self.dev, "ino": self.ino, "fp": self.fp, "fp_len": self.fp_len,
@@ -73,8 +77,10 @@ class Position:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
-    def copy(self) -> Position:
-        return Position(self.dev, self.ino, self.fp, self.fp_len, self.offset, self.mtime_ns)
+    def copy(self, start: int | None = None) -> Position:
+        p = Position(self.dev, self.ino, self.fp, self.fp_len, self.offset, self.mtime_ns)
+        p.start = self.offset if start is None else start
+        return p
 
     def same_content(self, fh: BinaryIO) -> bool:
         """Does ``fh`` start with the bytes this position was fingerprinted on?"""
@@ -84,11 +90,12 @@ class Position:
 class _File:
     """One open file being drained, with its own partial-line buffer."""
 
-    def __init__(self, fh: BinaryIO, pos: Position) -> None:
+    def __init__(self, fh: BinaryIO, pos: Position, newline_only: bool = False) -> None:
         self.fh, self.pos, self.buf = fh, pos, b""
+        self.newline_only = newline_only
 
     @classmethod
-    def open(cls, path: str) -> _File | None:
+    def open(cls, path: str, newline_only: bool = False) -> _File | None:
         try:
             # Unbuffered: a buffered reader may answer a seek(0) from stale buffer bytes and miss a
             # truncation.
@@ -96,7 +103,7 @@ class _File:
         except OSError:
             return None
         st = os.fstat(fh.fileno())
-        f = cls(fh, Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns))
+        f = cls(fh, Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns), newline_only)
         f.refresh_fp()
         return f
 
@@ -130,8 +137,9 @@ class _File:
             if not chunk:
                 if final and self.buf:
                     line, self.buf = self.buf, b""
+                    start = self.pos.offset
                     self.pos.offset += len(line)
-                    yield [line], self.pos.copy()
+                    yield [line], self.pos.copy(start)
                 return
             if not self.pos.same_content(self.fh):
                 # Truncated and rewritten between the rotation check and this read: the chunk is
@@ -147,24 +155,27 @@ class _File:
                 self.buf = data
                 continue
             whole, self.buf = data[:cut + 1], data[cut + 1:]
+            start = self.pos.offset
             self.pos.offset = self.fh.tell() - len(self.buf)
             self.refresh_fp()
-            yield whole.splitlines(), self.pos.copy()
+            yield (whole[:-1].split(b"\n") if self.newline_only else whole.splitlines()), self.pos.copy(start)
 
     def close(self) -> None:
         self.fh.close()
 
 
-def siblings(path: str) -> list[str]:
-    """Rotated copies next to ``path`` (audit.log.1, audit-2024-….log, audit.log-20240101), oldest first."""
+def siblings(path: str, prefix: str | None = None, skip: tuple[str, ...] = (".gz",)) -> list[str]:
+    """Rotated copies next to ``path`` (audit.log.1, audit-2024-….log, audit.log-20240101), oldest
+    first. ``prefix`` narrows the names (kubelet's ``0.log.<time>`` must not match ``10.log``); names
+    ending in ``skip`` are not rotations (compressed copies; kubelet's ``.tmp`` while it gzips)."""
     directory, base = os.path.split(path)
-    stem = base.rsplit(".", 1)[0] if "." in base else base
+    stem = prefix if prefix is not None else base.rsplit(".", 1)[0] if "." in base else base
     try:
         names = os.listdir(directory or ".")
     except OSError:
         return []
     out = [os.path.join(directory, n) for n in names
-           if n != base and n.startswith(stem) and not n.endswith(".gz")]
+           if n != base and n.startswith(stem) and not n.endswith(skip)]
     return sorted(out, key=_mtime_ns)
 
 
@@ -179,13 +190,17 @@ class Tailer:
     """Yields ``(lines, position)`` chunks from ``poll()``; the position is where to resume."""
 
     def __init__(self, path: str, start: Position | None, max_bytes: int = 1 << 20,
-                 from_end: bool = False) -> None:
+                 from_end: bool = False, *, newline_only: bool = False, sibling_prefix: str | None = None) -> None:
+        """``newline_only``: split lines on ``\n`` alone (a CRI line's text may hold ``\r``), so
+        ``len(line) + 1`` per line adds up to the chunk. ``sibling_prefix``: see ``siblings``."""
         self.path = path
         self.max_bytes = max_bytes
+        self.newline_only = newline_only
+        self.sibling_prefix = sibling_prefix
         self.live: _File | None = None
         self.pending: list[_File] = []  # finished files, drained in order before the live one
         self.done: set[tuple[tuple[int, int], str]] = set()  # (ident, fp) of files drained to their end
-        live = _File.open(path)
+        live = self._open(path)
         log.debug("start %s: saved %s, live ino %s", path, start.dumps() if start else None,
                   live.pos.ino if live else None)
         if start is not None and live and live.ident == (start.dev, start.ino) and start.fp_len \
@@ -202,11 +217,19 @@ class Tailer:
             live.fh.seek(0, os.SEEK_END)
             live.pos.offset = live.fh.tell()
 
+    def _open(self, path: str) -> _File | None:
+        return _File.open(path, self.newline_only)
+
+    def _siblings(self) -> list[str]:
+        if self.sibling_prefix is None:
+            return siblings(self.path)
+        return siblings(self.path, self.sibling_prefix, (".gz", ".tmp"))
+
     def _queue_lost(self, lost: Position, exclude: tuple[int, int] | None) -> None:
         """Queue the file we lost sight of (from its offset) and every sibling written after it."""
         own_found = False
-        for sib in siblings(self.path):
-            f = _File.open(sib)
+        for sib in self._siblings():
+            f = self._open(sib)
             if f is None:
                 continue
             if f.ident == exclude:
@@ -241,7 +264,7 @@ class Tailer:
                 self.done.add((f.ident, f.pos.fp))
                 f.close()
             if self.live is None:
-                self.live = _File.open(self.path)
+                self.live = self._open(self.path)
                 if self.live is None:
                     return
             if self._rotated():
@@ -286,7 +309,7 @@ class Tailer:
             # Open the new file now, not after the old one is drained: draining commits and takes
             # time, and a copytruncate of the new file in that window must still be seen (by its
             # fingerprint, or as a sibling written since it was empty).
-            newer = _File.open(self.path)
+            newer = self._open(self.path)
             if live.truncated():
                 self._lost(live)
             else:
@@ -303,8 +326,8 @@ class Tailer:
         return False
 
     def _queue_newer(self, old: Position, exclude: tuple[int, int] | None) -> None:
-        for sib in siblings(self.path):
-            f = _File.open(sib)
+        for sib in self._siblings():
+            f = self._open(sib)
             if f is None:
                 continue
             if f.ident not in ((old.dev, old.ino), exclude) and (f.ident, f.pos.fp) not in self.done \

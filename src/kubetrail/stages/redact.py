@@ -392,3 +392,11 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True, key: RedactionKe
         # and a claim (``sub``, say) can itself hold a JWT.
         r.walk(event, ())
     return r.found
+
+
+def redact_text(text: str, path: str = "message") -> tuple[str, list[Redaction]]:
+    """``text`` (a log line, say) with JWTs, private keys and base64 holding either replaced, the
+    same detectors as the deep pass over an event; each removal is listed under ``path``."""
+    r = _Redactor()
+    out = r.text(text, ((), path)) if len(text) >= _MIN_TEXT else text
+    return out, r.found
