@@ -241,3 +241,34 @@ class KafkaBroker:
             except Exception:  # noqa: BLE001
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+
+
+def journal_export(entries: list[dict[str, str | bytes]]) -> bytes:
+    """systemd's Journal Export Format for ``entries`` (a value holding a newline is sized binary)."""
+    import struct
+
+    out = bytearray()
+    for fields in entries:
+        for k, v in fields.items():
+            raw = v.encode() if isinstance(v, str) else v
+            if b"\n" in raw:
+                out += k.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
+            else:
+                out += k.encode() + b"=" + raw + b"\n"
+        out += b"\n"
+    return bytes(out)
+
+
+def write_journal(path: str, entries: list[dict[str, str | bytes]]) -> None:
+    """A real journal file at ``path`` (must end in ``.journal``), written by Debian's
+    ``systemd-journal-remote`` from the export format, so ``journalctl --file`` reads it."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".export", dir=os.path.dirname(path)) as fh:
+        fh.write(journal_export(entries))
+        fh.flush()
+        subprocess.run([JOURNAL_REMOTE, "-o", path, fh.name], check=True, capture_output=True)
