@@ -13,7 +13,7 @@ No API server runs here, so the enrichment and the events source are tested agai
 Objects come from recordings (``load``: JSON of real list responses) and from ``put``/``delete``,
 which assign resourceVersions like etcd's revision. ``disconnect()`` cuts every open watch mid-stream;
 ``fail_next(n, status)`` answers the next n requests with an error; ``token`` (if set) must be sent
-as ``Authorization: Bearer``. Requests are recorded in ``requests`` for assertions.
+as ``Authorization: Bearer``; a path in ``unserved`` answers 404 (an older cluster). Requests are recorded in ``requests`` for assertions.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class StandInApiServer:
         self.generation = 0  # bumped by disconnect(): open watches end
         self.bookmarks = 0
         self.failures: list[int] = []
+        self.unserved: set[str] = set()  # collections this "cluster version" does not serve (404)
         self.ca_file = ""
         handler = type("Handler", (_Handler,), {"api": self})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -191,7 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(failure, self._status(failure, "ServiceUnavailable", "injected failure"))
             return
         path, ns, name = _route(url.path)
-        if path is None:
+        if path is None or path in api.unserved:
             self._send(404, self._status(404, "NotFound", f"no route {url.path}"))
             return
         if name:

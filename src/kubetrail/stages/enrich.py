@@ -207,6 +207,10 @@ class Enrich:
         for r in records:
             if r.kind == "container" and isinstance(r.meta, LogMeta):
                 self.enrich(r.meta)
+            elif r.kind == "k8s_event" and isinstance(r.meta, LogMeta) and r.meta.pod_uid and not r.meta.workload:
+                pod = self.cache.get(r.meta.pod_uid)  # an event about a pod: name its workload too
+                if pod is not None:
+                    r.meta.workload = self.cache.workload(pod)[0]
         return records
 
     def enrich(self, m: LogMeta) -> None:
