@@ -21,6 +21,18 @@ a broker, ``source`` is what ``kubetrail collector`` reads (docs/transport.md).
 ``${NAME}`` in a string value is replaced by the environment variable NAME when the file is loaded
 (an unset variable is an error naming the key): one ConfigMap serves every node of a DaemonSet,
 each pod filling in its own ``node: ${NODE_NAME}`` from the downward API. ``$${`` is a literal ``${``.
+
+The node agent's sources (``cri_logs``, ``journald``, ``textfile``,
+``k8s_events``) and its ``enrich:``/``redact:`` sections are read by ``kubetrail agent`` and
+``kubetrail run`` alike (docs/agent.md)::
+
+    sources:
+      - {type: cri_logs, root: /var/log/pods, node: node-a}
+      - {type: journald, directory: /var/log/journal, units: [kubelet.service]}
+      - {type: textfile, path: /var/log/auth.log}
+      - {type: k8s_events}
+    enrich: {in_cluster: true, node: node-a, tombstone_secs: 600}
+    redact: {patterns: [{name: card, regex: '[0-9]{16}'}]}
 """
 
 from __future__ import annotations
@@ -38,10 +50,18 @@ from kubetrail.sinks.kafka import KafkaSinkConfig
 from kubetrail.sinks.nats import NatsSinkConfig
 from kubetrail.sources.audit_file import AuditFileConfig
 from kubetrail.sources.audit_webhook import AuditWebhookConfig
+from kubetrail.sources.cri_logs import CriLogsConfig
+from kubetrail.sources.journald import JournaldConfig
+from kubetrail.sources.k8s_events import K8sEventsConfig
 from kubetrail.sources.kafka import KafkaSourceConfig
 from kubetrail.sources.nats import NatsSourceConfig
+from kubetrail.sources.textfile import TextfileConfig
+from kubetrail.stages.enrich import EnrichConfig
+from kubetrail.stages.redact_lines import RedactConfig
 
-SourceConfig = AuditFileConfig | AuditWebhookConfig
+SourceConfig = (AuditFileConfig | AuditWebhookConfig | CriLogsConfig | JournaldConfig | TextfileConfig
+                | K8sEventsConfig)
+LOG_SOURCES = (CriLogsConfig, JournaldConfig, TextfileConfig, K8sEventsConfig)
 # The agent's broker sink (no ``sink`` = the embedded store) and the collector's broker source.
 SinkConfig = NatsSinkConfig | KafkaSinkConfig
 BrokerSourceConfig = NatsSourceConfig | KafkaSourceConfig
@@ -71,6 +91,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     buffer: BufferConfig | None = None  # agent with a sink: the node's disk WAL
     sink: SinkConfig | None = None  # agent: where the WAL ships to
     source: BrokerSourceConfig | None = None  # collector: the broker it reads
+    enrich: EnrichConfig | None = None
+    redact: RedactConfig = RedactConfig()
 
 
 _PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -122,13 +144,21 @@ def _check(config: Config) -> None:
                 raise ConfigError(f"sources[{i}].path", f"no such directory {parent!r}")
             if src.poll_ms <= 0 or src.max_batch_bytes <= 0:
                 raise ConfigError(f"sources[{i}]", "poll_ms and max_batch_bytes must be greater than 0")
-        if isinstance(src, AuditWebhookConfig):
+        if isinstance(src, AuditWebhookConfig | CriLogsConfig | JournaldConfig | TextfileConfig):
             for where, problem in src.problems():
                 raise ConfigError(f"sources[{i}].{where}" if where else f"sources[{i}]", problem)
         for field in _FILE_FIELDS:
             value = getattr(src, field, None)
             if value and not os.path.isfile(value):
                 raise ConfigError(f"sources[{i}].{field}", f"no such file {value!r}")
+
+
+    for section, problems in (("enrich", config.enrich.problems() if config.enrich else []),
+                              ("redact", config.redact.problems())):
+        for where, problem in problems:
+            raise ConfigError(f"{section}.{where}", problem)
+    if config.enrich and config.enrich.kubeconfig and not os.path.isfile(config.enrich.kubeconfig):
+        raise ConfigError("enrich.kubeconfig", f"no such file {config.enrich.kubeconfig!r}")
 
 
 _ENV_REF = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -163,3 +193,16 @@ def load(path: str) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError("", f"{path}: not valid YAML: {exc}") from exc
     return parse(expand_env(data), path)
+
+
+def with_node(config: Config, node: str) -> Config:
+    """``config`` with ``node`` filled in wherever a source or ``enrich`` left it empty (a DaemonSet
+    passes its node's name once, from the downward API, instead of templating the file)."""
+    if not node:
+        return config
+    sources = [msgspec.structs.replace(s, node=node) if hasattr(s, "node") and not s.node else s
+               for s in config.sources]
+    enrich = config.enrich
+    if enrich is not None and not enrich.node:
+        enrich = msgspec.structs.replace(enrich, node=node)
+    return msgspec.structs.replace(config, sources=sources, enrich=enrich)

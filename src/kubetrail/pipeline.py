@@ -12,6 +12,12 @@ The agent with a ``sink`` (``run_agent``) stops at the node::
 and the collector (``run_collector``) starts at the broker: fetch ─► store.append ─► broker ack ─►
 consumers. Same components, different wiring (DESIGN.md "One picture").
 
+Log sources (``cri_logs``, ``journald``, ``textfile``, ``k8s_events``) build their records
+themselves (redacted by ``stages.redact_lines``, keyed by position and content) and hand them to
+``Pipeline.commit_records``, which runs the record stages (``enrich``) before the same commit::
+
+    log source ─► redact_lines, key ─► STAGES (enrich | mark_unenriched) ─► store.append ─► consumers
+
 Consumers run after the commit, in the order of ``CONSUMERS``; each receives only the records that
 were newly stored (duplicates never reach them twice).
 """
@@ -30,7 +36,7 @@ import orjson
 
 from kubetrail import telemetry
 from kubetrail.buffer import BufferConfig, Wal
-from kubetrail.config import Config
+from kubetrail.config import LOG_SOURCES, Config
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
 from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
@@ -39,7 +45,13 @@ from kubetrail.sinks.forward import Forwarder
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.sources.broker import consume
+from kubetrail.sources.cri_logs import CriLogsConfig, CriLogsSource
+from kubetrail.sources.journald import JournaldConfig, JournaldSource
+from kubetrail.sources.k8s_events import K8sEventsConfig, K8sEventsSource
+from kubetrail.sources.textfile import TextfileConfig, TextfileSource
+from kubetrail.stages.enrich import Enrich, mark_unenriched
 from kubetrail.stages.extract import to_record
+from kubetrail.stages.redact_lines import RedactLines
 from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_create
 from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
@@ -115,16 +127,21 @@ class RejectsFile:
             os.fsync(fh.fileno())
 
 
+RecordStage = Callable[[list[Record]], list[Record]]
+
+
 class Pipeline:
     """Batches records into the store and hands what was stored to the consumers."""
 
     def __init__(self, store: Store, consumers: list[Consumer], rejects: RejectsFile,
-                 batch_size: int = DEFAULT_BATCH, redaction_key: RedactionKey | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH, redaction_key: RedactionKey | None = None,
+                 stages: Sequence[RecordStage] = ()) -> None:
         self.store = store
         self.redaction_key = redaction_key or load_or_create(os.path.join(store.data_dir, KEY_FILE))
         self.consumers = consumers
         self.rejects = rejects
         self.batch_size = batch_size
+        self.stages = list(stages)
         self.summary = Summary()
         self._lock = threading.Lock()  # one writer: live sources commit from their own threads
 
@@ -216,6 +233,21 @@ class Pipeline:
         with self._lock:
             return self.commit(records, rejected, positions, where, source)
 
+    def commit_records(self, records: list[Record], positions: dict[str, str] | None = None) -> list[Record]:
+        """The log sources' entry point: records already redacted and keyed; the stages (enrich) run
+        here, outside the writer lock, then ``commit`` stores them with their positions."""
+        for stage in self.stages:
+            records = stage(records)
+        redacted: dict[str, int] = {}
+        for r in records:
+            for x in r.redactions:
+                redacted[x.what] = redacted.get(x.what, 0) + 1
+        with self._lock:
+            stored = self.commit(records, (), positions)
+            for what, n in sorted(redacted.items()):
+                self.store.count(f"redacted_{what}", n)
+            return stored
+
     def ingest_items(self, items: Iterable[Decoded | Rejected], source: SourceRef,
                      progress: Callable[[int], None] | None = None) -> Summary:
         started = time.perf_counter()
@@ -295,12 +327,41 @@ class LiveSource(Protocol):
 def build_sources(config: Config) -> list[LiveSource]:
     """One live source per ``sources[]`` entry; the config's ``type`` picks the class."""
     out: list[LiveSource] = []
+    redact = RedactLines(config.redact)
     for src in config.sources:
         if isinstance(src, AuditFileConfig):
             out.append(AuditFileSource(src, cluster=config.cluster))
         elif isinstance(src, AuditWebhookConfig):
             out.append(AuditWebhookSource(src, cluster=config.cluster))
+        elif isinstance(src, CriLogsConfig):
+            out.append(CriLogsSource(src, cluster=config.cluster, redact=redact))
+        elif isinstance(src, JournaldConfig):
+            out.append(JournaldSource(src, cluster=config.cluster, redact=redact))
+        elif isinstance(src, TextfileConfig):
+            out.append(TextfileSource(src, cluster=config.cluster, redact=redact))
+        elif isinstance(src, K8sEventsConfig):
+            if not (src.kubeconfig or src.in_cluster) and config.enrich is not None:
+                e = config.enrich  # one connection setting for the node: the enrich section's
+                src = msgspec.structs.replace(src, kubeconfig=e.kubeconfig, in_cluster=e.in_cluster,
+                                              service_account_dir=e.service_account_dir, context=e.context)
+            out.append(K8sEventsSource(src, cluster=config.cluster, redact=redact))
     return out
+
+
+def _is_log_source(source: LiveSource) -> bool:
+    """Log sources hand over finished records (``commit_records``), audit sources decoded events."""
+    return isinstance(getattr(source, "config", None), LOG_SOURCES)
+
+
+def build_stages(config: Config) -> tuple[list[RecordStage], Enrich | None]:
+    """The record stages of log lines: ``enrich`` when the config has an API server, else a mark
+    saying the lines carry only what their path says. The Enrich is returned to be started/closed."""
+    if not any(isinstance(s, LOG_SOURCES) for s in config.sources):
+        return [], None
+    if config.enrich is None:
+        return [mark_unenriched], None
+    enrich = Enrich(config.enrich)
+    return [enrich], enrich
 
 
 def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] = print) -> Summary:
@@ -313,12 +374,17 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     """
     options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
                       witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
+    stages, enrich = build_stages(config)
     pipe = open_pipeline(options)
+    pipe.stages = stages
+    if enrich is not None:
+        enrich.start()
     threads = []
 
     fatal: list[UnavailableError] = []
     for source in build_sources(config):
-        t = threading.Thread(target=_supervise, args=(source, pipe.commit_decoded, pipe.store.position, stop, log,
+        commit = pipe.commit_records if _is_log_source(source) else pipe.commit_decoded
+        t = threading.Thread(target=_supervise, args=(source, commit, pipe.store.position, stop, log,
                                                       fatal), name=type(source).__name__, daemon=True)
         t.start()
         threads.append(t)
@@ -338,6 +404,8 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
         tick()
         pipe.close()
         pipe.store.close()
+        if enrich is not None:
+            enrich.close()
     if fatal:
         raise fatal[0]
     return pipe.summary
@@ -370,6 +438,7 @@ class AgentWriter:
         self.stop = stop
         self.redaction_key = redaction_key
         self.seal = Seal(wal.seal_state())
+        self.stages: list[RecordStage] = []
         self.summary = AgentSummary()
         self._lock = threading.Lock()
 
@@ -391,6 +460,25 @@ class AgentWriter:
         self.summary.read += len(records) + len(rejected)
         self.summary.buffered += len(records)
         self.summary.rejected += len(rejected)
+
+    def commit_records(self, records: list[Record], positions: dict[str, str] | None = None) -> None:
+        """The log sources' commit: records already redacted and keyed; the record stages (enrich)
+        run here, then seal and WAL append as for audit events (one source label per batch)."""
+        for stage in self.stages:
+            records = stage(records)
+        by_label: dict[str, list[Record]] = {}
+        for r in records:
+            by_label.setdefault(r.source.label(), []).append(r)
+        labels = list(by_label) or [""]
+        for i, label in enumerate(labels):
+            last = i == len(labels) - 1
+            chunk = by_label.get(label, [])
+            for j in range(0, max(len(chunk), 1), AGENT_FRAME_RECORDS):
+                end = j + AGENT_FRAME_RECORDS >= len(chunk)
+                self._append(label, chunk[j:j + AGENT_FRAME_RECORDS], dict(positions or {}) if last and end else {},
+                             None)
+        self.summary.read += len(records)
+        self.summary.buffered += len(records)
 
     def _append(self, label: str, records: list[Record], positions: dict[str, str], timeout: float | None) -> None:
         while True:
@@ -417,6 +505,9 @@ def run_agent(config: Config, stop: threading.Event, log: Callable[[str], None] 
     wal = buffer.open(os.path.join(config.data_dir, "buffer"))
     key = load_or_create(config.redaction_key_file or os.path.join(config.data_dir, KEY_FILE))
     writer = AgentWriter(wal, RejectsFile(config.data_dir), stop, key)
+    writer.stages, enrich = build_stages(config)
+    if enrich is not None:
+        enrich.start()
     forwarder = Forwarder(wal, config.sink.build(), stop, log)
     shipper = threading.Thread(target=forwarder.run, name="forwarder", daemon=True)
     shipper.start()
@@ -429,7 +520,8 @@ def run_agent(config: Config, stop: threading.Event, log: Callable[[str], None] 
                    positions: dict[str, str] | None = None, _timeout: float | None = timeout) -> None:
             writer.commit(decoded, rejected, ref, positions, _timeout)
 
-        t = threading.Thread(target=_supervise, args=(source, commit, wal.position, stop, log, fatal),
+        chosen = writer.commit_records if _is_log_source(source) else commit
+        t = threading.Thread(target=_supervise, args=(source, chosen, wal.position, stop, log, fatal),
                              name=type(source).__name__, daemon=True)
         t.start()
         threads.append(t)
@@ -441,6 +533,8 @@ def run_agent(config: Config, stop: threading.Event, log: Callable[[str], None] 
             t.join(timeout=30)
         shipper.join(timeout=60)
         wal.close()
+        if enrich is not None:
+            enrich.close()
     if fatal:
         raise fatal[0]
     writer.summary.shipped = forwarder.sent_records
