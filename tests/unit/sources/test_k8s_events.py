@@ -12,7 +12,13 @@ from pathlib import Path
 from kubetrail import kubeapi
 from kubetrail.demo.apiserver import StandInApiServer
 from kubetrail.record import Record
-from kubetrail.sources.k8s_events import EVENTS_CORE, EVENTS_V1, K8sEventsConfig, K8sEventsSource, event_message
+from kubetrail.sources.k8s_events import (
+    EVENTS_CORE,
+    EVENTS_V1,
+    K8sEventsConfig,
+    K8sEventsSource,
+    event_message,
+)
 
 RECORDING = Path(__file__).parents[2] / "data" / "kube" / "cluster.json"
 
