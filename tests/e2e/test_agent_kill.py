@@ -24,6 +24,7 @@ import pytest
 
 from kubetrail.demo.apiserver import StandInApiServer
 from kubetrail.demo.node import SimNode
+from kubetrail.timefmt import parse_when
 
 pytestmark = pytest.mark.slow
 KT = os.path.join(os.path.dirname(sys.executable), "kubetrail")
@@ -37,8 +38,9 @@ WORKLOAD = {WEB_A: "deployment/shop/web", WEB_B: "deployment/shop/web", DB: "sta
             JOB: "cronjob/ops/report"}
 
 
-def logs(data: str, *args: str) -> list[dict[str, Any]]:
-    out = subprocess.run([KT, "logs", "--json", "--data", data, *args], capture_output=True, text=True, check=True)
+def logs(data: str, *args: str, check: bool = True) -> list[dict[str, Any]]:
+    out = subprocess.run([KT, "logs", "--json", "--data", data, *args], capture_output=True, text=True)
+    assert out.returncode == 0 or not check, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
@@ -52,8 +54,9 @@ class Agent:
         self.lock = threading.Lock()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([KT, "agent", "--config", self.config, "--log-level", "warning"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.config + ".log", "ab") as err:  # kept in tmp_path for a failure's post-mortem
+            self.proc = subprocess.Popen([KT, "agent", "--config", self.config, "--log-level", os.environ.get("KT_AGENT_LOG", "info")],
+                                         stdout=subprocess.DEVNULL, stderr=err)
 
     def kill_and_restart(self) -> None:
         with self.lock:
@@ -73,7 +76,7 @@ def wait_stored(data: str, want: int, secs: float = 60, *args: str) -> list[dict
     deadline = time.monotonic() + secs
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        rows = logs(data, *args)
+        rows = logs(data, *args, check=False)  # the first agent may still be creating the store
         if len(rows) >= want:
             return rows
         time.sleep(0.3)
@@ -99,8 +102,10 @@ def test_sigkilled_agent_stores_every_line_once_with_its_workload(tmp_path: Path
                       f"sources:\n  - {{type: cri_logs, root: {root_a}, node: node-a, poll_ms: 100}}\n"
                       f"  - {{type: cri_logs, root: {root_b}, node: node-b, poll_ms: 100}}\n"
                       f"enrich: {{kubeconfig: {kubeconfig}, tombstone_secs: 600}}\n")
-    a = SimNode(str(root_a), "node-a", partial_bytes=64, max_files=6)
-    b = SimNode(str(root_b), "node-b", partial_bytes=64, max_files=6)
+    # Rotations are gzipped as the kubelet does; none is pruned (max_files), since what the kubelet
+    # deletes before any agent ran cannot be stored by anyone.
+    a = SimNode(str(root_a), "node-a", partial_bytes=64, max_files=100)
+    b = SimNode(str(root_b), "node-b", partial_bytes=64, max_files=100)
     b.clock_ns = a.clock_ns  # one cluster clock
     a.start_pod("shop", "web-5d8f7c9b6-abcde", WEB_A, ["web"])
     a.start_pod("shop", "db-0", DB, ["postgres"])
@@ -112,7 +117,7 @@ def test_sigkilled_agent_stores_every_line_once_with_its_workload(tmp_path: Path
 
     def killer() -> None:
         while agent.kills < 10 and not done.is_set():
-            time.sleep(rng.uniform(0.4, 1.6))
+            time.sleep(rng.uniform(1.0, 3.5))  # alive from before its start-up to well into its work
             agent.kill_and_restart()
 
     k = threading.Thread(target=killer)
@@ -129,34 +134,40 @@ def test_sigkilled_agent_stores_every_line_once_with_its_workload(tmp_path: Path
                     node.write_torn(uid, container, f"#{seq} torn-first-half ", "and the second half", "stderr")
                 else:
                     node.write(uid, container, text, "stderr" if roll < 0.3 else "stdout")
-                if rng.random() < 0.04:
+                if rng.random() < 0.03:
                     node.rotate(uid, container)
-            time.sleep(rng.uniform(0.01, 0.08))
+            time.sleep(rng.uniform(0.05, 0.2))
 
-        while agent.kills < 3:
+        for _ in range(8):
             burst(a, WEB_A, "web", 20)
             burst(a, DB, "postgres", 10)
             burst(a, JOB, "report", 5)
         a.restart(DB, "postgres")  # the container restarted: 1.log
-        while agent.kills < 5:
+        for _ in range(6):
             burst(a, WEB_A, "web", 20)
             burst(a, DB, "postgres", 10)
         # The Job's pod finishes and is deleted once its lines are in (a pod deleted while no agent
         # runs cannot be read by anyone: see docs/agent.md).
         job_lines = sum(1 for w in a.written if w[0] == JOB)
-        wait_stored(str(data), job_lines, 60, "--pod", "report-28599000-x7k2p")
+        assert len(wait_stored(str(data), job_lines, 90, "--pod", "report-28599000-x7k2p")) == job_lines
         api.delete(PODS, "ops", "report-28599000-x7k2p")
         a.delete_pod(JOB)
-        # Reschedule: the web pod is deleted on node-a and a new one starts on node-b.
+        # Reschedule: a new web pod starts on node-b, the old one on node-a is deleted.
         web_b = copy.deepcopy(json.loads(RECORDING.read_text())[PODS]["items"][0])
         web_b["metadata"].update(name="web-5d8f7c9b6-zzzzz", uid=WEB_B)
         web_b["spec"]["nodeName"] = "node-b"
         api.put(PODS, web_b)
         b.clock_ns = max(a.clock_ns, b.clock_ns)
         b.start_pod("shop", "web-5d8f7c9b6-zzzzz", WEB_B, ["web"])
-        while agent.kills < 10:
+        web_a_lines = sum(1 for w in a.written if w[0] == WEB_A)
+        assert len(wait_stored(str(data), web_a_lines, 90, "--pod", "web-5d8f7c9b6-abcde")) == web_a_lines
+        api.delete(PODS, "shop", "web-5d8f7c9b6-abcde")
+        a.delete_pod(WEB_A)
+        for _ in range(6):
             burst(b, WEB_B, "web", 20)
             burst(a, DB, "postgres", 5)
+        while agent.kills < 10:  # the tenth SIGKILL lands while the app runs on node-b
+            burst(b, WEB_B, "web", 10)
     finally:
         done.set()
         k.join()
@@ -166,6 +177,7 @@ def test_sigkilled_agent_stores_every_line_once_with_its_workload(tmp_path: Path
     api.stop()
 
     assert agent.kills == 10
+    assert sum(1 for w in b.written) > 100
     uid_of = {"web-5d8f7c9b6-abcde": WEB_A, "db-0": DB, "report-28599000-x7k2p": JOB, "web-5d8f7c9b6-zzzzz": WEB_B}
     got = Counter((r["pod_uid"], r["container"], r["stream"], r["message"]) for r in rows)
     want = Counter(written)
@@ -180,6 +192,6 @@ def test_sigkilled_agent_stores_every_line_once_with_its_workload(tmp_path: Path
     web = logs(str(data), "--workload", "deployment/shop/web")
     assert {r["node"] for r in web} == {"node-a", "node-b"}
     assert len(web) == sum(1 for w in written if w[0] in (WEB_A, WEB_B))
-    times = [r["time"] for r in web]
+    times = [parse_when(r["time"]) for r in web]
     assert times == sorted(times)
     assert subprocess.run([KT, "verify", "--data", str(data)], capture_output=True).returncode == 0

@@ -47,6 +47,8 @@ COMMANDS: dict[str, Entry] = {
     "run": Entry("run", "Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."),
     "agent": Entry("agent", "Run the node agent's sources (cri_logs, journald, textfile, k8s_events, audit) until "
                             "SIGINT/SIGTERM."),
+    "logs": Entry("logs", "Search stored log lines (containers, nodes, Kubernetes events), oldest first by event "
+                          "time."),
     "collector": Entry("collector", "Store what the agents shipped through the broker until SIGINT/SIGTERM, "
                                     "then exit 0."),
     "buffer": Entry("buffer", "The agent's disk WAL (the node buffer between the sources and the broker)."),

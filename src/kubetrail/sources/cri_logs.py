@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 import msgspec
+import orjson
 
 from kubetrail.record import LogMeta, Record, SourceRef, printable
 from kubetrail.sources._cri import Joiner, Logical, PodPath, parse_line, parse_pod_path
@@ -67,6 +68,8 @@ class _Watched:
         self.ident: tuple[int, int] | None = None
         self.last_time = 0
         self.catch_up: Iterator[Chunk] | None = None
+        self.fps: set[str] = set()  # fingerprints of the generations read from (see _missed_gz)
+        self.gz_seen: set[str] = set()
 
 
 class CriLogsSource:
@@ -144,11 +147,17 @@ class CriLogsSource:
         self.files.clear()
 
     def _add(self, path: str, pod: PodPath, load_position: Callable[[str], str | None], from_end: bool) -> None:
-        start = Position.loads(load_position(self.position_key(pod)))
+        saved = load_position(self.position_key(pod))
+        start = Position.loads(saved)
         prefix = os.path.basename(path) + "."
         w = _Watched(path, pod, Tailer(path, start, self.config.max_batch_bytes, from_end=from_end and start is None,
                                        newline_only=True, sibling_prefix=prefix), self.config.max_line_bytes)
-        w.catch_up = gz_catch_up(path, prefix, start, self.config.max_batch_bytes)
+        w.catch_up = gz_catch_up(path, prefix, start, self.config.max_batch_bytes, from_end)
+        known = _saved_gz(saved)
+        # A .gz the saved position did not account for was compressed unseen: _missed_gz reads it
+        # (one the catch-up reads is passed over by its fingerprint). Without a list (no position,
+        # or an older one), the catch-up and the tailer decide alone.
+        w.gz_seen = known if known is not None else set(_gz_names(path))
         self.files[path] = w
         log.debug("watching %s (saved position: %s)", path, start is not None)
 
@@ -157,17 +166,14 @@ class CriLogsSource:
 
     def _poll_file(self, w: _Watched, commit: RecordsCommit) -> bool:
         busy = False
-        chunks: Iterator[Chunk] = w.tailer.poll()
-        if w.catch_up is not None:
-            chunks, w.catch_up = _chain(w.catch_up, chunks), None
+        # The catch-up, then the tailer (it drains every generation it holds open), then any .gz of a
+        # generation it never saw. A crash between the last two is safe: the saved position lists
+        # the .gz names accounted for, and a restart reads the others.
+        chunks = _chain(w.catch_up or iter(()), w.tailer.poll(), self._missed_gz(w))
+        w.catch_up = None
         for lines, pos in chunks:
             busy = True
-            records = self._records(w, lines, pos)
-            keep = pos.copy()
-            pending = w.joiner.pending_start()
-            if pending is not None:
-                keep.offset = pending
-            commit(records, {self.position_key(w.pod): keep.dumps()})
+            self._commit_chunk(w, lines, pos, commit)
         if not busy and not os.path.exists(w.path) and not w.tailer.pending:
             # Deleted (pod gone) and read to the end through the open handle: release it.
             leftover = [self._record(w, line) for line in w.joiner.flush()]
@@ -177,6 +183,27 @@ class CriLogsSource:
             del self.files[w.path]
             log.debug("released %s", w.path)
         return busy
+
+    def _commit_chunk(self, w: _Watched, lines: list[bytes], pos: Position, commit: RecordsCommit) -> None:
+        records = self._records(w, lines, pos)
+        w.fps.add(pos.fp)
+        keep = pos.copy()
+        pending = w.joiner.pending_start()
+        if pending is not None:
+            keep.offset = pending
+        state = orjson.loads(keep.dumps())
+        state["gz"] = sorted(w.gz_seen)
+        commit(records, {self.position_key(w.pod): orjson.dumps(state).decode()})
+
+    def _missed_gz(self, w: _Watched) -> Iterator[Chunk]:
+        """A generation gzipped before the tailer saw it (two rotations between two polls of a slow
+        agent: the middle one was renamed and compressed unseen) is read from its .gz. The names of
+        the .gz files accounted for go into the saved position, so a crash cannot forget one."""
+        for name in [n for n in _gz_names(w.path) if n not in w.gz_seen]:
+            done = w.fps | {fp for _, fp in w.tailer.done}
+            w.gz_seen.add(name)
+            gz = os.path.join(os.path.dirname(w.path), name)
+            yield from _read_gz([gz], Position(-1, -1), self.config.max_batch_bytes, skip=done)
 
     def _records(self, w: _Watched, lines: list[bytes], pos: Position) -> list[Record]:
         out: list[Record] = []
@@ -217,12 +244,16 @@ def _chain(*its: Iterator[Chunk]) -> Iterator[Chunk]:
         yield from it
 
 
-def gz_catch_up(path: str, prefix: str, start: Position | None, max_bytes: int) -> Iterator[Chunk] | None:
+def gz_catch_up(path: str, prefix: str, start: Position | None, max_bytes: int,
+                from_end: bool = False) -> Iterator[Chunk] | None:
     """When the saved generation is no longer a plain file (the kubelet gzipped it while we were down),
-    read it from its .gz at our offset, then every newer .gz whole; the tailer does the plain ones."""
-    if start is None or not start.fp_len:
+    read it from its .gz at our offset, then every newer .gz whole; the tailer does the plain ones.
+    A file never read before (no position) has its gzipped history read too, unless ``from_end``."""
+    if start is None:
+        start = None if from_end else Position(-1, -1)
+    if start is None or (not start.fp_len and start.ino != -1):
         return None
-    for p in [*siblings(path, prefix, (".gz", ".tmp")), path]:
+    for p in [*siblings(path, prefix, (".gz", ".tmp")), path] if start.fp_len else []:
         try:
             with open(p, "rb") as fh:
                 if start.same_content(fh):  # by content: inode numbers are reused after a prune
@@ -239,10 +270,29 @@ def gz_catch_up(path: str, prefix: str, start: Position | None, max_bytes: int) 
     return _read_gz(gzs, start, max_bytes)
 
 
-def _read_gz(gzs: list[str], start: Position, max_bytes: int) -> Iterator[Chunk]:
+def _saved_gz(saved: str | None) -> set[str] | None:
+    """The .gz names a saved position accounted for (None for a position without the list)."""
+    try:
+        names = orjson.loads(saved)["gz"] if saved else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return {str(n) for n in names} if isinstance(names, list) else None
+
+
+def _gz_names(path: str) -> list[str]:
+    prefix = os.path.basename(path) + "."
+    try:
+        return sorted(n for n in os.listdir(os.path.dirname(path)) if n.startswith(prefix) and n.endswith(".gz"))
+    except OSError:
+        return []
+
+
+def _read_gz(gzs: list[str], start: Position, max_bytes: int, skip: set[str] | frozenset[str] = frozenset(),
+             ) -> Iterator[Chunk]:
     """Ours from the saved offset and every later one whole; if ours was pruned already, all of them
-    (what was read before is refused by its key)."""
-    found = not any(_holds(gz, start) for gz in gzs)
+    (what was read before is refused by its key). Generations whose fingerprint is in ``skip`` were
+    read already and are passed over."""
+    found = start.ino == -1 or not any(_holds(gz, start) for gz in gzs)  # -1: never read, all are new
     for gz in gzs:
         try:
             fh = gzip.open(gz, "rb")  # noqa: SIM115 - closed by the with below
@@ -265,7 +315,12 @@ def _read_gz(gzs: list[str], start: Position, max_bytes: int) -> Iterator[Chunk]
                         length = len(fh.read())
                         fh.seek(0)
                         fp = _hash_prefix(fh, length)
-                    pos = Position(st.st_dev, st.st_ino, fp or "", length, 0, st.st_mtime_ns)
+                    # mtime 0: a .gz's mtime is when it was compressed, after the newest plain rotation
+                    # was last written; a restart from here must still read that rotation.
+                    pos = Position(st.st_dev, st.st_ino, fp or "", length, 0, 0)
+                    if pos.fp in skip:
+                        log.debug("%s: read already (%s in %d)", gz, pos.fp[:8], len(skip))
+                        continue
                 log.info("reading %s (gzipped while we were away) from offset %d", gz, pos.offset)
                 yield from _gz_chunks(fh, pos, max_bytes)
             except (OSError, EOFError) as exc:  # a .gz the kubelet is still writing, or damaged

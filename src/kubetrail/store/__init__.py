@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from kubetrail.store.api import AppendResult, Repos, Store
 from kubetrail.store.db import DAMAGED_ERRORS, ENGINE_ERRORS, engine_fault, store_failure
-from kubetrail.store.queries import QueryFilters
+from kubetrail.store.queries import LogFilters, QueryFilters
 
-__all__ = ["DAMAGED_ERRORS", "ENGINE_ERRORS", "AppendResult", "QueryFilters", "Repos", "Store", "engine_fault",
-           "open_store", "store_failure"]
+__all__ = ["DAMAGED_ERRORS", "ENGINE_ERRORS", "AppendResult", "LogFilters", "QueryFilters", "Repos", "Store",
+           "engine_fault", "open_store", "store_failure"]
 
 
 def open_store(data_dir: str, create: bool = True, readonly: bool = False) -> Store:

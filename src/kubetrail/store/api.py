@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import msgspec
 
 from kubetrail.record import Record
-from kubetrail.store.queries import QueryFilters
+from kubetrail.store.queries import LogFilters, QueryFilters
 from kubetrail.trail.checkpointer import CheckpointLog
 from kubetrail.trail.verify import Problem, VerifySource
 
@@ -323,6 +323,13 @@ class Store(Repos, Protocol):
     def query(self, filters: QueryFilters, limit: int | None = None, order: str = "ASC") -> Iterator[Record]: ...
 
     def count_matching(self, filters: QueryFilters) -> int: ...
+
+    def logs(self, filters: LogFilters, limit: int | None = None, order: str = "ASC",
+             by: str = "time") -> Iterator[Record]:
+        """Log lines (kubetrail logs), re-checked against their leaf-covered metadata."""
+        ...
+
+    def count_logs(self, filters: LogFilters) -> int: ...
 
     def get(self, key: str) -> Record | None: ...
 

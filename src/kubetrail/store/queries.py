@@ -15,6 +15,7 @@ class QueryFilters(msgspec.Struct, kw_only=True):
     ``system:serviceaccount:dev:*`` means every service account of ``dev``. Kubernetes names and
     namespaces cannot hold either character, so exact lookups never turn into patterns.
     ``exclude_*`` drop matching events; ``cluster`` matches the first part of the source label.
+    ``kind`` empty means audit events only (log lines are searched with ``LogFilters``).
     """
 
     user: list[str] = []
@@ -84,7 +85,7 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     for field, column in _EQ.items():
-        values = getattr(f, field)
+        values = getattr(f, field) or (["audit"] if field == "kind" else [])
         if values:
             parts.append(_any_of(column, values, field in GLOB_FIELDS, params))
     for field, column in _NOT.items():
@@ -121,3 +122,53 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
 def _glob_literal(text: str) -> str:
     """``text`` as a GLOB pattern that matches only itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
+LOG_KIND_NAMES = ("container", "node", "k8s_event")
+
+
+class LogFilters(msgspec.Struct, kw_only=True):
+    """``kubetrail logs``: each set field narrows, lists mean "any of"; ``pod`` is the pod's name and
+    ``workload`` is ``kind/namespace/name``. ``after_leaf`` (``--follow``) keeps leaves above it."""
+
+    kind: list[str] = []
+    namespace: list[str] = []
+    pod: list[str] = []
+    pod_uid: list[str] = []
+    workload: list[str] = []
+    container: list[str] = []
+    node: list[str] = []
+    unit: list[str] = []
+    stream: list[str] = []
+    since: int | None = None
+    until: int | None = None
+    after_leaf: int | None = None
+
+    def matches(self, m: Any, kind: str, time: int) -> bool:
+        """The same test on a decoded record's (leaf-covered) metadata: what ``logs`` re-checks."""
+        for field in ("namespace", "pod", "pod_uid", "workload", "container", "node", "unit", "stream"):
+            values = getattr(self, field)
+            if values and getattr(m, field) not in values:
+                return False
+        return (kind in (self.kind or LOG_KIND_NAMES) and (self.since is None or time >= self.since)
+                and (self.until is None or time < self.until))
+
+
+_LOG_EQ = {"namespace": "namespace", "pod": "name", "pod_uid": "pod_uid", "workload": "workload",
+           "container": "container", "node": "node", "unit": "unit", "stream": "stream"}
+
+
+def log_where_clause(f: LogFilters) -> tuple[str, list[Any]]:
+    kinds = f.kind or list(LOG_KIND_NAMES)
+    parts = [f"kind IN ({','.join('?' * len(kinds))})"]
+    params: list[Any] = list(kinds)
+    for field, column in _LOG_EQ.items():
+        values = getattr(f, field)
+        if values:
+            parts.append(f"{column} IN ({','.join('?' * len(values))})")
+            params.extend(values)
+    for cond, value in (("time >= ?", f.since), ("time < ?", f.until), ("leaf_index > ?", f.after_leaf)):
+        if value is not None:
+            parts.append(cond)
+            params.append(value)
+    return "WHERE " + " AND ".join(parts), params

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from kubetrail.record import AuditMeta, Record, Redaction, SourceRef
+from kubetrail.record import LOG_KINDS, AuditMeta, LogMeta, Record, Redaction, SourceRef
 from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, leaf_hash
 
 MAX_INDEX = (1 << 63) - 1  # both engines' integers are 64-bit signed
@@ -32,19 +32,46 @@ class StoredMeta(msgspec.Struct, omit_defaults=True, array_like=True):
     redactions: list[Redaction] = []
 
 
+class StoredLogMeta(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """``entries.meta`` of a log line (kinds ``container``, ``node``, ``k8s_event``): a JSON object with
+    every ``LogMeta`` field that is not empty, plus the redactions (docs/specs/trail-format.md)."""
+
+    node: str = ""
+    namespace: str = ""
+    pod: str = ""
+    pod_uid: str = ""
+    container: str = ""
+    container_id: str = ""
+    stream: str = ""
+    workload: str = ""
+    unit: str = ""
+    image: str = ""
+    image_id: str = ""
+    labels: dict[str, str] = {}
+    restart: int | None = None
+    marks: list[str] = []
+    redactions: list[Redaction] = []
+
+
 _meta_encoder = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StoredMeta)
+_log_meta_decoder = msgspec.json.Decoder(StoredLogMeta)
+_LOG_FIELDS = tuple(f for f in StoredLogMeta.__struct_fields__ if f != "redactions")
+# The copies of log metadata that `logs` filters on (store/migrations/0008_log_lines.sql), after COLUMNS.
+LOG_COLUMNS = ("node", "pod_uid", "container", "workload", "unit", "stream")
 
 COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "
            "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, "
            "source_ips, user_agent, request_uri, credential_id")
-INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, "entry", "leaf_hash", "body", "body_sha256")
+INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, "entry", "leaf_hash", "body", "body_sha256", *LOG_COLUMNS)
 ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENTRY_COLUMNS)}"
 
 
 def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     """The row (``INSERT_COLUMNS``), with its v2 entry rebuilt from exactly the values stored."""
     m = r.meta
+    if isinstance(m, LogMeta):
+        return _log_row(r, m, compressed_body)
     cols = (
         r.key, r.time, r.kind, r.source.label(), r.seq, r.format, m.audit_id, m.stage, m.level, m.verb,
         m.user, orjson.dumps(m.groups).decode(), m.impersonated_user, m.resource, m.subresource, m.api_group,
@@ -55,7 +82,25 @@ def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     )
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_entry_v2(cols, body_hash)
-    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash)
+    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash, *("",) * len(LOG_COLUMNS))
+
+
+def _log_row(r: Record, m: LogMeta, compressed_body: bytes) -> tuple[Any, ...]:
+    """A log line's row: the audit columns empty, ``namespace``/``name`` = the pod's, the rest in
+    ``meta`` (covered by the leaf) and copied into ``LOG_COLUMNS`` for the indexes."""
+    meta = StoredLogMeta(**{f: getattr(m, f) for f in _LOG_FIELDS}, redactions=r.redactions)
+    cols = (r.key, r.time, r.kind, r.source.label(), r.seq, r.format, "", "", "", "", "", "[]", "", "", "", "",
+            m.namespace, m.pod, None, "[]", "", "", "", "", _meta_encoder.encode(meta))
+    body_hash = hashlib.sha256(r.body).digest()
+    entry = encode_entry_v2(cols, body_hash)
+    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash,
+            *(getattr(m, c) for c in LOG_COLUMNS))
+
+
+def log_meta(meta: bytes) -> tuple[LogMeta, list[Redaction]]:
+    """``entries.meta`` of a log line as ``LogMeta``. Raises msgspec.DecodeError when damaged."""
+    sm = _log_meta_decoder.decode(meta)
+    return LogMeta(**{f: getattr(sm, f) for f in _LOG_FIELDS}), sm.redactions
 
 
 def row_entry(row: Sequence[Any]) -> bytes:
@@ -93,7 +138,11 @@ def verify_row(row: Sequence[Any]) -> tuple[int, bytes | None, str, bytes, bytes
 def decode_record(row: Sequence[Any], decompress: Callable[[bytes], bytes]) -> Record:
     """A row selected with ``COLUMNS`` as a Record. Raises ValueError/TypeError/DecodeError when damaged."""
     (idx, key, t, kind, source, seq, fmt, meta, body, audit_id, stage, level, verb, user, groups, imp,
-     resource, subresource, api_group, namespace, name, code, source_ips, user_agent, request_uri, cred) = row
+     resource, subresource, api_group, namespace, name, code, source_ips, user_agent, request_uri, cred) = row[:26]
+    if kind in LOG_KINDS:
+        lm, redactions = log_meta(meta)
+        return Record(kind=kind, key=key, time=t, source=SourceRef.parse(source), seq=seq, format=fmt, meta=lm,
+                      redactions=redactions, body=decompress(body) if body is not None else b"", leaf_index=idx)
     sm = _meta_decoder.decode(meta)
     am = AuditMeta(
         audit_id=audit_id, stage=stage, level=level, verb=verb, user=user, groups=orjson.loads(groups),

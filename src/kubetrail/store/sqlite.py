@@ -30,7 +30,7 @@ import msgspec
 import zstandard
 
 from kubetrail.errors import StoreError, StoreNotFoundError
-from kubetrail.record import Record
+from kubetrail.record import LogMeta, Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.alerts import AlertTables, OutboxTable
 from kubetrail.store.api import AppendHook, AppendResult
@@ -38,7 +38,7 @@ from kubetrail.store.codec import BodyCodec
 from kubetrail.store.credentials import CredentialTables
 from kubetrail.store.detector_state import DetectorStateTable
 from kubetrail.store.keys import KeyTables
-from kubetrail.store.queries import QueryFilters, where_clause
+from kubetrail.store.queries import LogFilters, QueryFilters, log_where_clause, where_clause
 from kubetrail.store.retention import RetentionTables
 from kubetrail.store.rows import (
     COLUMNS,
@@ -215,6 +215,25 @@ class SqliteStore:
         for r in self._conn.execute(sql, params):
             yield self._record(r)
 
+    def logs(self, filters: LogFilters, limit: int | None = None, order: str = "ASC",
+             by: str = "time") -> Iterator[Record]:
+        """Log lines (kinds container, node, k8s_event) matching ``filters``, by event time (or by
+        leaf index with ``by="leaf"``, for ``--follow``); each re-checked against its covered meta."""
+        where, params = log_where_clause(filters)
+        order = "DESC" if order.upper() == "DESC" else "ASC"
+        keys = f"time {order}, leaf_index {order}" if by == "time" else f"leaf_index {order}"
+        sql = f"SELECT {COLUMNS} FROM entries {where} ORDER BY {keys}"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        for r in self._conn.execute(sql, params):
+            rec = self._record(r)
+            if isinstance(rec.meta, LogMeta) and filters.matches(rec.meta, rec.kind, rec.time):
+                yield rec
+
+    def count_logs(self, filters: LogFilters) -> int:
+        where, params = log_where_clause(filters)
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
+
     def count_matching(self, filters: QueryFilters) -> int:
         where, params = where_clause(filters)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
@@ -255,6 +274,10 @@ class SqliteStore:
         for col in ("kind", "source", "format", "verb", "resource", "username"):
             out[f"top_{col}"] = c.execute(
                 f"SELECT {col}, COUNT(*) n FROM entries GROUP BY {col} ORDER BY n DESC LIMIT 10").fetchall()
+        for col in ("workload", "node", "unit"):  # log lines (node agent)
+            out[f"top_{col}"] = c.execute(
+                f"SELECT {col}, COUNT(*) n FROM entries WHERE {col} <> '' GROUP BY {col} ORDER BY n DESC LIMIT 10"
+            ).fetchall()
         try:
             out["db_bytes"] = os.path.getsize(os.path.join(self.data_dir, DB_NAME))
         except OSError:

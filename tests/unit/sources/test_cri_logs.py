@@ -195,3 +195,43 @@ def test_secrets_in_lines_are_redacted_before_the_record_exists(tmp_path: Path) 
     assert b"hunter2" not in r.body and b"abc.def" not in r.body
     assert {x.what for x in r.redactions} == {"secret-pair", "authorization"}
     assert os.path.exists(node.pods[UID]["web"].path)
+
+
+def test_crash_inside_a_later_gzip_still_reads_the_plain_rotation(tmp_path: Path) -> None:
+    """A position saved in a .gz read whole (compressed after the newest plain rotation was last
+    written) must not make a restart skip that plain rotation."""
+    node = SimNode(str(tmp_path), max_files=20)
+    node.start_pod("shop", "web-1", UID, ["web"])
+    store = MemoryStore()
+    node.write(UID, "web", "g0")
+    poll(_source(tmp_path), store)
+    for i in range(1, 4):
+        node.write(UID, "web", f"g{i}")
+        node.rotate(UID, "web")  # g0-g1, g2 end up gzipped, g3 is the plain rotation
+    node.write(UID, "web", "live")
+    src = _source(tmp_path)
+    for path, pod in src.discover():
+        src._add(path, pod, store.positions.get, from_end=False)
+    (w,) = src.files.values()
+    assert w.catch_up is not None
+    chunks = list(w.catch_up)  # crash after committing only what the .gz files held
+    for lines, pos in chunks:
+        store.commit(src._records(w, lines, pos), {src.position_key(w.pod): pos.dumps()})
+    src.close()
+    assert "g3" not in store.texts()
+    poll(_source(tmp_path), store)
+    assert sorted(store.texts()) == ["g0", "g1", "g2", "g3", "live"]
+
+
+def test_history_gzipped_before_the_first_read_is_read(tmp_path: Path) -> None:
+    """A file first seen after the kubelet gzipped its older rotations: those are read too, oldest first."""
+    node = SimNode(str(tmp_path), max_files=20)
+    node.start_pod("shop", "web-1", UID, ["web"])
+    for i in range(3):
+        node.write(UID, "web", f"g{i}")
+        node.rotate(UID, "web")
+    node.write(UID, "web", "live")
+    store = MemoryStore()
+    poll(_source(tmp_path), store)
+    assert store.texts() == ["g0", "g1", "g2", "live"]
+    assert store.duplicates == 0
