@@ -18,11 +18,11 @@ import click
 import orjson
 
 from kubetrail.cli.options import data_option, json_option
-from kubetrail.errors import InputError
+from kubetrail.cli.resolve import when
 from kubetrail.record import LogMeta, Record
 from kubetrail.sources.k8s_events import event_message
 from kubetrail.store import LogFilters, open_store
-from kubetrail.timefmt import format_ns, parse_when
+from kubetrail.timefmt import format_ns
 
 FOLLOW_POLL_SECS = 0.5
 
@@ -41,7 +41,8 @@ def log_message(r: Record) -> str:
 def log_row(r: Record) -> dict[str, Any]:
     m = r.meta if isinstance(r.meta, LogMeta) else LogMeta()
     return {
-        "key": r.key, "leaf_index": r.leaf_index, "time": format_ns(r.time), "kind": r.kind, "node": m.node,
+        "key": r.key, "leaf_index": r.leaf_index, "time": format_ns(r.time), "time_ns": r.time, "kind": r.kind,
+        "node": m.node,
         "namespace": m.namespace, "pod": m.pod, "pod_uid": m.pod_uid, "container": m.container,
         "stream": m.stream, "message": log_message(r), "workload": m.workload, "unit": m.unit,
         "source": r.source.label(), "image": m.image, "image_id": m.image_id, "container_id": m.container_id,
@@ -58,15 +59,6 @@ def _text(r: Record) -> str:
     else:
         where = m.unit or "-"
     return f"{format_ns(r.time)} {m.node or '-'} {where} {m.stream or '-'}: {log_message(r)}"
-
-
-def _when(text: str | None, flag: str) -> int | None:
-    if text is None:
-        return None
-    try:
-        return parse_when(text)
-    except InputError as exc:
-        raise InputError(f"{flag}: {exc}") from exc
 
 
 @click.command()
@@ -99,7 +91,7 @@ def logs(namespace: tuple[str, ...], pod: tuple[str, ...], workload: tuple[str, 
         raise click.BadParameter(f"not a valid regular expression: {exc}", param_hint="--grep") from exc
     filters = LogFilters(kind=list(kind), namespace=list(namespace), pod=list(pod), workload=list(workload),
                          container=list(container), node=list(node), unit=list(unit),
-                         since=_when(since, "--since"), until=_when(until, "--until"))
+                         since=when(since, "--since"), until=when(until, "--until"))
     store = open_store(data_dir, readonly=True)
     out = sys.stdout
 

@@ -14,6 +14,7 @@ import orjson
 from kubetrail.cli.options import data_option, json_option
 from kubetrail.cli.output import Column, Listing, output_option, with_time
 from kubetrail.cli.resolve import open_read, resolve_record, when
+from kubetrail.record import LogMeta
 from kubetrail.store.queries import QueryFilters
 from kubetrail.web.documents import record_document
 
@@ -130,12 +131,18 @@ def show(key: str, as_json: bool, data_dir: str) -> None:
     """
     with open_read(data_dir) as store:
         r = resolve_record(store, key)
-    doc = record_row(r)
+    if isinstance(r.meta, LogMeta):  # a log line (kubetrail logs): its row, and the body as stored
+        from kubetrail.cli.logs import log_row
+
+        doc = log_row(r)
+        doc["event"] = orjson.loads(r.body) if r.body and r.format in ("journald", "k8s_event") else None
+    else:
+        doc = record_row(r)
+        doc["lossy"] = r.meta.lossy
+        doc["event"] = orjson.loads(r.body) if r.body else None
     doc["redactions"] = [{"path": x.path, "what": x.what,
                           **({"hmac": x.hmac} if x.hmac else {"sha256_prefix": x.sha256_prefix})}
                          for x in r.redactions]
-    doc["lossy"] = r.meta.lossy
-    doc["event"] = orjson.loads(r.body) if r.body else None
     if as_json:
         click.echo(orjson.dumps(doc).decode())
     else:
@@ -159,9 +166,10 @@ def stats(as_json: bool, data_dir: str) -> None:
     click.echo(f"time span    {s['first_time']} .. {s['last_time']}")
     for k, v in sorted(s["counters"].items()):
         click.echo(f"{k:<12} {v:,}")
-    for col in ("source", "format", "verb", "resource", "username"):
-        top = ", ".join(f"{name or '-'} ({n})" for name, n in s[f"top_{col}"][:5])
-        click.echo(f"top {col:<8} {top}")
+    for col in ("kind", "source", "format", "verb", "resource", "username", "workload", "node", "unit"):
+        if s.get(f"top_{col}"):
+            top = ", ".join(f"{name or '-'} ({n})" for name, n in s[f"top_{col}"][:5])
+            click.echo(f"top {col:<8} {top}")
 
 
 commands: list[click.Command] = [query, show, stats]

@@ -58,7 +58,7 @@ def resolve_record(store: Store, text: str) -> Record:
         raise InputError(f"{text!r} is neither a record key (hex), a key prefix nor a leaf index")
     if len(key) < MIN_PREFIX:
         raise InputError(f"key prefix {text!r} is too short: give at least {MIN_PREFIX} hex digits")
-    found = list(store.query(QueryFilters(key_prefix=key), limit=2))
+    found = list(store.query(QueryFilters(key_prefix=key, any_kind=True), limit=2))
     if not found and text.isdigit():
         if len(text) > len(str(MAX_INDEX)):
             raise NotFoundError(f"no stored record with key prefix {text!r}, and as a leaf index it is out of "

@@ -15,7 +15,8 @@ class QueryFilters(msgspec.Struct, kw_only=True):
     ``system:serviceaccount:dev:*`` means every service account of ``dev``. Kubernetes names and
     namespaces cannot hold either character, so exact lookups never turn into patterns.
     ``exclude_*`` drop matching events; ``cluster`` matches the first part of the source label.
-    ``kind`` empty means audit events only (log lines are searched with ``LogFilters``).
+    ``kind`` empty means audit events only (log lines are searched with ``LogFilters``), unless
+    ``any_kind`` is set (looking a record up by key).
     """
 
     user: list[str] = []
@@ -31,6 +32,7 @@ class QueryFilters(msgspec.Struct, kw_only=True):
     audit_id: list[str] = []
     credential_id: list[str] = []
     kind: list[str] = []
+    any_kind: bool = False
     stage: list[str] = []
     impersonated_user: list[str] = []
     source: list[str] = []
@@ -85,7 +87,7 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     for field, column in _EQ.items():
-        values = getattr(f, field) or (["audit"] if field == "kind" else [])
+        values = getattr(f, field) or (["audit"] if field == "kind" and not f.any_kind else [])
         if values:
             parts.append(_any_of(column, values, field in GLOB_FIELDS, params))
     for field, column in _NOT.items():

@@ -8,6 +8,8 @@ row from searches while every leaf still verifies. Two checks catch that kind of
   and page checks). A message naming a row of ``entries`` is reported at that row's leaf index.
 * the schema: every table, index, view and trigger in ``sqlite_schema`` must be exactly what the
   applied migrations create, nothing missing, changed or added.
+* log lines: the indexed copies of their metadata (``node``, ``workload``… columns, migration 0008)
+  must equal what the leaf-covered ``meta`` says.
 
 Every problem is reported as **modified** (index 0 when no row can be named). The cost is a read of
 the whole file (see docs/trail.md).
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from kubetrail.store.rows import LOG_COLUMNS, log_meta
 from kubetrail.store.sqlite_schema import SCHEMA_MIGRATIONS_DDL, migrations, statements
 from kubetrail.trail.verify import Problem
 
@@ -48,7 +51,31 @@ def deep_check(conn: sqlite3.Connection) -> list[Problem]:
         problems += schema_problems(conn)
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(0, "modified", f"the schema cannot be read: {exc}"))
+    try:
+        problems += log_copy_problems(conn)
+    except sqlite3.DatabaseError as exc:
+        problems.append(Problem(0, "modified", f"the log-line columns cannot be read: {exc}"))
     return problems
+
+
+def log_copy_problems(conn: sqlite3.Connection) -> list[Problem]:
+    """Log lines whose indexed copies (migration 0008) differ from their leaf-covered ``meta``: such a
+    row would be hidden from ``kubetrail logs`` filters (never shown wrongly: logs re-checks meta)."""
+    if "workload" not in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}:
+        return []
+    cols = ", ".join(LOG_COLUMNS)
+    out = []
+    for idx, meta, *copies in conn.execute(
+            f"SELECT leaf_index, meta, {cols} FROM entries WHERE kind IN ('container', 'node', 'k8s_event') "
+            "ORDER BY leaf_index"):
+        try:
+            m, _ = log_meta(bytes(meta))
+            want = [getattr(m, c) for c in LOG_COLUMNS]
+        except Exception:  # noqa: BLE001 - a damaged meta is the leaf check's finding, not this one's
+            continue
+        if list(copies) != want:
+            out.append(Problem(idx, "modified", "the indexed copies of its log metadata differ from the leaf"))
+    return out
 
 
 def _index_of(conn: sqlite3.Connection, message: str) -> int:
