@@ -51,9 +51,11 @@ class Agent:
         self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self.mark = 0  # the log's size when the current agent started
         self.lock = threading.Lock()
 
     def start(self) -> None:
+        self.mark = os.path.getsize(self.config + ".log") if os.path.exists(self.config + ".log") else 0
         with open(self.config + ".log", "ab") as err:  # kept in tmp_path for a failure's post-mortem
             self.proc = subprocess.Popen([KT, "agent", "--config", self.config, "--log-level", os.environ.get("KT_AGENT_LOG", "info")],
                                          stdout=subprocess.DEVNULL, stderr=err)
@@ -67,7 +69,15 @@ class Agent:
             self.start()
 
     def stop(self) -> int:
+        """SIGTERM once the current agent is up (a process still importing dies of the signal)."""
         assert self.proc is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with open(self.config + ".log", "rb") as fh:
+                fh.seek(self.mark)
+                if b"kubetrail agent: " in fh.read():
+                    break
+            time.sleep(0.2)
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
 

@@ -63,7 +63,7 @@ LOG_COLUMNS = ("node", "pod_uid", "container", "workload", "unit", "stream")
 COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "
            "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, "
            "source_ips, user_agent, request_uri, credential_id")
-INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, "entry", "leaf_hash", "body", "body_sha256", *LOG_COLUMNS)
+INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, *LOG_COLUMNS, "entry", "leaf_hash", "body", "body_sha256")
 ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENTRY_COLUMNS)}"
 
 
@@ -82,7 +82,7 @@ def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     )
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_entry_v2(cols, body_hash)
-    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash, *("",) * len(LOG_COLUMNS))
+    return (r.leaf_index, *cols, *("",) * len(LOG_COLUMNS), b"", leaf_hash(entry), compressed_body, body_hash)
 
 
 def _log_row(r: Record, m: LogMeta, compressed_body: bytes) -> tuple[Any, ...]:
@@ -93,8 +93,8 @@ def _log_row(r: Record, m: LogMeta, compressed_body: bytes) -> tuple[Any, ...]:
             m.namespace, m.pod, None, "[]", "", "", "", "", _meta_encoder.encode(meta))
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_entry_v2(cols, body_hash)
-    return (r.leaf_index, *cols, b"", leaf_hash(entry), compressed_body, body_hash,
-            *(getattr(m, c) for c in LOG_COLUMNS))
+    return (r.leaf_index, *cols, *(getattr(m, c) for c in LOG_COLUMNS), b"", leaf_hash(entry), compressed_body,
+            body_hash)
 
 
 def log_meta(meta: bytes) -> tuple[LogMeta, list[Redaction]]:

@@ -219,6 +219,8 @@ class SqliteStore:
              by: str = "time") -> Iterator[Record]:
         """Log lines (kinds container, node, k8s_event) matching ``filters``, by event time (or by
         leaf index with ``by="leaf"``, for ``--follow``); each re-checked against its covered meta."""
+        if not self._has_log_columns():  # a store from before log lines, opened read-only: none
+            return
         where, params = log_where_clause(filters)
         order = "DESC" if order.upper() == "DESC" else "ASC"
         keys = f"time {order}, leaf_index {order}" if by == "time" else f"leaf_index {order}"
@@ -231,8 +233,17 @@ class SqliteStore:
                 yield rec
 
     def count_logs(self, filters: LogFilters) -> int:
+        if not self._has_log_columns():
+            return 0
         where, params = log_where_clause(filters)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
+
+    def _has_log_columns(self) -> bool:
+        """Whether migration 0008 ran (a read-only open of an older store does not migrate it)."""
+        if self.__dict__.get("_log_columns") is None:
+            cols = {r[1] for r in self._conn.execute("PRAGMA table_info(entries)")}
+            self.__dict__["_log_columns"] = "workload" in cols
+        return bool(self.__dict__["_log_columns"])
 
     def count_matching(self, filters: QueryFilters) -> int:
         where, params = where_clause(filters)
@@ -274,7 +285,7 @@ class SqliteStore:
         for col in ("kind", "source", "format", "verb", "resource", "username"):
             out[f"top_{col}"] = c.execute(
                 f"SELECT {col}, COUNT(*) n FROM entries GROUP BY {col} ORDER BY n DESC LIMIT 10").fetchall()
-        for col in ("workload", "node", "unit"):  # log lines (node agent)
+        for col in ("workload", "node", "unit") if self._has_log_columns() else ():  # log lines (node agent)
             out[f"top_{col}"] = c.execute(
                 f"SELECT {col}, COUNT(*) n FROM entries WHERE {col} <> '' GROUP BY {col} ORDER BY n DESC LIMIT 10"
             ).fetchall()
