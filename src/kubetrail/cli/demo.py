@@ -110,6 +110,11 @@ def demo(events: int, seed: int, log_path: str | None, data_dir: str) -> None:
     print_alerts(data_dir, click.echo)
     _section("Credential inventory (most dangerous first):")
     print_credentials(data_dir, click.echo)
+    _section("Node agent (container logs that line up with the audit trail):")
+    from kubetrail.demo.nodes import report, run_node_agent
+
+    for line in report(data_dir, run_node_agent(data_dir, seed)):
+        click.echo(f"  {line}")
     _section("Tamper-evident trail:")
     print_trail(data_dir, click.echo)
     _section("Next:")
@@ -137,6 +142,7 @@ def _hints(data_dir: str, scenario: Scenario, steps: list[Step], log_path: str |
     pairs += [
         (f"kubetrail alerts{data}", "what the detections raised"),
         (f"kubetrail creds list{data}", "every certificate and token, who made it, where it was used"),
+        (f"kubetrail logs{data} --workload deployment/shop/payments", "the app's lines on both nodes"),
         (f"kubetrail verify{data}", "prove the stored trail is intact"),
         (f"kubetrail policy lint {policy}", "what the demo cluster's audit policy leaks"),
     ]

@@ -6,6 +6,9 @@ keys, base64 holding either) this stage knows the shapes secrets take in text:
 * ``Authorization: Bearer …`` / ``Basic …`` headers (also ``authorization=`` and quoted JSON keys),
 * ``password=…``, ``passwd: …``, ``token=…``, ``secret=…``, ``api_key=…``, ``access_key …`` pairs:
   the value is replaced, the key is kept so the line still reads,
+* the body lines of a PEM block printed line by line (``cat key.pem`` in a container: one log line per
+  line of the file): a line that is nothing but 40-76 base64 characters with both cases, as a PEM
+  body line is (hex digests, being one case, are kept);
 * whatever the config's ``redact.patterns`` add: each a named regular expression; the whole match
   is replaced, or only group ``secret`` when the pattern has one.
 
@@ -29,6 +32,9 @@ _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?\s*(?:bear
 _PAIR = re.compile(r"(?i)(\b(?:password|passwd|pwd|pass|token|secret|api[_-]?key|access[_-]?key|"
                    r"secret[_-]?key|client[_-]?secret|private[_-]?key|credentials?)[\"']?\s*[:=]\s*[\"']?)"
                    r"(?P<secret>[^\s\"',;&]{1,})")
+
+
+_PEM_BODY_LINE = re.compile(r"\s*(?P<secret>[A-Za-z0-9+/]{40,76}={0,2})\s*")
 
 
 class PatternConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -66,6 +72,10 @@ class RedactLines:
 
     def __call__(self, text: str, path: str = "message") -> tuple[str, list[Redaction]]:
         text, found = redact_text(text, path)
+        body = _PEM_BODY_LINE.fullmatch(text) if 40 <= len(text) <= 90 else None
+        if body is not None and not body["secret"].islower() and not body["secret"].isupper():
+            found.append(Redaction(path, _digest(body["secret"]), "pem-body-line"))
+            text = text.replace(body["secret"], REDACTED)
         for name, rx in self.rules:
             if not rx.search(text):
                 continue
