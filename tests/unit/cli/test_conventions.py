@@ -46,6 +46,7 @@ NO_JSON = {
     "demo": "a guided tour for people; every step it shows has its own --json command",
     "run": "a server: logs to stderr until stopped",
     "collector": "a server: logs to stderr until stopped",
+    "agent": "a server (the node agent): logs to stderr until stopped",
     "webhook serve": "a server: logs to stderr until stopped",
     "serve": "a server (the dashboard and API); its JSON is /api/v1 (docs/web.md)",
     "keys generate": "prints the verifier key, which `keys show --json` also gives",
