@@ -324,10 +324,11 @@ class LiveSource(Protocol):
             stop: threading.Event) -> None: ...
 
 
-def build_sources(config: Config) -> list[LiveSource]:
-    """One live source per ``sources[]`` entry; the config's ``type`` picks the class."""
+def build_sources(config: Config, redaction_key: RedactionKey | None = None) -> list[LiveSource]:
+    """One live source per ``sources[]`` entry; the config's ``type`` picks the class. Log sources
+    redact with the pipeline's redaction key (keyed digests, as audit events)."""
     out: list[LiveSource] = []
-    redact = RedactLines(config.redact)
+    redact = RedactLines(config.redact, redaction_key)
     for src in config.sources:
         if isinstance(src, AuditFileConfig):
             out.append(AuditFileSource(src, cluster=config.cluster))
@@ -382,7 +383,7 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     threads = []
 
     fatal: list[UnavailableError] = []
-    for source in build_sources(config):
+    for source in build_sources(config, pipe.redaction_key):
         commit = pipe.commit_records if _is_log_source(source) else pipe.commit_decoded
         t = threading.Thread(target=_supervise, args=(source, commit, pipe.store.position, stop, log,
                                                       fatal), name=type(source).__name__, daemon=True)
@@ -513,7 +514,7 @@ def run_agent(config: Config, stop: threading.Event, log: Callable[[str], None] 
     shipper.start()
     threads = []
     fatal: list[UnavailableError] = []
-    for source in build_sources(config):
+    for source in build_sources(config, key):
         timeout = buffer.block_timeout_secs if isinstance(source, AuditWebhookSource) else None
 
         def commit(decoded: Sequence[Decoded], rejected: Sequence[Rejected], ref: SourceRef,

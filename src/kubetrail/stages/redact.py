@@ -394,9 +394,10 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True, key: RedactionKe
     return r.found
 
 
-def redact_text(text: str, path: str = "message") -> tuple[str, list[Redaction]]:
+def redact_text(text: str, path: str = "message", key: RedactionKey | None = None) -> tuple[str, list[Redaction]]:
     """``text`` (a log line, say) with JWTs, private keys and base64 holding either replaced, the
-    same detectors as the deep pass over an event; each removal is listed under ``path``."""
-    r = _Redactor()
+    same detectors as the deep pass over an event; each removal is listed under ``path``, with its
+    digest under ``key`` (an ephemeral key when none is given)."""
+    r = _Redactor(key or RedactionKey.ephemeral())
     out = r.text(text, ((), path)) if len(text) >= _MIN_TEXT else text
     return out, r.found

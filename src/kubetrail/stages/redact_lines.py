@@ -12,13 +12,12 @@ keys, base64 holding either) this stage knows the shapes secrets take in text:
 * whatever the config's ``redact.patterns`` add: each a named regular expression; the whole match
   is replaced, or only group ``secret`` when the pattern has one.
 
-Each removal becomes a ``Redaction`` (``what`` = the detector's name, a 12-hex SHA-256 prefix of the
-value) and is counted per detector in ``counts``, which ``stats`` shows as ``redacted_<what>``.
+Each removal becomes a ``Redaction`` (``what`` = the detector's name, the value's keyed digest under
+the deployment's redaction key, as for audit events) and is counted per detector in ``counts``, which ``stats`` shows as ``redacted_<what>``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 
@@ -26,6 +25,7 @@ import msgspec
 
 from kubetrail.record import Redaction
 from kubetrail.stages.redact import REDACTED, redact_text
+from kubetrail.stages.redaction_key import RedactionKey
 
 _AUTH_HEADER = re.compile(r"(?i)(\bauthorization[\"']?\s*[:=]\s*[\"']?\s*(?:bearer|basic|token|negotiate|digest)?\s*)"
                           r"(?P<secret>[^\s\"',;]{4,})")
@@ -57,24 +57,21 @@ class RedactConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return out
 
 
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-
-
 class RedactLines:
     """``__call__(text) -> (text, redactions)``; thread-safe enough for counting (a Counter per call)."""
 
-    def __init__(self, config: RedactConfig | None = None) -> None:
+    def __init__(self, config: RedactConfig | None = None, key: RedactionKey | None = None) -> None:
+        self.key = key or RedactionKey.ephemeral()
         self.rules: list[tuple[str, re.Pattern[str]]] = [("authorization", _AUTH_HEADER), ("secret-pair", _PAIR)]
         for p in (config or RedactConfig()).patterns:
             self.rules.append((p.name, re.compile(p.regex)))
         self.counts: Counter[str] = Counter()
 
     def __call__(self, text: str, path: str = "message") -> tuple[str, list[Redaction]]:
-        text, found = redact_text(text, path)
+        text, found = redact_text(text, path, self.key)
         body = _PEM_BODY_LINE.fullmatch(text) if 40 <= len(text) <= 90 else None
         if body is not None and not body["secret"].islower() and not body["secret"].isupper():
-            found.append(Redaction(path, _digest(body["secret"]), "pem-body-line"))
+            found.append(Redaction(path, self._digest(body["secret"]), "pem-body-line"))
             text = text.replace(body["secret"], REDACTED)
         for name, rx in self.rules:
             if not rx.search(text):
@@ -85,13 +82,16 @@ class RedactLines:
                     value = m.group("secret")
                     if value == REDACTED:
                         return m.group(0)
-                    found.append(Redaction(path, _digest(value), name))
+                    found.append(Redaction(path, self._digest(value), name))
                     s, e = m.span("secret")
                     return m.group(0)[: s - m.start()] + REDACTED + m.group(0)[e - m.start():]
-                found.append(Redaction(path, _digest(m.group(0)), name))
+                found.append(Redaction(path, self._digest(m.group(0)), name))
                 return REDACTED
 
             text = rx.sub(drop, text)
         for r in found:
             self.counts[r.what] += 1
         return text, found
+
+    def _digest(self, value: str) -> str:
+        return self.key.digest(value.encode("utf-8", "surrogateescape"))

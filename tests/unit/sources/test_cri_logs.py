@@ -193,7 +193,7 @@ def test_secrets_in_lines_are_redacted_before_the_record_exists(tmp_path: Path) 
     poll(_source(tmp_path), store)
     (r,) = store.records.values()
     assert b"hunter2" not in r.body and b"abc.def" not in r.body
-    assert {x.what for x in r.redactions} == {"secret-pair", "authorization"}
+    assert len(r.redactions) == 2 and all(len(x.hmac) == 16 for x in r.redactions)  # keyed digests
     assert os.path.exists(node.pods[UID]["web"].path)
 
 

