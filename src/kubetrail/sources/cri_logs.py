@@ -78,6 +78,9 @@ class CriLogsSource:
         self.cluster = cluster
         self.redact = redact or RedactLines()
         self.files: dict[str, _Watched] = {}
+        # One source per root (the node's pod logs): a sealed seq stream and a liveness of its own;
+        # the file is in each line's metadata (pod UID, container, restart) and key.
+        self.source = SourceRef(cluster=cluster, node=config.node, stream=f"cri-logs:{printable(config.root)}")
 
     # -- discovery ---------------------------------------------------------------------------
     def discover(self) -> list[tuple[str, PodPath]]:
@@ -234,8 +237,7 @@ class CriLogsSource:
                        restart=pod.restart, marks=marks)
         return Record(kind="container", key=log_key("container", f"cri:{pod.ident}", line.offset, line.stream,
                                                      line.time_ns, body),
-                      time=when, source=SourceRef(cluster=self.cluster, node=self.config.node,
-                                                  stream=f"cri-logs:{printable(pod.ident)}"),
+                      time=when, source=self.source,
                       body=body, meta=meta, format="cri", redactions=found)
 
 

@@ -72,7 +72,7 @@ class TextfileSource:
         self.redact = redact or RedactLines()
         self.position_key = f"textfile:{config.path}"
         self.unit = config.unit or os.path.basename(config.path)
-        self.source = SourceRef(cluster=cluster, node=config.node, stream=f"file:{config.path}")
+        self.source = SourceRef(cluster=cluster, node=config.node, stream=f"textfile:{config.path}")
 
     def run(self, commit: RecordsCommit, load_position: Callable[[str], str | None], stop: threading.Event) -> None:
         start = Position.loads(load_position(self.position_key))

@@ -32,7 +32,7 @@ MINUTE_NS = 60 * 10**9
 
 def activity(store: Any, bars: int = 60) -> list[dict[str, Any]]:
     """Records per minute over the last hour of the trail's event time (the overview's chart)."""
-    newest = next(iter(store.query(QueryFilters(), limit=1, order="DESC")), None)
+    newest = next(iter(store.query(QueryFilters(any_kind=True), limit=1, order="DESC")), None)
     if newest is None:
         return []
     last = newest.time

@@ -6,7 +6,8 @@ trail that fails verify.
 Source liveness comes from two clocks: the newest *event time* stored per source, and the wall
 time a source last *delivered* (the silence detector's state, kept while ``run`` is live). A
 source is silent when the newer of the two is older than ``silence_secs``. Files ingested once
-(``ingest``) are history, not live sources: they are listed but never called silent.
+(``ingest``) are history, not live sources: they are listed but never called silent. Only audit
+sources can be silent: a node's container or journal logs are quiet whenever its workloads are.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def sources(store: Store, now_ns: int, silence_secs: float) -> list[dict[str, An
         out.append({"source": label, "kind": kind, "records": n, "first_event": _t(first), "last_event": _t(last),
                     "per_sec_5m": round(recent.get((label, kind), 0) / (RATE_WINDOW_NS / 1e9), 3),
                     "last_arrival": _t(arrived), "live": live, "quiet_secs": round(max(quiet, 0.0), 1),
-                    "silent": live and kind != "loss" and quiet > silence_secs})
+                    "silent": live and kind == "audit" and quiet > silence_secs})
     return out
 
 
