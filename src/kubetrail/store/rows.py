@@ -57,7 +57,7 @@ _meta_encoder = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(StoredMeta)
 _log_meta_decoder = msgspec.json.Decoder(StoredLogMeta)
 _LOG_FIELDS = tuple(f for f in StoredLogMeta.__struct_fields__ if f != "redactions")
-# The copies of log metadata that `logs` filters on (store/migrations/0008_log_lines.sql), after COLUMNS.
+# The copies of log metadata that `logs` filters on (store/migrations/0009_log_lines.sql), after COLUMNS.
 LOG_COLUMNS = ("node", "pod_uid", "container", "workload", "unit", "stream")
 
 COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "

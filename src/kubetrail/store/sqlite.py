@@ -239,7 +239,7 @@ class SqliteStore:
         return int(self._conn.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
 
     def _has_log_columns(self) -> bool:
-        """Whether migration 0008 ran (a read-only open of an older store does not migrate it)."""
+        """Whether migration 0009 ran (a read-only open of an older store does not migrate it)."""
         if self.__dict__.get("_log_columns") is None:
             cols = {r[1] for r in self._conn.execute("PRAGMA table_info(entries)")}
             self.__dict__["_log_columns"] = "workload" in cols

@@ -8,7 +8,7 @@ row from searches while every leaf still verifies. Two checks catch that kind of
   and page checks). A message naming a row of ``entries`` is reported at that row's leaf index.
 * the schema: every table, index, view and trigger in ``sqlite_schema`` must be exactly what the
   applied migrations create, nothing missing, changed or added.
-* log lines: the indexed copies of their metadata (``node``, ``workload``… columns, migration 0008)
+* log lines: the indexed copies of their metadata (``node``, ``workload``… columns, migration 0009)
   must equal what the leaf-covered ``meta`` says.
 
 Every problem is reported as **modified** (index 0 when no row can be named). The cost is a read of
@@ -59,7 +59,7 @@ def deep_check(conn: sqlite3.Connection) -> list[Problem]:
 
 
 def log_copy_problems(conn: sqlite3.Connection) -> list[Problem]:
-    """Log lines whose indexed copies (migration 0008) differ from their leaf-covered ``meta``: such a
+    """Log lines whose indexed copies (migration 0009) differ from their leaf-covered ``meta``: such a
     row would be hidden from ``kubetrail logs`` filters (never shown wrongly: logs re-checks meta)."""
     if "workload" not in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}:
         return []
