@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint bench help lock image
+.PHONY: demo demo-distributed test check lint bench help lock image
 
 $(BIN)/kubetrail: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,9 @@ venv: $(BIN)/kubetrail
 
 demo: venv  ## run the bundled attack scenario on the embedded default (SQLite, no broker)
 	$(BIN)/kubetrail demo
+
+demo-distributed: venv  ## the same scenario through nats-server, a node agent (disk WAL) and a collector
+	$(BIN)/kubetrail demo --distributed --data ./kubetrail-data-distributed
 
 test: venv  ## run the whole test suite (lint, import layers, pytest)
 	$(BIN)/ruff check .

@@ -71,6 +71,28 @@ def ingest_demo(data_dir: str, scenario: Scenario, log_path: str | None = None) 
     return pipe.summary
 
 
+def _distributed(data_dir: str, scenario: Scenario, log_path: str | None) -> None:
+    """The scenario's log tailed by a node agent, shipped through NATS JetStream, stored by a collector."""
+    from kubetrail.demo.distributed import through_broker
+
+    try:
+        os.makedirs(os.path.join(data_dir, "demo"), exist_ok=True)
+        write_policy(os.path.join(data_dir, "demo", POLICY_NAME))
+    except OSError as exc:
+        raise InputError(f"cannot write into the data directory {data_dir}: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="kubetrail-demo-") as tmp:
+        path = log_path or os.path.join(tmp, LOG_NAME)
+        try:
+            write_log(path, scenario)
+        except OSError as exc:
+            raise InputError(f"cannot write the demo log to {path}: {exc}") from exc
+        click.echo("kubetrail demo --distributed: nats-server, a node agent and a collector on this machine ...")
+        shipped = through_broker(data_dir, path, SOURCE.node, tmp, log=lambda m: click.echo(f"  {m}", err=True))
+    click.echo(f"through the broker: the agent sealed {shipped.sealed:,} records into its WAL and shipped them to "
+               f"NATS JetStream ({shipped.server}); the collector's store holds {shipped.stored:,} "
+               f"({shipped.seconds:.1f}s; a second run stores nothing twice)")
+
+
 def _section(title: str) -> None:
     click.echo("")
     click.echo(click.style(title, bold=True) if color_enabled() else title)
@@ -83,21 +105,28 @@ def _section(title: str) -> None:
               help="Seed of the scenario; the same seed and size give the same log.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), default=None,
               help="Also keep the raw audit log here (it holds the scenario's fake secrets in clear).")
+@click.option("--distributed", is_flag=True,
+              help="Go through the distributed shape: nats-server, a node agent (disk WAL) and a collector.")
 @data_option
-def demo(events: int, seed: int, log_path: str | None, data_dir: str) -> None:
+def demo(events: int, seed: int, log_path: str | None, distributed: bool, data_dir: str) -> None:
     """Run the bundled attack scenario: a 2-hour audit log with an attack hidden in ordinary traffic.
 
-    Generates the log, ingests it like `kubetrail ingest` does, then shows the attack
+    Generates the log, ingests it like `kubetrail ingest` does (or, with --distributed, tails it
+    with a node agent that ships it through NATS JetStream to a collector), then shows the attack
     timeline found by querying the store, the alerts, the credential inventory and the trail
     verification (where this build has them), and what to run next.
     """
     scenario = generate(seed=seed, events=events)
-    s = ingest_demo(data_dir, scenario, log_path)
+    if distributed:
+        _distributed(data_dir, scenario, log_path)
+    else:
+        s = ingest_demo(data_dir, scenario, log_path)
     click.echo(f"kubetrail demo: {len(scenario.events):,} audit events of cluster 'demo' over 2 hours (seed {seed})"
                + (f", raw log kept in {log_path}" if log_path else ""))
-    click.echo(f"ingested: read {s.read}, stored {s.stored}, duplicates {s.duplicates}, rejected {s.rejected}")
-    if s.stored == 0 and s.duplicates:
-        click.echo("(already ingested by an earlier run: nothing stored twice)")
+    if not distributed:
+        click.echo(f"ingested: read {s.read}, stored {s.stored}, duplicates {s.duplicates}, rejected {s.rejected}")
+        if s.stored == 0 and s.duplicates:
+            click.echo("(already ingested by an earlier run: nothing stored twice)")
 
     store = open_store(data_dir, create=False)
     try:
