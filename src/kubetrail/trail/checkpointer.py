@@ -18,7 +18,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from kubetrail import telemetry
 from kubetrail.errors import TrailError
 from kubetrail.record import Record
 from kubetrail.trail import keys, witness
@@ -92,6 +91,8 @@ def sign_now(store: TrailStore, signer: Signer, witness_dir: str | None = None) 
     signed_ns = time.time_ns()
     with store.transaction() as tx:
         tx.trail.add_checkpoint(cp.size, cp.root, note, signed_ns)
+    from kubetrail import telemetry  # here, not at the top: every store user (query) loads this module
+
     telemetry.emit(telemetry.TrailCheckpointSigned(origin=cp.origin, size=cp.size, timestamp=signed_ns / 1e9))
     if witness_dir:
         witness.publish(witness_dir, cp, note, signer.verifier())
