@@ -179,6 +179,15 @@ class Pipeline:
             labels = {r.source.label() for r in records}
             _each([c for c in self.consumers if getattr(c, "delivered", None) is not None],
                   lambda c: c.delivered(labels))  # type: ignore[attr-defined]
+            # Sealed records the trail already held still arrived: their seqs are no gap (the
+            # apiserver resent a batch, a second path delivered the same event). Told before the
+            # caller acknowledges the broker, so a crash re-delivers rather than forgets them.
+            kept = {id(r) for r in stored}
+            gone = {r.position for r in refused}
+            dups = [r for r in records if r.seq and id(r) not in kept and r.key not in gone]
+            if dups:
+                _each([c for c in self.consumers if getattr(c, "arrived", None) is not None],
+                      lambda c: c.arrived(dups))  # type: ignore[attr-defined]
         return stored
 
     def notify(self, stored: list[Record]) -> None:

@@ -206,6 +206,13 @@ class DetectConsumer:
         if new and self.deliverer is not None:
             self.deliverer.wake()
 
+    def arrived(self, records: list[Any]) -> None:
+        """Records that arrived but were not stored (the trail held their keys): only the arrival
+        detectors see them (a sealed source's seqs), with their alerts and state saved now."""
+        alerts = self._arrived(records)
+        self._record(alerts, self.store)
+        self.state.flush()
+
     def delivered(self, sources: set[str]) -> None:
         """These sources delivered records just now, stored or not (a duplicate of what another path
         stored first): wall-clock detectors (audit silence) count them as alive."""

@@ -110,3 +110,29 @@ def test_unsealed_records_are_not_tracked() -> None:
     d = detector(Clock())
     assert observe(d, make_records(5)) == []
     assert d.totals() == {}
+
+
+def test_records_the_trail_already_held_still_count_as_arrived(tmp_path) -> None:
+    """The apiserver resends a batch (or a second path delivers it): the same events come sealed
+    again under new seqs, the store refuses their keys, and those seqs are no gap."""
+    from kubetrail.pipeline import Options, open_pipeline
+
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "d")))
+    try:
+        seal = Seal()
+        first = make_records(5, source=SRC)
+        seal.commit(SRC, seal.seal(SRC, first))
+        pipe.notify(pipe.store_batch(first))
+        again = make_records(5, source=SRC)  # the same five events, sealed a second time: seqs 6..10
+        seal.commit(SRC, seal.seal(SRC, again))
+        assert pipe.store_batch(again) == []
+        more = make_records(2, start=5, source=SRC)
+        seal.commit(SRC, seal.seal(SRC, more))
+        pipe.notify(pipe.store_batch(more))
+        transit = next(c for c in pipe.consumers if hasattr(c, "arrival")).arrival[0]
+        state = transit.state.get("transit", SRC)
+        assert state["next"] == 13 and state["pending"] == [] and state["above"] == []
+        assert transit.tick(10**20) == []
+    finally:
+        pipe.close()
+        pipe.store.close()
