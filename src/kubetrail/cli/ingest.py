@@ -43,28 +43,29 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
     pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect))
     total = sum(os.path.getsize(p) for p in files if p != "-")
     show = not no_progress and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
-    try:
-        with sinks_off_stdout(as_json), click.progressbar(length=max(total, 1), label="ingesting",
-                                                           file=sys.stderr, hidden=not show) as bar:
-            for path in files:
-                inp = Input(path)
-                # a file name that is not UTF-8 is escaped here, once, not per record
-                source = SourceRef(cluster=cluster, node="", stream=printable(stream or f"file:{path}"))
-                last = 0
+    # held until the pipeline has closed: its outbox delivers (to a stdout sink, too) on close
+    with sinks_off_stdout(as_json):
+        try:
+            with click.progressbar(length=max(total, 1), label="ingesting", file=sys.stderr, hidden=not show) as bar:
+                for path in files:
+                    inp = Input(path)
+                    # a file name that is not UTF-8 is escaped here, once, not per record
+                    source = SourceRef(cluster=cluster, node="", stream=printable(stream or f"file:{path}"))
+                    last = 0
 
-                def tick(_n: int, inp: Input = inp) -> None:
-                    nonlocal last
-                    pos = inp.tell()
-                    bar.update(max(pos - last, 0))
-                    last = pos
+                    def tick(_n: int, inp: Input = inp) -> None:
+                        nonlocal last
+                        pos = inp.tell()
+                        bar.update(max(pos - last, 0))
+                        last = pos
 
-                try:
-                    pipe.ingest_items(inp.items(), source, progress=tick)
-                finally:
-                    inp.close()
-    finally:
-        pipe.close()
-        pipe.store.close()
+                    try:
+                        pipe.ingest_items(inp.items(), source, progress=tick)
+                    finally:
+                        inp.close()
+        finally:
+            pipe.close()
+            pipe.store.close()
     s = pipe.summary
     if as_json:
         click.echo(orjson.dumps({"read": s.read, "stored": s.stored, "duplicates": s.duplicates,
