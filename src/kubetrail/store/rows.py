@@ -114,6 +114,13 @@ def row_entry(row: Sequence[Any]) -> bytes:
     body_hash = row[4]
     if not isinstance(body_hash, bytes | memoryview) or len(body_hash) != 32:
         raise ValueError("body_sha256 is missing or not 32 bytes")
+    for name, value in zip(ENTRY_COLUMNS, row[5:], strict=True):
+        ok = (isinstance(value, int) and not isinstance(value, bool) if name in ("time", "seq")
+              else value is None or isinstance(value, int) if name == "code"
+              else isinstance(value, bytes | memoryview | str) if name == "meta"
+              else isinstance(value, str))
+        if not ok:
+            raise ValueError(f"column {name} holds {describe(value)}")
     return encode_entry_v2(row[5:], bytes(body_hash))
 
 
@@ -135,8 +142,39 @@ def verify_row(row: Sequence[Any]) -> tuple[int, bytes | None, str, bytes, bytes
             bytes(row[4]) if row[4] is not None else None, t if isinstance(t, int) else -1)
 
 
+_NAMES = tuple(c.strip() for c in COLUMNS.split(","))
+_INTS = frozenset({"leaf_index", "time", "seq"})
+_BLOBS = frozenset({"meta", "body"})
+
+
+def describe(value: Any) -> str:
+    """A stored value by its type, never its content: a damaged cell can hold anything, binary too."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes | memoryview):
+        return f"a BLOB of {len(value)} bytes"
+    return {int: "an integer", float: "a real number", str: "text"}.get(type(value), type(value).__name__)
+
+
+def check_types(row: Sequence[Any]) -> None:
+    """ValueError naming the first column (``COLUMNS`` order) whose stored type is not the record's:
+    SQLite stores any type in any column, and a BLOB in ``time`` must be named, not printed."""
+    for name, value in zip(_NAMES, row[:len(_NAMES)], strict=True):
+        if name in _INTS:
+            ok = isinstance(value, int)
+        elif name == "code":
+            ok = value is None or isinstance(value, int)
+        elif name in _BLOBS:
+            ok = isinstance(value, bytes | memoryview | str) or (name == "body" and value is None)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ValueError(f"column {name} holds {describe(value)}")
+
+
 def decode_record(row: Sequence[Any], decompress: Callable[[bytes], bytes]) -> Record:
     """A row selected with ``COLUMNS`` as a Record. Raises ValueError/TypeError/DecodeError when damaged."""
+    check_types(row)
     (idx, key, t, kind, source, seq, fmt, meta, body, audit_id, stage, level, verb, user, groups, imp,
      resource, subresource, api_group, namespace, name, code, source_ips, user_agent, request_uri, cred) = row[:26]
     if kind in LOG_KINDS:

@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import zstandard
 
-from kubetrail.errors import StoreError, StoreNotFoundError
+from kubetrail.errors import StoreDamagedError, StoreError, StoreNotFoundError
 from kubetrail.record import LogMeta, Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.alerts import AlertTables, OutboxTable
@@ -46,6 +46,7 @@ from kubetrail.store.rows import (
     INSERT_COLUMNS,
     MAX_INDEX,
     decode_record,
+    describe,
     row,
     row_entry,
 )
@@ -280,6 +281,12 @@ class SqliteStore:
         c = self._conn
         out: dict[str, Any] = {"entries": self.size(), "counters": self.counters()}
         out["bodies_kept"] = c.execute("SELECT COUNT(*) FROM entries WHERE body IS NOT NULL").fetchone()[0]
+        for col, want in (("time", "integer"), ("kind", "text"), ("source", "text"), ("format", "text"),
+                          ("verb", "text"), ("resource", "text"), ("username", "text")):
+            bad = c.execute(f"SELECT leaf_index, {col} FROM entries WHERE typeof({col}) != ? LIMIT 1", (want,)).fetchone()
+            if bad is not None:  # named, never printed: a damaged cell can hold binary
+                raise StoreDamagedError(f"the stored entry {bad[0]}: column {col} holds {describe(bad[1])}; "
+                                        "run `kubetrail verify`")
         span = c.execute("SELECT MIN(time), MAX(time) FROM entries").fetchone()
         out["first_time"], out["last_time"] = span
         for col in ("kind", "source", "format", "verb", "resource", "username"):
@@ -320,10 +327,17 @@ class SqliteStore:
         try:
             return decode_record(r, self.codec.decompress)
         except (ValueError, TypeError, msgspec.DecodeError, zstandard.ZstdError) as exc:
-            raise StoreError(f"the stored entry {r[0]} cannot be read ({exc}); run `kubetrail verify`") from exc
+            which = f"entry {r[0]}" if isinstance(r[0], int) else f"an entry whose leaf_index holds {describe(r[0])}"
+            raise StoreDamagedError(f"the stored {which} cannot be read ({_safe(exc)}); run `kubetrail verify`") from exc
 
 
 Store = SqliteStore  # the name callers used before the store had two engines
+
+
+def _safe(exc: BaseException) -> str:
+    """An error message fit to print: one that quotes stored bytes is named by its type instead."""
+    text = str(exc)
+    return text if text.isprintable() and "b'" not in text and 'b"' not in text else type(exc).__name__
 
 
 def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = False) -> set[str]:

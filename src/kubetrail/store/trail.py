@@ -66,6 +66,13 @@ class TrailTables:
     def checkpoint_notes(self) -> list[tuple[int, str]]:
         return [(int(i), str(n)) for i, n in self.db.execute("SELECT id, note FROM trail_checkpoints ORDER BY id")]
 
+    def checkpoint_columns(self) -> list[tuple[int, int, bytes]]:
+        out = []
+        for i, size, root in self.db.execute("SELECT id, size, root FROM trail_checkpoints ORDER BY id"):
+            ok = isinstance(size, int) and isinstance(root, bytes | memoryview)
+            out.append((int(i), size if ok else -1, bytes(root) if ok else b""))
+        return out
+
     def checkpoint_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM trail_checkpoints").fetchone()[0])
 
@@ -104,6 +111,13 @@ class TrailTables:
         try:
             for (h,) in self.db.execute("SELECT hash FROM trail_leaves ORDER BY idx"):
                 yield bytes(h)
+        except DAMAGED_ERRORS as exc:
+            raise damaged(exc, "the tree") from exc
+
+    def interior_nodes(self, level: int) -> Iterator[tuple[int, bytes]]:
+        try:
+            for i, h in self.db.execute("SELECT idx, hash FROM trail_nodes WHERE level = ? ORDER BY idx", (level,)):
+                yield int(i), bytes(h) if isinstance(h, bytes | memoryview) else b""
         except DAMAGED_ERRORS as exc:
             raise damaged(exc, "the tree") from exc
 
