@@ -22,7 +22,7 @@ from kubetrail.errors import TrailError
 from kubetrail.record import Record
 from kubetrail.trail import keys, witness
 from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
-from kubetrail.trail.note import Signer
+from kubetrail.trail.note import NoteError, Signer, parse_note
 from kubetrail.trail.proofs import ProofSource
 from kubetrail.trail.tree import Tree, sync_hook, sync_now
 
@@ -72,6 +72,18 @@ def _check_before_sync(store: TrailStore, origin: str, witness_dir: str | None) 
                           f"checkpoint of size {seen[0]}")
 
 
+def _committed(row: tuple[int, bytes, str]) -> tuple[int, bytes]:
+    """(size, root) the previous checkpoint commits to: read from its note, not from the row's
+    columns, so an edited column cannot block signing forever (``verify`` names the edit). The
+    signature is not checked here: after a key rotation the old notes still say what was signed."""
+    size, root, note = row
+    try:
+        cp = Checkpoint.parse(parse_note(note)[0])
+    except NoteError:
+        return size, root  # not a note at all: the columns are all there is (verify reports the row)
+    return cp.size, cp.root
+
+
 def sign_now(store: TrailStore, signer: Signer, witness_dir: str | None = None) -> tuple[Checkpoint, str]:
     """Sign the tree as it is now, store the note, and copy it to the witness directory."""
     _check_before_sync(store, signer.name, witness_dir)
@@ -81,7 +93,7 @@ def sign_now(store: TrailStore, signer: Signer, witness_dir: str | None = None) 
     cp = Checkpoint(signer.name, size, tree.root(size))
     prev = store.trail.latest_checkpoint()
     if prev is not None:
-        psize, proot, _ = prev
+        psize, proot = _committed(prev)
         if psize > size or tree.root(psize) != proot:
             raise _refuse(f"the trail no longer matches its checkpoint at size {psize}")
     seen = witness.latest(witness_dir, signer.name) if witness_dir else None

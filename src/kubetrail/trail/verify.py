@@ -30,7 +30,7 @@ from kubetrail.trail.merkle import CompactRange, leaf_hash
 from kubetrail.trail.note import NoteError, Verifier
 from kubetrail.trail.retention import RetentionRuns
 from kubetrail.trail.tree import Tree, TreeNodes
-from kubetrail.trail.witness import read_notes, witness_verifier
+from kubetrail.trail.witness import read_notes, witness_origins, witness_verifier
 
 # One stored entry as verify reads it: (leaf index, entry bytes or None when the row cannot be rebuilt,
 # why not, the stored leaf hash, the compressed body or None, the row's body SHA-256 (v2; None for a
@@ -45,6 +45,15 @@ class VerifySource(TreeNodes, Protocol):
     engine exception."""
 
     def checkpoint_notes(self) -> list[tuple[int, str]]: ...
+
+    def checkpoint_columns(self) -> list[tuple[int, int, bytes]]:
+        """(id, size, root) as the checkpoint rows' own columns hold them (what the signer reads)."""
+        ...
+
+    def interior_nodes(self, level: int) -> Iterator[tuple[int, bytes]]:
+        """(index, hash) of the stored complete subtrees at ``level`` (>= 1), in index order: the
+        nodes proofs are served from."""
+        ...
 
     def entries_size(self) -> int: ...
 
@@ -74,7 +83,7 @@ class SnapshotStore(Protocol):
 
 
 REASONS = ("modified", "removed", "inserted", "reordered", "truncated", "bad-signature",
-           "inconsistent-checkpoint")
+           "inconsistent-checkpoint", "bad-tree-node")
 _ORDER = {r: i for i, r in enumerate(REASONS)}
 _BODY_AT = len(ENTRY_PREFIX) + len('{"body_sha256":"')
 
@@ -94,7 +103,19 @@ class Report:
     witness_checkpoints: int = 0
     bodies_pruned: int = 0
     unsigned: bool = False  # entries but no checkpoint, and the store never signed one: nothing to check against
+    covered: int = 0  # the largest size a valid checkpoint (stored or witnessed) commits to
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is intact but not proven: entries appended after the newest signed checkpoint.
+        A warning, not a failure (an ingest may be running); ``--json`` lists it."""
+        uncovered = self.size - self.covered
+        if self.unsigned or uncovered <= 0 or self.first is not None:
+            return []
+        return [f"{uncovered} entries not yet covered by a signed checkpoint (the newest covers size "
+                f"{self.covered} of {self.size}): sign one with `kubetrail checkpoint --sign`, or this tail "
+                "could be cut without a trace"]
 
     @property
     def first(self) -> Problem | None:
@@ -103,7 +124,11 @@ class Report:
     def as_json(self) -> dict[str, object]:
         first = self.first
         if first is None:
-            return {"ok": True, "size": self.size, "root": self.root.hex()}
+            doc: dict[str, object] = {"ok": True, "size": self.size, "root": self.root.hex()}
+            if self.warnings:
+                doc["warnings"] = self.warnings
+                doc["uncovered"] = self.size - self.covered
+            return doc
         return {"ok": False, "first_bad_index": first.index, "reason": first.reason}
 
 
@@ -142,11 +167,76 @@ def _open_all(notes: list[tuple[str, str]], verifier: Verifier, report: Report) 
     return good
 
 
+def _check_columns(source: VerifySource, cps: list[_Cp], report: Report) -> None:
+    """A checkpoint row's size and root columns are what the signer compares the tree with: an
+    edited column must be named here (it would otherwise block signing forever, unexplained)."""
+    signed = {c.where: c for c in cps}
+    for cid, size, root in source.checkpoint_columns():
+        cp = signed.get(f"checkpoint #{cid}")
+        if cp is not None and (cp.size, cp.root) != (size, root):
+            report.problems.append(Problem(cp.size, "inconsistent-checkpoint",
+                                           f"checkpoint #{cid}: its size/root columns differ from what its signed "
+                                           "note commits to (the row was edited)"))
+
+
+def _check_witness_keys(witness_dir: str, verifier: Verifier, report: Report) -> None:
+    """A witness pins the first key (and origin) it saw. Checkpoints of another origin or key mean
+    the store's key was replaced: whoever holds the data directory can make a new key, rewrite the
+    history and re-sign it, and only the witness remembers the old one."""
+    for origin, pinned in witness_origins(witness_dir):
+        if origin != verifier.name:
+            report.problems.append(Problem(0, "bad-signature", f"the witness holds checkpoints of origin {origin!r}, "
+                                           f"not of this store's origin {verifier.name!r}: the trail key was "
+                                           "replaced, or the witness directory belongs to another trail"))
+        elif pinned is not None and pinned.encode() != verifier.encode():
+            report.problems.append(Problem(0, "bad-signature", f"the witness pinned another key for {origin!r} "
+                                           f"({pinned.encode()}); this store is verified with {verifier.encode()}"))
+
+
 def _claimed_size(note: str) -> int:
     try:
         return int(note.split("\n")[1])
     except (IndexError, ValueError):
         return 0
+
+
+class _StoredNodes:
+    """The stored complete subtrees (levels >= 1), read beside the scan with one cursor per level,
+    and compared with the nodes the scan's own compact range completes: proofs are served from the
+    stored ones, so a corrupted node would make every proof under it wrong while the leaves are fine."""
+
+    def __init__(self, source: VerifySource, tree_size: int) -> None:
+        self.source = source
+        self.tree_size = tree_size
+        self.cursors: dict[int, Iterator[tuple[int, bytes]]] = {}
+        self.ahead: dict[int, tuple[int, bytes] | None] = {}
+        self.problem: Problem | None = None
+
+    def _next(self, level: int, index: int) -> tuple[int, bytes] | None:
+        cursor = self.cursors.get(level)
+        if cursor is None:
+            cursor = self.cursors[level] = self.source.interior_nodes(level)
+            self.ahead[level] = next(cursor, None)
+        got = self.ahead[level]
+        while got is not None and got[0] < index:
+            got = next(cursor, None)
+        if got is not None and got[0] == index:
+            self.ahead[level] = next(cursor, None)
+        else:
+            self.ahead[level] = got
+        return got if got is not None and got[0] == index else None
+
+    def check(self, nodes: list[tuple[int, int, bytes]]) -> None:
+        for level, index, want in nodes:
+            if self.problem is not None or (index + 1) << level > self.tree_size:
+                return
+            got = self._next(level, index)
+            if got is None or got[1] != want:
+                first, last = index << level, ((index + 1) << level) - 1
+                what = "is missing" if got is None else "does not match the entries"
+                self.problem = Problem(first, "bad-tree-node",
+                                       f"the stored tree node at level {level}, index {index} (leaves {first}..{last}) "
+                                       f"{what}: inclusion and consistency proofs through it would be wrong")
 
 
 class _Leaves:
@@ -199,7 +289,9 @@ def verify(source: VerifySource, verifier: Verifier, witness_dir: str | None,
     notes = [(f"checkpoint #{cid}", note) for cid, note in source.checkpoint_notes()]
     report.checkpoints = len(notes)
     cps = _open_all(notes, verifier, report)
+    _check_columns(source, cps, report)
     if witness_dir:
+        _check_witness_keys(witness_dir, verifier, report)
         wv = witness_verifier(witness_dir, verifier.name) or verifier
         wnotes = [(f"witness {name}", text) for name, text in read_notes(witness_dir, verifier.name)]
         report.witness_checkpoints = len(wnotes)
@@ -232,6 +324,7 @@ def verify(source: VerifySource, verifier: Verifier, witness_dir: str | None,
                                                        f"it ends at {i}"))
     report.size = i
     report.root = cr.root()
+    report.covered = max((c.size for c in cps if c.size <= i), default=0)
     if report.first is None or report.first.index >= i:
         for cp in cps[k:]:
             if cp.size > i:
@@ -247,6 +340,8 @@ def _scan(source: VerifySource, leaves: _Leaves, cps: list[_Cp], cr: CompactRang
     """The streaming pass; returns (entries checked, index of the next checkpoint not reached)."""
     sha256, lh = hashlib.sha256, leaf_hash
     matched = 0  # largest checkpoint size known to match
+    stored_nodes = _StoredNodes(source, leaves.size)
+    completed: list[tuple[int, int, bytes]] = []
     i = 0
     for idx, entry, why, stored_leaf, body, body_sha256, time in source.entry_rows():
         ref = leaves.next()
@@ -284,7 +379,10 @@ def _scan(source: VerifySource, leaves: _Leaves, cps: list[_Cp], cr: CompactRang
         if stored_leaf != leaf:
             report.problems.append(Problem(i, "modified", f"the stored leaf hash of entry {i} was changed"))
             break
-        cr.append(leaf)
+        cr.append(leaf, completed)
+        if completed:
+            stored_nodes.check(completed)
+            completed.clear()
         i += 1
         while k < len(cps) and cps[k].size == i:
             if cps[k].root == cr.root():
@@ -298,6 +396,8 @@ def _scan(source: VerifySource, leaves: _Leaves, cps: list[_Cp], cr: CompactRang
     else:
         if leaves.size > i:
             report.problems.append(Problem(i, "truncated", f"the tree holds {leaves.size} leaves, the store {i}"))
+    if stored_nodes.problem is not None:
+        report.problems.append(stored_nodes.problem)
     return i, k
 
 

@@ -8,6 +8,12 @@ then reports a rolled-back store as truncated and a rewritten one as inconsisten
 Layout: ``DIR/<hex SHA-256(origin)>/vkey`` (the first verifier key seen, trust on first use) and
 ``DIR/<hex SHA-256(origin)>/<size, 20 digits>-<root hex>.checkpoint`` (created exclusively, never
 rewritten). The hashed origin is the same name C2SP tlog-witness monitors use.
+
+One witness directory serves one trail: it pins the first origin and key it saw. Publishing with
+another key or origin is refused, and ``verify --witness`` fails when the directory holds
+checkpoints of another origin or key — otherwise whoever holds the data directory could make a new
+key with a new origin, rewrite the history, re-sign it, and the witness (looked up under the new
+origin) would have nothing to say.
 """
 
 from __future__ import annotations
@@ -41,8 +47,13 @@ def _create(path: str, data: bytes) -> bool:
 
 
 def publish(witness_dir: str, cp: Checkpoint, note: str, verifier: Verifier) -> bool:
-    """Keep a copy of a signed checkpoint; returns False when the same one is already there."""
+    """Keep a copy of a signed checkpoint; returns False when the same one is already there.
+    Refused (``TrailError``) when the directory pinned another origin or key."""
     d = origin_dir(witness_dir, cp.origin)
+    for origin, pinned in witness_origins(witness_dir) if os.path.isdir(witness_dir) else []:
+        if origin != cp.origin or (pinned is not None and pinned.encode() != verifier.encode()):
+            raise TrailError(f"the witness directory {witness_dir} holds checkpoints of {origin!r} with another key: "
+                             "one witness directory serves one trail (a replaced key needs a new one)")
     try:
         os.makedirs(d, exist_ok=True)
         _create(os.path.join(d, "vkey"), (verifier.encode() + "\n").encode())
@@ -60,6 +71,28 @@ def witness_verifier(witness_dir: str, origin: str) -> Verifier | None:
         return None
     except (OSError, NoteError) as exc:
         raise TrailError(f"bad witness key {path}: {exc}") from exc
+
+
+def witness_origins(witness_dir: str) -> list[tuple[str, Verifier | None]]:
+    """(origin, pinned key) of every trail the directory holds checkpoints for; an origin directory
+    without a readable key is named by its hashed name and has no key."""
+    if not os.path.isdir(witness_dir):
+        raise TrailError(f"witness directory {witness_dir} does not exist")
+    out: list[tuple[str, Verifier | None]] = []
+    for name in sorted(os.listdir(witness_dir)):
+        d = os.path.join(witness_dir, name)
+        if not os.path.isdir(d):
+            continue
+        try:
+            with open(os.path.join(d, "vkey")) as fh:
+                key: Verifier | None = Verifier.parse(fh.read())
+        except (OSError, NoteError):
+            key = None
+        origin = key.name if key is not None and origin_dir(witness_dir, key.name) == d else f"<unknown {name}>"
+        if key is None and not any(n.endswith(SUFFIX) for n in os.listdir(d)):
+            continue  # an empty leftover: nothing witnessed
+        out.append((origin, key))
+    return out
 
 
 def read_notes(witness_dir: str, origin: str) -> Iterator[tuple[str, str]]:
