@@ -203,6 +203,8 @@ def test_the_live_tailer_moves_past_every_poisoned_line(all_cases: list[Case], t
     assert not [g for g in goods if g not in found]
     hostile_stored = sum(c.marker in found for c in line_cases)
     assert hostile_stored + rejected >= len(line_cases) and stored == len(goods) + hostile_stored
+    r = CliRunner().invoke(cli, ["verify", "--deep", "--json", "--data", str(tmp_path / "data")])
+    assert orjson.loads(r.stdout.strip().splitlines()[-1])["ok"] is True, r.output[-2000:]
 
 
 @pytest.mark.integration
