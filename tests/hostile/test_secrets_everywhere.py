@@ -155,6 +155,7 @@ def test_planted_secrets_reach_no_byte_written_or_sent(tmp_path: Path) -> None:
     (tmp_path / "echo.yaml").write_text(ECHO_RULE)
     (data / "detect.yaml").write_text(yaml.safe_dump({
         "rules": [str(tmp_path / "echo.yaml")], "rate_limit": {"max_alerts": 100000, "window_secs": 1},
+        "suppress": {"rules": {"Planted Echo": {"window_secs": 0}}},  # one alert per event, not aggregated
         "sinks": [{"name": "out", "type": "stdout"}, {"name": "file", "type": "jsonl", "path": str(tmp_path / "a.jsonl")},
                   {"name": "hook", "type": "webhook", "url": hook.url + "/hook"},
                   {"name": "slack", "type": "slack", "url": slack.url + "/services/T/B/X"},

@@ -95,7 +95,8 @@ def test_webhook_slack_alertmanager_formats(data_dir: str) -> None:
 def test_down_sink_keeps_alerts_and_delivers_when_back(data_dir: str) -> None:
     port = _free_port()
     settings = parse_settings({"sinks": [{"name": "hook", "type": "webhook", "url": f"http://127.0.0.1:{port}/",
-                                          "timeout_secs": 2}]})
+                                          "timeout_secs": 2}],
+                               "suppress": {"window_secs": 0}})  # three alerts, not one aggregated
     store = Store.open(data_dir)
     clock = Clock()
     box = Outbox(store, settings, clock=clock)

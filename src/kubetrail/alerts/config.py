@@ -3,7 +3,10 @@
 Example::
 
     rules: [/etc/kubetrail/extra_rules.yaml]   # loaded after the built-in ruleset
-    disable: ["K8s * Created"]                   # rule names (wildcards) or tags to turn off
+    disable: ["K8s * Created"]                   # detector ids (wildcards) or tags to turn off
+    exceptions: [{rule: "K8s Identity Used From New Source IP", name: vpn, fields: [source_ip],
+                  comps: [startswith], values: [["10.8."]]}]   # alerts/tuning.py
+    suppress: {window_secs: 86400, by: [subject]}               # aggregation: alerts/route.py
     match: all                                   # all | first
     min_priority: debug
     rate_limit: {max_alerts: 20, window_secs: 600}
@@ -23,11 +26,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 import msgspec
 import yaml
 
 from kubetrail.alerts.alert import PRIORITIES
+from kubetrail.alerts.tuning import DetectorException, check_exceptions
 from kubetrail.errors import ConfigError
 
 CONFIG_FILE = "detect.yaml"
@@ -93,6 +98,37 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     window_secs: float = 600.0
 
 
+class Suppression(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One detector's aggregation; unset keys inherit ``suppress.by``/``suppress.window_secs``."""
+
+    by: list[str] | None = None
+    window_secs: float | None = None
+
+
+# Built-in per-rule grouping: rules about a credential aggregate per credential, not per user.
+BUILTIN_SUPPRESS = {
+    "Legacy Service Account Token Used": Suppression(by=["credential"]),
+    "Stale Bound Token Used": Suppression(by=["credential"]),
+}
+GROUP_FIELDS = ("subject", "credential", "source_ip", "user_agent", "namespace", "name", "resource", "verb")
+
+
+class SuppressConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Alert aggregation (Elastic-style suppression): one alert per detector, group-by values and
+    event-time window; later occurrences fold into it (docs/alerts.md, "Aggregation")."""
+
+    window_secs: float = 86400.0  # 0: no aggregation (one alert per request)
+    by: list[str] = msgspec.field(default_factory=lambda: ["subject"])
+    rules: dict[str, Suppression] = {}
+
+    def for_rule(self, rule: str) -> tuple[list[str], float]:
+        """(group-by fields, window seconds) for one detector's rule name."""
+        own = self.rules.get(rule) or BUILTIN_SUPPRESS.get(rule) or Suppression()
+        by = own.by if own.by is not None else self.by
+        window = own.window_secs if own.window_secs is not None else self.window_secs
+        return by, window
+
+
 class StatefulConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     learning_secs: float = 3600.0  # first-seen detectors stay quiet this long after their first event
@@ -120,6 +156,8 @@ class DetectSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # Detection runs in event-time order behind a watermark this far behind the newest event
     # (ordering.py): the apiserver's webhook batching (30 s) and its five attempts (≈4 min).
     allowed_lateness_secs: float = 300.0
+    suppress: SuppressConfig = SuppressConfig()
+    exceptions: list[DetectorException] = []
     stateful: StatefulConfig = StatefulConfig()
     sinks: list[SinkConfig] = []
 
@@ -140,11 +178,49 @@ def load_settings(data_dir: str) -> DetectSettings:
     return parse_settings(data, path)
 
 
+_PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
+
+
+def key_path_error(exc: msgspec.ValidationError, origin: str) -> ConfigError:
+    """msgspec's message as ``origin: key.path: problem`` (``rate_limit.max_alerts: Expected `int`…``)."""
+    msg = str(exc)
+    m = _PATH_IN_MSG.search(msg)
+    where = m.group("path").lstrip(".") if m else ""
+    where = re.sub(r"\.?\[(\d+)\]", r"[\1]", where)
+    text = _PATH_IN_MSG.sub("", msg)
+    unknown = _UNKNOWN.match(text)
+    if unknown:
+        where = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
+        text = "unknown key (see docs/config.md for the keys detection takes)"
+    return ConfigError(f"{origin}: {where}" if where else origin, text)
+
+
+def _check_group_by(fields: list[str], where: str) -> None:
+    for i, name in enumerate(fields):
+        if name not in GROUP_FIELDS and not (name.startswith("fields.") and len(name) > 7):
+            raise ConfigError(f"{where}[{i}]", f"unknown group-by field {name!r} (one of {', '.join(GROUP_FIELDS)}, "
+                              "or fields.NAME for a field of the alert)")
+
+
+def _check_suppress(s: SuppressConfig, origin: str) -> None:
+    if s.window_secs < 0:
+        raise ConfigError(f"{origin}: suppress.window_secs", "must be 0 (no aggregation) or more")
+    _check_group_by(s.by, f"{origin}: suppress.by")
+    for name, rule in s.rules.items():
+        if rule.window_secs is not None and rule.window_secs < 0:
+            raise ConfigError(f"{origin}: suppress.rules.{name}.window_secs", "must be 0 (no aggregation) or more")
+        if rule.by is not None:
+            _check_group_by(rule.by, f"{origin}: suppress.rules.{name}.by")
+
+
 def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
     try:
         settings = msgspec.convert(data, DetectSettings, strict=True)
     except msgspec.ValidationError as exc:
-        raise ConfigError(origin, str(exc)) from exc
+        raise key_path_error(exc, origin) from exc
+    _check_suppress(settings.suppress, origin)
+    check_exceptions(settings.exceptions, origin)
     names = [s.name for s in settings.sinks]
     if len(set(names)) != len(names):
         raise ConfigError(f"{origin}: sinks", "sink names must be unique")

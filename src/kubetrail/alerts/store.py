@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
@@ -25,10 +26,26 @@ import orjson
 from kubetrail import telemetry
 from kubetrail.alerts.alert import Alert, Evidence, priority_level
 from kubetrail.alerts.config import DetectSettings, load_settings
-from kubetrail.alerts.route import MAX_EVIDENCE, decide
-from kubetrail.store.api import AlertRow, AlertsRepo, OutboxRepo, Repos, Store
+from kubetrail.alerts.route import FIRST_EVIDENCE, MAX_EVIDENCE, decide, occurrence_of
+from kubetrail.alerts.tuning import disabled, excepted
+from kubetrail.store.api import AlertRow, AlertsRepo, EventRow, OutboxRepo, Repos, Store
 
 _settings_cache: dict[str, tuple[float, DetectSettings]] = {}
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One occurrence folded into an alert: the request, its event time, one evidence record."""
+
+    occurrence: str
+    time: int
+    evidence: Evidence
+
+    def to_json(self) -> dict[str, object]:
+        from kubetrail.timefmt import format_ns
+
+        return {"occurrence": self.occurrence, "time": format_ns(self.time), "time_ns": self.time,
+                **self.evidence.to_json()}
 
 
 class AlertReader(Protocol):
@@ -64,17 +81,20 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
     now = time.time_ns()
     with store.transaction() as tx:
         for alert in alerts:
-            d = decide(tx.alerts, alert, settings.rate_limit)
+            if tuned_out(alert, settings):
+                out.append(None)
+                continue
+            occurrence = occurrence_of(alert)
+            d = decide(tx.alerts, alert, settings)
             if d.new:
-                alert.id = tx.alerts.insert(_row(alert), now)
-                _add_evidence(tx, alert.id, alert.evidence)
+                alert.last_seen, alert.count = alert.time, 1
+                alert.id = tx.alerts.insert(_row(alert, occurrence), now)
+                tx.alerts.add_events(_events(alert.id, alert, occurrence))
                 _enqueue(tx.outbox, alert, settings, now)
                 out.append(alert.id)
             else:
                 assert d.fold_into is not None
-                if d.reason == "rate_limited":
-                    tx.alerts.add_suppressed(d.fold_into)
-                _add_evidence(tx, d.fold_into, alert.evidence)
+                _fold(tx, d.fold_into, alert, occurrence)
                 out.append(None)
     for alert, alert_id in zip(alerts, out, strict=True):  # after the commit: only alerts that exist
         if alert_id is not None:
@@ -83,11 +103,32 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
     return out
 
 
-def _row(a: Alert) -> AlertRow:
+def tuned_out(alert: Alert, settings: DetectSettings) -> bool:
+    """Whether ``disable:`` or an ``exceptions:`` entry of detect.yaml drops this alert."""
+    if disabled(settings.disable, alert.rule, alert.tags):
+        return True
+    if not settings.exceptions:
+        return False
+    values = {"subject": alert.subject, **alert.group, **{f"fields.{k}": v if isinstance(v, str) else str(v)
+                                                          for k, v in alert.fields.items()}}
+    return bool(excepted(settings.exceptions, alert.rule, values))
+
+
+def _fold(tx: Repos, alert_id: int, alert: Alert, occurrence: str) -> None:
+    """Add one occurrence to a stored alert: its evidence, the count, last seen, and — when it is now
+    the earliest (event time, then occurrence id) — the output and fields that describe it."""
+    fresh = not tx.alerts.has_occurrence(alert_id, occurrence)
+    tx.alerts.add_events(_events(alert_id, alert, occurrence))
+    stored = tx.alerts.get(alert_id)
+    earlier = stored is not None and (alert.time, occurrence) < (stored.time, stored.occurrence or "\uffff")
+    tx.alerts.fold(alert_id, alert.time, fresh, _row(alert, occurrence) if earlier else None)
+
+
+def _row(a: Alert, occurrence: str = "") -> AlertRow:
     return AlertRow(rule=a.rule, priority=a.priority, level=a.priority_level, time=a.time, subject=a.subject,
                     output=a.output, fields_json=orjson.dumps(a.fields, default=str).decode(),
                     tags_json=orjson.dumps(a.tags).decode(), origin=a.origin, dedup_key=a.dedup_key,
-                    suppressed=a.suppressed)
+                    suppressed=a.suppressed, last_seen=a.last_seen or a.time, count=a.count, occurrence=occurrence)
 
 
 LATE_NOTE = "late_events_after_decision"
@@ -111,10 +152,8 @@ def note_late_events(store: Store, times: Sequence[int], window_ns: int) -> int:
     return len(updates)
 
 
-def _add_evidence(tx: Repos, alert_id: int, evidence: Iterable[Evidence]) -> None:
-    have = tx.alerts.evidence_count(alert_id)
-    rows = [(alert_id, e.key, e.audit_id, e.stage, e.leaf_index) for e in evidence]
-    tx.alerts.add_evidence(rows[:max(MAX_EVIDENCE - have, 0)])
+def _events(alert_id: int, a: Alert, occurrence: str) -> list[EventRow]:
+    return [(alert_id, e.key, occurrence, a.time, e.audit_id, e.stage, e.leaf_index) for e in a.evidence[:MAX_EVIDENCE]]
 
 
 def _enqueue(outbox: OutboxRepo, a: Alert, settings: DetectSettings, now: int) -> None:
@@ -125,7 +164,8 @@ def _enqueue(outbox: OutboxRepo, a: Alert, settings: DetectSettings, now: int) -
 
 def list_alerts(store: AlertReader, since: int | None = None, until: int | None = None, rule: str | None = None,
                 min_priority: str | None = None, limit: int | None = None) -> list[Alert]:
-    """Stored alerts in time order, with their evidence (ordered by leaf index)."""
+    """Stored alerts in time order, with their evidence: the records of their first ``FIRST_EVIDENCE``
+    occurrences by event time and of the latest (``alert_events`` lists every occurrence)."""
     rows = store.alerts.list(since=since, until=until, rule=rule,
                              max_level=priority_level(min_priority) if min_priority else None, limit=limit)
     alerts = [_alert(r) for r in rows]
@@ -156,10 +196,17 @@ def get_alert(store: AlertReader, alert_id: int) -> Alert | None:
 def _alert(r: AlertRow) -> Alert:
     return Alert(rule=r.rule, priority=r.priority, time=r.time, subject=r.subject, output=r.output,
                  fields=orjson.loads(r.fields_json), tags=orjson.loads(r.tags_json), origin=r.origin,
-                 dedup_key=r.dedup_key, id=r.id, suppressed=r.suppressed)
+                 dedup_key=r.dedup_key, id=r.id, suppressed=r.suppressed, last_seen=r.last_seen or r.time,
+                 count=r.count)
 
 
-def _attach_evidence(repo: AlertsRepo, alerts: list[Alert]) -> None:
+def alert_events(store: AlertReader, alert_id: int, limit: int | None = None, offset: int = 0) -> list[AlertEvent]:
+    """Every occurrence folded into an alert (the suppressed ones too), in event-time order."""
+    return [AlertEvent(occurrence=occ, time=t, evidence=Evidence(key=key, audit_id=aid, stage=stage, leaf_index=leaf))
+            for _, key, occ, t, aid, stage, leaf in store.alerts.events(alert_id, limit, offset)]
+
+
+def _attach_evidence(repo: AlertsRepo, alerts: list[Alert], first: int = FIRST_EVIDENCE) -> None:
     by_id = {a.id: a for a in alerts}
-    for aid, key, audit_id, stage, leaf in repo.evidence([i for i in by_id if i is not None]):
+    for aid, key, audit_id, stage, leaf in repo.evidence([i for i in by_id if i is not None], first):
         by_id[aid].evidence.append(Evidence(key=key, audit_id=audit_id, stage=stage, leaf_index=leaf))

@@ -8,12 +8,13 @@ import orjson
 from kubetrail.alerts.alert import Alert
 from kubetrail.alerts.outbox import Outbox
 from kubetrail.alerts.sinks.stdout import text_line
-from kubetrail.alerts.store import get_alert, list_alerts, settings_for
+from kubetrail.alerts.store import alert_events, get_alert, list_alerts, settings_for
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import PRIORITY, data_option, json_option
 from kubetrail.cli.output import Column, Listing, emit, output_option, sinks_off_stdout
 from kubetrail.cli.resolve import open_read, when
 from kubetrail.store import QueryFilters, open_store
+from kubetrail.timefmt import format_ns as out_time
 
 ALERT_COLUMNS = [
     Column("id", "id", right=True),
@@ -21,6 +22,8 @@ ALERT_COLUMNS = [
     Column("priority", "priority"),
     Column("rule", "rule"),
     Column("subject", "subject"),
+    Column("count", "count", right=True),
+    Column("last seen", "last_seen", time=True, wide=True),
     Column("leaf", lambda a: [e["leaf_index"] for e in a["evidence"]]),
     Column("output", "output"),
 ]
@@ -62,9 +65,11 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
 
 @alerts.command("show")
 @click.argument("alert_id", type=int)
+@click.option("--events", "with_events", is_flag=True,
+              help="Also list every occurrence folded into the alert (aggregated ones too).")
 @json_option
 @data_option
-def show(alert_id: int, as_json: bool, data_dir: str) -> None:
+def show(alert_id: int, with_events: bool, as_json: bool, data_dir: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
     from kubetrail.cli.query import record_row, target, who
     from kubetrail.web.documents import alert_document  # one serialisation with /api/v1/alerts/{id}
@@ -75,12 +80,20 @@ def show(alert_id: int, as_json: bool, data_dir: str) -> None:
         alert = get_alert(store, alert_id)
         assert alert is not None  # alert_document raised NotFoundError otherwise
         records = [store.get(e.key) for e in alert.evidence]
+        events = alert_events(store, alert_id) if with_events else []
     finally:
         store.close()
+    if with_events:
+        out["events"] = [e.to_json() for e in events]
     if as_json:
         click.echo(orjson.dumps(out, default=str).decode())
         return
     click.echo(text_line(alert))
+    if alert.count > 1:
+        click.echo(f"  {alert.count} occurrences, {out['first_seen']} .. {out['last_seen']}"
+                   f"{'' if with_events else ' (--events lists them all)'}")
+    for e in events:
+        click.echo(f"  occurrence {e.occurrence} {out_time(e.time)} leaf {e.evidence.leaf_index} {e.evidence.stage}")
     for r in records:
         if r is not None:
             row = record_row(r)

@@ -39,7 +39,7 @@ def test_same_request_other_stage_is_one_alert(data_dir: str) -> None:
 
 def test_rate_limit_folds_into_newest(data_dir: str) -> None:
     store = Store.open(data_dir)
-    settings = parse_settings({"rate_limit": {"max_alerts": 3, "window_secs": 60}})
+    settings = parse_settings({"rate_limit": {"max_alerts": 3, "window_secs": 60}, "suppress": {"window_secs": 0}})
     ids = record_alerts(store, [_alert(i) for i in range(5)], settings)
     assert ids == [1, 2, 3, None, None]
     assert get_alert(store, 3).suppressed == 2  # type: ignore[union-attr]

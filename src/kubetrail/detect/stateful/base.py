@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from kubetrail.alerts.alert import Alert, Evidence
+from kubetrail.alerts.alert import Alert, Evidence, group_values
 
 # Managed-platform and control-plane identities: their behaviour is machine-regular and would
 # drown first-seen, rate and sequence detectors (Elastic's exclusion lists, corpus §2.1).
@@ -51,7 +51,9 @@ def make_alert(rule: str, priority: str, record: Any, subject_: str, output: str
                dedup: str, fields: dict[str, Any] | None = None, evidence: list[Evidence] | None = None) -> Alert:
     return Alert(rule=rule, priority=priority, time=record.time, subject=subject_, output=output,
                  fields=fields or {}, tags=tags, evidence=evidence if evidence is not None else [Evidence.of(record)],
-                 origin="stateful", dedup_key=f"{rule}\x1f{subject_}\x1f{dedup}")
+                 origin="stateful", dedup_key=f"{rule}\x1f{subject_}\x1f{dedup}",
+                 group=group_values(record.event() if hasattr(record, "event") else {}, getattr(record, "meta", None),
+                                    subject_))
 
 
 def done_ok(record: Any) -> bool:
