@@ -11,7 +11,7 @@ from kubetrail.cli.output import Column, Listing, emit, output_option
 from kubetrail.cli.resolve import open_read, when
 from kubetrail.credentials.consumer import rebuild as rebuild_inventory
 from kubetrail.credentials.model import KINDS
-from kubetrail.credentials.report import list_credentials, show
+from kubetrail.credentials.report import list_credentials, show, summary
 from kubetrail.store import open_store
 
 
@@ -66,6 +66,26 @@ def list_cmd(kind: str | None, active: bool, expired: bool, unaccounted: bool, a
     if gaps and output in ("table", "wide"):
         click.echo(f"\n{gaps} credential(s) have policy gaps (what the audit level hid): `kubetrail creds show ID`, "
                    "then `kubetrail policy lint`.", err=True)
+
+
+@creds.command("summary")
+@json_option
+@data_option
+def summary_cmd(as_json: bool, data_dir: str) -> None:
+    """The inventory's standing facts in one finding: flags per class, identities no credential explains."""
+    with open_read(data_dir) as store:
+        found = summary(store)
+    if as_json:
+        emit(found)
+        return
+    click.echo(f"{found['credentials']} credentials and identities in the inventory")
+    for f in found["flags"]:
+        click.echo(f"  {f['priority']:<9} {f['flag']:<22} {f['facts']:>5} fact(s), {f['alerted']:>3} alerted")
+    masters = found["system_masters_identities"]
+    click.echo(f"{found['unaccounted_identities']} identities no credential explains"
+               + (f", {len(masters)} in system:masters: {', '.join(masters)}" if masters else ""))
+    for e in found["top_unaccounted"]:
+        click.echo(f"  {e['subject']} ({e['uses']} requests): {e['reason']}")
 
 
 @creds.command("show")

@@ -15,9 +15,11 @@ watermark releases is applied — creation events (inventory.py), then the use l
 holds again what was held, and a consumer that was not running catches up from ``next_leaf``. The
 frontier is read again under the write lock, so two processes on one store never apply a record twice.
 
-New flags raise alerts after the commit (``kubetrail.alerts.store.record_alerts``), one per
-credential and flag (the alert's ``dedup_key``); a flag whose alert could not be written stays
-``alerted = 0`` and is retried with the next batch.
+Flags that mean an attack in progress raise alerts after the commit
+(``kubetrail.alerts.store.record_alerts``), one per credential and flag (the alert's ``dedup_key``);
+a flag whose alert could not be written stays ``alerted = 0`` and is retried with the next batch.
+The other flags are standing facts (``alerted = 2``): the inventory lists them, nothing is paged
+(flags.py says which is which). ``disable:``/``exceptions:`` of detect.yaml apply to every flag.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from typing import Any
 
 import orjson
 
+from kubetrail.alerts.alert import Alert, Evidence
+from kubetrail.alerts.config import DetectSettings
+from kubetrail.alerts.store import record_alerts, settings_for
 from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
@@ -44,26 +49,26 @@ TAGS = {
     "new-source-ip": ["T1550", "T1528", "credentials"], "legacy-token-in-use": ["T1528", "credentials"],
     "cluster-admin-sa": ["T1078", "credentials"], "unaccounted": ["T1552", "credentials"],
     "decision-conflict": ["T1098", "credentials"], "jti-collision": ["T1550", "credentials"],
-    "subject-mismatch": ["T1550", "credentials"],
+    "subject-mismatch": ["T1550", "credentials"], "minted-for-another": ["T1528", "credentials"],
 }
 
 
 class CredentialConsumer:
     """``lateness_secs`` None: ``allowed_lateness_secs`` of ``DATA/detect.yaml``; 0 applies records in
     arrival order. ``live`` (``run``, ``webhook serve``): held records stay held across a restart and
-    ``tick`` releases them with wall time; otherwise ``close`` releases everything."""
+    ``tick`` releases them with wall time; otherwise ``close`` releases everything. ``settings``: the
+    detection settings (default ``DATA/detect.yaml``): flags turned off or excepted there are not raised."""
 
     def __init__(self, store: Store, alerts: bool = True, lateness_secs: float | None = None, live: bool = False,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, settings: DetectSettings | None = None) -> None:
         self.store = store
         self.alerts = alerts
         self.live = live
         self.clock = clock
+        self.settings = settings if settings is not None else settings_for(store.data_dir)
         self.ledger = Ledger(store.credentials)
         if lateness_secs is None:
-            from kubetrail.alerts.store import settings_for
-
-            lateness_secs = settings_for(store.data_dir).allowed_lateness_secs
+            lateness_secs = self.settings.allowed_lateness_secs
         self.lateness_ns = int(lateness_secs * 1e9)
         self.buffer = self._held()
         self.catch_up()
@@ -174,17 +179,14 @@ class CredentialConsumer:
             if cred is None:
                 continue
             have = ledger.flags(cid)
-            for f in flags.evaluate(cred, ledger.aggregate(cid), ledger):
+            for f in flags.evaluate(cred, ledger.aggregate(cid), ledger, self.settings):
                 if f.flag not in have:
                     ledger.add_flag(cid, f)
+                elif f.alert:
+                    ledger.promote_flag(cid, f.flag)
 
     def raise_alerts(self) -> int:
         """One alert per new flag; returns how many flags were sent to the alert store."""
-        try:
-            from kubetrail.alerts.alert import Alert, Evidence
-            from kubetrail.alerts.store import record_alerts
-        except ImportError:  # the alerts package is optional for the inventory
-            return 0
         rows = self.store.credentials.unalerted_flags()
         if not rows:
             return 0
@@ -196,8 +198,9 @@ class CredentialConsumer:
                 fields={"credential": cid, "kind": kind, "flag": flag, "credential_id": credential_id},
                 tags=TAGS.get(flag, ["credentials"]),
                 evidence=[Evidence(key=key, audit_id=audit_id, stage=stage, leaf_index=leaf)] if key else [],
-                origin="credentials", dedup_key=f"credentials\x1f{cid}\x1f{flag}"))
-        ids = record_alerts(self.store, alerts)
+                origin="credentials", dedup_key=f"credentials\x1f{cid}\x1f{flag}",
+                group={"subject": subject or cid, "credential": credential_id or cid}))
+        ids = record_alerts(self.store, alerts, self.settings)
         with self.store.transaction() as tx:
             tx.credentials.mark_alerted([(aid, row[0], row[1]) for aid, row in zip(ids, rows, strict=True)])
         return len(rows)
@@ -219,6 +222,7 @@ def rebuild(store: Store, alerts: bool = True, chunk: int = 2000) -> int:
     consumer = CredentialConsumer.__new__(CredentialConsumer)
     consumer.store, consumer.alerts, consumer.live, consumer.clock = store, alerts, False, time.time_ns
     consumer.ledger, consumer.lateness_ns = Ledger(store.credentials), 0
+    consumer.settings = settings_for(store.data_dir)
     consumer.buffer = ReorderBuffer(0)
     size = store.size()
     read = 0
@@ -239,4 +243,5 @@ def rebuild(store: Store, alerts: bool = True, chunk: int = 2000) -> int:
 def credentials_consumer(store: Store, options: Any) -> CredentialConsumer:
     """The pipeline's factory (``pipeline.CONSUMERS``): alerts only when detection is on."""
     return CredentialConsumer(store, alerts=bool(getattr(options, "detect", True)),
-                              live=bool(getattr(options, "live", False)))
+                              live=bool(getattr(options, "live", False)),
+                              settings=getattr(options, "detect_settings", None))

@@ -1,9 +1,13 @@
 """Risk flags on credentials, each with its explanation and the record that shows it, and the
 policy-gap notes that say what the audit level hid.
 
-A flag is raised once per credential (``credential_flags`` primary key) and raises one alert
+A flag is raised once per credential (``credential_flags`` primary key). Most flags are standing
+facts about the inventory (a long-lived token, a legacy token in use, a certificate minted outside
+the CSR API): they are listed by ``kubetrail creds list`` and summarised by ``creds summary``, and
+raise no alert. The flags that mean an attack in progress (``ATTACK``) raise one alert each
 (``consumer.py``). Flags are re-evaluated whenever a credential or its uses change; a flag is never
-withdrawn, because an alert already went out and the evidence stays in the trail.
+withdrawn, because the evidence stays in the trail; a fact that later turns out to be an attack
+(the creation of the credential arrived after its uses) is promoted and alerted then.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kubetrail.alerts.config import DetectSettings
+from kubetrail.alerts.tuning import disabled, excepted
 from kubetrail.credentials.events import acting, as_seen
 from kubetrail.credentials.ledger import Aggregate, Ledger
 from kubetrail.credentials.model import Credential, Flag, Step
@@ -88,9 +94,62 @@ def _is_controller(user: str) -> bool:
     return user.startswith(("system:", "eks:"))
 
 
+LOOPBACK = "kube-apiserver loopback client"
+
+
+def machinery_creator(cred: Credential) -> str:
+    """Which part of the cluster's own machinery made this credential, by what it made ('' when a
+    person or a workload did): the kubelet minting its pods' tokens and renewing its client
+    certificate, kube-controller-manager minting tokens for its controllers (kube-system) and its
+    tokens controller filling legacy token Secrets. Impersonated requests are never machinery."""
+    who = cred.created_by
+    if not who or cred.impersonator:
+        return ""
+    if cred.kind == "token":
+        bound = str((cred.details.get("bound_object") or {}).get("kind", ""))
+        if who.startswith("system:node:") and bound in ("", "Pod"):
+            return "kubelet (pod token)"
+        if who == "system:kube-controller-manager" and cred.details.get("namespace") == "kube-system" and not bound:
+            return "kube-controller-manager (controller token)"
+    if cred.kind == "legacy" and who == "system:kube-controller-manager":
+        return "tokens controller"
+    if cred.kind == "cert" and cred.subject.startswith("system:node:") and (
+            who == cred.subject or who.startswith("system:bootstrap:")):
+        return "kubelet (client certificate)"
+    return ""
+
+
+def created_by_person(cred: Credential) -> bool:
+    """Created in the trail by someone who is not the cluster's machinery (a person, or a workload)."""
+    return bool(cred.created_by) and not machinery_creator(cred)
+
+
+# Flags that mean an attack in progress: alerted once per credential. ``None``: always; otherwise
+# only when the predicate holds. Every other flag is a standing fact (inventory only).
+ATTACK: dict[str, Callable[[Credential], bool] | None] = {
+    "self-approved": None,  # one identity requested and approved a certificate
+    "system-identity": None,  # a certificate for a control-plane or another node's name via the CSR API
+    "new-source-ip": None,  # an established credential suddenly used from a new address
+    "subject-mismatch": None,  # a token id presented by another identity: forged or colliding
+    "jti-collision": None,  # one JTI issued twice: an edited log or tokens minted outside the apiserver
+    "decision-conflict": None,  # approved and denied: an edited log or a reused name
+    "privileged-group": created_by_person,  # cluster-admin-equivalent credential made by a person
+    "cluster-admin-sa": created_by_person,  # a token for a cluster-admin service account made by a person
+}
+FACTS = ("long-lived", "multiple-source-ips", "legacy-token-in-use", "unaccounted", "human-approval",
+         "minted-for-another")
+
+
+def is_attack(flag: str, cred: Credential) -> bool:
+    if flag not in ATTACK:
+        return False
+    when = ATTACK[flag]
+    return True if when is None else when(cred)
+
+
 def privileged(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
     bad = [g for g in cred.groups if g in PRIVILEGED_GROUPS]
-    if not bad:
+    if not bad or cred.details.get("machinery") == LOOPBACK:
         return
     if MASTERS in bad:
         text = (f"Groups include {MASTERS}: cluster-admin that no RBAC change can take away (the privileged-group "
@@ -186,6 +245,8 @@ def source_ips(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
     if len(ips) > 1:
         yield _flag("multiple-source-ips", "Warning",
                     f"Used from {len(agg.ips)} source IPs: {', '.join(ip for ip, _ in ips[:10])}.", ips[1][1])
+    if cred.kind == "unknown":
+        return  # an identity, not one credential (replicas, people roaming): detect/stateful judges identities
     for ip, info in ips[1:]:
         if info.get("uses_before", 0) >= NEW_IP_AFTER_USES or info.get("after_first_ns", 0) > DAY_NS:
             yield _flag("new-source-ip", "Error",
@@ -212,6 +273,22 @@ def cluster_admin(cred: Credential, agg: Aggregate, ledger: Ledger) -> Iterator[
         yield _flag("cluster-admin-sa", "Error",
                     f"Token for service account {ns}/{sa}, which {binding} binds to cluster-admin ({scope}).",
                     {"time": t, "key": key, "audit_id": audit_id, "leaf_index": leaf})
+
+
+def minted_for_another(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
+    """A token minted by one identity for another service account (``kubectl create token`` by a
+    person, or a service account minting for another one: lateral movement). The kubelet's pod tokens
+    and kube-controller-manager's controller tokens are the machinery and carry no flag."""
+    step = _first(cred, "token-requested")
+    if cred.kind != "token" or step is None or not cred.created_by or cred.created_by == cred.subject:
+        return
+    if machinery_creator(cred):
+        return
+    who = as_seen(cred.created_by, cred.impersonator)
+    what = "a service account" if acting(cred.created_by, cred.impersonator).startswith("system:serviceaccount:") \
+        else "an identity that is not the service account"
+    yield _flag("minted-for-another", "Warning",
+                f"Minted by {who} ({what}) for {cred.subject}: whoever holds it acts as that service account.", step)
 
 
 def unaccounted(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Flag]:
@@ -244,12 +321,33 @@ def subject_mismatch(cred: Credential, agg: Aggregate, _: Ledger) -> Iterator[Fl
 
 RULES: list[Callable[[Credential, Aggregate, Ledger], Iterator[Flag]]] = [
     privileged, system_identity, self_approved, human_approval, decision_conflict, long_lived, source_ips, legacy_in_use,
-    cluster_admin, unaccounted, jti_collision, subject_mismatch,
+    cluster_admin, minted_for_another, unaccounted, jti_collision, subject_mismatch,
 ]
+RULE_PREFIX = "Credential risk: "
+# flag -> the priority it is raised with (the worst where it depends on the credential)
+PRIORITIES = {"privileged-group": "Critical", "system-identity": "Error", "self-approved": "Error",
+              "human-approval": "Warning", "decision-conflict": "Warning", "long-lived": "Warning",
+              "multiple-source-ips": "Warning", "new-source-ip": "Error", "legacy-token-in-use": "Warning",
+              "cluster-admin-sa": "Error", "minted-for-another": "Warning", "unaccounted": "Notice",
+              "jti-collision": "Error", "subject-mismatch": "Error"}
 
 
-def evaluate(cred: Credential, agg: Aggregate, ledger: Ledger) -> list[Flag]:
+def exception_values(cred: Credential) -> dict[str, str]:
+    """What a detect.yaml exception can compare for a credential risk (alerts/tuning.py)."""
+    return {"subject": cred.subject, "credential": cred.credential_id or cred.id, "id": cred.id, "kind": cred.kind,
+            "created_by": cred.created_by}
+
+
+def evaluate(cred: Credential, agg: Aggregate, ledger: Ledger, settings: DetectSettings | None = None) -> list[Flag]:
+    """The flags this credential has now, each marked attack (``alert``) or fact; flags turned off or
+    excepted in detect.yaml are left out."""
     out: list[Flag] = []
     for rule in RULES:
-        out.extend(rule(cred, agg, ledger))
+        for f in rule(cred, agg, ledger):
+            name = RULE_PREFIX + f.flag
+            if settings is not None and (disabled(settings.disable, name, ("credentials",)) or
+                                         excepted(settings.exceptions, name, exception_values(cred))):
+                continue
+            f.alert = is_attack(f.flag, cred)
+            out.append(f)
     return out

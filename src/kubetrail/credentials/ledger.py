@@ -52,6 +52,7 @@ class Ledger:
         self.dirty: set[str] = set()
         self.touched: set[str] = set()  # changed by the record being applied (flags are evaluated per record)
         self._flags: dict[str, set[str]] = {}
+        self._facts: dict[str, set[str]] = {}
         self._cids: dict[str, str] = {}  # credential id -> credential, for documents in the cache
         self._bindings: dict[str, list[tuple[Any, ...]]] | None = None
         self._dirty_aggs: set[str] = set()
@@ -141,6 +142,7 @@ class Ledger:
         self.dirty.discard(cred_id)
         self.touched.discard(cred_id)
         self._flags.pop(cred_id, None)
+        self._facts.pop(cred_id, None)
         self._dirty_aggs.discard(cred_id)
 
     def merge(self, src: Credential, into: Credential) -> None:
@@ -225,9 +227,25 @@ class Ledger:
 
     def add_flag(self, cred_id: str, f: Flag) -> bool:
         new = self.repo.add_flag(
-            (cred_id, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index))
+            (cred_id, f.flag, f.priority, f.explanation, f.time, f.key, f.audit_id, f.stage, f.leaf_index,
+             0 if f.alert else 2))
         self.flags(cred_id).add(f.flag)
+        if not f.alert:
+            self.facts(cred_id).add(f.flag)
         return new
+
+    def facts(self, cred_id: str) -> set[str]:
+        have = self._facts.get(cred_id)
+        if have is None:
+            have = self.repo.fact_flags(cred_id)
+            self._facts[cred_id] = have
+        return have
+
+    def promote_flag(self, cred_id: str, flag: str) -> None:
+        """A flag kept as a fact now means an attack: it is alerted with the next ``raise_alerts``."""
+        if flag in self.facts(cred_id):
+            self.repo.promote_flag(cred_id, flag)
+            self.facts(cred_id).discard(flag)
 
     # -- cluster-admin bindings -----------------------------------------------------------------
     def set_binding(self, binding: str, subjects: list[str], record: Any) -> None:
@@ -278,6 +296,7 @@ class Ledger:
         self.dirty.clear()
         self.touched.clear()
         self._flags.clear()
+        self._facts.clear()
         self._cids.clear()
         self._bindings = None
         self._dirty_aggs.clear()

@@ -12,13 +12,19 @@ In order of certainty:
    certificate with CN ``alice`` was valid is a *probable* use of it — the newest such credential
    that has never been seen with an exact link (a credential the cluster identifies by id would
    have carried it). Pod-bound tokens are preferred when the request names the same pod.
+5. Nothing explains it: the identity is recorded as ``unknown/<username>`` (kind ``unknown``) with
+   the reason no credential matched (``why_unknown``), so every identity that authenticated is in
+   the inventory — kubeadm's ``admin.conf`` certificate, control-plane certificates written from the
+   CA key, kubelets that joined before logging began, static or webhook tokens. The kube-apiserver's
+   own loopback client is recognised by what it does and counted as accounted for.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kubetrail.credentials.events import normalise_credential_id, sa_groups
+from kubetrail.credentials.events import as_dict, normalise_credential_id, sa_groups
+from kubetrail.credentials.flags import LOOPBACK
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import Credential
 from kubetrail.credentials.tokens import legacy_created
@@ -79,6 +85,66 @@ def link(ledger: Ledger, record: Any, store: Any) -> None:
         cred = _probable(ledger, record)
         if cred is not None:
             _use(ledger, cred, record, "probable")
+            return
+    if m.user != "system:anonymous" and m.code != 401:
+        _unknown_use(ledger, record)
+
+
+EKS_EXTRA = ("accessKeyId", "arn", "canonicalArn", "sessionName", "principalId")
+
+
+def why_unknown(record: Any) -> tuple[str, str]:
+    """(why no credential explains this identity, which machinery it is or '')."""
+    m = record.meta
+    user, groups = m.user, set(m.groups)
+    extra = as_dict(as_dict(record.event().get("user")).get("extra"))
+    ip = m.source_ips[-1] if m.source_ips else ""
+    if user == "system:apiserver" and ip in ("127.0.0.1", "::1") and m.user_agent.startswith("kube-apiserver/"):
+        return ("The kube-apiserver's own loopback client: an in-memory token made at every start, never "
+                "stored, usable only inside the apiserver process."), LOOPBACK
+    if any(k in extra for k in EKS_EXTRA):
+        return ("An AWS IAM identity mapped by the EKS authenticator (aws-auth or access entries): the "
+                "credential is AWS's, issued outside the cluster."), ""
+    no_id = "no credential id on its requests (X509SHA256 needs 1.32+, JTI 1.30+)"
+    if "system:masters" in groups:
+        return ("A client certificate in system:masters (cluster-admin that no RBAC change can take away), "
+                f"{no_id}, and never issued through the CSR API, which refuses system:masters: written from the "
+                "cluster CA key (kubeadm admin.conf, openssl) or issued before logging began."), ""
+    if user in CONTROL_PLANE_CERTS:
+        return (f"The {CONTROL_PLANE_CERTS[user]}'s client certificate, written from the cluster CA key at install "
+                f"(kubeadm), {no_id}: expected, but it cannot be revoked before it expires."), ""
+    if user.startswith("system:node:"):
+        return (f"A kubelet client certificate with {no_id} and no CSR for it in the trail: the node joined "
+                "before logging began, or its certificate was written from the CA key."), ""
+    if user.startswith("system:serviceaccount:"):
+        return (f"A service-account token with {no_id}, no legacy-token annotation and no TokenRequest or token "
+                "Secret for it in the trail: issued before logging began (before 1.30 tokens carry no JTI)."), ""
+    return (f"{no_id[0].upper()}{no_id[1:]}, no legacy-token annotation and no CSR, TokenRequest or token Secret for "
+            "this user in the trail: a certificate written from the CA key, a static token, a webhook or OIDC "
+            "token without jti, or a credential issued before logging began."), ""
+
+
+CONTROL_PLANE_CERTS = {"system:kube-controller-manager": "kube-controller-manager",
+                       "system:kube-scheduler": "kube-scheduler", "system:kube-proxy": "kube-proxy"}
+
+
+def _unknown_use(ledger: Ledger, record: Any) -> None:
+    m = record.meta
+    cid = f"unknown/{m.user}"
+    cred = ledger.get(cid)
+    groups = _groups(m)
+    if cred is None:
+        reason, machinery = why_unknown(record)
+        cred = Credential(id=cid, kind="unknown", status="in-use", subject=m.user, groups=groups,
+                          accounted=bool(machinery), details={"reason": reason})
+        if machinery:
+            cred.details["machinery"] = machinery
+    elif any(g not in cred.groups for g in groups):
+        cred.groups = sorted(set(cred.groups) | set(groups))
+    else:
+        ledger.add_use(cred.id, record, "none")
+        return
+    _use(ledger, cred, record, "none")
 
 
 def _token_for(ledger: Ledger, cid: str, user: str) -> tuple[Credential | None, str]:

@@ -16,6 +16,7 @@ IDs are readable and stable across ``creds rebuild`` (which replays the trail in
 ``token/NS/SA/ID`` a TokenRequest without a JTI (older clusters)
 ``legacy/NS/NAME`` a legacy service-account token Secret (NAME = the Secret, or the SA if unknown)
 ``bootstrap/ID``   a bootstrap token (``kube-system/bootstrap-token-ID``)
+``unknown/USER``   an identity seen authenticating that no known credential explains
 =================  ====================================================================
 """
 
@@ -26,7 +27,7 @@ from typing import Any
 import msgspec
 
 DOC_VERSION = 1
-KINDS = ("cert", "token", "legacy", "bootstrap")
+KINDS = ("cert", "token", "legacy", "bootstrap", "unknown")
 
 
 class Step(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -45,7 +46,7 @@ class Step(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 class Credential(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
-    kind: str  # cert | token | legacy | bootstrap
+    kind: str  # cert | token | legacy | bootstrap | unknown
     version: int = DOC_VERSION
     accounted: bool = False  # its issuance is in the trail
     status: str = ""  # pending | approved | denied | issued | failed | created | in-use | revoked
@@ -81,11 +82,13 @@ class Credential(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class Flag(msgspec.Struct, kw_only=True):
-    """A risk the inventory raises on a credential (kept in ``credential_flags``, alerted once)."""
+    """A risk the inventory raises on a credential (kept in ``credential_flags``). ``alert``: an attack
+    in progress, alerted once; otherwise a standing fact, shown in the inventory only."""
 
     flag: str
     priority: str  # Falco priority names
     explanation: str
+    alert: bool = False
     time: int = 0
     key: str = ""
     audit_id: str = ""

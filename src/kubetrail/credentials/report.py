@@ -21,6 +21,7 @@ from kubetrail.timefmt import format_ns
 
 PRIORITY_ORDER = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug")
 USE_EVIDENCE = 10  # first and last uses named in a list entry's evidence
+FACT = 2  # credential_flags.alerted of a standing fact (no alert; flags.py)
 
 
 class CredentialReader(Protocol):
@@ -49,7 +50,8 @@ def state_of(cred: Credential, now_ns: int) -> str:
 def _flags(repo: CredentialsRepo, cid: str) -> list[dict[str, Any]]:
     rows = repo.flag_rows(cid)
     out = [{"flag": f, "priority": p, "explanation": e, "time": format_ns(t) if t else None, "auditID": a,
-            "leaf_index": li, "alert_id": al} for f, p, e, t, a, li, al in rows]
+            "leaf_index": li, "alert_id": al, "class": "fact" if done == FACT else "attack"}
+           for f, p, e, t, a, li, al, done in rows]
     return sorted(out, key=lambda f: (PRIORITY_ORDER.index(f["priority"]) if f["priority"] in PRIORITY_ORDER else 9,
                                       f["flag"]))
 
@@ -100,6 +102,8 @@ def entry(repo: CredentialsRepo, cred: Credential, agg: Aggregate, now_ns: int) 
         "source_ips": [ip for ip, _ in ips],
         "user_agents": sorted(agg.user_agents, key=lambda k: -agg.user_agents[k]),
         "flags": _flags(repo, cred.id),
+        "reason": cred.details.get("reason"),  # kind unknown: why no credential explains the identity
+        "machinery": cred.details.get("machinery"),
         "policy_gaps": gap_notes(cred),
         "evidence": {
             "creation": [{"action": s.action, "auditID": s.audit_id, "leaf_index": s.leaf_index, "link": s.link}
@@ -129,6 +133,25 @@ def list_credentials(store: CredentialReader, kind: str | None = None, state: st
             continue
         out.append(e)
     return sorted(out, key=_rank)
+
+
+def summary(store: CredentialReader) -> dict[str, Any]:
+    """The inventory's standing facts in one finding: how many credentials carry each flag (split into
+    facts and alerted attacks) and how many identities no credential explains (``creds summary``)."""
+    repo = store.credentials
+    flags: dict[str, dict[str, Any]] = {}
+    for flag, prio, done, n in repo.flag_summary():
+        entry = flags.setdefault(flag, {"flag": flag, "priority": prio, "facts": 0, "alerted": 0})
+        entry["facts" if done == FACT else "alerted"] += n
+        if PRIORITY_ORDER.index(prio) < PRIORITY_ORDER.index(entry["priority"]):
+            entry["priority"] = prio
+    unknown = [e for e in list_credentials(store, kind="unknown", unaccounted=True)]
+    masters = [e["subject"] for e in unknown if "system:masters" in e["groups"]]
+    return {"credentials": repo.count(),
+            "flags": sorted(flags.values(), key=lambda f: (PRIORITY_ORDER.index(f["priority"]), f["flag"])),
+            "unaccounted_identities": len(unknown), "system_masters_identities": masters,
+            "top_unaccounted": [{"id": e["id"], "subject": e["subject"], "groups": e["groups"], "uses": e["uses"],
+                                 "reason": e["reason"]} for e in unknown[:5]]}
 
 
 def resolve(store: CredentialReader, ident: str) -> Credential:

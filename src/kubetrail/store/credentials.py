@@ -127,17 +127,34 @@ class CredentialTables:
                                                    (cred_id,))}
 
     def add_flag(self, row: Sequence[Any]) -> bool:
-        """(credential, flag, priority, explanation, time, key, audit_id, stage, leaf_index); False if present."""
+        """(credential, flag, priority, explanation, time, key, audit_id, stage, leaf_index, alerted); False if
+        present. ``alerted``: 0 = to be alerted, 2 = a standing fact that raises no alert."""
         cur = self.db.execute(
             "INSERT INTO credential_flags (credential, flag, priority, explanation, time, key, audit_id, stage, "
-            "leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, flag) DO NOTHING", row)
+            "leaf_index, alerted) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, flag) DO NOTHING", row)
         return cur.rowcount > 0
 
+    def fact_flags(self, cred_id: str) -> set[str]:
+        """The flags of one credential kept as facts (no alert)."""
+        return {str(r[0]) for r in self.db.execute(
+            "SELECT flag FROM credential_flags WHERE credential = ? AND alerted = 2", (cred_id,))}
+
+    def promote_flag(self, cred_id: str, flag: str) -> bool:
+        """A fact that now means an attack (its credential's creation was read late): alert it."""
+        return self.db.execute("UPDATE credential_flags SET alerted = 0 WHERE credential = ? AND flag = ? "
+                               "AND alerted = 2", (cred_id, flag)).rowcount > 0
+
     def flag_rows(self, cred_id: str) -> list[tuple[Any, ...]]:
-        """(flag, priority, explanation, time, audit_id, leaf_index, alert_id) of one credential."""
+        """(flag, priority, explanation, time, audit_id, leaf_index, alert_id, alerted) of one credential."""
         return [tuple(r) for r in self.db.execute(
-            "SELECT flag, priority, explanation, time, audit_id, leaf_index, alert_id FROM credential_flags "
+            "SELECT flag, priority, explanation, time, audit_id, leaf_index, alert_id, alerted FROM credential_flags "
             "WHERE credential = ?", (cred_id,))]
+
+    def flag_summary(self) -> list[tuple[str, str, int, int]]:
+        """(flag, priority, alerted, how many credentials) over the whole inventory."""
+        return [(str(f), str(p), int(a), int(n)) for f, p, a, n in self.db.execute(
+            "SELECT flag, priority, alerted, COUNT(*) FROM credential_flags GROUP BY flag, priority, alerted "
+            "ORDER BY flag, priority, alerted")]
 
     def unalerted_flags(self) -> list[tuple[Any, ...]]:
         """(credential, flag, priority, explanation, time, key, audit_id, stage, leaf_index, kind, subject,

@@ -241,9 +241,11 @@ class Cluster:
     def show(self, ident: str) -> dict[str, Any]:
         return show(self.store, ident, now_ns=ns_at(0))
 
-    def list(self, **kw: Any) -> list[dict[str, Any]]:
+    def list(self, identities: bool = False, **kw: Any) -> list[dict[str, Any]]:
+        """Credentials; with ``identities`` also the ``unknown`` identities no credential explains."""
         kw.setdefault("now_ns", ns_at(0))
-        return list_credentials(self.store, **kw)
+        found = list_credentials(self.store, **kw)
+        return found if identities or kw.get("kind") == "unknown" else [e for e in found if e["kind"] != "unknown"]
 
     def flags(self, ident: str) -> dict[str, dict[str, Any]]:
         return {f["flag"]: f for f in self.show(ident)["flags"]}
