@@ -124,16 +124,16 @@ def test_overview(page: Any, site: str) -> None:
 
 
 def test_alerts_filter_and_paging(page: Any, site: str) -> None:
-    page.goto(site + "/alerts")
+    page.goto(site + "/alerts?limit=20")  # the demo's ~40 alerts (aggregated, issue 15) make two pages of 20
     all_rows = page.locator("#alerts tbody tr").count()
-    assert all_rows == 50  # one page of many
+    assert all_rows == 20  # one page of many
     shot(page, "alerts")
     page.select_option("select[name=priority]", "Critical")
     page.click("#alert-filters button")
     page.wait_for_url("**/alerts?*priority=Critical*")
     prios = page.locator("#alerts tbody tr td:nth-child(3)").all_inner_texts()
     assert prios and set(prios) <= {"Emergency", "Alert", "Critical"}
-    page.goto(site + "/alerts")
+    page.goto(site + "/alerts?limit=20")
     first = page.locator("#alerts tbody tr td:first-child").all_inner_texts()
     page.click("a[rel=next]")
     second = page.locator("#alerts tbody tr td:first-child").all_inner_texts()
