@@ -1,12 +1,15 @@
 """The detection consumer: built-in rules and stateful detectors over each newly stored batch.
 
 The pipeline calls ``consume(records, store)`` after every committed batch (only records that
-were new, each with its ``leaf_index``). They wait in the reorder buffer until the watermark passes
-them (``ordering.py``) and are then detected in event-time order: for each record the
-compiled ruleset is evaluated (all matching rules by default), every stateful detector observes
-it, and the audit-ID reuse check looks for a stored variant (``detect/reuse.py``); the resulting
-alerts are recorded in one transaction with their evidence and outbox rows, then detector state
-(and the buffer's frontier) is flushed.
+were new, each with its ``leaf_index``). The compiled ruleset is evaluated on each record **as it
+arrives** (all matching rules by default): one match depends on one record, never on order, and a
+responder must not wait for the watermark; aggregation (``alerts/route.py``) folds the matches into
+alerts whose stored form is the same whatever the arrival order. The records then wait in the
+reorder buffer until the watermark passes them (``ordering.py``) and are detected in event-time
+order by what does depend on order: every stateful detector observes them and the audit-ID reuse
+check looks for a stored variant (``detect/reuse.py``). The resulting alerts are recorded in one
+transaction with their evidence and outbox rows, then detector state (and the buffer's frontier)
+is flushed.
 Delivery to sinks happens in a background thread (``alerts/outbox.py``), so a sink that is down
 never slows or blocks ingestion.
 
@@ -64,9 +67,9 @@ class DetectConsumer:
     next start or at the next gap. Alerts are at-least-once: a crash after the alerts are written
     but before the position is can repeat them, and repeats within the dedup window fold.
 
-    Records are detected in event-time order behind a watermark (``ordering.py``): rules,
-    stateful detectors, sequences and rate limits give the same alerts whatever order the records
-    arrive in. ``live=True`` (``run``, ``webhook serve``) keeps held records across a restart and
+    Rules run on arrival (their alerts are stored and delivered at once; aggregation makes the
+    stored alerts order-independent); stateful detectors and sequences run in event-time order
+    behind a watermark (``ordering.py``) and give the same alerts whatever order the records arrive in. ``live=True`` (``run``, ``webhook serve``) keeps held records across a restart and
     releases them with wall time (``tick``); otherwise ``close`` releases everything.
     """
 
@@ -124,11 +127,15 @@ class DetectConsumer:
 
     def detect(self, records: Iterable[Any], arrival: bool = True) -> list[Alert]:
         """The alerts for these records, in the order given (not yet recorded); detector state is
-        updated in memory. The pipeline goes through the reorder buffer (and has shown each record
-        to the arrival detectors already: ``arrival=False``); this is the direct way."""
+        updated in memory. The pipeline evaluates rules and the arrival detectors as records arrive
+        and the rest behind the reorder buffer (``arrival=False``); this is the direct way."""
         records = list(records)
-        self.reuse.prepare(records)
         alerts: list[Alert] = self._arrived(records) if arrival else []
+        return alerts + self._ordered(records)
+
+    def _rules(self, records: list[Any]) -> list[Alert]:
+        """Rule matches: one record each, so evaluated as the records arrive."""
+        alerts: list[Alert] = []
         for r in records:
             if r.kind != "audit":
                 continue
@@ -136,13 +143,22 @@ class DetectConsumer:
             for m in self.ruleset.evaluate(r):
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))
+        return alerts
+
+    def _ordered(self, records: list[Any]) -> list[Alert]:
+        """What depends on the order of records: stateful detectors, audit-ID reuse."""
+        self.reuse.prepare(records)
+        alerts: list[Alert] = []
+        for r in records:
+            if r.kind != "audit":
+                continue
             for d in self.detectors:
                 alerts.extend(d.observe(r))
             alerts.extend(self.reuse.observe(r))
         return alerts
 
     def _arrived(self, records: list[Any]) -> list[Alert]:
-        return [a for r in records for d in self.arrival for a in d.observe(r)]
+        return [a for r in records for d in self.arrival for a in d.observe(r)] + self._rules(records)
 
     def consume(self, records: list[Any], store: Any) -> None:
         if not self.track:
@@ -164,7 +180,7 @@ class DetectConsumer:
         if late:
             alerts += self._late(late)
         if entries:
-            alerts += self.detect(materialise(self.store, entries), arrival=False)
+            alerts += self._ordered(materialise(self.store, entries))
         try:
             self._record(alerts, self.store)
         except BaseException:
@@ -172,13 +188,14 @@ class DetectConsumer:
             raise
 
     def _late(self, late: list[Any]) -> list[Alert]:
-        """Records behind the watermark: detected now, out of order, and said so on every alert they
-        raise and on the alerts already decided without them (within the detectors' longest window)."""
+        """Records behind the watermark: the order-dependent detectors see them now, out of order,
+        and say so on every alert they raise and on the alerts already decided without them (within
+        the detectors' longest window). Their rule matches were raised on arrival like any other."""
         self.stats["late"] += len(late)
         self.store.count(LATE_COUNTER, len(late))
         note_late_events(self.store, [r.time for r in late], self.window_ns)
         mark = self.buffer.frontier[0] if self.buffer.frontier else 0
-        alerts = self.detect(sorted(late, key=lambda r: (r.time, r.key)), arrival=False)
+        alerts = self._ordered(sorted(late, key=lambda r: (r.time, r.key)))
         for a in alerts:
             a.fields["late"] = {"behind_watermark_secs": round(max(mark - a.time, 0) / 1e9, 3),
                                 "note": "decided out of event-time order: the record arrived after "
