@@ -2,6 +2,7 @@
 
 * ``kt.sourceip``: the *trusted* source IP, the last of ``sourceIPs`` (the apiserver appends the
   peer address; earlier entries come from ``X-Forwarded-For`` and are client-controlled).
+* ``kt.user.serviceaccount``: NAME of a ``system:serviceaccount:NS:NAME`` user (else no value).
 * ``kt.credential_id``: ``user.extra["authentication.kubernetes.io/credential-id"]`` (``JTI=…``,
   ``X509SHA256=…``); ``kt.user.extra[K]`` any extra value.
 * ``kt.csr.*``: the CSR in ``requestObject.spec.request`` (base64 PEM) decoded with ``cryptography``.
@@ -40,6 +41,13 @@ def _sourceip(c: EventContext, _arg: str | None) -> Extracted:
 
 def _extra(c: EventContext, arg: str | None) -> Extracted:
     return _strs(get(c.ev, "user", "extra", arg or ""))
+
+
+def _serviceaccount(c: EventContext, _arg: str | None) -> Extracted:
+    name = get(c.ev, "user", "username")
+    if isinstance(name, str) and name.startswith("system:serviceaccount:") and name.count(":") == 3:
+        return name.rsplit(":", 1)[1]
+    return None
 
 
 def _credential_id(c: EventContext, _arg: str | None) -> Extracted:
@@ -149,6 +157,8 @@ def _claims(c: EventContext, arg: str | None) -> Extracted:
 KT_FIELDS = [
     FieldSpec("kt.sourceip", "trusted source IP: the last of sourceIPs", _sourceip),
     FieldSpec("kt.sourceips", "all sourceIPs", lambda c, a: _strs(c.ev.get("sourceIPs")), is_list=True),
+    FieldSpec("kt.user.serviceaccount", "the service account's name when the user is one (system:serviceaccount:NS:NAME)",
+              _serviceaccount),
     FieldSpec("kt.credential_id", "user.extra authentication.kubernetes.io/credential-id", _credential_id),
     FieldSpec("kt.user.extra", "a user.extra value", _extra, is_list=True, arg="key"),
     FieldSpec("kt.impuser.name", "impersonated user name",

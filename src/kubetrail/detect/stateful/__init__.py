@@ -11,6 +11,7 @@ from typing import Any
 from kubetrail.alerts.config import StatefulConfig
 from kubetrail.detect.stateful.first_seen import FirstSeen
 from kubetrail.detect.stateful.images import MirrorPod, NewImage
+from kubetrail.detect.stateful.machinery import MachineryProfile
 from kubetrail.detect.stateful.pod_ips import PodTokenElsewhere
 from kubetrail.detect.stateful.privileged_sa import PrivilegedTokenRequest
 from kubetrail.detect.stateful.rate import DeleteBurst, DeniedBurst, DiscoveryBurst, SecretReadBurst
@@ -22,7 +23,7 @@ from kubetrail.detect.stateful.transit import TransitGaps
 
 DETECTORS = (FirstSeen, DeniedBurst, DiscoveryBurst, DeleteBurst, SecretReadBurst, CsrSelfApproval,
              RbacThenWorkload, AuditSilence, NewImage, MirrorPod, SecretReadBaseline, PrivilegedTokenRequest,
-             PodTokenElsewhere, TransitGaps)
+             PodTokenElsewhere, TransitGaps, MachineryProfile)
 
 
 def build_detectors(state: StateStore, config: StatefulConfig) -> list[Any]:

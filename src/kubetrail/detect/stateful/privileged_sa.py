@@ -4,7 +4,8 @@ The rule *Risky Service Account Token Requested* covers the parts of D62 one eve
 (kube-system, long-lived, unbound). This detector adds the cross-event part: it follows the RBAC
 objects the trail shows and raises an alert when a non-system identity mints a token
 (``serviceaccounts/token`` create) for a service account that a binding in the trail ties to a
-powerful role.
+powerful role. The machinery is recognised by what it does (``mints_as_machinery``), not by a
+``system:`` name.
 
 Powerful roles: ``cluster-admin``, ``admin``, ``edit`` and
 ``system:controller:clusterrole-aggregation-controller``, plus every Role/ClusterRole the trail shows
@@ -25,7 +26,8 @@ from typing import Any
 
 from kubetrail.alerts.alert import Alert
 from kubetrail.alerts.config import StatefulConfig
-from kubetrail.detect.stateful.base import as_dict, done_ok, ev_row, evidence, is_system, make_alert, objects
+from kubetrail.detect.stateful.base import as_dict, done_ok, ev_row, evidence, make_alert, objects
+from kubetrail.detect.stateful.machinery import CONTROLLERS
 from kubetrail.detect.stateful.state import StateStore
 
 BUILTIN_POWERFUL = {"cluster-admin": "cluster-admin", "admin": "admin (namespace admin)",
@@ -65,6 +67,17 @@ def binding_subjects(obj: dict[str, Any], namespace: str) -> list[str]:
     return out
 
 
+def mints_as_machinery(record: Any) -> bool:
+    """Token minting that is the cluster's machinery by what it does: a kubelet (with the kubelet's
+    user agent) minting its pods' tokens, kube-controller-manager minting its controllers' tokens in
+    kube-system. A kube-system service account minting a token is no longer exempt by its name."""
+    m = record.meta
+    if m.user.startswith("system:node:") and "system:nodes" in m.groups and m.user_agent.startswith("kubelet/"):
+        return True
+    return (m.user == "system:kube-controller-manager" and m.user_agent.startswith("kube-controller-manager/")
+            and m.namespace == "kube-system" and m.name in CONTROLLERS)
+
+
 class PrivilegedTokenRequest:
     name = "privileged_sa"
     rule = "K8s Token Requested for Privileged Service Account"
@@ -81,7 +94,7 @@ class PrivilegedTokenRequest:
         elif m.resource in ("rolebindings", "clusterrolebindings") and not m.subresource and m.name:
             self._binding(record)
         elif (m.resource == "serviceaccounts" and m.subresource == "token" and m.verb == "create" and m.name
-              and m.user and not is_system(m.user)):
+              and m.user and not mints_as_machinery(record)):
             return self._token(record)
         return []
 

@@ -160,7 +160,11 @@ def test_token_for_sa_bound_to_cluster_admin(mk: Any, data_dir: str) -> None:
     [a] = d.observe(mk(20, **TOKEN))
     assert a.rule == "K8s Token Requested for Privileged Service Account" and a.priority == "Critical"
     assert [e.leaf_index is not None for e in a.evidence] == [True, True] and "ClusterRoleBinding/ci-admin" in a.output
-    assert d.observe(mk(21, user="system:node:n1", **TOKEN)) == []  # the kubelet minting pod tokens
+    kubelet = dict(user="system:node:n1", groups=["system:nodes"], userAgent="kubelet/v1.30.2 (linux/amd64)")
+    assert d.observe(mk(21, **kubelet, **TOKEN)) == []  # the kubelet minting pod tokens: machinery
+    # ... but not its name alone: the node's certificate used with kubectl, or a kube-system account
+    assert d.observe(mk(22, **{**kubelet, "userAgent": "kubectl/v1.30.2"}, **TOKEN))
+    assert d.observe(mk(23, user="system:serviceaccount:kube-system:ops", **TOKEN))
     d.observe(mk(30, verb="delete", resource="clusterrolebindings", name="ci-admin", namespace=""))
     assert d.observe(mk(40, **TOKEN)) == []
 
