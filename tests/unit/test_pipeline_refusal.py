@@ -54,6 +54,16 @@ def test_run_logs_the_refusal_every_tick_and_exits_cleanly(tmp_path: Path) -> No
     signed_then_checkpoints_deleted(data)
     stop = threading.Event()
     lines: list[str] = []
-    threading.Timer(0.5, stop.set).start()
-    run_live(Config(data_dir=str(data), checkpoint_interval_secs=0.1), stop, log=lines.append)
+
+    def log(line: str) -> None:  # stop after the second refusal: a wall-clock budget flakes under load
+        lines.append(line)
+        if sum("refusing to sign" in x for x in lines) >= 2:
+            stop.set()
+
+    deadline = threading.Timer(60, stop.set)
+    deadline.start()
+    try:
+        run_live(Config(data_dir=str(data), checkpoint_interval_secs=0.1), stop, log=log)
+    finally:
+        deadline.cancel()
     assert sum("refusing to sign" in line for line in lines) >= 2
