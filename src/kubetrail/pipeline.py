@@ -25,6 +25,7 @@ were newly stored (duplicates never reach them twice).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -322,10 +323,36 @@ def _record_or_reject(decoded: Decoded, source: SourceRef, key: RedactionKey) ->
         return Rejected(decoded.position, f"cannot be stored ({type(exc).__name__})")
 
 
+# CPython's cyclic GC, tuned for streaming records (see ``tune_gc``).
+GC_THRESHOLDS = (100_000, 50, 100)
+_gc_tuned: list[bool] = []
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector cheap for a process that streams records (once per process).
+
+    A batch holds thousands of parsed events and records (~150 container objects per event), and the
+    reorder buffers hold more; with the default thresholds (700, 10, 10) every collection walks them
+    again, which cost as much CPU as the work itself (an orjson.loads of a 2.9 KB event kept in a
+    list: 55 µs with the defaults, 13 µs without collections). The pipeline makes almost no
+    reference cycles, so collections are made rare instead: the start-up heap (rules, compiled
+    conditions, modules) is frozen out of every collection, and the young generation is collected
+    after 100,000 allocations, by when most of a batch's objects are already freed by reference count.
+    """
+    if _gc_tuned:
+        return
+    _gc_tuned.append(True)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
     store = open_store(options.data_dir)
     key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
-    return Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size, key)
+    pipe = Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size, key)
+    tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
+    return pipe
 
 
 class LiveSource(Protocol):
