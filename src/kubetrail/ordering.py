@@ -17,8 +17,10 @@ buffer and keeps its own frontier in the store.
 * ``frontier`` (the last released ``(time, key)``) and ``pending_from`` (the lowest leaf still held)
   are all a restart needs: the records in ``[pending_from, next_leaf)`` ordered after the frontier
   are exactly the ones held (everything else was released), so the buffer itself is never written.
-* Memory is bounded: beyond ``memory_limit`` held records, new ones are kept as ``(time, key,
-  leaf)`` only and read back from the store when released.
+* Memory is bounded: beyond ``memory_limit`` held records or ``memory_bytes`` of their bodies, new
+  ones are kept as ``(time, key, leaf)`` only and read back from the store when released; and a held
+  record keeps its parsed event (``Record.event``, left by ``to_record`` so that no consumer parses
+  the body again) only within ``parsed_bytes`` of bodies, since a parsed event takes ~3.5x its JSON.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ from kubetrail.record import Record
 from kubetrail.store.api import Store
 
 DEFAULT_MEMORY_LIMIT = 100_000
+DEFAULT_MEMORY_BYTES = 48 << 20  # bodies of held records (and ~RECORD_OVERHEAD each)
+DEFAULT_PARSED_BYTES = 16 << 20  # bodies of held records whose parsed event is kept
+RECORD_OVERHEAD = 1024  # a Record, its meta and key, beyond the body
 
-Entry = tuple[int, str, int, "Record | None"]  # (time, key, leaf_index, record or None when spilled)
+# (time, key, leaf_index, record or None when spilled, (bytes held, bytes of parsed events held))
+Entry = tuple[int, str, int, "Record | None", tuple[int, int]]
+_NOTHING = (0, 0)
 
 
 class ReorderBuffer:
@@ -40,9 +47,12 @@ class ReorderBuffer:
     (O(1)) and only an out-of-order one is inserted (``bisect``); release takes from the front."""
 
     def __init__(self, lateness_ns: int, memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                 frontier: tuple[int, str] | None = None) -> None:
+                 frontier: tuple[int, str] | None = None, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                 parsed_bytes: int = DEFAULT_PARSED_BYTES) -> None:
         self.lateness_ns = max(0, int(lateness_ns))
         self.memory_limit = memory_limit
+        self.memory_bytes = memory_bytes
+        self.parsed_bytes = parsed_bytes
         self.frontier = frontier
         self.max_seen: int | None = frontier[0] if frontier else None
         self._wall_mark: int | None = None  # the watermark wall time has pushed it to (``advance``)
@@ -50,6 +60,8 @@ class ReorderBuffer:
         self._items: list[Entry] = []  # sorted; [_head:] are held
         self._head = 0
         self._in_memory = 0
+        self._bytes = 0  # held in memory: bodies + RECORD_OVERHEAD each
+        self._parsed = 0  # bodies of held records that keep their parsed event
         self._arrivals: deque[tuple[int, int]] = deque()  # (wall ns, newest event time of that arrival)
 
     def __len__(self) -> int:
@@ -69,9 +81,22 @@ class ReorderBuffer:
                 self.late += 1
                 late.append(r)
                 continue
-            keep = r if self._in_memory < self.memory_limit else None
-            self._in_memory += keep is not None
-            entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep)
+            size = len(r.body) + RECORD_OVERHEAD
+            if self._in_memory < self.memory_limit and self._bytes + size <= self.memory_bytes:
+                keep: Record | None = r
+                self._in_memory += 1
+                parsed = 0
+                if "_event" in r.__dict__:
+                    if self._parsed + size <= self.parsed_bytes:
+                        parsed = size
+                        self._parsed += size
+                    else:
+                        del r.__dict__["_event"]  # parsed again if it is needed when released
+                self._bytes += size
+                held = (size, parsed)
+            else:
+                keep, held = None, _NOTHING
+            entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep, held)
             if len(items) == self._head or (t, key) > items[-1][:2]:
                 items.append(entry)
             else:
@@ -116,6 +141,8 @@ class ReorderBuffer:
         out = self._items[self._head:end]
         if out:
             self._in_memory -= sum(1 for e in out if e[3] is not None)
+            self._bytes -= sum(e[4][0] for e in out)
+            self._parsed -= sum(e[4][1] for e in out)
             self.frontier = (out[-1][0], out[-1][1])
         self._head = end
         if self._head > 4096 and self._head * 2 > len(self._items):

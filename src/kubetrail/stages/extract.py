@@ -140,7 +140,8 @@ def _text(s: str, notes: set[str]) -> str:
 
 def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey | None = None) -> Record:
     """Redact ``decoded.event`` in place and wrap it. ``redaction_key`` keys the digests of what
-    was removed (the store's key; see ``stages/redaction_key.py``)."""
+    was removed (the store's key; see ``stages/redaction_key.py``). The record keeps the redacted
+    event as its parsed body (``Record.event``): it is exactly what ``body`` was serialised from."""
     event = decoded.event
     lossy = list(decoded.lossy)
     try:
@@ -157,7 +158,7 @@ def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey |
             redactions += redact_event(event, scan_jwts=True, key=redaction_key)
             body = orjson.dumps(event)
     meta = extract_meta(event, lossy)
-    return Record(
+    record = Record(
         kind="audit",
         key=event_key(event),
         time=event_time(meta),
@@ -167,3 +168,5 @@ def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey |
         format=decoded.format,
         redactions=redactions,
     )
+    record.__dict__["_event"] = event  # == orjson.loads(body): consumers need not parse it again
+    return record

@@ -1,0 +1,52 @@
+"""The parsed event a record carries from ``to_record`` (so consumers never parse the body again),
+and the reorder buffer's memory bounds on what it holds."""
+
+from __future__ import annotations
+
+import orjson
+
+from kubetrail.ordering import RECORD_OVERHEAD, ReorderBuffer
+from kubetrail.record import Decoded, Record, SourceRef
+from kubetrail.stages.extract import to_record
+from kubetrail.testing import make_event
+
+SRC = SourceRef(stream="file:t")
+S = 1_000_000_000
+
+
+def rec(i: int, **kw: object) -> Record:
+    ev = make_event(f"id-{i}", time=f"2024-05-01T10:00:{i % 60:02d}.000000Z", name=f"p{i}", **kw)  # type: ignore[arg-type]
+    r = to_record(Decoded(ev, "event", str(i)), SRC)
+    r.leaf_index = i
+    return r
+
+
+def test_the_cached_event_is_the_stored_body_parsed() -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+    for r in (rec(1), rec(2, verb="create", resource="secrets",
+                          requestObject={"kind": "Secret", "data": {"password": "aHVudGVyMg=="}}),
+              rec(3, annotations={"note": f"Bearer {token}"})):
+        assert "_event" in r.__dict__
+        assert r.event() == orjson.loads(r.body)  # the redacted event, exactly what was serialised
+        assert b"aHVudGVyMg" not in r.body and token.encode() not in r.body
+
+
+def test_held_records_keep_their_parsed_event_only_within_the_budget() -> None:
+    records = [rec(i) for i in range(6)]
+    size = len(records[0].body) + RECORD_OVERHEAD
+    buf = ReorderBuffer(lateness_ns=S, parsed_bytes=size * 2 + size // 2)
+    buf.add(records)
+    assert ["_event" in r.__dict__ for r in records] == [True, True, False, False, False, False]
+    assert all(r.event() == orjson.loads(r.body) for r in records)  # parsed again on demand
+    buf.drain()
+    assert buf._parsed == 0 and buf._bytes == 0 and buf._in_memory == 0
+
+
+def test_beyond_the_memory_bytes_only_the_position_is_held() -> None:
+    records = [rec(i) for i in range(5)]
+    size = len(records[0].body) + RECORD_OVERHEAD
+    buf = ReorderBuffer(lateness_ns=S, memory_bytes=size * 3)
+    buf.add(records)
+    held = buf.drain()
+    assert [e[3] is not None for e in held] == [True, True, True, False, False]
+    assert [e[2] for e in held] == [0, 1, 2, 3, 4]
