@@ -1,0 +1,114 @@
+"""CPU µs per event of each stage of the default pipeline, measured one stage at a time.
+
+    .venv/bin/python bench/stages.py FILE [--repeat 3] [--batch 2000]
+
+The stages run in pipeline order over the whole file, each timed with ``time.process_time`` (CPU
+of this process, so other load on the machine inflates it less than wall time); the figure is the
+minimum over ``--repeat`` runs (each in a fresh store). Stages:
+
+* decode — read the file and decode each line into an event (``sources/files.py``);
+* prepare — redaction, extraction and the record key together (``stages/extract.to_record``),
+  then the same three parts timed alone on freshly decoded events;
+* store — ``store.append`` per batch without the trail hook: body compression, rows (entry v2,
+  leaf hash), the SQLite insert and commit; rows and compression are also timed alone;
+* tree — the trail's tree sync over the new leaves, plus one signed checkpoint per batch;
+* detect, credentials — the two consumers over the stored batches, ``close`` included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubetrail.credentials.consumer import CredentialConsumer
+from kubetrail.detect.consumer import DetectConsumer
+from kubetrail.pipeline import tune_gc
+from kubetrail.record import SourceRef
+from kubetrail.sources.files import Input
+from kubetrail.stages import extract
+from kubetrail.stages.identity import event_key
+from kubetrail.stages.redaction_key import RedactionKey
+from kubetrail.store import open_store
+from kubetrail.store.rows import row
+from kubetrail.trail.checkpointer import Checkpointer
+from kubetrail.trail.tree import sync_now
+
+
+def _cpu(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.process_time()
+    out = fn()
+    return time.process_time() - t, out
+
+
+def decode(path: str) -> list[Any]:
+    inp = Input(path)
+    try:
+        return [d for d in inp.items() if hasattr(d, "event")]
+    finally:
+        inp.close()
+
+
+def one_run(path: str, batch: int) -> dict[str, float]:
+    t: dict[str, float] = {}
+    source = SourceRef(stream=f"file:{path}")
+    key = RedactionKey(b"k" * 32)
+    t["decode"], decoded = _cpu(lambda: decode(path))
+    n = len(decoded)
+    t["prepare"], records = _cpu(lambda: [extract.to_record(d, source, key) for d in decoded])
+    fresh = decode(path)
+    t["  redact"], _ = _cpu(lambda: [extract.redact_event(d.event, scan_jwts=False, key=key) for d in fresh])
+    t["  extract"], _ = _cpu(lambda: [extract.extract_meta(d.event) for d in fresh])
+    t["  key"], _ = _cpu(lambda: [event_key(d.event) for d in fresh])
+    batches = [records[i:i + batch] for i in range(0, n, batch)]
+    with tempfile.TemporaryDirectory() as tmp, open_store(tmp) as store:
+        detect = DetectConsumer(store, track=True)  # before the appends: they start at leaf 0
+        creds = CredentialConsumer(store)
+        t["  compress"], bodies = _cpu(lambda: [store.codec.compress_many([r.body for r in b]) for b in batches])
+        t["  rows"], _ = _cpu(lambda: [row(r, b"") for r in records])
+        t["store"], _ = _cpu(lambda: [store.append(b) for b in batches])
+        signer = Checkpointer(tmp, log=lambda m: None)
+        signer._signer()
+        t["tree"], _ = _cpu(lambda: sync_now(store))
+        t["  sign (per batch)"], _ = _cpu(lambda: [signer.tick(store) for _ in batches])
+
+        def run(consumer: Any) -> None:
+            for b in batches:
+                consumer.consume(b, store)
+            consumer.close()
+
+        t["detect"], _ = _cpu(lambda: run(detect))
+        t["credentials"], _ = _cpu(lambda: run(creds))
+    return {k: v / n * 1e6 for k, v in t.items()} | {"events": n}
+
+
+def main() -> None:
+    tune_gc()  # as the pipeline runs
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("path")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=2000)
+    a = ap.parse_args()
+    size = os.path.getsize(a.path)
+    runs = [one_run(a.path, a.batch) for _ in range(a.repeat)]
+    n = int(runs[0]["events"])
+    print(f"{a.path}: {n:,} events, {size / n:,.0f} bytes/event; python {sys.version.split()[0]}; "
+          f"load average {os.getloadavg()[0]:.1f}; CPU µs/event, min (median) of {a.repeat}")
+    total = 0.0
+    for k in runs[0]:
+        if k == "events":
+            continue
+        vals = [r[k] for r in runs]
+        if not k.startswith(" "):
+            total += min(vals)
+        print(f"  {k:<20} {min(vals):8.1f}  ({statistics.median(vals):.1f})")
+    print(f"  {'total':<20} {total:8.1f}  -> {1e6 / total:,.0f} events/s of one core")
+
+
+if __name__ == "__main__":
+    main()
