@@ -179,7 +179,8 @@ class CredentialConsumer:
             if cred is None:
                 continue
             have = ledger.flags(cid)
-            for f in flags.evaluate(cred, ledger.aggregate(cid), ledger, self.settings):
+            settled = have - ledger.facts(cid) if have else frozenset()  # raised as attacks: nothing to add
+            for f in flags.evaluate(cred, ledger.aggregate(cid), ledger, self.settings, settled):
                 if f.flag not in have:
                     ledger.add_flag(cid, f)
                 elif f.alert:

@@ -31,7 +31,9 @@ def sa_groups(ns: str) -> list[str]:
 def dry_run(meta: Any) -> bool:
     """``?dryRun=All``: the apiserver ran admission and validation but persisted and issued nothing."""
     query = meta.request_uri.partition("?")[2]
-    return bool(query) and any(v == "All" for v in parse_qs(query).get("dryRun", []))
+    if "dryRun" not in query and "%" not in query:  # nothing to parse (the name may be percent-encoded)
+        return False
+    return any(v == "All" for v in parse_qs(query).get("dryRun", []))
 
 
 def normalise_credential_id(cid: str) -> str:
