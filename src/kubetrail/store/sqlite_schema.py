@@ -34,6 +34,11 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
+# The writer's page cache (SQLite's default is 2 MiB): the entries table's indexes and the credential
+# tables take random inserts, and with 2 MiB each one went to the OS for its pages (bench/RESULTS.md).
+CACHE_KIB = 64 * 1024
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A writer's connection: WAL, full sync, foreign keys; the caller migrates."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -41,6 +46,7 @@ def connect(path: str) -> sqlite3.Connection:
         wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     except BaseException:
         conn.close()
         raise
