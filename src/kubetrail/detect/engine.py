@@ -45,9 +45,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetrail.detect.falco import ast
 from kubetrail.detect.falco.collector import PRIORITY_NAMES, Diagnostic, parse_priority
-from kubetrail.detect.falco.compiler import Compiler, value_sets
+from kubetrail.detect.falco.compiler import value_sets
 from kubetrail.detect.falco.context import EventContext
 from kubetrail.detect.falco.loader import CompiledRule, load
 from kubetrail.errors import RuleError
@@ -105,8 +104,6 @@ class RuleSet:
                       for r in self._active]
         self._known = tuple(frozenset().union(*(s[i] for s in self._sets if s[i] is not None))
                             for i in range(len(INDEX_FIELDS)))
-        compiler = Compiler(self.compat)
-        self._getters = tuple(compiler.operand(ast.FieldRef(f))[0] for f in INDEX_FIELDS)
         self._candidates: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
 
     def set_enabled(self, enabled: bool, *, rule: str | None = None, tag: str | None = None) -> int:
@@ -163,7 +160,7 @@ class RuleSet:
         else:
             ev, record = item.event(), item
         ctx = EventContext(ev, record)
-        key = tuple(v if v in k else None for v, k in zip([g(ctx) for g in self._getters], self._known, strict=True))
+        key = tuple(v if v in k else None for v, k in zip(_index_values(ctx), self._known, strict=True))
         out: list[Match] = []
         for rule in self._for_key(key):
             try:
@@ -198,6 +195,22 @@ class RuleSet:
             key=getattr(record, "key", None),
             time=ctx.time_ns,
         )
+
+
+def _index_values(ctx: EventContext) -> tuple[str | None, str | None, str | None, str | None]:
+    """The INDEX_FIELDS of an event, as their extractors give them (each is a string at a fixed path,
+    in both compat modes; missing when it is not a string or the event has no auditID), read
+    directly: this runs for every event, before any rule."""
+    if not ctx.audit:
+        return None, None, None, None
+    ev = ctx.ev
+    ref, user, verb = ev.get("objectRef"), ev.get("user"), ev.get("verb")
+    if not isinstance(ref, dict):
+        ref = {}
+    name = user.get("username") if isinstance(user, dict) else None
+    resource, subresource = ref.get("resource"), ref.get("subresource")
+    return (verb if isinstance(verb, str) else None, resource if isinstance(resource, str) else None,
+            subresource if isinstance(subresource, str) else None, name if isinstance(name, str) else None)
 
 
 def load_rules(paths: Iterable[str], *, compat: str = "kubetrail", match: str = "first",

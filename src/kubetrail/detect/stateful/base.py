@@ -7,6 +7,7 @@ A detector is a small class with ``observe(record) -> list[Alert]`` (and optiona
 from __future__ import annotations
 
 import fnmatch
+from functools import lru_cache
 from typing import Any
 
 from kubetrail.alerts.alert import Alert, Evidence, group_values
@@ -22,7 +23,10 @@ SYSTEM_IDENTITIES = (
 )
 
 
+@lru_cache(maxsize=8192)
 def is_system(user: str, extra: tuple[str, ...] = ()) -> bool:
+    """Whether ``user`` is a control-plane or node identity (a pure function of its arguments: cached,
+    since a cluster's few hundred identities make most of its requests)."""
     return any(fnmatch.fnmatchcase(user, p) for p in SYSTEM_IDENTITIES + extra)
 
 

@@ -27,6 +27,7 @@ unknown, not wrong), and for loopback sources (a host-network client on a contro
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 from typing import Any
 
 from kubetrail.alerts.alert import Alert
@@ -43,12 +44,29 @@ _ULA = ipaddress.ip_network("fc00::/7")
 
 def norm_ip(text: Any) -> str:
     """The canonical form of an IP address, or '' when it is not one."""
+    if isinstance(text, str):
+        return _norm_ip(text)  # the same few addresses over and over: parsed once each
     try:
         return ipaddress.ip_address(str(text).strip()).compressed
     except ValueError:
         return ""
 
 
+@lru_cache(maxsize=16384)
+def _norm_ip(text: str) -> str:
+    try:
+        return ipaddress.ip_address(text.strip()).compressed
+    except ValueError:
+        return ""
+
+
+@lru_cache(maxsize=16384)
+def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``ip`` (a ``norm_ip`` result) parsed; cached."""
+    return ipaddress.ip_address(ip)
+
+
+@lru_cache(maxsize=16384)
 def is_public(ip: str) -> bool:
     """Not private (RFC 1918), loopback, link-local, CGNAT, IPv6 ULA or otherwise reserved."""
     try:
@@ -121,14 +139,14 @@ class PodTokenElsewhere:
     def _check(self, record: Any) -> list[Alert]:
         pod = _extra(record, POD_NAME)
         ip = norm_ip(source_ip(record))
-        if not pod or not ip or ipaddress.ip_address(ip).is_loopback:
+        if not pod or not ip or _address(ip).is_loopback:
             return []
         ns = record.meta.user.split(":")[2]
         entry = self.state.get(self.name, f"pod\x1f{ns}/{pod}", {})
         node = _extra(record, NODE_NAME) or entry.get("node", "")
         pod_ips = entry.get("ips", [])
         node_ips = self.state.get(self.name, f"node\x1f{node}", []) if node else []
-        if ip in pod_ips or ip in node_ips or any(ipaddress.ip_address(ip) in n for n in self.trusted):
+        if ip in pod_ips or ip in node_ips or any(_address(ip) in n for n in self.trusted):
             return []
         public = is_public(ip)
         if not public and not (pod_ips or node_ips):
