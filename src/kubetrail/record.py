@@ -8,6 +8,7 @@ a "duplicate". ``leaf_index`` is set by the store when the record becomes a trai
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -33,7 +34,7 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
     stream: str = ""
 
     def label(self) -> str:
-        return "/".join(p for p in (self.cluster, self.node, self.stream) if p)
+        return _label(self)
 
     @classmethod
     def parse(cls, label: str) -> SourceRef:
@@ -47,6 +48,12 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
         start = next((i for i, p in enumerate(parts) if ":" in p), len(parts) - 1)
         head = parts[:start]
         return cls(cluster=head[0] if head else "", node="/".join(head[1:]), stream="/".join(parts[start:]))
+
+
+@lru_cache(maxsize=1024)
+def _label(ref: SourceRef) -> str:
+    """``SourceRef.label`` (asked for every record stored; a process sees a handful of sources)."""
+    return "/".join(p for p in (ref.cluster, ref.node, ref.stream) if p)
 
 
 class Redaction(msgspec.Struct, frozen=True, omit_defaults=True):
