@@ -33,7 +33,7 @@ from kubetrail.credentials.consumer import CredentialConsumer
 from kubetrail.detect.consumer import DetectConsumer
 
 try:
-    from kubetrail.pipeline import tune_gc
+    from kubetrail.runtime import tune_gc
 except ImportError:  # an older kubetrail (before issue 18): measured as it ran
 
     def tune_gc() -> None:

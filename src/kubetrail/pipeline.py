@@ -25,7 +25,6 @@ were newly stored (duplicates never reach them twice).
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import threading
 import time
@@ -42,11 +41,13 @@ from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
 from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
+from kubetrail.runtime import tune_gc
 from kubetrail.sinks.forward import Forwarder
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
 from kubetrail.sources.broker import consume
 from kubetrail.sources.cri_logs import CriLogsConfig, CriLogsSource
+from kubetrail.sources.files import Input
 from kubetrail.sources.journald import JournaldConfig, JournaldSource
 from kubetrail.sources.k8s_events import K8sEventsConfig, K8sEventsSource
 from kubetrail.sources.textfile import TextfileConfig, TextfileSource
@@ -57,6 +58,7 @@ from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_creat
 from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.trail.checkpointer import make_checkpointer
+from kubetrail.workers import Ready, WorkerPool
 
 REJECTS_FILE = "rejects.jsonl"
 DEFAULT_BATCH = 2000
@@ -80,6 +82,7 @@ class Options(msgspec.Struct, kw_only=True):
     witness_dir: str | None = None
     live: bool = False  # a long-running process (run, webhook serve): detection keeps time with the wall clock
     redaction_key_file: str | None = None  # default DATA/redaction.key (stages/redaction_key.py)
+    workers: int = 0  # preparation processes (kubetrail.workers); 0 = everything in this process
 
 
 ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
@@ -145,6 +148,7 @@ class Pipeline:
         self.stages = list(stages)
         self.summary = Summary()
         self._lock = threading.Lock()  # one writer: live sources commit from their own threads
+        self.workers: WorkerPool | None = None  # set by open_pipeline when Options.workers > 0
 
     def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
                positions: dict[str, str] | None = None, where: Sequence[str] = (),
@@ -258,14 +262,17 @@ class Pipeline:
                 self.store.count(f"redacted_{what}", n)
             return stored
 
-    def ingest_items(self, items: Iterable[Decoded | Rejected], source: SourceRef,
+    def ingest_items(self, items: Iterable[Decoded | Rejected | Ready], source: SourceRef,
                      progress: Callable[[int], None] | None = None) -> Summary:
         started = time.perf_counter()
         batch: list[Record] = []
         where: list[str] = []
         rejected: list[Rejected] = []
         for item in items:
-            if isinstance(item, Decoded):
+            if isinstance(item, Ready):  # prepared by a worker process (kubetrail.workers)
+                where.append(item.position)
+                item = item.record
+            elif isinstance(item, Decoded):
                 position = item.position
                 item = _record_or_reject(item, source, self.redaction_key)
                 if isinstance(item, Record):
@@ -283,6 +290,12 @@ class Pipeline:
         self.summary.seconds += time.perf_counter() - started
         return self.summary
 
+    def ingest_input(self, inp: Input, source: SourceRef, progress: Callable[[int], None] | None = None) -> Summary:
+        """One opened input (file, .gz, stdin): prepared by the worker processes when there are some,
+        else decoded here; the same records, positions and rejects either way."""
+        items = self.workers.input_items(inp, source) if self.workers is not None else inp.items()
+        return self.ingest_items(items, source, progress)
+
     def tick(self) -> None:
         """Timer work of consumers that have some (signed checkpoints when idle, audit silence)."""
         with self._lock:
@@ -290,6 +303,9 @@ class Pipeline:
                   lambda c: c.tick(self.store))
 
     def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
         for consumer in self.consumers:
             consumer.close()
 
@@ -323,35 +339,13 @@ def _record_or_reject(decoded: Decoded, source: SourceRef, key: RedactionKey) ->
         return Rejected(decoded.position, f"cannot be stored ({type(exc).__name__})")
 
 
-# CPython's cyclic GC, tuned for streaming records (see ``tune_gc``).
-GC_THRESHOLDS = (100_000, 50, 100)
-_gc_tuned: list[bool] = []
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector cheap for a process that streams records (once per process).
-
-    A batch holds thousands of parsed events and records (~150 container objects per event), and the
-    reorder buffers hold more; with the default thresholds (700, 10, 10) every collection walks them
-    again, which cost as much CPU as the work itself (an orjson.loads of a 2.9 KB event kept in a
-    list: 55 µs with the defaults, 13 µs without collections). The pipeline makes almost no
-    reference cycles, so collections are made rare instead: the start-up heap (rules, compiled
-    conditions, modules) is frozen out of every collection, and the young generation is collected
-    after 100,000 allocations, by when most of a batch's objects are already freed by reference count.
-    """
-    if _gc_tuned:
-        return
-    _gc_tuned.append(True)
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
     store = open_store(options.data_dir)
     key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
     pipe = Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size, key)
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
+    if options.workers > 0:
+        pipe.workers = WorkerPool(options.workers, key)
     return pipe
 
 

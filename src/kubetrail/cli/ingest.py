@@ -23,10 +23,13 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.option("--stream", default="", help="Source stream label (default: the file name).")
 @click.option("--no-detect", is_flag=True, help="Store only; run no detection.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="Processes that decode, redact and key events for the one writer (0: all in this process; "
+                   "default: one per CPU, 0 on a single CPU).")
 @json_option
 @data_option
 def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, no_progress: bool,
-           as_json: bool, data_dir: str) -> None:
+           workers: int | None, as_json: bool, data_dir: str) -> None:
     """Read audit events from files, directories, .gz files or - (stdin), in any delivery format.
 
     Exits 0 when everything was stored (or already was), 1 when some input was rejected: the
@@ -40,7 +43,10 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
         if path != "-" and os.path.isdir(path) and not expand_paths([path]):
             raise InputError(f"{path}: no file to read in this directory (hidden files and {', '.join(SKIP_IN_DIRS)} "
                              "are skipped); name the files to read them anyway")
-    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect))
+    from kubetrail.workers import default_workers
+
+    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect,
+                                 workers=default_workers() if workers is None else workers))
     total = sum(os.path.getsize(p) for p in files if p != "-")
     show = not no_progress and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     # held until the pipeline has closed: its outbox delivers (to a stdout sink, too) on close
@@ -60,7 +66,7 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
                         last = pos
 
                     try:
-                        pipe.ingest_items(inp.items(), source, progress=tick)
+                        pipe.ingest_input(inp, source, progress=tick)
                     finally:
                         inp.close()
         finally:

@@ -35,7 +35,12 @@ class RedactionKey:
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
             raise ValueError("a redaction key has at least 16 bytes")
+        self._secret = secret
         self._mac = hmac.new(secret, digestmod=hashlib.sha256)
+
+    def __reduce__(self) -> tuple[type[RedactionKey], tuple[bytes]]:
+        """Pickled for the preparation workers (``kubetrail.workers``), which must digest with the same key."""
+        return RedactionKey, (self._secret,)
 
     def digest(self, value: bytes) -> str:
         mac = self._mac.copy()

@@ -69,9 +69,18 @@ ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENT
 
 def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     """The row (``INSERT_COLUMNS``), with its v2 entry rebuilt from exactly the values stored."""
+    head = r.__dict__.get("_row_head") or row_head(r)
+    return (r.leaf_index, *head[:-1], compressed_body, head[-1])
+
+
+def row_head(r: Record) -> tuple[Any, ...]:
+    """Everything of ``row`` but the leaf index and the compressed body, with the body's SHA-256 last.
+
+    None of it depends on the leaf index, so it can be computed before the record reaches the store
+    (the preparation workers do, ``kubetrail.workers``) and left on the record as ``_row_head``."""
     m = r.meta
     if isinstance(m, LogMeta):
-        return _log_row(r, m, compressed_body)
+        return _log_row(r, m)
     cols = (
         r.key, r.time, r.kind, r.source.label(), r.seq, r.format, m.audit_id, m.stage, m.level, m.verb,
         m.user, orjson.dumps(m.groups).decode(), m.impersonated_user, m.resource, m.subresource, m.api_group,
@@ -82,10 +91,13 @@ def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     )
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_entry_v2(cols, body_hash)
-    return (r.leaf_index, *cols, *("",) * len(LOG_COLUMNS), b"", leaf_hash(entry), compressed_body, body_hash)
+    return (*cols, *_NO_LOG_COLUMNS, b"", leaf_hash(entry), body_hash)
 
 
-def _log_row(r: Record, m: LogMeta, compressed_body: bytes) -> tuple[Any, ...]:
+_NO_LOG_COLUMNS = ("",) * len(LOG_COLUMNS)
+
+
+def _log_row(r: Record, m: LogMeta) -> tuple[Any, ...]:
     """A log line's row: the audit columns empty, ``namespace``/``name`` = the pod's, the rest in
     ``meta`` (covered by the leaf) and copied into ``LOG_COLUMNS`` for the indexes."""
     meta = StoredLogMeta(**{f: getattr(m, f) for f in _LOG_FIELDS}, redactions=r.redactions)
@@ -93,8 +105,7 @@ def _log_row(r: Record, m: LogMeta, compressed_body: bytes) -> tuple[Any, ...]:
             m.namespace, m.pod, None, "[]", "", "", "", "", _meta_encoder.encode(meta))
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_entry_v2(cols, body_hash)
-    return (r.leaf_index, *cols, *(getattr(m, c) for c in LOG_COLUMNS), b"", leaf_hash(entry), compressed_body,
-            body_hash)
+    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), b"", leaf_hash(entry), body_hash)
 
 
 def log_meta(meta: bytes) -> tuple[LogMeta, list[Redaction]]:

@@ -1,0 +1,272 @@
+"""Preparation in worker processes: raw line chunks in, MessagePack records out, one writer.
+
+The pipeline's per-event work before the store — decode and type-check a line, redact, extract
+the indexed fields, key it, hash the body and build the row's v2 entry and leaf hash — needs
+nothing but the event itself, so it runs in ``N`` worker processes::
+
+    reader (main) ── raw chunks of whole lines ──► worker 1..N: decode, to_record, rows.row_head
+                                                        │ MessagePack (records, positions, rejects)
+    writer (main) ◄── in input order ───────────────────┘
+        └─► Pipeline: store.append (leaf indexes, one transaction) ─► consumers
+
+What crosses a process boundary is bytes: a chunk of the input, and ``PreparedChunk`` encoded with
+msgspec (a record is ~5 µs to encode and decode). Parsed events never cross it: pickling one costs
+far more than parsing it again where it is needed.
+
+The results are the single process's: chunks are cut only in front of a line that starts a JSON
+value (a YAML block always ends there), each carries its first line number (positions are the
+same), the writer takes results in input order (leaf order is the input order), and the run of
+rejects that gives up on an input is counted across chunks. An input that is one pretty-printed
+JSON document, or that has no JSON line to cut at for ``MAX_CHUNK_BYTES``, is read by the writer
+itself from there on (``sources/files.py``, as without workers).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, BinaryIO
+
+import msgspec
+
+from kubetrail.record import Decoded, Record, Rejected, SourceRef
+from kubetrail.runtime import tune_gc
+from kubetrail.sources import files
+from kubetrail.stages.extract import to_record
+from kubetrail.stages.redaction_key import RedactionKey
+from kubetrail.store.rows import row_head
+
+CHUNK_BYTES = 1 << 20  # input handed to a worker at once (~350 RequestResponse events)
+MAX_CHUNK_BYTES = files.MAX_LINE_BYTES + (1 << 20)  # beyond this without a cut, the writer reads on
+IN_FLIGHT_PER_WORKER = 3  # chunks queued or being prepared per worker: bounded memory, no idle worker
+
+
+class PreparedChunk(msgspec.Struct, array_like=True):
+    """What a worker returns for one chunk: the records (each with its position and row head) and
+    the rejects, and ``order`` (b"r"/b"x" per item) saying how they interleaved in the input."""
+
+    records: list[Record]
+    where: list[str]
+    heads: list[tuple[Any, ...]]
+    rejected: list[Rejected]
+    order: bytes
+
+
+class Ready(msgspec.Struct):
+    """A record prepared by a worker, with the input position it came from (for its reject, should
+    the store refuse it)."""
+
+    record: Record
+    position: str
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(PreparedChunk)
+_state: dict[str, Any] = {}
+
+
+def default_workers() -> int:
+    """Workers for ``--workers`` left unset: one per CPU this process may use (the writer shares them:
+    it waits while the workers prepare), none (the single-process pipeline) on a single CPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return 0 if cpus <= 1 else cpus
+
+
+def _init(key: RedactionKey) -> None:
+    _state["key"] = key
+    tune_gc()
+
+
+def prepare(chunk: bytes, name: str, first_line: int, source: SourceRef) -> bytes:
+    """A worker's task: every item of ``chunk`` (whole lines of ``name`` from ``first_line``)."""
+    key: RedactionKey = _state["key"]
+    lines = files._Lines(io.BytesIO(chunk))
+    lines.number = first_line
+    out = PreparedChunk([], [], [], [], b"")
+    order = bytearray()
+    for item in files._read_lines(lines, name, lines.next(files.MAX_LINE_BYTES)):
+        if isinstance(item, Decoded):
+            try:
+                record = to_record(item, source, key)
+                head = row_head(record)
+            except Exception as exc:  # noqa: BLE001 - as pipeline._record_or_reject: one bad event never fails a chunk
+                item = Rejected(item.position, f"cannot be stored ({type(exc).__name__})")
+            else:
+                out.records.append(record)
+                out.where.append(item.position)
+                out.heads.append(head)
+                order += b"r"
+                continue
+        out.rejected.append(item)
+        order += b"x"
+    out.order = bytes(order)
+    return _encoder.encode(out)
+
+
+def unpack(data: bytes) -> Iterator[Ready | Rejected]:
+    """A worker's result as the items of the input, in order; each record keeps its row head."""
+    chunk = _decoder.decode(data)
+    records, rejected = iter(zip(chunk.records, chunk.where, chunk.heads, strict=True)), iter(chunk.rejected)
+    for kind in chunk.order:
+        if kind == 0x72:  # b"r"
+            record, where, head = next(records)
+            record.__dict__["_row_head"] = tuple(head)
+            yield Ready(record, where)
+        else:
+            yield next(rejected)
+
+
+class WorkerPool:
+    """``n`` preparation processes (started lazily, forkserver: the writer's threads are not copied)."""
+
+    def __init__(self, n: int, key: RedactionKey) -> None:
+        self.n = n
+        self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"),
+                                         initializer=_init, initargs=(key,))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def input_items(self, inp: files.Input, source: SourceRef) -> Iterator[Ready | Rejected | Decoded]:
+        """``files.Input.items`` through the workers (a read error keeps what was read, as there)."""
+        try:
+            yield from self.items(inp.stream, inp.path, source)
+        except (OSError, EOFError) as exc:
+            yield Rejected(inp.path, f"read error: {'bad gzip data' if isinstance(exc, gzip.BadGzipFile) else exc}")
+
+    def items(self, stream: BinaryIO, name: str, source: SourceRef) -> Iterator[Ready | Rejected | Decoded]:
+        """Every item of one input (``files.read_stream``'s, in the same order, positions and rejects)."""
+        return files._bounded(self._items(stream, name, source), name)
+
+    def _items(self, stream: BinaryIO, name: str, source: SourceRef) -> Iterator[Ready | Rejected | Decoded]:
+        reader = _Chunker(stream)
+        first = reader.first_line()
+        if first is not None and not files._is_whole_json(files._unbom(first).strip()) \
+                and files._unbom(first).strip()[:1] in (b"{", b"["):
+            yield from files.read_stream(reader.rest_stream(), name)  # one pretty-printed document
+            return
+        pending: deque[Future[bytes]] = deque()
+        limit = self.n * IN_FLIGHT_PER_WORKER
+        chunks = reader.chunks()
+        try:
+            for chunk, first_line in chunks:
+                pending.append(self._pool.submit(prepare, chunk, name, first_line, source))
+                while len(pending) >= limit:
+                    yield from unpack(pending.popleft().result())
+            while pending:
+                yield from unpack(pending.popleft().result())
+        finally:
+            for f in pending:
+                f.cancel()
+        if reader.fallback:  # no line to cut at for MAX_CHUNK_BYTES: read on here, as without workers
+            lines = files._Lines(reader.rest_stream())
+            lines.number = reader.number
+            yield from files._read_lines(lines, name, lines.next(files.MAX_LINE_BYTES))
+
+
+class _Chunker:
+    """Cuts a stream into chunks of whole lines, each cut in front of a line starting ``{`` or ``[``."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self._read = getattr(stream, "read1", stream.read)
+        self.buf = b""
+        self.eof = False
+        self.number = 1  # line number of the start of ``buf``
+        self.fallback = False
+
+    def _more(self, n: int = CHUNK_BYTES) -> bool:
+        if self.eof:
+            return False
+        data = self._read(n)
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def first_line(self) -> bytes | None:
+        """The first non-blank line (read ahead, not consumed), to tell a document from lines; None
+        when there is none or it is longer than a line may be."""
+        while True:
+            stripped = self.buf.lstrip()
+            end = stripped.find(b"\n")
+            if end >= 0:
+                return stripped[:end] if end <= files.MAX_LINE_BYTES else None
+            if len(stripped) > files.MAX_LINE_BYTES:
+                return None
+            if not self._more():
+                return stripped or None
+
+    def rest_stream(self) -> BinaryIO:
+        """What was not handed out yet, then the rest of the stream."""
+        return _Joined(self.buf, self.stream)
+
+    def chunks(self) -> Iterator[tuple[bytes, int]]:
+        while True:
+            while len(self.buf) < CHUNK_BYTES and self._more():
+                pass
+            if not self.buf:
+                return
+            if self.eof:
+                cut = len(self.buf)
+            else:
+                cut = self._cut(CHUNK_BYTES)
+                while cut < 0:
+                    if len(self.buf) > MAX_CHUNK_BYTES or not self._more():
+                        break
+                    cut = self._cut(CHUNK_BYTES)
+                if cut < 0:
+                    if not self.eof:
+                        self.fallback = True
+                        return
+                    cut = len(self.buf)
+            chunk, self.buf = self.buf[:cut], self.buf[cut:]
+            yield chunk, self.number
+            self.number += chunk.count(b"\n")
+
+    def _cut(self, at: int) -> int:
+        """The end of the first line ending at or after ``at`` whose next line starts a JSON value, or -1."""
+        buf = self.buf
+        i = buf.find(b"\n", min(at, len(buf)) - 1 if at > 0 else 0)
+        while 0 <= i < len(buf) - 1:
+            if buf[i + 1] in b"{[":
+                return i + 1
+            i = buf.find(b"\n", i + 1)
+        return -1
+
+
+class _Joined(io.RawIOBase):
+    """``head`` then ``rest``: a stream for the single-process reader after a chunker read ahead."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self.head = head
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = (self.head, b"") if n < 0 or n >= len(self.head) else (self.head[:n], self.head[n:])
+            return out
+        return getattr(self.rest, "read1", self.rest.read)(n)
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        if n is None or n < 0:
+            return self.read1(-1) + self.rest.read()
+        return self.read1(n)
