@@ -43,6 +43,7 @@ from kubetrail.store.rows import row_head
 
 CHUNK_BYTES = 1 << 20  # input handed to a worker at once (~350 RequestResponse events)
 MAX_CHUNK_BYTES = files.MAX_LINE_BYTES + (1 << 20)  # beyond this without a cut, the writer reads on
+MIN_INPUT_BYTES = 16 << 20  # below this ``--workers`` defaults to 0: starting them takes ~0.5 s
 IN_FLIGHT_PER_WORKER = 3  # chunks queued or being prepared per worker: bounded memory, no idle worker
 
 
@@ -70,14 +71,16 @@ _decoder = msgspec.msgpack.Decoder(PreparedChunk)
 _state: dict[str, Any] = {}
 
 
-def default_workers() -> int:
+def default_workers(input_bytes: int) -> int:
     """Workers for ``--workers`` left unset: one per CPU this process may use (the writer shares them:
-    it waits while the workers prepare), none (the single-process pipeline) on a single CPU."""
+    it waits while the workers prepare); none (the single-process pipeline) on a single CPU, or for
+    less than ``MIN_INPUT_BYTES`` of input (files; stdin's size is unknown: 0), which one process
+    reads before workers would have started."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return 0 if cpus <= 1 else cpus
+    return 0 if cpus <= 1 or input_bytes < MIN_INPUT_BYTES else cpus
 
 
 def _init(key: RedactionKey) -> None:
@@ -85,14 +88,16 @@ def _init(key: RedactionKey) -> None:
     tune_gc()
 
 
-def prepare(chunk: bytes, name: str, first_line: int, source: SourceRef) -> bytes:
-    """A worker's task: every item of ``chunk`` (whole lines of ``name`` from ``first_line``)."""
+def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
+    """A worker's task: every item of ``chunk`` (whole lines from ``first_line``). Positions leave out
+    the input's name (``:12``, ``:12.items[0]``): ``unpack`` puts it in front, since a file name need
+    not be UTF-8, which MessagePack strings are."""
     key: RedactionKey = _state["key"]
     lines = files._Lines(io.BytesIO(chunk))
     lines.number = first_line
     out = PreparedChunk([], [], [], [], b"")
     order = bytearray()
-    for item in files._read_lines(lines, name, lines.next(files.MAX_LINE_BYTES)):
+    for item in files._read_lines(lines, "", lines.next(files.MAX_LINE_BYTES)):
         if isinstance(item, Decoded):
             try:
                 record = to_record(item, source, key)
@@ -111,17 +116,19 @@ def prepare(chunk: bytes, name: str, first_line: int, source: SourceRef) -> byte
     return _encoder.encode(out)
 
 
-def unpack(data: bytes) -> Iterator[Ready | Rejected]:
-    """A worker's result as the items of the input, in order; each record keeps its row head."""
+def unpack(data: bytes, name: str) -> Iterator[Ready | Rejected]:
+    """A worker's result as the items of input ``name``, in order; each record keeps its row head."""
     chunk = _decoder.decode(data)
     records, rejected = iter(zip(chunk.records, chunk.where, chunk.heads, strict=True)), iter(chunk.rejected)
     for kind in chunk.order:
         if kind == 0x72:  # b"r"
             record, where, head = next(records)
             record.__dict__["_row_head"] = tuple(head)
-            yield Ready(record, where)
+            yield Ready(record, name + where)
         else:
-            yield next(rejected)
+            r = next(rejected)
+            r.position = name + r.position
+            yield r
 
 
 class WorkerPool:
@@ -164,11 +171,11 @@ class WorkerPool:
         chunks = reader.chunks()
         try:
             for chunk, first_line in chunks:
-                pending.append(self._pool.submit(prepare, chunk, name, first_line, source))
+                pending.append(self._pool.submit(prepare, chunk, first_line, source))
                 while len(pending) >= limit:
-                    yield from unpack(pending.popleft().result())
+                    yield from unpack(pending.popleft().result(), name)
             while pending:
-                yield from unpack(pending.popleft().result())
+                yield from unpack(pending.popleft().result(), name)
         finally:
             for f in pending:
                 f.cancel()
@@ -202,15 +209,22 @@ class _Chunker:
     def first_line(self) -> bytes | None:
         """The first non-blank line (read ahead, not consumed), to tell a document from lines; None
         when there is none or it is longer than a line may be."""
+        scanned = 0
         while True:
-            stripped = self.buf.lstrip()
-            end = stripped.find(b"\n")
+            m = files._NOT_BLANK.search(self.buf, scanned)  # blank runs are skipped in C, never copied
+            if m is None:
+                scanned = len(self.buf)
+                if not self._more():
+                    return None
+                continue
+            start = m.start()
+            end = self.buf.find(b"\n", start)
             if end >= 0:
-                return stripped[:end] if end <= files.MAX_LINE_BYTES else None
-            if len(stripped) > files.MAX_LINE_BYTES:
+                return self.buf[start:end].rstrip() if end - start <= files.MAX_LINE_BYTES else None
+            if len(self.buf) - start > files.MAX_LINE_BYTES:
                 return None
             if not self._more():
-                return stripped or None
+                return self.buf[start:].rstrip()
 
     def rest_stream(self) -> BinaryIO:
         """What was not handed out yet, then the rest of the stream."""
@@ -240,14 +254,11 @@ class _Chunker:
             self.number += chunk.count(b"\n")
 
     def _cut(self, at: int) -> int:
-        """The end of the first line ending at or after ``at`` whose next line starts a JSON value, or -1."""
-        buf = self.buf
-        i = buf.find(b"\n", min(at, len(buf)) - 1 if at > 0 else 0)
-        while 0 <= i < len(buf) - 1:
-            if buf[i + 1] in b"{[":
-                return i + 1
-            i = buf.find(b"\n", i + 1)
-        return -1
+        """The end of the first line ending at or after ``at`` whose next line starts a JSON value, or -1
+        (two searches in C: a run of blank lines costs no Python loop)."""
+        start = max(min(at, len(self.buf)) - 1, 0)
+        cuts = [i + 1 for i in (self.buf.find(b"\n{", start), self.buf.find(b"\n[", start)) if i >= 0]
+        return min(cuts) if cuts else -1
 
 
 class _Joined(io.RawIOBase):

@@ -25,7 +25,7 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes that decode, redact and key events for the one writer (0: all in this process; "
-                   "default: one per CPU, 0 on a single CPU).")
+                   "default: one per CPU for 16 MiB of files or more, else 0).")
 @json_option
 @data_option
 def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, no_progress: bool,
@@ -45,9 +45,9 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
                              "are skipped); name the files to read them anyway")
     from kubetrail.workers import default_workers
 
-    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect,
-                                 workers=default_workers() if workers is None else workers))
     total = sum(os.path.getsize(p) for p in files if p != "-")
+    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect,
+                                 workers=default_workers(total) if workers is None else workers))
     show = not no_progress and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     # held until the pipeline has closed: its outbox delivers (to a stdout sink, too) on close
     with sinks_off_stdout(as_json):

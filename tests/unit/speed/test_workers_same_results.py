@@ -20,6 +20,7 @@ from kubetrail.stages.redaction_key import KEY_FILE, load_or_create
 from kubetrail.store import open_store
 from kubetrail.store.rows import ENTRY_SELECT, row_entry
 from kubetrail.store.testing import execute as sql
+from kubetrail.testing import make_event
 
 
 def _input(tmp: Path) -> Path:
@@ -84,3 +85,24 @@ def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pyte
     assert len(one["creds"]) > 5 and one["uses"] and one["flags"]
     for part in one:
         assert one[part] == two[part], part
+
+
+def test_workers_take_odd_inputs_as_one_process_does(tmp_path: Path) -> None:
+    """A file name that is not UTF-8 (positions cross to the workers without it), and a gzip of 64 MiB
+    of newlines (one chunk, no Python loop per line), with workers."""
+    import os
+    import time
+
+    name = os.fsdecode(bytes(tmp_path) + b"/bad\xff\xfe.log")
+    with open(name, "wb") as fh:
+        fh.write(b"\n" * 3 + orjson.dumps(make_event("nu-1")) + b"\n{truncated\n")
+    gz = tmp_path / "nl.log.gz"
+    gz.write_bytes(gzip.compress(b"\n" * (64 << 20) + orjson.dumps(make_event("last")) + b"\n", 9))
+    t = time.perf_counter()
+    r = CliRunner().invoke(cli, ["ingest", name, str(gz), "--no-detect", "--json", "--workers", "2",
+                                 "--data", str(tmp_path / "d")])
+    assert time.perf_counter() - t < 20 and r.exit_code == 1 and "Traceback" not in r.output, r.output
+    rejects = (tmp_path / "d" / "rejects.jsonl").read_text()
+    assert "bad\\\\xff\\\\xfe.log:5" in rejects and rejects.count("\n") == 1
+    r = CliRunner().invoke(cli, ["query", "--json", "--data", str(tmp_path / "d")])
+    assert [orjson.loads(line)["auditID"] for line in r.stdout.splitlines()] == ["nu-1", "last"]
