@@ -7,13 +7,11 @@ only the wiring at the end differs, and it lives in pipeline.py.
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 
 import click
 import msgspec
 
+from kubetrail.cli.daemon import run_until_signalled
 from kubetrail.config import load, with_node
 
 
@@ -33,18 +31,9 @@ def agent(config_path: str, data_dir: str | None, node: str, log_level: str) -> 
     config = with_node(load(config_path), node)
     if data_dir:
         config = msgspec.structs.replace(config, data_dir=data_dir)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        click.echo(f"received {signal.Signals(signum).name}: finishing the current batch", err=True)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     enrich = "enrich from the API server" if config.enrich else "no API server (path metadata only)"
     click.echo(f"kubetrail agent: {len(config.sources)} source(s), {enrich}, data in {config.data_dir}", err=True)
-    summary = run_agent(config, stop, log=lambda m: click.echo(m, err=True))
-    click.echo(summary.line(), err=True)
+    run_until_signalled("agent", config, lambda stop: run_agent(config, stop, log=lambda m: click.echo(m, err=True)))
 
 
 commands: list[click.Command] = [agent]

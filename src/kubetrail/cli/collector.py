@@ -8,13 +8,11 @@ the broker is acknowledged only after the store committed them (docs/transport.m
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 
 import click
 import msgspec
 
+from kubetrail.cli.daemon import run_until_signalled
 from kubetrail.config import load
 
 
@@ -32,28 +30,10 @@ def collector(config_path: str, data_dir: str | None, log_level: str) -> None:
     config = load(config_path)
     if data_dir:
         config = msgspec.structs.replace(config, data_dir=data_dir)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        click.echo(f"received {signal.Signals(signum).name}: finishing the current batch", err=True)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     where = config.source.__struct_config__.tag if config.source is not None else "nothing"
     click.echo(f"kubetrail collector: reading {where}, data in {config.data_dir}", err=True)
-    probes = None
-    if config.telemetry.listen_address:
-        from kubetrail.web.probes import serve_telemetry
-
-        probes = serve_telemetry(config.telemetry.listen_address, healthy=lambda: not stop.is_set())
-        click.echo("kubetrail collector: /healthz and /metrics on {}:{}".format(*probes.address), err=True)
-    try:
-        summary = run_collector(config, stop, log=lambda m: click.echo(m, err=True))
-    finally:
-        if probes is not None:
-            probes.stop()
-    click.echo(summary.line(), err=True)
+    run_until_signalled("collector", config,
+                        lambda stop: run_collector(config, stop, log=lambda m: click.echo(m, err=True)))
 
 
 commands: list[click.Command] = [collector]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-from types import FrameType
 
 import click
 import msgspec
 
+from kubetrail.cli.daemon import run_until_signalled
 from kubetrail.config import load
 from kubetrail.errors import ConfigError
 
@@ -31,27 +29,8 @@ def run(config_path: str, data_dir: str | None, log_level: str) -> None:
                           "(docs/config.md lists the source types)")
     if data_dir:
         config = msgspec.structs.replace(config, data_dir=data_dir)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        click.echo(f"received {signal.Signals(signum).name}: finishing the current batch", err=True)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     click.echo(f"kubetrail run: {len(config.sources)} source(s), data in {config.data_dir}", err=True)
-    probes = None
-    if config.telemetry.listen_address:
-        from kubetrail.web.probes import serve_telemetry
-
-        probes = serve_telemetry(config.telemetry.listen_address, healthy=lambda: not stop.is_set())
-        click.echo("kubetrail run: /healthz and /metrics on {}:{}".format(*probes.address), err=True)
-    try:
-        summary = run_live(config, stop, log=lambda m: click.echo(m, err=True))
-    finally:
-        if probes is not None:
-            probes.stop()
-    click.echo(summary.line(), err=True)
+    run_until_signalled("run", config, lambda stop: run_live(config, stop, log=lambda m: click.echo(m, err=True)))
 
 
 commands: list[click.Command] = [run]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import kubetrail.cli
 from kubetrail.cli import COMMANDS, cli
 
-HELPERS = {"exitcodes", "options", "output", "resolve"}  # shared code, not command modules
+HELPERS = {"daemon", "exitcodes", "options", "output", "resolve"}  # shared code, not command modules
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
