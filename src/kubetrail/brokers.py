@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 from typing import Any
 
 from kubetrail.errors import KubetrailError
@@ -19,12 +20,31 @@ def servers(url: str) -> list[str]:
     return [u.strip() for u in url.split(",") if u.strip()]
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def import_nats() -> None:
+    """Import nats-py once, under a lock.
+
+    nats-py's modules import each other in a cycle (``nats.aio.client`` -> ``nats.js`` ->
+    ``nats.js.api`` -> ...); two threads importing it for the first time at once (an agent's
+    forwarder and a collector in one process) make CPython raise ``_DeadlockError`` in one of
+    them. After the first complete import every later ``import`` is a dictionary lookup.
+    """
+    with _IMPORT_LOCK:
+        import nats.aio.client  # noqa: F401
+        import nats.errors  # noqa: F401
+        import nats.js.api  # noqa: F401
+        import nats.js.errors  # noqa: F401
+
+
 async def connect_nats(urls: str, timeout: float, name: str, error: type[KubetrailError]) -> Any:
     """A NATS connection that reconnects forever once up, logs nothing itself (nats-py prints
     tracebacks on every refused reconnect otherwise), and raises ``error`` when it cannot connect
     within ``timeout`` (nats-py alone would retry the first connection forever)."""
     import asyncio
 
+    import_nats()
     from nats.aio.client import Client
 
     async def quiet(_exc: Exception) -> None:

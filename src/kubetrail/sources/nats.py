@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from kubetrail.brokers import connect_nats
+from kubetrail.brokers import connect_nats, import_nats
 from kubetrail.errors import SourceError
 from kubetrail.record import decode_batch
 from kubetrail.sources.broker import Delivery
@@ -46,6 +46,7 @@ class NatsSource:
         self.undecodable = 0
 
     async def start(self) -> None:
+        import_nats()
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         self.nc = await connect_nats(self.config.url, self.config.connect_timeout_secs, "kubetrail-collector",
