@@ -14,6 +14,10 @@ Rules:
 
 * Only whole lines are returned; a partial last line waits for its newline (a finished, rotated
   file gives up its last bytes when it is drained).
+* A line may not hold memory without bound: past ``MAX_LINE_BYTES`` without a newline only its head
+  is kept, the rest is skipped to the newline, and the head is returned as the line (its parser
+  rejects it: one event lost, never the stream). The saved position never points inside such a
+  line, so a restart skips it again instead of reading its tail as lines of their own.
 * Rename rotation (the apiserver's own, logrotate ``create``) and delete-and-recreate: the old
   handle is read to its end before the new file is read from offset 0.
 * copytruncate: the file shrinks or its first bytes change under the same inode. The copy is found
@@ -40,6 +44,7 @@ from typing import BinaryIO
 import orjson
 
 FP_BYTES = 256
+MAX_LINE_BYTES = 64 * 1024 * 1024  # sources.files reads whole files with the same bound
 log = logging.getLogger("kubetrail.sources.tail")
 
 
@@ -90,12 +95,15 @@ class Position:
 class _File:
     """One open file being drained, with its own partial-line buffer."""
 
-    def __init__(self, fh: BinaryIO, pos: Position, newline_only: bool = False) -> None:
+    def __init__(self, fh: BinaryIO, pos: Position, newline_only: bool = False,
+                 max_line: int = MAX_LINE_BYTES) -> None:
         self.fh, self.pos, self.buf = fh, pos, b""
         self.newline_only = newline_only
+        self.max_line = max_line
+        self.over = 0  # bytes of an over-long line read past its kept head (``buf``), newline not seen yet
 
     @classmethod
-    def open(cls, path: str, newline_only: bool = False) -> _File | None:
+    def open(cls, path: str, newline_only: bool = False, max_line: int = MAX_LINE_BYTES) -> _File | None:
         try:
             # Unbuffered: a buffered reader may answer a seek(0) from stale buffer bytes and miss a
             # truncation.
@@ -103,7 +111,7 @@ class _File:
         except OSError:
             return None
         st = os.fstat(fh.fileno())
-        f = cls(fh, Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns), newline_only)
+        f = cls(fh, Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns), newline_only, max_line)
         f.refresh_fp()
         return f
 
@@ -122,36 +130,44 @@ class _File:
     def seek(self, offset: int) -> None:
         self.fh.seek(offset)
         self.pos.offset = offset
-        self.buf = b""
+        self.buf, self.over = b"", 0
 
     def size(self) -> int:
         return os.fstat(self.fh.fileno()).st_size
 
     def truncated(self) -> bool:
         size = os.fstat(self.fh.fileno()).st_size
-        return size < self.pos.offset + len(self.buf) or not self.pos.same_content(self.fh)
+        return size < self.pos.offset + len(self.buf) + self.over or not self.pos.same_content(self.fh)
 
     def drain(self, max_bytes: int, final: bool) -> Iterator[tuple[list[bytes], Position]]:
         while True:
             chunk = self.fh.read(max_bytes)
             if not chunk:
-                if final and self.buf:
-                    line, self.buf = self.buf, b""
-                    start = self.pos.offset
-                    self.pos.offset += len(line)
-                    yield [line], self.pos.copy(start)
+                if final and (self.buf or self.over):
+                    yield self._take_held(0)
                 return
             if not self.pos.same_content(self.fh):
                 # Truncated and rewritten between the rotation check and this read: the chunk is
                 # the new generation's, read from our old offset. Drop it; the next poll sees the
                 # truncation and reads the rest of our generation from its copy.
                 log.debug("ino %d changed under a read at offset %d; chunk dropped", self.pos.ino, self.pos.offset)
-                self.fh.seek(self.pos.offset + len(self.buf))
+                self.fh.seek(self.pos.offset + len(self.buf) + self.over)
                 return
             self.pos.mtime_ns = max(self.pos.mtime_ns, os.fstat(self.fh.fileno()).st_mtime_ns)
+            if self.over:  # inside an over-long line: skip to its newline
+                nl = chunk.find(b"\n")
+                if nl < 0:
+                    self.over += len(chunk)
+                    continue
+                yield self._take_held(nl + 1)
+                chunk = chunk[nl + 1:]
             data = self.buf + chunk
             cut = data.rfind(b"\n")
             if cut < 0:
+                if len(data) > self.max_line:
+                    log.warning("%s: line at offset %d is longer than %d bytes: its head is kept, the rest "
+                                "skipped", self.fh.name, self.pos.offset, self.max_line)
+                    data, self.over = data[:self.max_line], len(data) - self.max_line
                 self.buf = data
                 continue
             whole, self.buf = data[:cut + 1], data[cut + 1:]
@@ -159,6 +175,14 @@ class _File:
             self.pos.offset = self.fh.tell() - len(self.buf)
             self.refresh_fp()
             yield (whole[:-1].split(b"\n") if self.newline_only else whole.splitlines()), self.pos.copy(start)
+
+    def _take_held(self, rest: int) -> tuple[list[bytes], Position]:
+        """The held line (an over-long line's head, or a finished file's last bytes) as a chunk of its
+        own; ``rest`` more bytes of it (up to and with its newline) were read just now."""
+        line, start = self.buf, self.pos.offset
+        self.pos.offset += len(line) + self.over + rest
+        self.buf, self.over = b"", 0
+        return [line], self.pos.copy(start)
 
     def close(self) -> None:
         self.fh.close()
@@ -190,10 +214,13 @@ class Tailer:
     """Yields ``(lines, position)`` chunks from ``poll()``; the position is where to resume."""
 
     def __init__(self, path: str, start: Position | None, max_bytes: int = 1 << 20,
-                 from_end: bool = False, *, newline_only: bool = False, sibling_prefix: str | None = None) -> None:
+                 from_end: bool = False, *, newline_only: bool = False, sibling_prefix: str | None = None,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
         """``newline_only``: split lines on ``\n`` alone (a CRI line's text may hold ``\r``), so
-        ``len(line) + 1`` per line adds up to the chunk. ``sibling_prefix``: see ``siblings``."""
+        ``len(line) + 1`` per line adds up to the chunk (except a chunk holding one over-long line's
+        head). ``sibling_prefix``: see ``siblings``."""
         self.path = path
+        self.max_line_bytes = max_line_bytes
         self.max_bytes = max_bytes
         self.newline_only = newline_only
         self.sibling_prefix = sibling_prefix
@@ -218,7 +245,7 @@ class Tailer:
             live.pos.offset = live.fh.tell()
 
     def _open(self, path: str) -> _File | None:
-        return _File.open(path, self.newline_only)
+        return _File.open(path, self.newline_only, self.max_line_bytes)
 
     def _siblings(self) -> list[str]:
         if self.sibling_prefix is None:
@@ -291,7 +318,7 @@ class Tailer:
         f.fh.seek(0)
         st = os.fstat(f.fh.fileno())
         f.pos = Position(st.st_dev, st.st_ino, mtime_ns=st.st_mtime_ns)
-        f.buf = b""
+        f.buf, f.over = b"", 0
         f.refresh_fp()
         self.pending.append(f)
 

@@ -32,9 +32,9 @@ import yaml
 
 from kubetrail.errors import InputError
 from kubetrail.record import Rejected
+from kubetrail.sources._tail import MAX_LINE_BYTES
 from kubetrail.sources.formats import BOM, Item, decode_line, decode_value, guarded, loads_lossy, noted
 
-MAX_LINE_BYTES = 64 * 1024 * 1024
 MAX_YAML_BYTES = 256 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a pretty-printed JSON document is parsed whole
 MAX_BAD_RUN = 100_000  # rejects in a row: no audit log looks like that
