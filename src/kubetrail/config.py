@@ -79,6 +79,7 @@ class TelemetryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "./kubetrail-data"
+    store: str | None = None  # sqlite:///PATH.db | postgresql://…; default: DATA_DIR/kubetrail.db
     cluster: str = ""
     sources: list[SourceConfig] = []
     checkpoint_interval_secs: float = 60.0

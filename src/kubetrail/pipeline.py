@@ -77,6 +77,7 @@ class Options(msgspec.Struct, kw_only=True):
     """What consumers may need to know about the run; the config file fills it for `run`."""
 
     data_dir: str
+    store: str | None = None  # a store URL (kubetrail.store.open_store); None: the data directory's SQLite file
     cluster: str = ""
     detect: bool = True
     witness_dir: str | None = None
@@ -340,7 +341,7 @@ def _record_or_reject(decoded: Decoded, source: SourceRef, key: RedactionKey) ->
 
 
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
-    store = open_store(options.data_dir)
+    store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
     key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
     pipe = Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size, key)
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
@@ -403,7 +404,7 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     cannot start at all on its first attempt (``UnavailableError``: a port in use, a TLS key that
     does not match its certificate) stops the run at once and is raised: no retry can fix it.
     """
-    options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
+    options = Options(data_dir=config.data_dir, store=config.store, cluster=config.cluster, detect=config.detect.enabled,
                       witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
     stages, enrich = build_stages(config)
     pipe = open_pipeline(options)

@@ -25,8 +25,8 @@ from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.sinks import Sink, build_sink
 from kubetrail.alerts.store import get_alert
 from kubetrail.errors import KubetrailError
+from kubetrail.store import engine_errors
 from kubetrail.store.api import AlertsRepo, OutboxRepo, Store
-from kubetrail.store.db import ENGINE_ERRORS
 
 BASE_BACKOFF_SECS = 1.0
 MAX_BACKOFF_SECS = 300.0
@@ -149,7 +149,7 @@ class Deliverer:
                 break
             try:
                 self.last = self.outbox.deliver_due()
-            except ENGINE_ERRORS as exc:  # database busy: try again next round
+            except engine_errors() as exc:  # database busy: try again next round
                 self.last = DeliveryReport(errors={"store": str(exc)})
 
     def close(self, flush_secs: float = 5.0) -> DeliveryReport:

@@ -10,7 +10,7 @@ from kubetrail.alerts.outbox import Outbox
 from kubetrail.alerts.sinks.stdout import text_line
 from kubetrail.alerts.store import alert_events, get_alert, list_alerts, settings_for
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
-from kubetrail.cli.options import PRIORITY, data_option, json_option
+from kubetrail.cli.options import PRIORITY, json_option, store_options
 from kubetrail.cli.output import Column, Listing, emit, output_option, sinks_off_stdout
 from kubetrail.cli.resolve import open_read, when
 from kubetrail.store import QueryFilters, open_store
@@ -47,17 +47,17 @@ def _print(found: list[Alert], output: str) -> None:
                    "informational (info), debug.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many alerts.")
 @output_option
-@data_option
+@store_options
 @click.pass_context
 def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str | None, min_priority: str | None,
-           limit: int | None, output: str, data_dir: str) -> None:
+           limit: int | None, output: str, data_dir: str, location: str) -> None:
     """List stored alerts (one JSON object per alert with --json, evidence included).
 
     Subcommands: show ID, deliver, sinks.
     """
     if ctx.invoked_subcommand is not None:
         return
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         found = list_alerts(store, since=when(since, "--since"), until=when(until, "--until"), rule=rule,
                             min_priority=min_priority, limit=limit)
     _print(found, output)
@@ -68,13 +68,13 @@ def alerts(ctx: click.Context, since: str | None, until: str | None, rule: str |
 @click.option("--events", "with_events", is_flag=True,
               help="Also list every occurrence folded into the alert (aggregated ones too).")
 @json_option
-@data_option
-def show(alert_id: int, with_events: bool, as_json: bool, data_dir: str) -> None:
+@store_options
+def show(alert_id: int, with_events: bool, as_json: bool, data_dir: str, location: str) -> None:
     """One alert with its evidence records (redacted events) from the trail."""
     from kubetrail.cli.query import record_row, target, who
     from kubetrail.web.documents import alert_document  # one serialisation with /api/v1/alerts/{id}
 
-    store = open_store(data_dir, readonly=True)
+    store = open_store(location, data_dir=data_dir, readonly=True)
     try:
         out = alert_document(store, alert_id)
         alert = get_alert(store, alert_id)
@@ -104,13 +104,13 @@ def show(alert_id: int, with_events: bool, as_json: bool, data_dir: str) -> None
 @alerts.command("deliver")
 @click.option("--now", "retry_now", is_flag=True, help="Retry every pending delivery now, ignoring backoff.")
 @json_option
-@data_option
-def deliver(retry_now: bool, as_json: bool, data_dir: str) -> None:
+@store_options
+def deliver(retry_now: bool, as_json: bool, data_dir: str, location: str) -> None:
     """Send pending deliveries from the outbox once; exit 1 if some are still pending.
 
     A stdout sink writes to standard error here when --json is given, so the report stays parseable.
     """
-    store = open_store(data_dir, create=False)
+    store = open_store(location, data_dir=data_dir, create=False)
     try:
         box = Outbox(store, settings_for(data_dir))
         if retry_now:
@@ -132,11 +132,11 @@ def deliver(retry_now: bool, as_json: bool, data_dir: str) -> None:
 
 @alerts.command("sinks")
 @output_option
-@data_option
-def sinks(output: str, data_dir: str) -> None:
+@store_options
+def sinks(output: str, data_dir: str, location: str) -> None:
     """Configured sinks (DATA/detect.yaml) and their outbox counts; URLs are never printed."""
     settings = settings_for(data_dir)
-    store = open_store(data_dir, create=False)
+    store = open_store(location, data_dir=data_dir, create=False)
     try:
         status = {s: (d, p, e) for s, d, p, e in Outbox(store, settings).status()}
     finally:
@@ -156,9 +156,9 @@ def sinks(output: str, data_dir: str) -> None:
 @click.option("--rules", "rule_files", multiple=True, help="Extra rule file(s), after the built-in ruleset.")
 @click.option("--no-deliver", is_flag=True, help="Record alerts but leave deliveries in the outbox.")
 @output_option
-@data_option
+@store_options
 def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no_deliver: bool, output: str,
-           data_dir: str) -> None:
+           data_dir: str, location: str) -> None:
     """Run detection over events already stored (alerts already raised are not raised again).
 
     Prints the new alerts; the counts go to standard error. A stdout sink writes to standard error
@@ -169,7 +169,7 @@ def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no
     filters = QueryFilters(since=when(since, "--since"), until=when(until, "--until"))
     settings = settings_for(data_dir)
     ruleset = build_ruleset(settings, rule_files)
-    store = open_store(data_dir, create=False)
+    store = open_store(location, data_dir=data_dir, create=False)
     try:
         consumer = DetectConsumer(store, settings, deliver=not no_deliver, ruleset=ruleset)
         first_id = store.alerts.max_id()

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import json_option, store_options
 from kubetrail.cli.output import Column, Listing, emit, output_option
 from kubetrail.cli.resolve import open_read, when
 from kubetrail.credentials.consumer import rebuild as rebuild_inventory
@@ -46,15 +46,15 @@ CRED_COLUMNS = [
 @click.option("--unaccounted", is_flag=True, help="Only credentials seen in use whose issuance is not in the trail.")
 @click.option("--at", "at", default=None, help="Judge active/expired at this time (RFC 3339 or 2h, 7d ago).")
 @output_option
-@data_option
+@store_options
 def list_cmd(kind: str | None, active: bool, expired: bool, unaccounted: bool, at: str | None, output: str,
-             data_dir: str) -> None:
+             data_dir: str, location: str) -> None:
     """List credentials, riskiest first (worst flag, then unaccounted, then most used)."""
     if active and expired:
         raise click.UsageError("--active and --expired exclude each other; give one")
     state = "active" if active else "expired" if expired else None
     now_ns = when(at, "--at")
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         entries = list_credentials(store, kind=kind, state=state, unaccounted=unaccounted, now_ns=now_ns)
     if not entries and output in ("table", "wide"):
         click.echo("no credentials match", err=True)
@@ -70,10 +70,10 @@ def list_cmd(kind: str | None, active: bool, expired: bool, unaccounted: bool, a
 
 @creds.command("summary")
 @json_option
-@data_option
-def summary_cmd(as_json: bool, data_dir: str) -> None:
+@store_options
+def summary_cmd(as_json: bool, data_dir: str, location: str) -> None:
     """The inventory's standing facts in one finding: flags per class, identities no credential explains."""
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         found = summary(store)
     if as_json:
         emit(found)
@@ -92,10 +92,10 @@ def summary_cmd(as_json: bool, data_dir: str) -> None:
 @click.argument("ident")
 @click.option("--limit", default=200, show_default=True, help="Uses shown in the timeline.")
 @json_option
-@data_option
-def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
+@store_options
+def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str, location: str) -> None:
     """One credential (by id, X509SHA256=/JTI= credential id, fingerprint or JTI): chain, usage, timeline."""
-    store = open_store(data_dir, readonly=True)
+    store = open_store(location, data_dir=data_dir, readonly=True)
     try:
         out = show(store, ident, limit=limit)
     finally:
@@ -134,10 +134,10 @@ def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str) -> None:
 
 @creds.command("rebuild")
 @json_option
-@data_option
-def rebuild_cmd(as_json: bool, data_dir: str) -> None:
+@store_options
+def rebuild_cmd(as_json: bool, data_dir: str, location: str) -> None:
     """Recompute the inventory from every stored record (after an upgrade, or to check it)."""
-    store = open_store(data_dir, create=False)
+    store = open_store(location, data_dir=data_dir, create=False)
     try:
         n = rebuild_inventory(store)
         count = store.credentials.count()

@@ -72,10 +72,10 @@ def code_for(exc: BaseException) -> int:
 
 
 def is_damaged_store(exc: BaseException) -> bool:
-    """One of the store's ``DAMAGED_ERRORS`` (a damaged file, a full disk), without importing the
+    """One of the store's ``damaged_errors()`` (a damaged file, a full disk), without importing the
     store to ask: such an error can only come from a store that was loaded."""
     store = sys.modules.get("kubetrail.store")
-    return store is not None and isinstance(exc, store.DAMAGED_ERRORS)
+    return store is not None and isinstance(exc, store.damaged_errors())
 
 
 def exit_with(code: int) -> NoReturn:

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import json_option, store_options
 from kubetrail.cli.output import sinks_off_stdout
 from kubetrail.errors import InputError
 from kubetrail.record import SourceRef, printable
@@ -27,9 +27,9 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
               help="Processes that decode, redact and key events for the one writer (0: all in this process; "
                    "default: one per CPU for 16 MiB of files or more, else 0).")
 @json_option
-@data_option
+@store_options
 def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, no_progress: bool,
-           workers: int | None, as_json: bool, data_dir: str) -> None:
+           workers: int | None, as_json: bool, data_dir: str, location: str) -> None:
     """Read audit events from files, directories, .gz files or - (stdin), in any delivery format.
 
     Exits 0 when everything was stored (or already was), 1 when some input was rejected: the
@@ -46,7 +46,7 @@ def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, n
     from kubetrail.workers import default_workers
 
     total = sum(os.path.getsize(p) for p in files if p != "-")
-    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, detect=not no_detect,
+    pipe = open_pipeline(Options(data_dir=data_dir, store=location, cluster=cluster, detect=not no_detect,
                                  workers=default_workers(total) if workers is None else workers))
     show = not no_progress and sys.stderr.isatty() and total >= PROGRESS_MIN_BYTES
     # held until the pipeline has closed: its outbox delivers (to a stdout sink, too) on close

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import orjson
 
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import json_option, store_options
 from kubetrail.cli.output import Column, Listing, output_option, with_time
 from kubetrail.cli.resolve import open_read, resolve_record, when
 from kubetrail.record import LogMeta
@@ -88,14 +88,14 @@ def _short_stage(stage: str) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many events.")
 @click.option("--count", "count_only", is_flag=True, help="Print only the number of matching events.")
 @output_option
-@data_option
+@store_options
 def query(user: tuple[str, ...], exclude_user: tuple[str, ...], impersonated_user: tuple[str, ...],
           group: tuple[str, ...], verb: tuple[str, ...], exclude_verb: tuple[str, ...], resource: tuple[str, ...],
           subresource: tuple[str, ...], namespace: tuple[str, ...], name: tuple[str, ...], code: tuple[int, ...],
           stage: tuple[str, ...], audit_id: tuple[str, ...], credential_id: tuple[str, ...],
           source_ip: tuple[str, ...], user_agent: str, source: tuple[str, ...], cluster: tuple[str, ...],
           since: str | None, until: str | None, order: str, limit: int | None, count_only: bool, output: str,
-          data_dir: str) -> None:
+          data_dir: str, location: str) -> None:
     """Search stored audit events; filters combine with AND, repeated values with OR.
 
     The table shows the stage (Received, Started, Complete, Panic) and, for an impersonated
@@ -110,7 +110,7 @@ def query(user: tuple[str, ...], exclude_user: tuple[str, ...], impersonated_use
         user_agent=user_agent, source=list(source), cluster=list(cluster),
         since=when(since, "--since"), until=when(until, "--until"),
     )
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         if count_only:
             click.echo(str(store.count_matching(filters)))
             return
@@ -122,14 +122,14 @@ def query(user: tuple[str, ...], exclude_user: tuple[str, ...], impersonated_use
 @click.command()
 @click.argument("key")
 @json_option
-@data_option
-def show(key: str, as_json: bool, data_dir: str) -> None:
+@store_options
+def show(key: str, as_json: bool, data_dir: str, location: str) -> None:
     """Print one stored record (by key, key prefix or leaf index): its metadata and its redacted body.
 
     KEY is a record key or a unique prefix of one (at least 4 hex digits, as the 12-character keys
     in `query -o table` output), or a leaf index (a number, or #N).
     """
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         r = resolve_record(store, key)
     if isinstance(r.meta, LogMeta):  # a log line (kubetrail logs): its row, and the body as stored
         from kubetrail.cli.logs import log_row
@@ -151,10 +151,10 @@ def show(key: str, as_json: bool, data_dir: str) -> None:
 
 @click.command()
 @json_option
-@data_option
-def stats(as_json: bool, data_dir: str) -> None:
+@store_options
+def stats(as_json: bool, data_dir: str, location: str) -> None:
     """Counts of what the store holds: entries, ingest counters, top users, verbs, resources."""
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         s = store.stats()
     first, last = s["first_time"], s["last_time"]
     with_time(s, "first_time", first)

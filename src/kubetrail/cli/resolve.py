@@ -22,9 +22,9 @@ _HEX = re.compile(r"^[0-9a-f]+$")
 
 
 @contextmanager
-def open_read(data_dir: str) -> Iterator[Store]:
-    """The data directory's store, opened without writing anything; closed on exit."""
-    store = open_store(data_dir, readonly=True)
+def open_read(location: str, data_dir: str | None = None) -> Iterator[Store]:
+    """The store (a data directory or a ``--store`` URL), opened without writing anything; closed on exit."""
+    store = open_store(location, readonly=True, data_dir=data_dir)
     try:
         yield store
     finally:

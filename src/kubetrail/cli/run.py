@@ -16,9 +16,11 @@ from kubetrail.errors import ConfigError
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="YAML config file (see docs/config.md).")
 @click.option("--data", "data_dir", default=None, help="Override the config's data_dir.")
+@click.option("--store", "store_url", default=None, envvar="KUBETRAIL_STORE", metavar="URL",
+              help="Override the config's store (sqlite:///PATH.db or postgresql://…; docs/storage.md).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True, help="What the sources log to stderr (listening addresses, reloads, failures).")
-def run(config_path: str, data_dir: str | None, log_level: str) -> None:
+def run(config_path: str, data_dir: str | None, store_url: str | None, log_level: str) -> None:
     """Run the configured live sources until SIGINT/SIGTERM, then flush positions and exit 0."""
     from kubetrail.pipeline import run_live
 
@@ -29,6 +31,8 @@ def run(config_path: str, data_dir: str | None, log_level: str) -> None:
                           "(docs/config.md lists the source types)")
     if data_dir:
         config = msgspec.structs.replace(config, data_dir=data_dir)
+    if store_url:
+        config = msgspec.structs.replace(config, store=store_url)
     click.echo(f"kubetrail run: {len(config.sources)} source(s), data in {config.data_dir}", err=True)
     run_until_signalled("run", config, lambda stop: run_live(config, stop, log=lambda m: click.echo(m, err=True)))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import orjson
 
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import json_option, store_options
 from kubetrail.stages.identity import event_key
 from kubetrail.store import open_store
 from kubetrail.store.rekey import pending, rekey
@@ -27,14 +27,14 @@ def store_group() -> None:
 
 @store_group.command("rekey")
 @json_option
-@data_option
-def rekey_command(as_json: bool, data_dir: str) -> None:
+@store_options
+def rekey_command(as_json: bool, data_dir: str, location: str) -> None:
     """Give entries stored under record key v1 their v2 key as an alias, recorded in the trail.
 
     Old leaves stay exactly as they are; an old event delivered again is still a duplicate.
     Safe to interrupt and run again.
     """
-    store = open_store(data_dir, create=False)
+    store = open_store(location, data_dir=data_dir, create=False)
     try:
         todo = pending(store)
         result = rekey(store, _current_key)

@@ -9,7 +9,7 @@ import click
 import orjson
 
 from kubetrail.cli.exitcodes import FINDINGS, exit_with
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import data_option, json_option, store_options
 from kubetrail.cli.output import emit
 from kubetrail.errors import InputError, StoreError, TrailError
 from kubetrail.store import DAMAGED_ERRORS, Store, open_store
@@ -57,20 +57,20 @@ def keys_show(as_json: bool, data_dir: str) -> None:
         click.echo(verifier.encode())
 
 
-def _open(data_dir: str) -> Store:
-    store = open_store(data_dir, create=False)
+def _open(location: str, data_dir: str) -> Store:
+    store = open_store(location, create=False, data_dir=data_dir)
     sync_now(store)
     return store
 
 
-def _open_to_read(data_dir: str) -> Store:
+def _open_to_read(location: str, data_dir: str) -> Store:
     """Read-only, unless the tree lags behind the entries (a store written before the trail): then
     open it for writing once to build the tree, as before."""
-    store = open_store(data_dir, readonly=True)
+    store = open_store(location, readonly=True, data_dir=data_dir)
     if store.trail.tree_size() >= store.size():
         return store
     store.close()
-    return _open(data_dir)
+    return _open(location, data_dir)
 
 
 @click.command()
@@ -78,11 +78,11 @@ def _open_to_read(data_dir: str) -> Store:
 @click.option("--witness", "witness_dir", default=None, type=click.Path(file_okay=False),
               help="Also keep a copy in this witness directory (implies --sign).")
 @json_option
-@data_option
-def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str) -> None:
+@store_options
+def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str, location: str) -> None:
     """Print the latest signed checkpoint (a C2SP tlog-checkpoint in a signed note)."""
     explicit = sign or bool(witness_dir)
-    store = open_store(data_dir, readonly=True)
+    store = open_store(location, data_dir=data_dir, readonly=True)
     try:
         latest = store.trail.latest_checkpoint()
         stale = latest is None or latest[0] != store.size()
@@ -99,7 +99,7 @@ def checkpoint(sign: bool, witness_dir: str | None, as_json: bool, data_dir: str
             if latest is None or explicit:
                 raise TrailError(f"no trail key in {data_dir} to sign with (kubetrail keys generate)")
         else:
-            store = _open(data_dir)
+            store = _open(location, data_dir)
             try:
                 sign_now(store, signer, witness_dir)
                 latest = store.trail.latest_checkpoint()
@@ -124,10 +124,10 @@ def proof_group() -> None:
 @click.option("--index", type=int, required=True, help="Leaf index (as in `query --json`).")
 @click.option("--size", type=int, default=None, help="Tree size (default: the latest checkpoint covering it).")
 @json_option
-@data_option
-def proof_inclusion(index: int, size: int | None, as_json: bool, data_dir: str) -> None:
+@store_options
+def proof_inclusion(index: int, size: int | None, as_json: bool, data_dir: str, location: str) -> None:
     """Prove that leaf INDEX is in the tree of SIZE leaves."""
-    store = _open_to_read(data_dir)
+    store = _open_to_read(location, data_dir)
     try:
         doc = inclusion_proof_for(store, index, size)
     finally:
@@ -147,10 +147,10 @@ def proof_inclusion(index: int, size: int | None, as_json: bool, data_dir: str) 
 @click.option("--old", type=int, required=True, help="The older tree size.")
 @click.option("--new", type=int, default=None, help="The newer tree size (default: the current tree).")
 @json_option
-@data_option
-def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -> None:
+@store_options
+def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str, location: str) -> None:
     """Prove that the tree of OLD leaves is a prefix of the tree of NEW leaves."""
-    store = _open_to_read(data_dir)
+    store = _open_to_read(location, data_dir)
     try:
         doc = consistency_proof_for(store, old, new)
     finally:
@@ -170,11 +170,11 @@ def proof_consistency(old: int, new: int | None, as_json: bool, data_dir: str) -
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--deep", is_flag=True, help="Also check the database itself: PRAGMA integrity_check and the schema.")
 @json_option
-@data_option
+@store_options
 def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: bool, as_json: bool,
-           data_dir: str) -> None:
+           data_dir: str, location: str) -> None:
     """Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."""
-    store = open_store(data_dir, readonly=True)  # first: "no store here" says more than "no key"
+    store = open_store(location, data_dir=data_dir, readonly=True)  # first: "no store here" says more than "no key"
     try:
         verifier = keys.load_verifier(data_dir, vkey)
     except BaseException:
@@ -221,8 +221,8 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: b
 @click.option("--max-bytes", default=None, help="Then delete the oldest bodies until they fit (500M, 10G).")
 @click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
 @json_option
-@data_option
-def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json: bool, data_dir: str) -> None:
+@store_options
+def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json: bool, data_dir: str, location: str) -> None:
     """Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."""
     if max_age is None and max_bytes is None:
         raise click.UsageError("give --max-age and/or --max-bytes")
@@ -231,7 +231,7 @@ def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json
     except OverflowError as exc:
         raise InputError(f"--max-age {max_age!r} is out of range") from exc
     limit = parse_bytes(max_bytes) if max_bytes else None
-    store = open_store(data_dir, create=False)
+    store = open_store(location, data_dir=data_dir, create=False)
     try:
         res = store.retention.apply(before, limit, dry_run=dry_run)
     finally:

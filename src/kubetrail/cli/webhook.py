@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import click
 import yaml
 
-from kubetrail.cli.options import data_option
+from kubetrail.cli.options import store_options
 from kubetrail.errors import ConfigError, InputError
 
 CLUSTER_NAME = "kubetrail"
@@ -98,9 +98,9 @@ def webhook() -> None:
               help="Accept these bearer tokens (CSV lines token[,name], as the apiserver's token file).")
 @click.option("--max-body-bytes", default=16 * 1024 * 1024, show_default=True, type=click.IntRange(min=1))
 @click.option("--cluster", default="", help="Cluster name recorded with every event.")
-@data_option
+@store_options
 def serve(listen_address: str, tls_cert: str, tls_key: str, client_ca: str | None, client_names: tuple[str, ...],
-          token_file: str | None, max_body_bytes: int, cluster: str, data_dir: str) -> None:
+          token_file: str | None, max_body_bytes: int, cluster: str, data_dir: str, location: str) -> None:
     """Receive audit batches into the store until SIGINT/SIGTERM."""
     from kubetrail.pipeline import Options, Pipeline, open_pipeline
     from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookReceiver
@@ -116,7 +116,7 @@ def serve(listen_address: str, tls_cert: str, tls_key: str, client_ca: str | Non
         return pipes[0].commit_decoded(*batch)
 
     receiver = AuditWebhookReceiver(config, commit, cluster)
-    pipe = open_pipeline(Options(data_dir=data_dir, cluster=cluster, live=True))
+    pipe = open_pipeline(Options(data_dir=data_dir, store=location, cluster=cluster, live=True))
     pipes.append(pipe)
     stop = threading.Event()
 

@@ -113,6 +113,7 @@ class CredentialConsumer:
         late_n = 0
         try:
             with self.store.transaction() as tx:
+                tx.credentials.lock()
                 ledger.repo = tx.credentials
                 start = self.next_leaf()  # re-read under the write lock: another process may have received some
                 fresh = [r for r in records if r.leaf_index is not None and r.leaf_index >= start]

@@ -93,6 +93,10 @@ class TrailRepo(VerifySource, CheckpointLog, Protocol):
         """When the most recent checkpoint was signed (ns), None before the first."""
         ...
 
+    def lock(self) -> None:
+        """Serialise trail writers (appends, signing) until the current transaction ends."""
+        ...
+
 
 class AlertsRepo(Protocol):
     def find_dedup(self, dedup_key: str) -> int | None: ...
@@ -167,6 +171,10 @@ class OutboxRepo(Protocol):
 
 class CredentialsRepo(Protocol):
     """The credential inventory's tables (migration 0004); documents are JSON text."""
+
+    def lock(self) -> None:
+        """One inventory writer at a time until the current transaction ends."""
+        ...
 
     def doc(self, cred_id: str) -> str | None: ...
 

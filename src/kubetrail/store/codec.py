@@ -19,12 +19,13 @@ dictionary row (truncated, say) is set aside at load; only the bodies that need 
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from typing import Any
 
 import zstandard
+
+from kubetrail.store.db import Db
 
 TRAIN_AFTER = 2000  # bodies seen before a dictionary is trained
 DICT_BYTES = 32 * 1024
@@ -32,7 +33,7 @@ LEVEL = 3
 
 
 class BodyCodec:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Db) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._plain = zstandard.ZstdCompressor(level=LEVEL)
@@ -85,7 +86,7 @@ class BodyCodec:
             self.trained = True
             return
         d.precompute_compress(level=LEVEL)
-        self._conn.execute("INSERT OR IGNORE INTO zstd_dictionaries (dict_id, data, created_ns) VALUES (?, ?, ?)",
+        self._conn.execute("INSERT INTO zstd_dictionaries (dict_id, data, created_ns) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                            (d.dict_id(), d.as_bytes(), time.time_ns()))
         self._decompressors[d.dict_id()] = zstandard.ZstdDecompressor(dict_data=d)
         self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=d)

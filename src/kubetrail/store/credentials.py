@@ -19,7 +19,12 @@ _ID_COLUMNS = ("credential_id", "lookup", "subject")
 
 class CredentialTables:
     def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.db = engine.db
+
+    def lock(self) -> None:
+        """One inventory writer at a time (the consumer of each collector) until the transaction ends."""
+        self.engine.lock("credentials")
 
     # -- documents ------------------------------------------------------------------------------
     def doc(self, cred_id: str) -> str | None:

@@ -8,16 +8,37 @@ PostgreSQL adapter. What differs between engines is asked of the ``Engine`` (``h
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from kubetrail.errors import StoreDamagedError
 
-# Engine exceptions that mean "this database cannot be read" (a damaged file, a doctored schema).
-# The CLI prints them as one line; nothing outside the store names an engine's exception types.
-DAMAGED_ERRORS: tuple[type[BaseException], ...] = (sqlite3.DatabaseError,)
-# Every engine exception (busy, locked, connection lost …): a background thread retries on these.
-ENGINE_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error,)
+# Engine exceptions that mean "this database cannot be read" (a damaged file, a doctored schema),
+# and every engine exception (busy, locked, connection lost …: a background thread retries on
+# these). The CLI prints them as one line; nothing outside the store names an engine's exception
+# types. psycopg is imported only with a PostgreSQL store (it costs ~0.2 s), which registers its own.
+_DAMAGED: list[type[BaseException]] = [sqlite3.DatabaseError]
+_ENGINE: list[type[BaseException]] = [sqlite3.Error]
+
+
+def damaged_errors() -> tuple[type[BaseException], ...]:
+    """For ``except damaged_errors() as exc:`` (evaluated when an exception is raised)."""
+    return tuple(_DAMAGED)
+
+
+def engine_errors() -> tuple[type[BaseException], ...]:
+    return tuple(_ENGINE)
+
+
+def register_engine(damaged: type[BaseException], every: type[BaseException]) -> None:
+    if damaged not in _DAMAGED:
+        _DAMAGED.append(damaged)
+        _ENGINE.append(every)
+
+
+def _psycopg() -> Any:
+    return sys.modules.get("psycopg")
 
 
 class Cursor(Protocol):
@@ -43,12 +64,24 @@ class Engine(Protocol):
     """What repositories ask of the engine beyond portable SQL."""
 
     db: Db
+    dialect: str  # "sqlite" | "postgres": the few spellings that differ (queries.py)
 
     def has_table(self, name: str) -> bool: ...
 
+    def has_column(self, table: str, column: str) -> bool: ...
+
+    def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[Any]:
+        """Rows of a large result without holding them all in memory."""
+        ...
+
+    def lock(self, name: str) -> None:
+        """Serialise the holders of lock ``name`` until the current transaction ends (other processes
+        included). SQLite's write transaction is exclusive already; PostgreSQL takes an advisory lock."""
+        ...
+
 
 def store_failure(exc: BaseException) -> str:
-    """What an engine error (one of ``DAMAGED_ERRORS``) means for the user: a full disk is not a damaged store."""
+    """What an engine error (one of ``damaged_errors()``) means for the user: a full disk is not a damaged store."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code == sqlite3.SQLITE_FULL:
         return ("the disk is full: the store could not be written (a failed write leaves the store as it was); "
@@ -56,12 +89,18 @@ def store_failure(exc: BaseException) -> str:
     if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
         return (f"the store could not be written or read ({exc}): the disk may be full, over quota or failing "
                 "(a failed write leaves the store as it was)")
+    pg = _psycopg()
+    if pg is not None and isinstance(exc, pg.OperationalError):
+        return f"the PostgreSQL store cannot be reached or used: {exc}"
     return f"the store cannot be read: {exc} (see `kubetrail verify --deep`)"
 
 
 def engine_fault(exc: BaseException) -> bool:
-    """An engine error that is the database's or the machine's fault (busy, full, damaged), not the
-    fault of the values being written (those are retried alone or rejected by the pipeline)."""
+    """An engine error that is the database's or the machine's fault (busy, full, damaged, gone), not
+    the fault of the values being written (those are retried alone or rejected by the pipeline)."""
+    pg = _psycopg()
+    if pg is not None and isinstance(exc, pg.Error):
+        return not isinstance(exc, pg.DataError | pg.IntegrityError | pg.ProgrammingError)
     return isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
         exc, sqlite3.InterfaceError | sqlite3.DataError | sqlite3.IntegrityError | sqlite3.ProgrammingError)
 

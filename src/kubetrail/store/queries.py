@@ -1,4 +1,8 @@
-"""Search filters and the SQL they become, shared by every engine and every caller."""
+"""Search filters and the SQL they become, for every engine and every caller.
+
+The SQL uses ``?`` placeholders (the PostgreSQL adapter rewrites them); JSON arrays
+(``groups_json``, ``source_ips``) and substring matches are spelled per ``dialect``.
+"""
 
 from __future__ import annotations
 
@@ -83,7 +87,15 @@ def _any_of(column: str, values: list[Any], globs: bool, params: list[Any]) -> s
     return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
 
 
-def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
+def _any_of(column: str, n: int, dialect: str) -> str:
+    """The JSON array in ``column`` holds any of ``n`` values."""
+    marks = ",".join("?" * n)
+    if dialect == "postgres":
+        return f"EXISTS (SELECT 1 FROM jsonb_array_elements_text({column}::jsonb) AS j(value) WHERE j.value IN ({marks}))"
+    return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN ({marks}))"
+
+
+def where_clause(f: QueryFilters, dialect: str = "sqlite") -> tuple[str, list[Any]]:
     parts: list[str] = []
     params: list[Any] = []
     for field, column in _EQ.items():
@@ -101,13 +113,14 @@ def where_clause(f: QueryFilters) -> tuple[str, list[Any]]:
         parts.append("key >= ? AND key < ?")
         params.extend([f.key_prefix, f.key_prefix + "\U0010ffff"])
     if f.group:
-        parts.append(f"EXISTS (SELECT 1 FROM json_each(groups_json) WHERE value IN ({','.join('?' * len(f.group))}))")
+        parts.append(_any_of("groups_json", len(f.group), dialect))
         params.extend(f.group)
     if f.source_ip:
-        parts.append(f"EXISTS (SELECT 1 FROM json_each(source_ips) WHERE value IN ({','.join('?' * len(f.source_ip))}))")
+        parts.append(_any_of("source_ips", len(f.source_ip), dialect))
         params.extend(f.source_ip)
     if f.user_agent:
-        parts.append("instr(lower(user_agent), lower(?)) > 0")
+        parts.append("strpos(lower(user_agent), lower(?)) > 0" if dialect == "postgres"
+                     else "instr(lower(user_agent), lower(?)) > 0")
         params.append(f.user_agent)
     if f.since is not None:
         parts.append("time >= ?")
@@ -160,7 +173,7 @@ _LOG_EQ = {"namespace": "namespace", "pod": "name", "pod_uid": "pod_uid", "workl
            "container": "container", "node": "node", "unit": "unit", "stream": "stream"}
 
 
-def log_where_clause(f: LogFilters) -> tuple[str, list[Any]]:
+def log_where_clause(f: LogFilters, dialect: str = "sqlite") -> tuple[str, list[Any]]:  # noqa: ARG001 - same SQL on both
     kinds = f.kind or list(LOG_KIND_NAMES)
     parts = [f"kind IN ({','.join('?' * len(kinds))})"]
     params: list[Any] = list(kinds)

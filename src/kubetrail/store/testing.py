@@ -13,10 +13,11 @@ from kubetrail.store.db import Cursor
 
 
 def execute(store: Any, sql: str, params: Sequence[Any] = ()) -> Cursor:
-    """Run one statement on ``store``'s connection (autocommit outside a transaction)."""
-    return store._conn.execute(sql, params)  # noqa: SLF001 - the deliberate back door
+    """Run one statement (``?`` placeholders, either engine) on ``store``'s connection (autocommit
+    outside a transaction)."""
+    return store._engine.db.execute(sql, params)  # noqa: SLF001 - the deliberate back door
 
 
 def executemany(store: Any, sql: str, rows: Sequence[Sequence[Any]]) -> Cursor:
     """Many rows at once (benchmarks that build large stores without the ingest path)."""
-    return store._conn.executemany(sql, rows)  # noqa: SLF001
+    return store._engine.db.executemany(sql, rows)  # noqa: SLF001

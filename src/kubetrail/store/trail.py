@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from kubetrail.store.db import DAMAGED_ERRORS, Engine, damaged
+from kubetrail.store.db import Engine, damaged, damaged_errors
 from kubetrail.store.rows import ENTRY_SELECT, row_entry, verify_row
 from kubetrail.trail.entry import leaf_hash
 from kubetrail.trail.verify import EntryRow
@@ -21,6 +21,10 @@ class TrailTables:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.db = engine.db
+
+    def lock(self) -> None:
+        """Hold the trail (appends, signing) until the current transaction ends."""
+        self.engine.lock("trail")
 
     # -- the tree (kubetrail.trail.tree.TreeNodes) ----------------------------------------------
     def tree_size(self) -> int:
@@ -104,21 +108,21 @@ class TrailTables:
         try:
             for r in self.db.execute(f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index"):
                 yield verify_row(r)
-        except DAMAGED_ERRORS as exc:
+        except damaged_errors() as exc:
             raise damaged(exc, "the entries") from exc
 
     def leaf_hashes(self) -> Iterator[bytes]:
         try:
             for (h,) in self.db.execute("SELECT hash FROM trail_leaves ORDER BY idx"):
                 yield bytes(h)
-        except DAMAGED_ERRORS as exc:
+        except damaged_errors() as exc:
             raise damaged(exc, "the tree") from exc
 
     def interior_nodes(self, level: int) -> Iterator[tuple[int, bytes]]:
         try:
             for i, h in self.db.execute("SELECT idx, hash FROM trail_nodes WHERE level = ? ORDER BY idx", (level,)):
                 yield int(i), bytes(h) if isinstance(h, bytes | memoryview) else b""
-        except DAMAGED_ERRORS as exc:
+        except damaged_errors() as exc:
             raise damaged(exc, "the tree") from exc
 
     def entry_leaf(self, index: int) -> bytes | None:

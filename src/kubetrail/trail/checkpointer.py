@@ -36,6 +36,10 @@ class CheckpointLog(ProofSource, Protocol):
 
     def entries_size(self) -> int: ...
 
+    def lock(self) -> None:
+        """Hold the trail (no append, no other signer) until the current transaction ends."""
+        ...
+
     def add_checkpoint(self, size: int, root: bytes, note: str, signed_ns: int) -> None:
         """Store the note and raise ``trail_state.signed_size`` to ``size`` if it is larger."""
         ...
@@ -88,20 +92,21 @@ def sign_now(store: TrailStore, signer: Signer, witness_dir: str | None = None) 
     """Sign the tree as it is now, store the note, and copy it to the witness directory."""
     _check_before_sync(store, signer.name, witness_dir)
     sync_now(store)
-    tree = Tree(store.trail)
-    size = tree.size()
-    cp = Checkpoint(signer.name, size, tree.root(size))
-    prev = store.trail.latest_checkpoint()
-    if prev is not None:
-        psize, proot = _committed(prev)
-        if psize > size or tree.root(psize) != proot:
-            raise _refuse(f"the trail no longer matches its checkpoint at size {psize}")
-    seen = witness.latest(witness_dir, signer.name) if witness_dir else None
-    if seen is not None and (seen[0] > size or tree.root(seen[0]) != seen[1]):
-        raise _refuse(f"the trail does not extend the witness's checkpoint at size {seen[0]}")
-    note = sign_checkpoint(cp, signer)
-    signed_ns = time.time_ns()
     with store.transaction() as tx:
+        tx.trail.lock()  # several collectors sign one trail: one signer, and no append, at a time
+        tree = Tree(tx.trail)
+        size = tree.size()
+        cp = Checkpoint(signer.name, size, tree.root(size))
+        prev = tx.trail.latest_checkpoint()
+        if prev is not None:
+            psize, proot = _committed(prev)
+            if psize > size or tree.root(psize) != proot:
+                raise _refuse(f"the trail no longer matches its checkpoint at size {psize}")
+        seen = witness.latest(witness_dir, signer.name) if witness_dir else None
+        if seen is not None and (seen[0] > size or tree.root(seen[0]) != seen[1]):
+            raise _refuse(f"the trail does not extend the witness's checkpoint at size {seen[0]}")
+        note = sign_checkpoint(cp, signer)
+        signed_ns = time.time_ns()
         tx.trail.add_checkpoint(cp.size, cp.root, note, signed_ns)
     from kubetrail import telemetry  # here, not at the top: every store user (query) loads this module
 

@@ -1,16 +1,15 @@
-"""The store: contiguous leaf indexes, refusal of known keys, atomic positions, queries."""
+"""The store on both engines (``store_url``: SQLite and a real PostgreSQL): contiguous leaf indexes,
+refusal of known keys, atomic positions, queries, schema versions."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import pytest
 
 from kubetrail.errors import StoreError, StoreVersionError
 from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
+from kubetrail.store import open_store
 from kubetrail.store.queries import QueryFilters
-from kubetrail.store.sqlite import Store
 from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
 from kubetrail.timefmt import parse_when
@@ -20,9 +19,9 @@ def rec(i: int, **kw: object):
     return to_record(Decoded(make_event(f"id-{i}", **kw), "event", f"t:{i}"), SourceRef(stream="t"))
 
 
-def test_leaf_indexes_are_contiguous_and_duplicates_refused(tmp_path) -> None:
+def test_leaf_indexes_are_contiguous_and_duplicates_refused(store_url: str) -> None:
     """Known keys (in the store or twice in a batch) are counted, never stored again."""
-    s = Store.open(str(tmp_path))
+    s = open_store(store_url)
     r1 = s.append([rec(1), rec(2), rec(2)])
     assert [r.leaf_index for r in r1.stored] == [0, 1] and r1.duplicates == 1
     r2 = s.append([rec(2), rec(3)])
@@ -31,9 +30,9 @@ def test_leaf_indexes_are_contiguous_and_duplicates_refused(tmp_path) -> None:
     s.close()
 
 
-def test_same_audit_id_different_content_is_a_new_record(tmp_path) -> None:
+def test_same_audit_id_different_content_is_a_new_record(store_url: str) -> None:
     """A client-chosen Audit-ID cannot suppress another event as a duplicate."""
-    s = Store.open(str(tmp_path))
+    s = open_store(store_url)
     a = rec(1, verb="get")
     b = rec(1, verb="delete")
     assert a.meta.audit_id == b.meta.audit_id
@@ -41,12 +40,12 @@ def test_same_audit_id_different_content_is_a_new_record(tmp_path) -> None:
     s.close()
 
 
-def test_positions_commit_with_the_batch(tmp_path) -> None:
+def test_positions_commit_with_the_batch(store_url: str) -> None:
     """A failed append leaves neither records nor the position behind."""
-    s = Store.open(str(tmp_path))
+    s = open_store(store_url)
     s.append([rec(1)], {"src": "p1"})
 
-    def boom(conn: sqlite3.Connection, records: list) -> None:
+    def boom(tx: object, records: list) -> None:
         raise RuntimeError("hook failed")
 
     s.append_hooks.append(boom)
@@ -58,9 +57,9 @@ def test_positions_commit_with_the_batch(tmp_path) -> None:
     s.close()
 
 
-def test_reopen_and_query_filters(tmp_path) -> None:
+def test_reopen_and_query_filters(store_url: str) -> None:
     """Every filter narrows; groups and source IPs match any element."""
-    s = Store.open(str(tmp_path))
+    s = open_store(store_url)
     s.append([
         rec(1, user="alice", groups=["dev"], verb="list", resource="secrets", namespace="", code=200,
             source_ips=["1.1.1.1", "10.0.0.9"], time="2024-05-01T10:00:00Z"),
@@ -69,7 +68,7 @@ def test_reopen_and_query_filters(tmp_path) -> None:
         rec(3, user="alice", verb="get", resource="pods", name="web", time="2024-05-01T12:00:00Z"),
     ])
     s.close()
-    s = Store.open(str(tmp_path), create=False)
+    s = open_store(store_url, create=False)
 
     def ids(**kw: object) -> list[str]:
         return [r.meta.audit_id for r in s.query(QueryFilters(**kw))]
@@ -89,14 +88,18 @@ def test_reopen_and_query_filters(tmp_path) -> None:
     s.close()
 
 
-def test_missing_store_and_newer_schema_are_clear_errors(tmp_path) -> None:
+def test_missing_store_and_newer_schema_are_clear_errors(store_url: str) -> None:
     with pytest.raises(StoreError, match="no kubetrail store"):
-        Store.open(str(tmp_path / "none"), create=False)
-    s = Store.open(str(tmp_path))
+        open_store(store_url, create=False)
+    with pytest.raises(StoreError, match="no kubetrail store"):
+        open_store(store_url, readonly=True)
+    s = open_store(store_url)
     sql(s, "INSERT INTO schema_migrations VALUES (9999, 'future.sql')")
     s.close()
     with pytest.raises(StoreVersionError):
-        Store.open(str(tmp_path))
+        open_store(store_url)
+    with pytest.raises(StoreVersionError):
+        open_store(store_url, readonly=True)
 
 
 def test_source_ref_round_trips_through_its_label() -> None:

@@ -1,0 +1,277 @@
+"""The store on PostgreSQL (psycopg 3, psycopg_pool): many collectors, one trail.
+
+Same tables, repositories and queries as SQLite (store/base.py); what differs is here.
+
+**Many writers, one trail** (docs/specs/trail-format.md, "Several writers"): ``append`` does the
+per-record work outside any lock — the duplicate check against committed keys, compression, the
+row and its leaf hash — then, in one transaction, takes the trail's advisory lock
+(``pg_advisory_xact_lock``, released at commit), checks again which keys are new, numbers them from
+``MAX(leaf_index) + 1``, writes them with ``COPY``, extends the tree and commits. Leaf indexes are
+therefore contiguous and in commit order whatever the number of writers, and ``entries.key`` is
+UNIQUE, so an event delivered to two collectors at once is stored once: the second finds the key
+under the lock (or, if something wrote around the lock, fails on the constraint and is retried).
+
+Connections come from a ``psycopg_pool.ConnectionPool``: a store holds one for its own statements
+(autocommit outside ``transaction()``), ``reopen()`` takes another from the same pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import Connection, sql
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool
+
+from kubetrail.errors import StoreError, StoreNotFoundError
+from kubetrail.record import Record
+from kubetrail.store import postgres_schema
+from kubetrail.store.api import AppendResult
+from kubetrail.store.base import StoreBase
+from kubetrail.store.db import Cursor, register_engine
+from kubetrail.store.rows import INSERT_COLUMNS, row
+from kubetrail.trail.verify import Problem
+
+register_engine(psycopg.DatabaseError, psycopg.Error)
+
+POOL_MAX = 4
+STREAM_ROWS = 2000
+_cursor_ids = itertools.count()
+
+
+@functools.lru_cache(maxsize=512)
+def _pg(text: str) -> str:
+    """The repositories' ``?`` placeholders as psycopg's ``%s`` (a literal ``%`` doubled)."""
+    return text.replace("%", "%%").replace("?", "%s")
+
+
+class _PgDb:
+    """``kubetrail.store.db.Db`` over a psycopg connection."""
+
+    def __init__(self, conn: Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, text: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        return self.conn.execute(_pg(text), tuple(parameters))  # type: ignore[arg-type, return-value]
+
+    def executemany(self, text: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
+        cur = self.conn.cursor()
+        rows = list(parameters)
+        if rows:
+            cur.executemany(_pg(text), rows)  # type: ignore[arg-type]
+        return cur  # type: ignore[return-value]
+
+
+class _Engine:
+    dialect = "postgres"
+
+    def __init__(self, conn: Connection[Any]) -> None:
+        self.conn = conn
+        self.db = _PgDb(conn)
+
+    def has_column(self, table: str, column: str) -> bool:
+        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                                 "current_schema() AND table_name = %s AND column_name = %s)",
+                                 (table, column)).fetchone()[0]  # type: ignore[index, no-any-return]
+
+    def has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]  # type: ignore[index, no-any-return]
+
+    def lock(self, name: str) -> None:
+        self.conn.execute(f"SELECT pg_advisory_xact_lock({postgres_schema.lock_key(name)})")  # type: ignore[arg-type]
+
+    def stream(self, text: str, parameters: Sequence[Any] = ()) -> Iterator[Any]:
+        """A server-side cursor inside a transaction (a snapshot), chunked single-row mode outside."""
+        if self.conn.info.transaction_status == TransactionStatus.INTRANS:
+            with self.conn.cursor(name=f"kt_{next(_cursor_ids)}") as cur:
+                cur.itersize = STREAM_ROWS
+                cur.execute(_pg(text), tuple(parameters))  # type: ignore[arg-type]
+                yield from cur
+        else:
+            yield from self.conn.cursor().stream(_pg(text), tuple(parameters), size=STREAM_ROWS)  # type: ignore[arg-type]
+
+
+class _Pool:
+    """A pool shared by a store and the stores ``reopen()`` makes; closed when the last one closes."""
+
+    def __init__(self, url: str) -> None:
+        self.pool: ConnectionPool[Connection[Any]] = ConnectionPool(
+            url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, open=False, name="kubetrail")
+        self.users = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> Connection[Any]:
+        with self.lock:
+            if self.users == 0:
+                self.pool.open(wait=True, timeout=30)
+            self.users += 1
+        try:
+            return self.pool.getconn()
+        except BaseException:
+            self.give(None)
+            raise
+
+    def give(self, conn: Connection[Any] | None) -> None:
+        with self.lock:
+            if conn is not None:
+                self.pool.putconn(conn)
+            self.users -= 1
+            if self.users == 0:
+                self.pool.close()
+
+
+class PostgresStore(StoreBase):
+    def __init__(self, pool: _Pool, conn: Connection[Any], url: str, data_dir: str, readonly: bool) -> None:
+        self._pool = pool
+        self._conn = conn
+        self.url = url
+        self.data_dir = data_dir
+        self.readonly = readonly
+        self._closed = False
+        self._setup(_Engine(conn))
+
+    @classmethod
+    def open(cls, url: str, data_dir: str, create: bool = True, readonly: bool = False,
+             pool: _Pool | None = None) -> PostgresStore:
+        """Connect, and migrate unless ``readonly`` (a read-only session: nothing can be written)."""
+        pool = pool or _Pool(url)
+        try:
+            conn = pool.take()
+        except Exception as exc:  # noqa: BLE001 - pool timeouts and connection errors alike
+            raise StoreError(f"cannot connect to the PostgreSQL store {_redact(url)}: {exc}") from exc
+        try:
+            if readonly:
+                conn.execute("SET default_transaction_read_only = on")
+                done = postgres_schema.applied(conn)
+                if not done:
+                    raise StoreNotFoundError(f"no kubetrail store at {_redact(url)} (run `kubetrail ingest` first)")
+                postgres_schema.check_version(done)
+            else:
+                conn.execute("SET default_transaction_read_only = off")
+                if not create and not postgres_schema.applied(conn):
+                    raise StoreNotFoundError(f"no kubetrail store at {_redact(url)} (run `kubetrail ingest` first)")
+                postgres_schema.migrate(conn)
+            return cls(pool, conn, url, data_dir, readonly)
+        except psycopg.Error as exc:
+            pool.give(conn)
+            raise StoreError(f"cannot open the PostgreSQL store {_redact(url)}: {exc}") from exc
+        except BaseException:
+            pool.give(conn)
+            raise
+
+    def reopen(self) -> PostgresStore:
+        return PostgresStore.open(self.url, self.data_dir, create=False, readonly=self.readonly, pool=self._pool)
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.give(self._conn)
+
+    @contextmanager
+    def transaction(self) -> Iterator[PostgresStore]:
+        with self._conn.transaction():
+            yield self
+
+    @contextmanager
+    def snapshot(self) -> Iterator[PostgresStore]:
+        """REPEATABLE READ, READ ONLY: every read inside sees the state of its first statement."""
+        self._conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            yield self
+        finally:
+            self._conn.execute("ROLLBACK")
+
+    # -- writing -------------------------------------------------------------------------------
+    def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult:
+        """Store the records whose keys are new, in order, and the source positions, atomically."""
+        seen: set[str] = set()
+        unique: list[Record] = []
+        for r in records:
+            if r.key not in seen:
+                seen.add(r.key)
+                unique.append(r)
+        known = self._existing([r.key for r in unique])
+        todo = [r for r in unique if r.key not in known]
+        bodies = self.codec.compress_many([r.body for r in todo])  # a new dictionary commits on its own
+        prepared = {r.key: row(r, bodies[i]) for i, r in enumerate(todo)}
+        try:
+            with self.transaction():
+                self.trail.lock()  # appends and signing, one at a time, until the commit
+                raced = self._existing(list(prepared)) if prepared else set()
+                fresh = [r for r in todo if r.key not in raced]
+                start = self.trail.entries_size()
+                if fresh:
+                    with self._conn.cursor().copy(sql.SQL("COPY entries ({}) FROM STDIN").format(
+                            sql.SQL(", ").join(map(sql.Identifier, INSERT_COLUMNS)))) as copy:
+                        for i, r in enumerate(fresh):
+                            r.leaf_index = start + i
+                            copy.write_row((r.leaf_index, *prepared[r.key][1:]))
+                for hook in self.append_hooks:
+                    hook(self, fresh)
+                if positions:
+                    now = time.time_ns()
+                    self._engine.db.executemany(
+                        "INSERT INTO source_positions (source, position, updated_ns) VALUES (?, ?, ?) ON CONFLICT "
+                        "(source) DO UPDATE SET position = excluded.position, updated_ns = excluded.updated_ns",
+                        [(s, p, now) for s, p in positions.items()])
+                dups = len(records) - len(fresh)
+                self._bump({"stored": len(fresh), "duplicates": dups})
+        except BaseException:
+            for r in records:
+                r.leaf_index = None
+            raise
+        return AppendResult(stored=fresh, duplicates=dups)
+
+    def _existing(self, keys: list[str]) -> set[str]:
+        """Which keys are an entry's key or a key alias (``store rekey``)."""
+        found: set[str] = set()
+        for i in range(0, len(keys), 5000):
+            chunk = keys[i:i + 5000]
+            found.update(k for (k,) in self._conn.execute(
+                "SELECT key FROM entries WHERE key = ANY(%s) UNION ALL SELECT alias FROM key_aliases "
+                "WHERE alias = ANY(%s)", (chunk, chunk)))
+        return found
+
+    def _bump(self, deltas: dict[str, int]) -> None:
+        self._engine.db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+            "SET value = counters.value + excluded.value", [(k, v) for k, v in deltas.items() if v])
+
+    def count(self, name: str, n: int) -> None:
+        """Add to a named counter outside a batch (e.g. rejects)."""
+        with self.transaction():
+            self._bump({name: n})
+
+    # -- reading -------------------------------------------------------------------------------
+    def db_bytes(self) -> int | None:
+        """The kubetrail tables with their indexes and TOAST, as PostgreSQL counts them."""
+        row_ = self._conn.execute(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'").fetchone()
+        return int(row_[0]) if row_ else None
+
+    def deep_check(self) -> list[Problem]:
+        return postgres_schema.deep_check(self._conn)
+
+
+def _redact(url: str) -> str:
+    """The URL without a password (``postgresql://user:SECRET@host`` -> ``postgresql://user:***@host``)."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    cred, _, host = rest.partition("@")
+    user = cred.split(":", 1)[0]
+    return f"{head}://{user}{':***' if ':' in cred else ''}@{host}"
