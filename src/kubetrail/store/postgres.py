@@ -61,6 +61,9 @@ class _PgDb:
     def execute(self, text: str, parameters: Sequence[Any] = (), /) -> Cursor:
         return self.conn.execute(_pg(text), tuple(parameters))  # type: ignore[arg-type, return-value]
 
+    def close(self) -> None:
+        self.conn.close()
+
     def executemany(self, text: str, parameters: Iterable[Sequence[Any]], /) -> Cursor:
         cur = self.conn.cursor()
         rows = list(parameters)

@@ -74,8 +74,9 @@ _INDEX = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(\w+)\s+ON\s+(\w+)", re.I)
 
 def deep_check(conn: Connection) -> list[Problem]:
     """``verify --deep`` on PostgreSQL: every index the migrations create exists, is valid, ready and
-    whole (no partial or expression index hides a row from searches), and no other index was added
-    to a kubetrail table. (Page-level damage is PostgreSQL's own business: data checksums, amcheck.)"""
+    whole (no partial or expression index hides a row from searches), no other index was added to a
+    kubetrail table, and no trigger or rule rewrites rows. (Page-level damage is PostgreSQL's own
+    business: data checksums, amcheck.)"""
     done = applied(conn)
     want = {}
     for version, _, sql in pg_migrations():
@@ -95,11 +96,15 @@ def deep_check(conn: Connection) -> list[Problem]:
         if not (valid and ready):
             problems.append(Problem(0, "modified", f"index {index} on {table} is not valid"))
         if partial or expr:
-            problems.append(Problem(0, "modified", f"index {index} on {table} is not what the migrations create: "
-                                                   f"{definition}"))
+            problems.append(Problem(0, "modified", f"index {index} is not what the migrations create: {definition}"))
         if index not in want and not index.endswith(("_pkey", "_key")):
             problems.append(Problem(0, "modified", f"unexpected index {index} on {table}: {definition}"))
     for index, table in sorted(want.items()):
         if index not in have:
             problems.append(Problem(0, "modified", f"index {index} on {table} is missing"))
+    for name, table in conn.execute(
+            "SELECT g.tgname, t.relname FROM pg_trigger g JOIN pg_class t ON t.oid = g.tgrelid "
+            "WHERE NOT g.tgisinternal AND t.relnamespace = current_schema()::regnamespace "
+            "UNION ALL SELECT r.rulename, r.tablename FROM pg_rules r WHERE r.schemaname = current_schema()"):
+        problems.append(Problem(0, "modified", f"unexpected trigger {name} on {table} (migrations create none)"))
     return problems

@@ -11,7 +11,8 @@ from cred_helpers import Cluster  # noqa: E402
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(str(tmp_path / "data"))
+def cluster(tmp_path, store_url):
+    """On both engines (``store_url``): the inventory must give the same answers on each."""
+    c = Cluster(str(tmp_path / "data"), store_url)
     yield c
     c.close()

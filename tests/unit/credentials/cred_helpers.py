@@ -23,7 +23,7 @@ from kubetrail.credentials.consumer import CredentialConsumer
 from kubetrail.credentials.report import list_credentials, show
 from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
-from kubetrail.store.sqlite import Store
+from kubetrail.store import open_store
 
 T0 = dt.datetime(2025, 6, 1, 10, 0, 0, tzinfo=dt.UTC)
 CSR_GROUP = "certificates.k8s.io"
@@ -218,9 +218,10 @@ def token_request(ns: str, sa: str, *, user: str, at: float, token: str | None =
 class Cluster:
     """A store and a credential consumer; ``feed`` redacts, stores and consumes events in order."""
 
-    def __init__(self, data_dir: str) -> None:
+    def __init__(self, data_dir: str, location: str | None = None) -> None:
         self.data_dir = data_dir
-        self.store = Store.open(data_dir)
+        self.store = open_store(location or data_dir, data_dir=data_dir)
+        self.cli_args = ["--data", data_dir, *(["--store", location] if location else [])]
         self.consumer = CredentialConsumer(self.store, lateness_secs=0)  # applied as fed (order tests feed it)
         self.n = 0
 

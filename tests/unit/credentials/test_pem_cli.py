@@ -54,7 +54,7 @@ def test_creds_commands(cluster) -> None:
                  use("alice", 3, f"X509SHA256={fp}"), use("ghost", 4, "X509SHA256=" + "ef" * 32))
     cluster.close()
     run = CliRunner().invoke
-    d = ["--data", cluster.data_dir]
+    d = cluster.cli_args
     out = run(cli, ["creds", "list", "--json", *d])
     assert out.exit_code == 0, out.output
     rows = [json.loads(line) for line in out.output.splitlines()]

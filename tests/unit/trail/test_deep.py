@@ -3,10 +3,12 @@ while every leaf verifies; the integrity check and the schema comparison catch i
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
 import orjson
+import pytest
 from click.testing import CliRunner
 from test_tamper import db, expect, verify
 
@@ -39,6 +41,8 @@ def test_golden_trail_is_intact_deep(trail: Path) -> None:
 
 
 def test_doctored_index_with_its_definition_restored(trail: Path) -> None:
+    if os.environ.get("KUBETRAIL_STORE"):
+        pytest.skip("SQLite only: PostgreSQL keeps index definitions in its catalog (no writable_schema)")
     conn = db(trail)
     user = partial_index(conn, 77)
     restore_definition(conn)
@@ -58,8 +62,14 @@ def test_partial_index_left_as_it_is(trail: Path) -> None:
 
 
 def test_an_added_trigger_is_reported(trail: Path) -> None:
-    db(trail).execute("CREATE TRIGGER hide AFTER INSERT ON entries BEGIN "
-                      "UPDATE entries SET username = '' WHERE leaf_index = NEW.leaf_index; END")
+    conn = db(trail)
+    if os.environ.get("KUBETRAIL_STORE"):
+        conn.execute("CREATE FUNCTION hide() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$BEGIN NEW.username := ''; RETURN NEW; END$$")
+        conn.execute("CREATE TRIGGER hide BEFORE INSERT ON entries FOR EACH ROW EXECUTE FUNCTION hide()")
+    else:
+        conn.execute("CREATE TRIGGER hide AFTER INSERT ON entries BEGIN "
+                     "UPDATE entries SET username = '' WHERE leaf_index = NEW.leaf_index; END")
     r = CliRunner().invoke(cli, ["verify", "--deep", "--json", "--data", str(trail / "data")])
     assert r.exit_code == 1 and "unexpected trigger hide" in r.stderr
     assert orjson.loads(r.stdout) == {"ok": False, "first_bad_index": 0, "reason": "modified"}

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -25,15 +27,41 @@ def verify(trail: Path, *extra: str) -> tuple[int, dict[str, object]]:
     return r.exit_code, orjson.loads(r.stdout.strip().splitlines()[-1])
 
 
-def db(trail: Path) -> sqlite3.Connection:
+def db(trail: Path) -> Any:
+    """A raw connection to the trail's store (``?`` placeholders on either engine), as a tamperer has."""
+    url = os.environ.get("KUBETRAIL_STORE")
+    if url:
+        import psycopg
+        from rawdb import OPEN
+
+        from kubetrail.store.postgres import _PgDb
+
+        conn = psycopg.connect(url, autocommit=True)
+        OPEN.append(conn)
+        return _PgDb(conn)
     return sqlite3.connect(trail / "data" / "kubetrail.db", isolation_level=None)
 
 
-def move(conn: sqlite3.Connection, frm: int, to: int) -> None:
+def store_of(trail: Path) -> Any:
+    """The trail's store, opened for writing as kubetrail opens it."""
+    from kubetrail.store import open_store
+
+    data = str(trail / "data")
+    return open_store(os.environ.get("KUBETRAIL_STORE") or data, data_dir=data)
+
+
+def columns(conn: Any) -> list[str]:
+    if isinstance(conn, sqlite3.Connection):
+        return [r[1] for r in conn.execute("PRAGMA table_info(entries)")]
+    return [r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = "
+                                       "'entries' AND table_schema = current_schema() ORDER BY ordinal_position")]
+
+
+def move(conn: Any, frm: int, to: int) -> None:
     conn.execute("UPDATE entries SET leaf_index = ? WHERE leaf_index = ?", (to, frm))
 
 
-def shift_up(conn: sqlite3.Connection, start: int, by: int = 1) -> None:
+def shift_up(conn: Any, start: int, by: int = 1) -> None:
     """Renumber leaf indexes >= start (two steps, so the primary key never collides)."""
     conn.execute("UPDATE entries SET leaf_index = -leaf_index - 1 WHERE leaf_index >= ?", (start,))
     conn.execute("UPDATE entries SET leaf_index = -leaf_index - 1 + ? WHERE leaf_index < 0", (by,))
@@ -53,7 +81,7 @@ def test_flipped_body_byte(trail: Path) -> None:
     conn = db(trail)
     codec = BodyCodec(conn)
     (frame,) = conn.execute("SELECT body FROM entries WHERE leaf_index = 17").fetchone()
-    body = bytearray(codec.decompress(frame))
+    body = bytearray(codec.decompress(bytes(frame)))
     body[body.index(b"obj-17")] ^= 0x01
     conn.execute("UPDATE entries SET body = ? WHERE leaf_index = 17",
                  (zstandard.ZstdCompressor().compress(bytes(body)),))
@@ -104,7 +132,7 @@ def test_deleted_row_with_renumbering(trail: Path) -> None:
 def test_inserted_forged_row(trail: Path) -> None:
     conn = db(trail)
     shift_up(conn, 150)
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(entries)")]
+    cols = columns(conn)
     row = list(conn.execute(f"SELECT {', '.join(cols)} FROM entries WHERE leaf_index = 151").fetchone())
     row[cols.index("leaf_index")] = 150
     row[cols.index("key")] = "forged"
@@ -114,7 +142,7 @@ def test_inserted_forged_row(trail: Path) -> None:
 
 def test_forged_row_appended(trail: Path) -> None:
     conn = db(trail)
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(entries)")]
+    cols = columns(conn)
     row = list(conn.execute(f"SELECT {', '.join(cols)} FROM entries WHERE leaf_index = 5").fetchone())
     row[cols.index("leaf_index")], row[cols.index("key")] = N, "forged"
     conn.execute(f"INSERT INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", row)
@@ -161,7 +189,7 @@ def test_latest_checkpoint_rewritten_with_another_key(trail: Path) -> None:
     expect(trail, 256, "bad-signature")  # 256: the last size a valid checkpoint still vouches for
 
 
-def rollback(conn: sqlite3.Connection, size: int) -> None:
+def rollback(conn: Any, size: int) -> None:
     """What restoring an older copy of the store looks like: everything after ``size`` is gone."""
     conn.execute("DELETE FROM entries WHERE leaf_index >= ?", (size,))
     conn.execute("DELETE FROM trail_leaves WHERE idx >= ?", (size,))
@@ -182,11 +210,10 @@ def test_rolled_back_and_regrown_store_forks_from_the_witness(trail: Path) -> No
     conn.execute("DELETE FROM entries WHERE leaf_index >= 192")
     from kubetrail.record import Decoded, SourceRef
     from kubetrail.stages.extract import to_record
-    from kubetrail.store.sqlite import Store
     from kubetrail.testing import make_event
     from kubetrail.trail.checkpointer import make_checkpointer
 
-    store = Store.open(str(trail / "data"))
+    store = store_of(trail)
     cp = make_checkpointer(store, None)
     recs = [to_record(Decoded(make_event(f"fork-{i}"), "event", str(i)), SourceRef(stream="x")) for i in range(120)]
     cp.consume(store.append(recs).stored, store)

@@ -4,30 +4,29 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 from click.testing import CliRunner
-from test_tamper import db, expect, verify
+from test_tamper import db, expect, store_of, verify
 
 from kubetrail.cli import cli
 from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
-from kubetrail.store.sqlite import Store
 from kubetrail.testing import make_event
 from kubetrail.trail.checkpointer import make_checkpointer
 
 N = 300
 
 
-def migrated(trail: Path) -> sqlite3.Connection:
+def migrated(trail: Path) -> Any:
     """The golden store as any writing kubetrail leaves it (migrations applied), opened raw."""
-    Store.open(str(trail / "data")).close()
+    store_of(trail).close()
     return db(trail)
 
 
-def forge(conn: sqlite3.Connection) -> None:
+def forge(conn: Any) -> None:
     """Delete every checkpoint and the whole tree, then delete entry 100 and renumber the rest."""
     for table in ("trail_checkpoints", "trail_leaves", "trail_nodes"):
         conn.execute(f"DELETE FROM {table}")
@@ -117,7 +116,7 @@ def test_a_late_old_event_is_not_covered_by_an_earlier_run(trail: Path) -> None:
     """An event older than the cutoff that arrives after the run keeps its body; deleting it shows."""
     data = str(trail / "data")
     CliRunner().invoke(cli, ["retention", "--max-age", "2024-05-01T10:03:00Z", "--data", data])
-    store = Store.open(data)
+    store = store_of(trail)
     cp = make_checkpointer(store, None)
     late = to_record(Decoded(make_event("late", time="2024-05-01T09:00:00Z"), "event", "0"), SourceRef(stream="x"))
     cp.consume(store.append([late]).stored, store)
