@@ -80,6 +80,7 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
     out: list[int | None] = []
     now = time.time_ns()
     with store.transaction() as tx:
+        tx.alerts.lock()  # several collectors: de-duplicate and rate-limit against each other's alerts too
         for alert in alerts:
             if tuned_out(alert, settings):
                 out.append(None)
@@ -89,6 +90,7 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
             if d.new:
                 alert.last_seen, alert.count = alert.time, 1
                 alert.id = tx.alerts.insert(_row(alert, occurrence), now)
+                assert alert.id is not None  # the lock keeps dedup_key unique between decide and insert
                 tx.alerts.add_events(_events(alert.id, alert, occurrence))
                 _enqueue(tx.outbox, alert, settings, now)
                 out.append(alert.id)

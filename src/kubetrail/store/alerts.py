@@ -43,8 +43,8 @@ ORDER BY e.alert_id, r.t, e.occurrence, e.leaf_index, e.key"""
 
 class AlertTables:
     def __init__(self, engine: Engine) -> None:
-        self.db = engine.db
         self.engine = engine
+        self.db = engine.db
         self._aggregated: bool | None = None
 
     @property
@@ -58,6 +58,10 @@ class AlertTables:
     def _select(self) -> str:
         return _SELECT if self.aggregated else _SELECT_0003
 
+    def lock(self) -> None:
+        """One alert writer at a time (de-duplication reads, then writes) until the transaction ends."""
+        self.engine.lock("alerts")
+
     def find_dedup(self, dedup_key: str) -> int | None:
         row = self.db.execute("SELECT id FROM alerts WHERE dedup_key = ?", (dedup_key,)).fetchone()
         return int(row[0]) if row else None
@@ -68,14 +72,15 @@ class AlertTables:
             (rule, subject, after, upto)).fetchone()
         return int(n), (int(newest) if newest is not None else None)
 
-    def insert(self, a: AlertRow, created_ns: int) -> int:
+    def insert(self, a: AlertRow, created_ns: int) -> int | None:
+        """The new alert's id; None when its ``dedup_key`` is already stored."""
         row = self.db.execute(
             "INSERT INTO alerts (rule, priority, level, time, subject, output, fields_json, tags_json, origin, "
             "dedup_key, suppressed, created_ns, last_seen, occurrences, occurrence) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
             (a.rule, a.priority, a.level, a.time, a.subject, a.output, a.fields_json, a.tags_json, a.origin,
              a.dedup_key, a.suppressed, created_ns, a.last_seen or a.time, a.count, a.occurrence)).fetchone()
-        return int(row[0])
+        return int(row[0]) if row else None
 
     def stateful_between(self, lo: int, hi: int) -> list[tuple[int, int, str]]:
         """(id, time, fields_json) of stateful-detector alerts with lo <= time <= hi."""

@@ -105,7 +105,13 @@ class AlertsRepo(Protocol):
         """(how many alerts of rule+subject have lo < time <= hi, the newest id)."""
         ...
 
-    def insert(self, row: AlertRow, created_ns: int) -> int: ...
+    def lock(self) -> None:
+        """One alert writer at a time until the current transaction ends."""
+        ...
+
+    def insert(self, row: AlertRow, created_ns: int) -> int | None:
+        """The new alert's id; None when its ``dedup_key`` is already stored."""
+        ...
 
     def stateful_between(self, lo: int, hi: int) -> list[tuple[int, int, str]]:
         """(id, time, fields_json) of stateful-detector alerts with lo <= time <= hi."""

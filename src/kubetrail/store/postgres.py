@@ -75,8 +75,9 @@ class _PgDb:
 class _Engine:
     dialect = "postgres"
 
-    def __init__(self, conn: Connection[Any]) -> None:
+    def __init__(self, conn: Connection[Any], pool: _Pool) -> None:
         self.conn = conn
+        self.pool = pool
         self.db = _PgDb(conn)
 
     def has_column(self, table: str, column: str) -> bool:
@@ -91,14 +92,17 @@ class _Engine:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({postgres_schema.lock_key(name)})")  # type: ignore[arg-type]
 
     def stream(self, text: str, parameters: Sequence[Any] = ()) -> Iterator[Any]:
-        """A server-side cursor inside a transaction (a snapshot), chunked single-row mode outside."""
+        """Rows in chunks, leaving the store's connection free for whatever the reader does per row
+        (load a zstd dictionary, open a transaction): inside a transaction (a snapshot) a server-side
+        cursor on it, FETCHed in chunks; outside, chunked single-row mode on a second pooled connection."""
         if self.conn.info.transaction_status == TransactionStatus.INTRANS:
             with self.conn.cursor(name=f"kt_{next(_cursor_ids)}") as cur:
                 cur.itersize = STREAM_ROWS
                 cur.execute(_pg(text), tuple(parameters))  # type: ignore[arg-type]
                 yield from cur
-        else:
-            yield from self.conn.cursor().stream(_pg(text), tuple(parameters), size=STREAM_ROWS)  # type: ignore[arg-type]
+            return
+        with self.pool.pool.connection() as other:
+            yield from other.cursor().stream(_pg(text), tuple(parameters), size=STREAM_ROWS)  # type: ignore[arg-type]
 
 
 class _Pool:
@@ -138,7 +142,7 @@ class PostgresStore(StoreBase):
         self.data_dir = data_dir
         self.readonly = readonly
         self._closed = False
-        self._setup(_Engine(conn))
+        self._setup(_Engine(conn, pool))
 
     @classmethod
     def open(cls, url: str, data_dir: str, create: bool = True, readonly: bool = False,
