@@ -32,6 +32,11 @@ def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")(fn)
 
 
+# Falco's priorities, most severe first (alerts.alert.PRIORITIES), as `--min-priority` accepts them.
+PRIORITY = click.Choice(["emergency", "alert", "critical", "error", "warning", "notice", "informational", "debug",
+                         "info"], case_sensitive=False)
+
+
 def store_options(fn: F) -> F:
     """``--data`` and ``--store URL`` for a command that reads or writes the store.
 

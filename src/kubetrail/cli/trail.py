@@ -12,7 +12,7 @@ from kubetrail.cli.exitcodes import FINDINGS, exit_with
 from kubetrail.cli.options import data_option, json_option, store_options
 from kubetrail.cli.output import emit
 from kubetrail.errors import InputError, StoreError, TrailError
-from kubetrail.store import DAMAGED_ERRORS, Store, open_store
+from kubetrail.store import Store, damaged_errors, open_store
 from kubetrail.timefmt import parse_when
 from kubetrail.trail import keys
 from kubetrail.trail.checkpointer import sign_now
@@ -187,7 +187,7 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: b
             report = verify_store(store, verifier, witness_dir, progress=bar.update)
         if deep:
             report.problems += store.deep_check()
-    except DAMAGED_ERRORS as exc:
+    except damaged_errors() as exc:
         raise StoreError(f"the store in {data_dir} cannot be read: {exc} (try `kubetrail verify --deep`)") from exc
     finally:
         store.close()

@@ -72,3 +72,13 @@ def open_store(location: str, create: bool = True, readonly: bool = False, data_
     if location.startswith("sqlite:"):
         return SqliteStore.open(where, create=create, readonly=readonly, path=sqlite_path(location))
     return SqliteStore.open(location, create=create, readonly=readonly)
+
+
+def __getattr__(name: str) -> object:
+    """``DAMAGED_ERRORS``/``ENGINE_ERRORS``: the tuples as they are now (an engine adds its own when
+    it is first imported), for ``except`` clauses and ``isinstance`` written against the old names."""
+    if name == "DAMAGED_ERRORS":
+        return damaged_errors()
+    if name == "ENGINE_ERRORS":
+        return engine_errors()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

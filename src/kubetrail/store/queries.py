@@ -6,6 +6,7 @@ The SQL uses ``?`` placeholders (the PostgreSQL adapter rewrites them); JSON arr
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -73,8 +74,39 @@ def is_pattern(value: str) -> bool:
     return "*" in value or "?" in value
 
 
-def _any_of(column: str, values: list[Any], globs: bool, params: list[Any]) -> str:
-    """``column IN (…)`` for exact values, OR-ed with one ``column GLOB ?`` per pattern."""
+def _glob(column: str, pattern: str, dialect: str, params: list[Any]) -> str:
+    """``column GLOB ?``; PostgreSQL has no GLOB: the same pattern as an anchored POSIX regex."""
+    if dialect == "postgres":
+        params.append(glob_regex(pattern))
+        return f"{column} ~ ?"
+    params.append(pattern)
+    return f"{column} GLOB ?"
+
+
+def glob_regex(pattern: str) -> str:
+    """A SQLite GLOB pattern (``*``, ``?``, ``[…]``/``[^…]``, case-sensitive, whole value) as a regex."""
+    out, i = ["^"], 0
+    while i < len(pattern):
+        c = pattern[i]
+        end = pattern.find("]", i + 2) if c == "[" else -1
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif end != -1:
+            body = pattern[i + 1:end]
+            neg = body.startswith("^")
+            body = body[1:] if neg else body
+            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out) + "$"
+
+
+def _any_of(column: str, values: list[Any], globs: bool, params: list[Any], dialect: str) -> str:
+    """``column IN (…)`` for exact values, OR-ed with one GLOB match per pattern."""
     exact = [v for v in values if not (globs and isinstance(v, str) and is_pattern(v))]
     patterns = [v for v in values if v not in exact]
     terms = []
@@ -82,12 +114,11 @@ def _any_of(column: str, values: list[Any], globs: bool, params: list[Any]) -> s
         terms.append(f"{column} IN ({','.join('?' * len(exact))})")
         params.extend(exact)
     for p in patterns:  # a pattern never matches an empty field ("no namespace", "not impersonated")
-        terms.append(f"({column} GLOB ? AND {column} != '')")
-        params.append(p)
+        terms.append(f"({_glob(column, p, dialect, params)} AND {column} != '')")
     return terms[0] if len(terms) == 1 else "(" + " OR ".join(terms) + ")"
 
 
-def _any_of(column: str, n: int, dialect: str) -> str:
+def _json_any_of(column: str, n: int, dialect: str) -> str:
     """The JSON array in ``column`` holds any of ``n`` values."""
     marks = ",".join("?" * n)
     if dialect == "postgres":
@@ -101,22 +132,22 @@ def where_clause(f: QueryFilters, dialect: str = "sqlite") -> tuple[str, list[An
     for field, column in _EQ.items():
         values = getattr(f, field) or (["audit"] if field == "kind" and not f.any_kind else [])
         if values:
-            parts.append(_any_of(column, values, field in GLOB_FIELDS, params))
+            parts.append(_any_of(column, values, field in GLOB_FIELDS, params, dialect))
     for field, column in _NOT.items():
         values = getattr(f, field)
         if values:
-            parts.append(f"NOT {_any_of(column, values, field in GLOB_FIELDS, params)}")
+            parts.append(f"NOT {_any_of(column, values, field in GLOB_FIELDS, params, dialect)}")
     if f.cluster:
-        parts.append("(" + " OR ".join("source GLOB ?" for _ in f.cluster) + ")")
-        params.extend(_glob_literal(c) + "/*" for c in f.cluster)
+        parts.append("(" + " OR ".join(_glob("source", _glob_literal(c) + "/*", dialect, params)
+                                       for c in f.cluster) + ")")
     if f.key_prefix:
         parts.append("key >= ? AND key < ?")
         params.extend([f.key_prefix, f.key_prefix + "\U0010ffff"])
     if f.group:
-        parts.append(_any_of("groups_json", len(f.group), dialect))
+        parts.append(_json_any_of("groups_json", len(f.group), dialect))
         params.extend(f.group)
     if f.source_ip:
-        parts.append(_any_of("source_ips", len(f.source_ip), dialect))
+        parts.append(_json_any_of("source_ips", len(f.source_ip), dialect))
         params.extend(f.source_ip)
     if f.user_agent:
         parts.append("strpos(lower(user_agent), lower(?)) > 0" if dialect == "postgres"

@@ -80,6 +80,8 @@ def test_reopen_and_query_filters(store_url: str) -> None:
     assert ids(code=[403]) == ["id-2"]
     assert ids(source_ip=["10.0.0.9"]) == ["id-1"]
     assert ids(user_agent="CURL") == ["id-2"]
+    assert ids(user=["al*"]) == ["id-1", "id-3"] and ids(name=["w?b"]) == ["id-2", "id-3"]  # GLOB on both engines
+    assert ids(user=["[ab]*"], exclude_user=["b*"]) == ["id-1", "id-3"] and ids(user=["AL*"]) == []
     assert ids(since=parse_when("2024-05-01T10:30:00Z"), until=parse_when("2024-05-01T11:30:00Z")) == ["id-2"]
     assert s.count_matching(QueryFilters(user=["alice"])) == 2
     got = s.get(ids(code=[403])[0] and next(s.query(QueryFilters(code=[403]))).key)
