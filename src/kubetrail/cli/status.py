@@ -11,19 +11,19 @@ from typing import Any
 import click
 
 from kubetrail.cli import exitcodes
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import json_option, store_options
 
 
 @click.command()
 @json_option
-@data_option
-def status(as_json: bool, data_dir: str) -> None:
+@store_options
+def status(as_json: bool, data_dir: str, location: str) -> None:
     """Sources, trail, checkpoint, verify and alerts at a glance; exit 1 if a source is silent or verify fails."""
     from kubetrail.cli.output import json_line
     from kubetrail.cli.resolve import open_read
     from kubetrail.web.status import overview, run_verify
 
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         doc = overview(store, data_dir, verify=lambda: run_verify(store, data_dir))
     if as_json:
         click.echo(json_line(doc))

@@ -106,31 +106,48 @@ class _Engine:
 
 
 class _Pool:
-    """A pool shared by a store and the stores ``reopen()`` makes; closed when the last one closes."""
+    """One pool per URL in a process, shared by every store open on it (``reopen()``, a server that
+    opens a store per request while one stays open): opening a store takes a connection, closing it
+    gives the connection back, and the last close closes the pool."""
+
+    _by_url: dict[str, _Pool] = {}
+    _guard = threading.Lock()
 
     def __init__(self, url: str) -> None:
+        self.url = url
         self.pool: ConnectionPool[Connection[Any]] = ConnectionPool(
-            url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, open=False, name="kubetrail")
+            url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, open=False, name="kubetrail",
+            num_workers=1)
         self.users = 0
-        self.lock = threading.Lock()
 
-    def take(self) -> Connection[Any]:
-        with self.lock:
-            if self.users == 0:
-                self.pool.open(wait=True, timeout=30)
-            self.users += 1
+    @classmethod
+    def take(cls, url: str) -> tuple[_Pool, Connection[Any]]:
+        with cls._guard:
+            pool = cls._by_url.get(url)
+            if pool is None:
+                pool = cls._by_url[url] = cls(url)
+                try:
+                    pool.pool.open(wait=True, timeout=30)
+                except BaseException:
+                    del cls._by_url[url]
+                    pool.pool.close()
+                    raise
+            pool.users += 1
         try:
-            return self.pool.getconn()
+            return pool, pool.pool.getconn()
         except BaseException:
-            self.give(None)
+            pool.give(None)
             raise
 
     def give(self, conn: Connection[Any] | None) -> None:
-        with self.lock:
-            if conn is not None:
-                self.pool.putconn(conn)
+        if conn is not None:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.close()  # a connection left mid-statement is not handed out again
+            self.pool.putconn(conn)
+        with self._guard:
             self.users -= 1
-            if self.users == 0:
+            if self.users == 0 and self._by_url.get(self.url) is self:
+                del self._by_url[self.url]
                 self.pool.close()
 
 
@@ -145,23 +162,20 @@ class PostgresStore(StoreBase):
         self._setup(_Engine(conn, pool))
 
     @classmethod
-    def open(cls, url: str, data_dir: str, create: bool = True, readonly: bool = False,
-             pool: _Pool | None = None) -> PostgresStore:
+    def open(cls, url: str, data_dir: str, create: bool = True, readonly: bool = False) -> PostgresStore:
         """Connect, and migrate unless ``readonly`` (a read-only session: nothing can be written)."""
-        pool = pool or _Pool(url)
         try:
-            conn = pool.take()
+            pool, conn = _Pool.take(url)
         except Exception as exc:  # noqa: BLE001 - pool timeouts and connection errors alike
             raise StoreError(f"cannot connect to the PostgreSQL store {_redact(url)}: {exc}") from exc
         try:
+            conn.execute("SET default_transaction_read_only = " + ("on" if readonly else "off"))  # type: ignore[arg-type]
             if readonly:
-                conn.execute("SET default_transaction_read_only = on")
                 done = postgres_schema.applied(conn)
                 if not done:
                     raise StoreNotFoundError(f"no kubetrail store at {_redact(url)} (run `kubetrail ingest` first)")
                 postgres_schema.check_version(done)
             else:
-                conn.execute("SET default_transaction_read_only = off")
                 if not create and not postgres_schema.applied(conn):
                     raise StoreNotFoundError(f"no kubetrail store at {_redact(url)} (run `kubetrail ingest` first)")
                 postgres_schema.migrate(conn)
@@ -174,7 +188,7 @@ class PostgresStore(StoreBase):
             raise
 
     def reopen(self) -> PostgresStore:
-        return PostgresStore.open(self.url, self.data_dir, create=False, readonly=self.readonly, pool=self._pool)
+        return PostgresStore.open(self.url, self.data_dir, create=False, readonly=self.readonly)
 
     def __enter__(self) -> PostgresStore:
         return self
