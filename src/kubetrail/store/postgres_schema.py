@@ -70,6 +70,7 @@ def migrate(conn: Connection) -> None:
 
 
 _INDEX = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(\w+)\s+ON\s+(\w+)", re.I)
+_DROP = re.compile(r"DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?(\w+)", re.I)
 
 
 def deep_check(conn: Connection) -> list[Problem]:
@@ -78,10 +79,14 @@ def deep_check(conn: Connection) -> list[Problem]:
     kubetrail table, and no trigger or rule rewrites rows. (Page-level damage is PostgreSQL's own
     business: data checksums, amcheck.)"""
     done = applied(conn)
-    want = {}
+    want: dict[str, str] = {}
     for version, _, sql in pg_migrations():
         if version in done:
-            want.update({m.group(1).lower(): m.group(2).lower() for m in _INDEX.finditer(sql)})
+            for stmt in statements(sql):
+                if m := _INDEX.match(stmt):
+                    want[m.group(1).lower()] = m.group(2).lower()
+                elif m := _DROP.match(stmt):
+                    want.pop(m.group(1).lower(), None)
     tables = set(want.values()) | {"entries", "trail_leaves", "trail_nodes", "trail_checkpoints"}
     rows = conn.execute(
         "SELECT c.relname, t.relname, i.indisvalid, i.indisready, i.indpred IS NOT NULL, i.indexprs IS NOT NULL, "
