@@ -603,7 +603,7 @@ def run_collector(config: Config, stop: threading.Event, log: Callable[[str], No
     """``kubetrail collector``: the broker's records into the store, the trail and the consumers."""
     if config.source is None:
         raise ConfigError("source", "the collector needs a `source:` (type: nats or kafka) to read from")
-    options = Options(data_dir=config.data_dir, cluster=config.cluster, detect=config.detect.enabled,
+    options = Options(data_dir=config.data_dir, store=config.store, cluster=config.cluster, detect=config.detect.enabled,
                       witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
     pipe = open_pipeline(options)
     started = time.perf_counter()
