@@ -17,7 +17,7 @@ from typing import Any
 import click
 import orjson
 
-from kubetrail.cli.options import data_option, json_option
+from kubetrail.cli.options import json_option, store_options
 from kubetrail.cli.resolve import when
 from kubetrail.record import LogMeta, Record
 from kubetrail.sources.k8s_events import event_message
@@ -79,11 +79,11 @@ def _text(r: Record) -> str:
 @click.option("--count", "count_only", is_flag=True, help="Print only the number of matching lines (no --grep).")
 @click.option("--follow", is_flag=True, help="Keep printing lines as they are stored, until interrupted.")
 @json_option
-@data_option
+@store_options
 def logs(namespace: tuple[str, ...], pod: tuple[str, ...], workload: tuple[str, ...], container: tuple[str, ...],
          node: tuple[str, ...], unit: tuple[str, ...], kind: tuple[str, ...], since: str | None, until: str | None,
          pattern: str | None, order: str, limit: int | None, count_only: bool, follow: bool, as_json: bool,
-         data_dir: str) -> None:
+         data_dir: str, location: str) -> None:
     """Search stored log lines (containers, nodes, Kubernetes events), oldest first by event time."""
     try:
         rx = re.compile(pattern) if pattern is not None else None
@@ -92,7 +92,7 @@ def logs(namespace: tuple[str, ...], pod: tuple[str, ...], workload: tuple[str, 
     filters = LogFilters(kind=list(kind), namespace=list(namespace), pod=list(pod), workload=list(workload),
                          container=list(container), node=list(node), unit=list(unit),
                          since=when(since, "--since"), until=when(until, "--until"))
-    store = open_store(data_dir, readonly=True)
+    store = open_store(location, data_dir=data_dir, readonly=True)
     out = sys.stdout
 
     def emit(r: Record) -> None:

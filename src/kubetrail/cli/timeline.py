@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from kubetrail.cli.options import data_option
+from kubetrail.cli.options import store_options
 from kubetrail.cli.output import Column, Listing, output_option, with_time
 from kubetrail.cli.query import record_row, target, who
 from kubetrail.cli.resolve import open_read, when
@@ -86,9 +86,9 @@ def _credentials_of_user(store: Store, user: str) -> list[Any]:
 @click.option("--limit", type=click.IntRange(min=1), default=DEFAULT_LIMIT, show_default=True,
               help="At most this many requests (alerts and credential steps come on top).")
 @output_option
-@data_option
+@store_options
 def timeline(user: str | None, credential: str | None, namespace: str | None, pod: str | None, since: str | None,
-             until: str | None, limit: int, output: str, data_dir: str) -> None:
+             until: str | None, limit: int, output: str, data_dir: str, location: str) -> None:
     """Print one story in time order: a subject's requests, the alerts they raised, credential changes.
 
     Give exactly one of --user, --credential, --namespace or --pod. Each line has the leaf index of
@@ -104,7 +104,7 @@ def timeline(user: str | None, credential: str | None, namespace: str | None, po
         ns, _, name = pod.partition("/")
         if not ns or not name:
             raise click.BadParameter(f"{pod!r} is not NAMESPACE/NAME", param_hint="--pod")
-    with open_read(data_dir) as store:
+    with open_read(location, data_dir) as store:
         creds: list[Any] = []
         if user is not None:
             filters = [QueryFilters(user=[user], **span), QueryFilters(impersonated_user=[user], **span)]
