@@ -218,12 +218,14 @@ def verify(witness_dir: str | None, vkey: str | None, no_progress: bool, deep: b
 
 @click.command()
 @click.option("--max-age", default=None, help="Delete bodies of events older than this (30d, 12h, RFC 3339).")
-@click.option("--max-bytes", default=None, help="Then delete the oldest bodies until they fit (500M, 10G).")
+@click.option("--max-bytes", default=None, help="Then delete the oldest bodies until the store fits (500M, 10G).")
 @click.option("--dry-run", is_flag=True, help="Only report what would be deleted.")
 @json_option
 @store_options
 def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json: bool, data_dir: str, location: str) -> None:
-    """Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."""
+    """Delete old event bodies and give the space back; entries and leaf hashes stay, so `verify` stays green.
+
+    --max-bytes caps the store's real size (the SQLite file; PostgreSQL's tables: docs/storage.md)."""
     if max_age is None and max_bytes is None:
         raise click.UsageError("give --max-age and/or --max-bytes")
     try:
@@ -238,11 +240,15 @@ def retention(max_age: str | None, max_bytes: str | None, dry_run: bool, as_json
         store.close()
     if as_json:
         _echo_json({"pruned": res.pruned, "bytes_freed": res.bytes_freed, "bodies_left": res.bodies_left,
-                    "bytes_left": res.bytes_left, "dry_run": dry_run})
+                    "bytes_left": res.bytes_left, "db_bytes": res.db_bytes, "dry_run": dry_run})
     else:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} {res.pruned} bodies ({res.bytes_freed:,} compressed bytes); "
-                   f"{res.bodies_left} bodies ({res.bytes_left:,} bytes) kept")
+                   f"{res.bodies_left} bodies ({res.bytes_left:,} bytes) kept"
+                   + (f"; the store takes {res.db_bytes:,} bytes" if res.db_bytes is not None else ""))
+    if limit is not None and res.db_bytes is not None and res.db_bytes > limit and not res.bodies_left:
+        click.echo(f"note: every body is pruned and the store still takes {res.db_bytes:,} bytes: entries, leaf "
+                   "hashes and checkpoints are never deleted", err=True)
 
 
 commands: list[click.Command] = [keys_group, checkpoint, proof_group, verify, retention]

@@ -78,10 +78,11 @@ class AuditIdRow(msgspec.Struct, frozen=True):
 
 
 class RetentionResult(msgspec.Struct):
-    pruned: int = 0
-    bytes_freed: int = 0
+    pruned: int = 0  # bodies set to NULL
+    bytes_freed: int = 0  # their compressed size
     bodies_left: int = 0
-    bytes_left: int = 0
+    bytes_left: int = 0  # compressed bytes of the bodies kept
+    db_bytes: int | None = None  # the store's real size afterwards (None on a dry run)
 
 
 class TrailRepo(VerifySource, CheckpointLog, Protocol):

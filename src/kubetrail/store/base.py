@@ -166,8 +166,8 @@ class StoreBase:
         return [(str(s), str(k), int(n), int(lo), int(hi)) for s, k, n, lo, hi in rows]
 
     def db_bytes(self) -> int | None:
-        """What the store occupies on disk (None when unknown)."""
-        return None
+        """What the store occupies (the SQLite file's pages; PostgreSQL's tables, indexes and TOAST)."""
+        return self._engine.size_bytes()
 
     def decompress(self, body: bytes) -> bytes:
         return self.codec.decompress(body)

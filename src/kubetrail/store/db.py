@@ -74,6 +74,14 @@ class Engine(Protocol):
         """Rows of a large result without holding them all in memory."""
         ...
 
+    def size_bytes(self) -> int:
+        """The store's real size: the SQLite file (pages), PostgreSQL's tables with indexes and TOAST."""
+        ...
+
+    def reclaim(self) -> bool:
+        """Give the space of deleted data back; True when ``size_bytes`` then shrinks (SQLite)."""
+        ...
+
     def lock(self, name: str) -> None:
         """Serialise the holders of lock ``name`` until the current transaction ends (other processes
         included). SQLite's write transaction is exclusive already; PostgreSQL takes an advisory lock."""

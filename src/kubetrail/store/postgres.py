@@ -91,6 +91,18 @@ class _Engine:
     def lock(self, name: str) -> None:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({postgres_schema.lock_key(name)})")  # type: ignore[arg-type]
 
+    def size_bytes(self) -> int:
+        row_ = self.conn.execute(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'").fetchone()
+        return int(row_[0]) if row_ else 0
+
+    def reclaim(self) -> bool:
+        """``VACUUM``: the freed space is reused by later rows; the files keep their size (only ``VACUUM
+        FULL`` shrinks them, locking the table: docs/storage.md)."""
+        self.conn.execute("VACUUM (ANALYZE) entries")
+        return False
+
     def stream(self, text: str, parameters: Sequence[Any] = ()) -> Iterator[Any]:
         """Rows in chunks, leaving the store's connection free for whatever the reader does per row
         (load a zstd dictionary, open a transaction): inside a transaction (a snapshot) a server-side
@@ -277,13 +289,6 @@ class PostgresStore(StoreBase):
             self._bump({name: n})
 
     # -- reading -------------------------------------------------------------------------------
-    def db_bytes(self) -> int | None:
-        """The kubetrail tables with their indexes and TOAST, as PostgreSQL counts them."""
-        row_ = self._conn.execute(
-            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-            "WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'").fetchone()
-        return int(row_[0]) if row_ else None
-
     def deep_check(self) -> list[Problem]:
         return postgres_schema.deep_check(self._conn)
 

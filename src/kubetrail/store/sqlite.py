@@ -60,6 +60,18 @@ class _Engine:
     def lock(self, name: str) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's one write lock."""
 
+    def size_bytes(self) -> int:
+        pages = self.db.execute("PRAGMA page_count").fetchone()[0]
+        return int(pages) * int(self.db.execute("PRAGMA page_size").fetchone()[0])
+
+    def reclaim(self) -> bool:
+        """``VACUUM``, then the WAL folded in: the file shrinks. A pruned body frees room inside its page,
+        not whole pages, so only a rebuild gives it back (incremental vacuum would return almost nothing).
+        The rebuild holds the write lock and needs free disk as large as the store while it runs."""
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return True
+
 
 class SqliteStore(StoreBase):
     def __init__(self, conn: sqlite3.Connection, data_dir: str, readonly: bool = False, path: str = "") -> None:
@@ -181,12 +193,6 @@ class SqliteStore(StoreBase):
         """Add to a named counter outside a batch (e.g. rejects)."""
         with self.transaction():
             _bump(self._conn, {name: n})
-
-    def db_bytes(self) -> int | None:
-        try:
-            return os.path.getsize(self.path)
-        except OSError:
-            return None
 
     def _check_column_types(self) -> None:
         c = self._conn
