@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from typing import NamedTuple
 
 from psycopg import Connection
 
@@ -70,45 +71,92 @@ def migrate(conn: Connection) -> None:
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
 
 
-_INDEX = re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(\w+)\s+ON\s+(\w+)", re.I)
+_INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+(\w+)\s+ON\s+(\w+)\s*\(([^)]*)\)\s*(?:WHERE\s+(.*?))?\s*;?\s*$",
+                    re.I | re.S)
 _DROP = re.compile(r"DROP\s+INDEX\s+(?:IF\s+EXISTS\s+)?(\w+)", re.I)
 
 
-def deep_check(conn: Connection) -> list[Problem]:
-    """``verify --deep`` on PostgreSQL: every index the migrations create exists, is valid, ready and
-    whole (no expression index, and partial only where the migration's own index is: a doctored
-    index hides rows from searches), no other index was added to a
-    kubetrail table, and no trigger or rule rewrites rows. (Page-level damage is PostgreSQL's own
-    business: data checksums, amcheck.)"""
+class IndexDef(NamedTuple):
+    table: str
+    unique: bool
+    columns: tuple[str, ...]
+    predicate: str  # canonical (``canonical_predicate``); "" = a whole index
+
+
+def canonical_predicate(text: str | None) -> str:
+    """A partial index's WHERE as comparable text: PostgreSQL prints ``(workload <> ''::text)`` for a
+    migration's ``workload <> ''``; casts, quotes, case, spacing and enclosing parentheses go. Anything a
+    tamperer adds (``AND leaf_index <> 77``) stays, so the two differ."""
+    if not text:
+        return ""
+    s = re.sub(r"::[a-z_ ]+?(?=[\s)]|$)", "", text.lower().replace('"', ""))
+    s = re.sub(r"\s+", " ", s).strip()
+    while s.startswith("(") and s.endswith(")") and _balanced(s[1:-1]):
+        s = s[1:-1].strip()
+    return s
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def expected_indexes(conn: Connection) -> dict[str, IndexDef]:
+    """Every index the applied migrations leave, as they define it."""
     done = applied(conn)
-    want: dict[str, tuple[str, bool]] = {}  # index -> (table, partial: the migration gives a WHERE)
+    want: dict[str, IndexDef] = {}
     for version, _, sql in pg_migrations():
         if version in done:
             for stmt in statements(sql):
-                if m := _INDEX.match(stmt):
-                    want[m.group(1).lower()] = (m.group(2).lower(), bool(re.search(r"\)\s+WHERE\s", stmt, re.I)))
-                elif m := _DROP.match(stmt):
+                if m := _INDEX.match(stmt.strip()):
+                    cols = tuple(c.strip().lower().replace('"', "") for c in m.group(4).split(","))
+                    want[m.group(2).lower()] = IndexDef(m.group(3).lower(), bool(m.group(1)), cols,
+                                                        canonical_predicate(m.group(5)))
+                elif m := _DROP.match(stmt.strip()):
                     want.pop(m.group(1).lower(), None)
-    tables = {t for t, _ in want.values()} | {"entries", "trail_leaves", "trail_nodes", "trail_checkpoints"}
+    return want
+
+
+def deep_check(conn: Connection) -> list[Problem]:
+    """``verify --deep`` on PostgreSQL: every index the migrations create exists, is valid and ready,
+    and is what the migration defines — its columns, uniqueness and partial predicate (a doctored
+    predicate hides rows from searches), no expression; no other index was added to a kubetrail
+    table; no trigger or rule rewrites rows; log lines' indexed copies match their leaves. (Page-level
+    damage is PostgreSQL's own business: data checksums, amcheck.)"""
+    want = expected_indexes(conn)
+    tables = {d.table for d in want.values()} | {"entries", "trail_leaves", "trail_nodes", "trail_checkpoints"}
     rows = conn.execute(
-        "SELECT c.relname, t.relname, i.indisvalid, i.indisready, i.indpred IS NOT NULL, i.indexprs IS NOT NULL, "
-        "pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "SELECT c.relname, t.relname, i.indisvalid, i.indisready, i.indisunique, i.indexprs IS NOT NULL, "
+        "pg_get_expr(i.indpred, i.indrelid), pg_get_indexdef(i.indexrelid), "
+        "ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) "
+        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n) "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relnamespace = current_schema()::regnamespace").fetchall()
     problems = []
     have = set()
-    for index, table, valid, ready, partial, expr, definition in rows:
+    for index, table, valid, ready, unique, expr, pred, definition, cols in rows:
         have.add(index)
         if table not in tables:
             continue
         if not (valid and ready):
             problems.append(Problem(0, "modified", f"index {index} on {table} is not valid"))
-        if expr or partial != want.get(index, ("", False))[1]:
-            problems.append(Problem(0, "modified", f"index {index} is not what the migrations create: {definition}"))
-        if index not in want and not index.endswith(("_pkey", "_key")):
+        if index in want:
+            d = want[index]
+            if (expr or table != d.table or unique != d.unique or tuple(cols) != d.columns
+                    or canonical_predicate(pred) != d.predicate):
+                problems.append(Problem(0, "modified", f"index {index} is not what the migrations create: {definition}"))
+        elif index.endswith(("_pkey", "_key")):  # a constraint's index: whole, never partial
+            if expr or pred:
+                problems.append(Problem(0, "modified", f"index {index} is not what the migrations create: {definition}"))
+        else:
             problems.append(Problem(0, "modified", f"unexpected index {index} on {table}: {definition}"))
-    for index, (table, _) in sorted(want.items()):
+    for index, d in sorted(want.items()):
         if index not in have:
-            problems.append(Problem(0, "modified", f"index {index} on {table} is missing"))
+            problems.append(Problem(0, "modified", f"index {index} on {d.table} is missing"))
     for name, table in conn.execute(
             "SELECT g.tgname, t.relname FROM pg_trigger g JOIN pg_class t ON t.oid = g.tgrelid "
             "WHERE NOT g.tgisinternal AND t.relnamespace = current_schema()::regnamespace "

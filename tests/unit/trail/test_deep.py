@@ -73,3 +73,26 @@ def test_an_added_trigger_is_reported(trail: Path) -> None:
     r = CliRunner().invoke(cli, ["verify", "--deep", "--json", "--data", str(trail / "data")])
     assert r.exit_code == 1 and "unexpected trigger hide" in r.stderr
     assert orjson.loads(r.stdout) == {"ok": False, "first_bad_index": 0, "reason": "modified"}
+
+
+def test_a_partial_index_with_a_narrower_predicate_is_reported(trail: Path) -> None:
+    """Migration 0009's log indexes are partial by design (``WHERE workload <> ''``): the check compares
+    the predicate itself, so one narrowed to skip a row is named, and the migration's own passes."""
+    from test_tamper import store_of
+
+    store_of(trail).close()  # the golden store predates 0009: migrate it as any writing open does
+    assert verify(trail, "--deep")[0] == 0
+    conn = db(trail)
+    conn.execute("DROP INDEX entries_workload")
+    conn.execute("CREATE INDEX entries_workload ON entries (workload, time) WHERE workload <> '' AND leaf_index <> 77")
+    r = CliRunner().invoke(cli, ["verify", "--deep", "--json", "--data", str(trail / "data")])
+    assert r.exit_code == 1 and orjson.loads(r.stdout)["reason"] == "modified"
+    assert "index entries_workload is not what the migrations create" in r.stderr
+
+
+def test_an_index_on_other_columns_is_reported(trail: Path) -> None:
+    conn = db(trail)
+    conn.execute("DROP INDEX entries_user")
+    conn.execute("CREATE INDEX entries_user ON entries (username)")
+    r = CliRunner().invoke(cli, ["verify", "--deep", "--json", "--data", str(trail / "data")])
+    assert r.exit_code == 1 and "index entries_user is not what the migrations create" in r.stderr
