@@ -60,6 +60,27 @@ def test_same_answers_on_sqlite_and_postgres(tmp_path: Path, pg_url: str) -> Non
     assert run("detect", "--json", "--no-deliver", *pg_args) == run("detect", "--json", "--no-deliver", *sqlite_args)
     shown = lines(run("show", "3", "--json", *pg_args))[0]
     assert shown == lines(run("show", "3", "--json", *sqlite_args))[0] and shown["event"]
+    # what other packages added to store/ since: aggregated alerts with their events, the inventory's
+    # summary, stats, and the dashboard's reads (web/)
+    first = lines(run("alerts", "--json", *pg_args))[0]["id"]
+    for cmd in (["alerts", "show", str(first), "--events", "--json"], ["creds", "summary", "--json"]):
+        assert run(*cmd, *sqlite_args) == run(*cmd, *pg_args), cmd
+    s_stats, p_stats = (orjson.loads(run("stats", "--json", *a)) for a in (sqlite_args, pg_args))
+    assert s_stats.pop("db_bytes") > 0 and p_stats.pop("db_bytes") > 0 and s_stats == p_stats
+    sqlite_store = open_store(str(tmp_path / "s"), readonly=True)
+    pg_store = open_store(pg_url, data_dir=str(tmp_path / "p"), readonly=True)
+    try:
+        cred = orjson.loads(run("creds", "list", "--json", *pg_args).splitlines()[0])["id"]
+        reads = (lambda st: st.sources(), lambda st: st.histogram(0, 3600 * 10**9),
+                 lambda st: [(a.rule, a.time, a.count) for a in st.alerts.page(limit=10)],
+                 lambda st: st.alerts.count_by_priority(), lambda st: st.credentials.use_histogram(cred, 0, 3600 * 10**9),
+                 lambda st: st.trail.latest_signed_ns() is not None,
+                 lambda st: st.trail.checkpoint_columns()[-1][1], lambda st: list(st.trail.interior_nodes(2))[:50])
+        for read in reads:
+            assert read(sqlite_store) == read(pg_store)
+    finally:
+        sqlite_store.close()
+        pg_store.close()
 
 
 @pytest.mark.integration

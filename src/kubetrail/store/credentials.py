@@ -114,7 +114,7 @@ class CredentialTables:
         """(bucket start ns, uses, denied uses) per ``bucket_ns`` from ``since``, buckets without uses left out."""
         b = max(int(bucket_ns), 1)
         return [(int(t), int(n), int(d or 0)) for t, n, d in self.db.execute(
-            "SELECT ? + ((time - ?) / ?) * ?, COUNT(*), SUM(code >= 400) FROM credential_uses "
+            "SELECT ? + ((time - ?) / ?) * ?, COUNT(*), SUM(CASE WHEN code >= 400 THEN 1 ELSE 0 END) FROM credential_uses "
             "WHERE credential = ? AND time >= ? GROUP BY 1 ORDER BY 1", (since, since, b, b, cred_id, since))]
 
     def uses(self, cred_id: str, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
