@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kubetrail.store import Store
 from kubetrail.testing import fixtures_dir
 
 FIXTURES = fixtures_dir()
@@ -116,3 +117,37 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite://{tmp_path}/store/kubetrail.db"
     server = request.getfixturevalue("postgres_server")
     return server.url()
+
+
+class EngineStores:
+    """Stores on one engine for the tests' data directories: SQLite in the directory itself, or a
+    fresh PostgreSQL schema per directory (the directory still holds keys and detect.yaml)."""
+
+    def __init__(self, name: str, server: PostgresServer | None) -> None:
+        self.name = name
+        self._server = server
+        self._urls: dict[str, str] = {}
+
+    def location(self, data_dir: str) -> str:
+        if self._server is None:
+            return data_dir
+        if data_dir not in self._urls:
+            self._urls[data_dir] = self._server.url()
+        return self._urls[data_dir]
+
+    def open(self, data_dir: str, **kw: bool) -> Store:
+        from kubetrail.store import open_store
+
+        return open_store(self.location(data_dir), data_dir=data_dir, **kw)
+
+    def args(self, data_dir: str) -> list[str]:
+        """The CLI flags that reach this store."""
+        loc = self.location(data_dir)
+        return ["--data", data_dir, *(["--store", loc] if loc != data_dir else [])]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request: pytest.FixtureRequest) -> EngineStores:
+    """The same test on both engines, for tests that open stores by data directory."""
+    server = request.getfixturevalue("postgres_server") if request.param == "postgres" else None
+    return EngineStores(request.param, server)

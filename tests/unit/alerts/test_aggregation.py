@@ -11,7 +11,6 @@ from kubetrail.alerts.alert import Alert, Evidence
 from kubetrail.alerts.config import parse_settings
 from kubetrail.alerts.store import alert_events, get_alert, list_alerts, record_alerts
 from kubetrail.errors import ConfigError
-from kubetrail.store.sqlite import Store
 
 S = 10**9
 DAY = 86400 * S
@@ -26,8 +25,8 @@ def occ(n: int, subject: str = "alice", t: int | None = None, rule: str = "R", s
                  group={"subject": subject, "credential": credential, "source_ip": f"10.0.0.{n % 3}"})
 
 
-def test_one_alert_per_subject_with_first_last_count_and_all_events(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_one_alert_per_subject_with_first_last_count_and_all_events(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     alerts = [occ(n) for n in range(1, 9)] + [occ(3, stage="ResponseStarted"), occ(20, subject="bob")]
     ids = record_alerts(store, alerts)
     assert ids == [1, None, None, None, None, None, None, None, None, 2]
@@ -46,11 +45,11 @@ def test_one_alert_per_subject_with_first_last_count_and_all_events(data_dir: st
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_same_alert_in_any_arrival_order(tmp_path, seed: int) -> None:
+def test_same_alert_in_any_arrival_order(tmp_path, seed: int, engine) -> None:
     alerts = [occ(n, t=(n * 37) % 50) for n in range(1, 30)] + [occ(5, t=(5 * 37) % 50, stage="ResponseStarted")]
     results = []
     for i, order in enumerate((alerts, list(reversed(alerts)), random.Random(seed).sample(alerts, len(alerts)))):
-        store = Store.open(str(tmp_path / f"d{i}"))
+        store = engine.open(str(tmp_path / f"d{i}"))
         record_alerts(store, [Alert(**{**a.__dict__, "evidence": list(a.evidence)}) for a in order])
         [a] = list_alerts(store)
         results.append((a.time, a.last_seen, a.count, a.output, a.fields, [e.key for e in a.evidence]))
@@ -60,15 +59,15 @@ def test_same_alert_in_any_arrival_order(tmp_path, seed: int) -> None:
     assert results[0][2] == 29 and results[0][3] == f"R by alice #{earliest}"
 
 
-def test_windows_are_fixed_buckets_of_event_time(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_windows_are_fixed_buckets_of_event_time(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     settings = parse_settings({"suppress": {"window_secs": 3600}})
     ids = record_alerts(store, [occ(1, t=10), occ(2, t=3599), occ(3, t=3600), occ(4, t=7300)], settings)
     assert ids == [1, None, 2, 3]
 
 
-def test_group_by_credential_and_per_rule_settings(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_group_by_credential_and_per_rule_settings(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     legacy = "Legacy Service Account Token Used"
     settings = parse_settings({"suppress": {"rules": {"Exec": {"window_secs": 0}, "R": {"by": ["source_ip"]}}}})
     ids = record_alerts(store, [
@@ -80,13 +79,13 @@ def test_group_by_credential_and_per_rule_settings(data_dir: str) -> None:
     assert ids == [1, None, 2, 3, 4, 5, None, 6]
 
 
-def test_a_more_severe_occurrence_is_its_own_alert(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_a_more_severe_occurrence_is_its_own_alert(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     assert record_alerts(store, [occ(1), occ(2, priority="Critical"), occ(3)]) == [1, 2, None]
 
 
-def test_stateful_and_credential_alerts_keep_their_dedup_unless_configured(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_stateful_and_credential_alerts_keep_their_dedup_unless_configured(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     a, b = occ(1, rule="S"), occ(2, rule="S")
     a.origin = b.origin = "stateful"
     assert record_alerts(store, [a, b]) == [1, 2]
@@ -107,12 +106,12 @@ def test_bad_suppress_settings_name_the_key(bad: dict, where: str) -> None:
     assert str(info.value).startswith(f"detect.yaml: {where}: ")
 
 
-def test_permutations_of_a_small_set(tmp_path) -> None:
+def test_permutations_of_a_small_set(tmp_path, engine) -> None:
     """Every order of four occurrences (two stages of one request among them) gives one answer."""
     base = [occ(1, t=5), occ(2, t=3), occ(3, t=3), occ(2, t=3, stage="ResponseStarted")]
     seen = set()
     for i, order in enumerate(itertools.permutations(base)):
-        store = Store.open(str(tmp_path / f"p{i}"))
+        store = engine.open(str(tmp_path / f"p{i}"))
         record_alerts(store, [Alert(**{**a.__dict__, "evidence": list(a.evidence)}) for a in order])
         [a] = list_alerts(store)
         seen.add((a.time, a.last_seen, a.count, a.output, tuple(e.key for e in a.evidence)))
@@ -121,19 +120,19 @@ def test_permutations_of_a_small_set(tmp_path) -> None:
     assert seen.pop()[:4] == (T0 + 3 * S, T0 + 5 * S, 3, "R by alice #2")
 
 
-def test_alerts_show_events_lists_every_occurrence(data_dir: str) -> None:
+def test_alerts_show_events_lists_every_occurrence(data_dir: str, engine) -> None:
     import orjson
     from click.testing import CliRunner
 
     from kubetrail.cli import cli
 
-    store = Store.open(data_dir)
+    store = engine.open(data_dir)
     record_alerts(store, [occ(n) for n in range(1, 12)])
     store.close()
-    out = CliRunner().invoke(cli, ["alerts", "show", "1", "--events", "--json", "--data", data_dir])
+    out = CliRunner().invoke(cli, ["alerts", "show", "1", "--events", "--json", *engine.args(data_dir)])
     assert out.exit_code == 0, out.output
     doc = orjson.loads(out.stdout)
     assert doc["count"] == 11 and len(doc["evidence"]) == 6  # the first five and the latest
     assert [e["occurrence"] for e in doc["events"]] == [f"a{n}" for n in range(1, 12)]
-    text = CliRunner().invoke(cli, ["alerts", "show", "1", "--data", data_dir]).output
+    text = CliRunner().invoke(cli, ["alerts", "show", "1", *engine.args(data_dir)]).output
     assert "11 occurrences" in text and "--events" in text

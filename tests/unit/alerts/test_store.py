@@ -5,7 +5,6 @@ from __future__ import annotations
 from kubetrail.alerts.alert import Alert, Evidence
 from kubetrail.alerts.config import parse_settings
 from kubetrail.alerts.store import get_alert, list_alerts, record_alert, record_alerts
-from kubetrail.store.sqlite import Store
 from kubetrail.store.testing import execute as sql
 
 
@@ -16,8 +15,8 @@ def _alert(n: int, subject: str = "alice", audit: str | None = None, t: int | No
                                     leaf_index=n)])
 
 
-def test_record_and_list(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_record_and_list(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     aid = record_alert(store, _alert(1))
     assert aid == 1
     got = get_alert(store, 1)
@@ -28,8 +27,8 @@ def test_record_and_list(data_dir: str) -> None:
     assert j["evidence"][0] == {"key": "k1", "auditID": "a1", "stage": "ResponseComplete", "leaf_index": 1}
 
 
-def test_same_request_other_stage_is_one_alert(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_same_request_other_stage_is_one_alert(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     a = _alert(1, audit="same")
     b = _alert(2, audit="same")
     assert record_alerts(store, [a, b]) == [1, None]
@@ -37,8 +36,8 @@ def test_same_request_other_stage_is_one_alert(data_dir: str) -> None:
     assert [e.key for e in only.evidence] == ["k1", "k2"]
 
 
-def test_rate_limit_folds_into_newest(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_rate_limit_folds_into_newest(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     settings = parse_settings({"rate_limit": {"max_alerts": 3, "window_secs": 60}, "suppress": {"window_secs": 0}})
     ids = record_alerts(store, [_alert(i) for i in range(5)], settings)
     assert ids == [1, 2, 3, None, None]
@@ -48,8 +47,8 @@ def test_rate_limit_folds_into_newest(data_dir: str) -> None:
     assert record_alert(store, _alert(100), settings) is not None
 
 
-def test_outbox_rows_respect_min_priority(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_outbox_rows_respect_min_priority(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     settings = parse_settings({"sinks": [{"name": "all", "type": "stdout"},
                                          {"name": "crit", "type": "stdout", "min_priority": "critical"}]})
     record_alert(store, _alert(1), settings)
@@ -57,7 +56,7 @@ def test_outbox_rows_respect_min_priority(data_dir: str) -> None:
     assert rows == [("all",)]
 
 
-def test_since_filter(data_dir: str) -> None:
-    store = Store.open(data_dir)
+def test_since_filter(data_dir: str, engine) -> None:
+    store = engine.open(data_dir)
     record_alerts(store, [_alert(1), _alert(5, subject="b")])
     assert [a.subject for a in list_alerts(store, since=2 * 10**9)] == ["b"]

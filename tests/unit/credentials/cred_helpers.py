@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import ipaddress
 import json
+import os
 import secrets
 import uuid
 from typing import Any
@@ -220,6 +221,7 @@ class Cluster:
 
     def __init__(self, data_dir: str, location: str | None = None) -> None:
         self.data_dir = data_dir
+        os.makedirs(data_dir, exist_ok=True)  # detect.yaml, keys: also when the store lives elsewhere
         self.store = open_store(location or data_dir, data_dir=data_dir)
         self.cli_args = ["--data", data_dir, *(["--store", location] if location else [])]
         self.consumer = CredentialConsumer(self.store, lateness_secs=0)  # applied as fed (order tests feed it)

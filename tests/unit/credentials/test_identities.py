@@ -49,17 +49,17 @@ def test_creds_list_unaccounted_cli_puts_the_admin_first(cluster) -> None:
     cluster.feed(*[use("system:kube-controller-manager", i, ua=KCM_UA) for i in range(30)],
                  *[use("kubernetes-admin", 40 + i, groups=MASTERS) for i in range(4)])
     cluster.close()
-    out = CliRunner().invoke(cli, ["creds", "list", "--unaccounted", "--data", cluster.data_dir])
+    out = CliRunner().invoke(cli, ["creds", "list", "--unaccounted", *cluster.cli_args])
     assert out.exit_code == 0, out.output
     lines = [ln for ln in out.output.splitlines() if ln.startswith("unknown/")]
     assert lines[0].startswith("unknown/kubernetes-admin") and " 4 " in lines[0]
     assert lines[1].startswith("unknown/system:kube-controller")
-    found = CliRunner().invoke(cli, ["creds", "summary", "--json", "--data", cluster.data_dir])
+    found = CliRunner().invoke(cli, ["creds", "summary", "--json", *cluster.cli_args])
     assert found.exit_code == 0, found.output
     doc = json.loads(found.stdout)
     assert doc["system_masters_identities"] == ["kubernetes-admin"] and doc["unaccounted_identities"] == 2
     assert doc["flags"] == [{"flag": "privileged-group", "priority": "Critical", "facts": 1, "alerted": 0}]
-    text = CliRunner().invoke(cli, ["creds", "summary", "--data", cluster.data_dir]).output
+    text = CliRunner().invoke(cli, ["creds", "summary", *cluster.cli_args]).output
     assert "1 in system:masters: kubernetes-admin" in text
 
 

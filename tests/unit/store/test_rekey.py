@@ -25,10 +25,10 @@ def events() -> list[dict]:
     return [make_event(f"old-{i}", user=f"u{i}", time=f"2024-05-01T10:00:{i:02d}.000000Z") for i in range(6)]
 
 
-def v1_store(data: Path) -> list[str]:
+def v1_store(data: Path, location: str | None = None) -> list[str]:
     """A store as kubetrail wrote it before key v2: v1 keys, the event of old-2 stored twice (the log
     line and the webhook's EventList item had different bodies, so different v1 keys)."""
-    pipe = open_pipeline(Options(data_dir=str(data), detect=False))  # trail key and checkpoints too
+    pipe = open_pipeline(Options(data_dir=str(data), store=location, detect=False))  # trail key, checkpoints too
     recs = []
     for i, ev in enumerate(events()):
         recs.append(to_record(Decoded(ev, "event", str(i)), SRC))
@@ -45,8 +45,8 @@ def v1_store(data: Path) -> list[str]:
     return [r.key for r in recs]
 
 
-def ingest_again(data: Path) -> int:
-    pipe = open_pipeline(Options(data_dir=str(data), detect=False))
+def ingest_again(data: Path, location: str | None = None) -> int:
+    pipe = open_pipeline(Options(data_dir=str(data), store=location, detect=False))
     try:
         before = pipe.store.size()
         pipe.commit([to_record(Decoded(e, "event", "again"), SRC) for e in events()])
@@ -56,18 +56,19 @@ def ingest_again(data: Path) -> int:
         pipe.store.close()
 
 
-def test_rekey_aliases_old_entries_and_is_recorded_in_the_trail(tmp_path: Path) -> None:
+def test_rekey_aliases_old_entries_and_is_recorded_in_the_trail(tmp_path: Path, store_url: str) -> None:
     data = tmp_path / "d"
-    old_keys = v1_store(data)
+    args = ["--data", str(data), "--store", store_url]
+    old_keys = v1_store(data, store_url)
     runner = CliRunner()
-    assert runner.invoke(cli, ["verify", "--data", str(data)]).exit_code == 0
-    r = runner.invoke(cli, ["store", "rekey", "--json", "--data", str(data)])
+    assert runner.invoke(cli, ["verify", *args]).exit_code == 0
+    r = runner.invoke(cli, ["store", "rekey", "--json", *args])
     assert r.exit_code == 0, r.output
     out = orjson.loads(r.stdout)
     assert out["done"] and out["entries"] == 7 and out["aliases"] == 6 and out["stored_twice"] == 1
     assert out["without_body"] == 0 and out["marker_leaf"] == 7
 
-    store = open_store(str(data))
+    store = open_store(store_url, data_dir=str(data))
     try:
         assert [r.key for r in store.records_by_index(0, 7)] == old_keys  # old leaves untouched
         marker = store.get(str(out["marker_leaf"]))
@@ -83,17 +84,17 @@ def test_rekey_aliases_old_entries_and_is_recorded_in_the_trail(tmp_path: Path) 
     finally:
         store.close()
 
-    assert ingest_again(data) == 0  # every old event delivered again is a duplicate
-    assert runner.invoke(cli, ["verify", "--data", str(data)]).exit_code == 0
-    again = runner.invoke(cli, ["store", "rekey", "--data", str(data)])
+    assert ingest_again(data, store_url) == 0  # every old event delivered again is a duplicate
+    assert runner.invoke(cli, ["verify", *args]).exit_code == 0
+    again = runner.invoke(cli, ["store", "rekey", *args])
     assert again.exit_code == 0 and "nothing to re-key" in again.output
 
 
-def test_without_rekey_old_events_come_back_as_new_records(tmp_path: Path) -> None:
+def test_without_rekey_old_events_come_back_as_new_records(tmp_path: Path, store_url: str) -> None:
     """What the migration is for: the hazard it removes."""
     data = tmp_path / "d"
-    v1_store(data)
-    assert ingest_again(data) == 6
+    v1_store(data, store_url)
+    assert ingest_again(data, store_url) == 6
 
 
 def test_a_new_store_needs_no_rekey_and_pruned_bodies_are_counted(tmp_path: Path) -> None:
