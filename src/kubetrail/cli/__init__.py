@@ -61,7 +61,7 @@ COMMANDS: dict[str, Entry] = {
     "checkpoint": Entry("trail", "Print the latest signed checkpoint (a C2SP tlog-checkpoint in a signed note)."),
     "proof": Entry("trail", "RFC 9162 inclusion and consistency proofs (hashes in lowercase hex)."),
     "verify": Entry("trail", "Recompute the whole trail; exit 0 if intact, 1 naming the first bad index and why."),
-    "retention": Entry("trail", "Delete old event bodies; entries and leaf hashes stay, so `verify` stays green."),
+    "retention": Entry("trail", "Delete old event bodies and give the space back; entries and leaf hashes stay, so `verify` stays green."),
     "store": Entry("store", "Maintain the store (re-key entries stored under an older key version)."),
     # detect and alert
     "rules": Entry("rules", "Falco-language detection rules: lint, test over events, list."),
