@@ -122,6 +122,8 @@ class LogMeta(msgspec.Struct, kw_only=True, tag="log", tag_field="meta"):
     image: str = ""
     image_id: str = ""
     labels: dict[str, str] = {}
+    node_labels: dict[str, str] = {}  # the selected labels of the node the line came from (zone, instance type)
+    namespace_labels: dict[str, str] = {}  # the selected labels of the pod's namespace (Pod Security level)
     restart: int | None = None  # the container's restart count (the N of N.log)
     marks: list[str] = []
 

@@ -74,6 +74,9 @@ def test_try_it_runs_as_written(tmp_path: Path) -> None:
     assert "GET /cart 200" in workload and "password=[redacted]" in workload and "hunter2" not in workload
     rows = [json.loads(x) for x in as_json.splitlines()]
     assert [r["workload"] for r in rows] == ["deployment/shop/web"] * 2
+    # the Node's and the Namespace's labels survive the store (StoredLogMeta) and reach --json
+    assert {r["node_labels"].get("topology.kubernetes.io/zone") for r in rows} == {"eu-west-1a"}
+    assert {r["namespace_labels"].get("pod-security.kubernetes.io/enforce") for r in rows} == {"restricted"}
     assert "password=[redacted]" in grep and count.strip() == "2"
     assert "deployment/shop/web (2)" in stats
 

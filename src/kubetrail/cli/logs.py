@@ -2,7 +2,7 @@
 
 One JSON object per line with ``--json`` (a contract: fields are added, never renamed): ``key time
 kind node namespace pod pod_uid container stream message workload unit source``, plus ``leaf_index
-image image_id container_id labels marks format``; empty strings where unknown.
+image image_id container_id labels node_labels namespace_labels marks format``; empty strings where unknown.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def log_row(r: Record) -> dict[str, Any]:
         "namespace": m.namespace, "pod": m.pod, "pod_uid": m.pod_uid, "container": m.container,
         "stream": m.stream, "message": log_message(r), "workload": m.workload, "unit": m.unit,
         "source": r.source.label(), "image": m.image, "image_id": m.image_id, "container_id": m.container_id,
-        "labels": m.labels, "marks": m.marks, "format": r.format,
+        "labels": m.labels, "node_labels": m.node_labels, "namespace_labels": m.namespace_labels,
+        "marks": m.marks, "format": r.format,
     }
 
 

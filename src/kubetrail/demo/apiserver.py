@@ -213,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
                 field, _, want = term.partition("=")
                 if field == "spec.nodeName" and (obj.get("spec") or {}).get("nodeName") != want:
                     return False
+                if field == "metadata.name" and (obj.get("metadata") or {}).get("name") != want:
+                    return False
         return True
 
     def _list(self, path: str, ns: str, q: dict[str, list[str]]) -> None:

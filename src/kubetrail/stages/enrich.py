@@ -1,7 +1,7 @@
 """Add what only the API server knows to container log lines: workload, image, labels.
 
 A metadata cache fed by list+watch (``kubeapi.Watcher``) of Pods (only this node's, with
-``node``), ReplicaSets and Jobs. Every container line is looked up by **pod UID** (names are reused:
+``node``), ReplicaSets and Jobs, and of Nodes and Namespaces for their labels. Every container line is looked up by **pod UID** (names are reused:
 a StatefulSet's ``web-0`` on another node is another pod) and gets
 
 * ``workload``: the owner chain resolved to ``deployment/<ns>/<name>`` (Pod → ReplicaSet → Deployment),
@@ -10,7 +10,11 @@ a StatefulSet's ``web-0`` on another node is another pod) and gets
   application across nodes and reschedules. When a ReplicaSet is not (yet) known, a ReplicaSet named
   ``<deployment>-<pod-template-hash>`` gives the Deployment and the line is marked ``workload-guessed``;
 * ``image``, ``image_id`` and ``container_id`` from the pod's container statuses, and the
-  ``labels`` the config selects.
+  ``labels`` the config selects;
+* ``node_labels`` and ``namespace_labels``: the labels ``node_labels``/``namespace_labels`` select
+  from the line's Node (zone, instance type: which failure domain) and its pod's Namespace (the Pod
+  Security level it runs under). Nodes and Namespaces are only watched when a list is not empty;
+  a deleted one keeps its labels (lines arrive late).
 
 Deleted pods stay as **tombstones** for ``tombstone_secs`` (late lines still enrich, marked
 ``tombstone``). A pod the cache has never seen is fetched once by namespace/name from the path (it
@@ -34,6 +38,8 @@ log = logging.getLogger("kubetrail.stages.enrich")
 Obj = dict[str, Any]
 DEFAULT_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                   "app.kubernetes.io/version", "k8s-app")
+DEFAULT_NODE_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "node.kubernetes.io/instance-type")
+DEFAULT_NAMESPACE_LABELS = ("pod-security.kubernetes.io/enforce",)
 
 
 class EnrichConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,6 +52,8 @@ class EnrichConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     node: str = ""  # only pods on this node are watched (all pods when empty)
     tombstone_secs: float = 600.0
     labels: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_LABELS))
+    node_labels: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_NODE_LABELS))
+    namespace_labels: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_NAMESPACE_LABELS))
     sync_timeout_secs: float = 10.0
     lookup_negative_secs: float = 30.0
 
@@ -100,6 +108,7 @@ class MetadataCache:
         self.lock = threading.Lock()
         self.pods: dict[str, PodInfo] = {}
         self.owners: dict[str, dict[tuple[str, str], tuple[str, str] | None]] = {"ReplicaSet": {}, "Job": {}}
+        self.labels: dict[str, dict[str, dict[str, str]]] = {"Node": {}, "Namespace": {}}  # kind -> name -> labels
         self.tombstone_ns = int(tombstone_secs * 1e9)
 
     def pods_listed(self, items: list[Obj], _rv: str) -> None:
@@ -133,6 +142,24 @@ class MetadataCache:
         with self.lock:
             # A deleted ReplicaSet's pods may still log: keep its owner (it is tiny).
             self.owners[kind][(md.get("namespace", ""), md.get("name", ""))] = _owner(obj)
+
+    def labels_listed(self, kind: str, items: list[Obj]) -> None:
+        """A relist adds and updates; it keeps what vanished (a late line of a removed node still
+        names its zone; both lists are small)."""
+        with self.lock:
+            for o in items:
+                md = o.get("metadata") or {}
+                self.labels[kind][md.get("name", "")] = dict(md.get("labels") or {})
+
+    def labels_event(self, kind: str, _event: str, obj: Obj) -> None:
+        md = obj.get("metadata") or {}
+        with self.lock:
+            self.labels[kind][md.get("name", "")] = dict(md.get("labels") or {})
+
+    def labels_of(self, kind: str, name: str, keys: list[str]) -> dict[str, str]:
+        with self.lock:
+            have = self.labels[kind].get(name) or {}
+            return {k: have[k] for k in keys if k in have}
 
     def _expire(self) -> None:
         cutoff = time.time_ns() - self.tombstone_ns
@@ -182,6 +209,15 @@ class Enrich:
             kubeapi.Watcher(self.http, "/apis/batch/v1/jobs", on_list=lambda i, _: c.owners_listed("Job", i),
                             on_event=lambda e, o: c.owner_event("Job", e, o)),
         ]
+        if config.node_labels:
+            only = {"fieldSelector": f"metadata.name={config.node}"} if config.node else {}
+            self.watchers.append(kubeapi.Watcher(
+                self.http, "/api/v1/nodes", params=only, on_list=lambda i, _: c.labels_listed("Node", i),
+                on_event=lambda e, o: c.labels_event("Node", e, o)))
+        if config.namespace_labels:
+            self.watchers.append(kubeapi.Watcher(
+                self.http, "/api/v1/namespaces", on_list=lambda i, _: c.labels_listed("Namespace", i),
+                on_event=lambda e, o: c.labels_event("Namespace", e, o)))
         self.threads: list[threading.Thread] = []
 
     def start(self) -> Enrich:
@@ -226,6 +262,10 @@ class Enrich:
         image, image_id, cid = pod.containers.get(m.container, ("", "", ""))
         m.image, m.image_id, m.container_id = image, image_id, m.container_id or cid
         m.labels = {k: pod.labels[k] for k in self.config.labels if k in pod.labels}
+        if self.config.node_labels and m.node:
+            m.node_labels = self.cache.labels_of("Node", m.node, self.config.node_labels)
+        if self.config.namespace_labels:
+            m.namespace_labels = self.cache.labels_of("Namespace", m.namespace, self.config.namespace_labels)
         marks = list(m.marks)
         if guessed:
             marks.append("workload-guessed")

@@ -48,6 +48,8 @@ class StoredLogMeta(msgspec.Struct, omit_defaults=True, kw_only=True):
     image: str = ""
     image_id: str = ""
     labels: dict[str, str] = {}
+    node_labels: dict[str, str] = {}
+    namespace_labels: dict[str, str] = {}
     restart: int | None = None
     marks: list[str] = []
     redactions: list[Redaction] = []

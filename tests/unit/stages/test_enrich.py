@@ -189,3 +189,48 @@ def test_not_in_a_pod_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_pat
     (tmp_path / "namespace").write_text("n")
     with pytest.raises(kubeapi.ConfigError, match="not inside a pod"):
         kubeapi.connect(in_cluster=True, service_account_dir=str(tmp_path))
+
+
+NODES, NAMESPACES = "/api/v1/nodes", "/api/v1/namespaces"
+WEB = ("shop", "web-5d8f7c9b6-abcde", "0b4d6a3e-1111-4d7c-9a4b-000000000001", "web")
+
+
+def test_node_and_namespace_labels_ride_on_each_line(tmp_path: Path, api: StandInApiServer) -> None:
+    """The line's node gives its failure domain, the pod's namespace its Pod Security level; a label
+    changed later reaches the lines after it; the agent of node-a watches only its own Node."""
+    e = enrich(tmp_path, api, node="node-a")
+    try:
+        (web,) = e([line(*WEB)])
+        (proxy,) = e([line("kube-system", "kube-proxy-q9z8x", "0b4d6a3e-1111-4d7c-9a4b-000000000004", "kube-proxy")])
+        assert web.log().node_labels == {"topology.kubernetes.io/region": "eu-west-1",
+                                         "topology.kubernetes.io/zone": "eu-west-1a",
+                                         "node.kubernetes.io/instance-type": "m5.large"}
+        assert web.log().namespace_labels == {"pod-security.kubernetes.io/enforce": "restricted"}
+        assert proxy.log().namespace_labels == {}  # kube-system carries no Pod Security label
+        assert e.cache.labels["Node"].keys() == {"node-a"}  # node-b was not listed to this agent
+        assert all(q.get("fieldSelector") == ["metadata.name=node-a"] for q in api.watches(NODES))
+        shop = copy.deepcopy(recording()[NAMESPACES]["items"][2])
+        shop["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] = "privileged"
+        api.put(NAMESPACES, shop)
+        until(lambda: e([line(*WEB)])[0].log().namespace_labels == {"pod-security.kubernetes.io/enforce": "privileged"})
+    finally:
+        e.close()
+
+
+def test_label_lists_select_what_is_copied_and_empty_lists_watch_nothing(tmp_path: Path,
+                                                                        api: StandInApiServer) -> None:
+    e = enrich(tmp_path, api, node_labels=["topology.kubernetes.io/zone"], namespace_labels=["team"])
+    try:
+        (web,) = e([line(*WEB)])
+    finally:
+        e.close()
+    assert web.log().node_labels == {"topology.kubernetes.io/zone": "eu-west-1a"}
+    assert web.log().namespace_labels == {"team": "payments"}
+    before = len(api.requests)
+    e = enrich(tmp_path, api, node_labels=[], namespace_labels=[])
+    try:
+        (web,) = e([line(*WEB)])
+    finally:
+        e.close()
+    assert (web.log().node_labels, web.log().namespace_labels) == ({}, {})
+    assert not [p for p, _ in api.requests[before:] if p in (NODES, NAMESPACES)]
