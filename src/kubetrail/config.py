@@ -44,6 +44,8 @@ from typing import Any
 import msgspec
 import yaml
 
+from kubetrail.alerts.config import CONFIG_FILE as DETECT_FILE
+from kubetrail.alerts.config import SECTION, DetectSettings, check_settings
 from kubetrail.buffer import BufferConfig
 from kubetrail.errors import ConfigError
 from kubetrail.sinks.kafka import KafkaSinkConfig
@@ -67,8 +69,16 @@ SinkConfig = NatsSinkConfig | KafkaSinkConfig
 BrokerSourceConfig = NatsSourceConfig | KafkaSourceConfig
 
 
-class DetectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class DetectConfig(DetectSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``detect:``: ``enabled``, and the detection settings ``DATA/detect.yaml`` would hold (the same
+    keys; one place or the other, not both: docs/config.md)."""
+
     enabled: bool = True
+
+    def settings(self) -> DetectSettings | None:
+        """The detection settings this section gives, or None when it gives none."""
+        given = DetectSettings(**{f: getattr(self, f) for f in DetectSettings.__struct_fields__})
+        return None if given == DetectSettings() else given
 
 
 class TelemetryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -131,6 +141,12 @@ def parse(data: Any, origin: str = "config") -> Config:
 def _check(config: Config) -> None:
     if config.checkpoint_interval_secs <= 0:
         raise ConfigError("checkpoint_interval_secs", "must be greater than 0")
+    detect = config.detect.settings()
+    if detect is not None:
+        check_settings(detect, SECTION)
+        both = os.path.join(config.data_dir, DETECT_FILE)
+        if os.path.exists(both):
+            raise ConfigError(SECTION, f"{both} also holds detection settings: keep them in one place")
     listen = config.telemetry.listen_address
     if listen and not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\s\[\]]+):\d{1,5}", listen):
         raise ConfigError("telemetry.listen_address", f"{listen!r}: expected HOST:PORT, e.g. 0.0.0.0:9090")

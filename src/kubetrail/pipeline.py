@@ -35,6 +35,7 @@ import msgspec
 import orjson
 
 from kubetrail import telemetry
+from kubetrail.alerts.config import DetectSettings
 from kubetrail.buffer import BufferConfig, Wal
 from kubetrail.config import LOG_SOURCES, Config
 from kubetrail.credentials.consumer import credentials_consumer
@@ -84,6 +85,7 @@ class Options(msgspec.Struct, kw_only=True):
     live: bool = False  # a long-running process (run, webhook serve): detection keeps time with the wall clock
     redaction_key_file: str | None = None  # default DATA/redaction.key (stages/redaction_key.py)
     workers: int = 0  # preparation processes (kubetrail.workers); 0 = everything in this process
+    detect_settings: DetectSettings | None = None  # the config file's detect: section; None: DATA/detect.yaml
 
 
 ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
@@ -405,7 +407,8 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     does not match its certificate) stops the run at once and is raised: no retry can fix it.
     """
     options = Options(data_dir=config.data_dir, store=config.store, cluster=config.cluster, detect=config.detect.enabled,
-                      witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
+                      witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file,
+                      detect_settings=config.detect.settings())
     stages, enrich = build_stages(config)
     pipe = open_pipeline(options)
     pipe.stages = stages
@@ -604,7 +607,8 @@ def run_collector(config: Config, stop: threading.Event, log: Callable[[str], No
     if config.source is None:
         raise ConfigError("source", "the collector needs a `source:` (type: nats or kafka) to read from")
     options = Options(data_dir=config.data_dir, store=config.store, cluster=config.cluster, detect=config.detect.enabled,
-                      witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file)
+                      witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file,
+                      detect_settings=config.detect.settings())
     pipe = open_pipeline(options)
     started = time.perf_counter()
     try:

@@ -36,6 +36,7 @@ from kubetrail.alerts.tuning import DetectorException, check_exceptions
 from kubetrail.errors import ConfigError
 
 CONFIG_FILE = "detect.yaml"
+SECTION = "detect"  # the same settings in the config file's detect: section
 
 
 class _Sink(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
@@ -182,6 +183,12 @@ _PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]*)`")
 
 
+def at(origin: str, key: str) -> str:
+    """Where a problem is: ``detect.yaml: suppress.by[0]`` in the file, ``detect.suppress.by[0]`` in the
+    config file's ``detect:`` section (``origin`` is then the section's name)."""
+    return f"{origin}.{key}" if origin == SECTION else f"{origin}: {key}"
+
+
 def key_path_error(exc: msgspec.ValidationError, origin: str) -> ConfigError:
     """msgspec's message as ``origin: key.path: problem`` (``rate_limit.max_alerts: Expected `int`…``)."""
     msg = str(exc)
@@ -193,7 +200,7 @@ def key_path_error(exc: msgspec.ValidationError, origin: str) -> ConfigError:
     if unknown:
         where = f"{where}.{unknown.group(1)}" if where else unknown.group(1)
         text = "unknown key (see docs/config.md for the keys detection takes)"
-    return ConfigError(f"{origin}: {where}" if where else origin, text)
+    return ConfigError(at(origin, f"{where}") if where else origin, text)
 
 
 def _check_group_by(fields: list[str], where: str) -> None:
@@ -205,13 +212,13 @@ def _check_group_by(fields: list[str], where: str) -> None:
 
 def _check_suppress(s: SuppressConfig, origin: str) -> None:
     if s.window_secs < 0:
-        raise ConfigError(f"{origin}: suppress.window_secs", "must be 0 (no aggregation) or more")
-    _check_group_by(s.by, f"{origin}: suppress.by")
+        raise ConfigError(at(origin, "suppress.window_secs"), "must be 0 (no aggregation) or more")
+    _check_group_by(s.by, at(origin, "suppress.by"))
     for name, rule in s.rules.items():
         if rule.window_secs is not None and rule.window_secs < 0:
-            raise ConfigError(f"{origin}: suppress.rules.{name}.window_secs", "must be 0 (no aggregation) or more")
+            raise ConfigError(at(origin, f"suppress.rules.{name}.window_secs"), "must be 0 (no aggregation) or more")
         if rule.by is not None:
-            _check_group_by(rule.by, f"{origin}: suppress.rules.{name}.by")
+            _check_group_by(rule.by, at(origin, f"suppress.rules.{name}.by"))
 
 
 def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
@@ -219,28 +226,34 @@ def parse_settings(data: object, origin: str = CONFIG_FILE) -> DetectSettings:
         settings = msgspec.convert(data, DetectSettings, strict=True)
     except msgspec.ValidationError as exc:
         raise key_path_error(exc, origin) from exc
+    return check_settings(settings, origin)
+
+
+def check_settings(settings: DetectSettings, origin: str = CONFIG_FILE) -> DetectSettings:
+    """What the types cannot say (unique sink names, known priorities, CIDRs, group-by fields …);
+    errors name the key. The catalog checks the detector names (``detect/catalog.py``)."""
     _check_suppress(settings.suppress, origin)
     check_exceptions(settings.exceptions, origin)
     names = [s.name for s in settings.sinks]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{origin}: sinks", "sink names must be unique")
+        raise ConfigError(at(origin, "sinks"), "sink names must be unique")
     if not 0 <= settings.allowed_lateness_secs <= 86400:
-        raise ConfigError(f"{origin}: allowed_lateness_secs", "must be between 0 and 86400 seconds")
+        raise ConfigError(at(origin, "allowed_lateness_secs"), "must be between 0 and 86400 seconds")
     if settings.match not in ("all", "first"):
-        raise ConfigError(f"{origin}: match", "must be 'all' or 'first'")
+        raise ConfigError(at(origin, "match"), "must be 'all' or 'first'")
     known = {p.lower() for p in PRIORITIES} | {"info"}
     if settings.min_priority.strip().lower() not in known:
-        raise ConfigError(f"{origin}: min_priority", f"unknown priority {settings.min_priority!r}")
+        raise ConfigError(at(origin, "min_priority"), f"unknown priority {settings.min_priority!r}")
     for s in settings.sinks:
         if s.min_priority.strip().lower() not in known:
-            raise ConfigError(f"{origin}: sinks.{s.name}.min_priority", f"unknown priority {s.min_priority!r} "
+            raise ConfigError(at(origin, f"sinks.{s.name}.min_priority"), f"unknown priority {s.min_priority!r} "
                               f"(one of {', '.join(p.lower() for p in PRIORITIES)})")
         if isinstance(s, _HttpSink) and sum(bool(x) for x in (s.url, s.url_env, s.url_file)) != 1:
-            raise ConfigError(f"{origin}: sinks.{s.name}", f"a {type(s).__name__.removesuffix('SinkConfig').lower()} "
+            raise ConfigError(at(origin, f"sinks.{s.name}"), f"a {type(s).__name__.removesuffix('SinkConfig').lower()} "
                               "sink needs exactly one of url, url_env or url_file")
     for i, cidr in enumerate(settings.stateful.trusted_cidrs):
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
-            raise ConfigError(f"{origin}: stateful.trusted_cidrs[{i}]", str(exc)) from exc
+            raise ConfigError(at(origin, f"stateful.trusted_cidrs[{i}]"), str(exc)) from exc
     return settings

@@ -107,7 +107,7 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
 
 def tuned_out(alert: Alert, settings: DetectSettings) -> bool:
     """Whether ``disable:`` or an ``exceptions:`` entry of detect.yaml drops this alert."""
-    if disabled(settings.disable, alert.rule, alert.tags):
+    if disabled(settings.disable, alert.rule, (*alert.tags, alert.origin)):
         return True
     if not settings.exceptions:
         return False

@@ -44,7 +44,7 @@ class DetectorException(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 def check_exceptions(items: Sequence[DetectorException], origin: str) -> None:
     """Shape checks that need no catalog (comparisons known, rows as long as ``fields``)."""
     for i, ex in enumerate(items):
-        where = f"{origin}: exceptions[{i}]"
+        where = f"{origin}.exceptions[{i}]" if origin == "detect" else f"{origin}: exceptions[{i}]"
         if not ex.fields:
             raise ConfigError(f"{where}.fields", "name at least one field")
         if ex.comps and len(ex.comps) != len(ex.fields):

@@ -61,8 +61,9 @@ def _print_diagnostics(rs: RuleSet, quiet: bool, err: bool = False) -> None:
 
 MATCH_COLUMNS = [Column("time", "time", time=True), Column("priority", "priority"), Column("rule", "rule"),
                  Column("audit id", "auditID", id=True, wide=True), Column("output", "output")]
-RULE_COLUMNS = [Column("priority", "priority"), Column("rule", "rule"), Column("enabled", "enabled"),
-                Column("tags", "tags"), Column("where", "where", wide=True), Column("desc", "desc", wide=True)]
+RULE_COLUMNS = [Column("priority", "priority"), Column("id", "id"), Column("origin", "origin"),
+                Column("enabled", "enabled"), Column("alerts", "alerts", wide=True), Column("tags", "tags", wide=True),
+                Column("where", "where", wide=True), Column("desc", "desc", wide=True)]
 
 
 @click.group("rules")
@@ -156,19 +157,40 @@ def test(rule_files: tuple[str, ...], event_files: tuple[str, ...], compat: str,
 
 @rules.command("list", cls=_GreedyCommand)
 @click.option("--rules", "rule_files", multiple=True, type=click.Path(dir_okay=False),
-              help="Rules files (default: the built-in ruleset). Takes several files.")
+              help="Rules files instead of the built-in ruleset (then only those rules are listed). Takes several files.")
+@click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False),
+              help="Apply this data directory's detect.yaml: its rules files, and what disable: turns off.")
 @_compat_options
 @output_option
-def list_rules(rule_files: tuple[str, ...], compat: str, output: str) -> None:
-    """List the compiled rules in evaluation order: priority, name, tags, enabled, where defined."""
-    from kubetrail.detect.falco.collector import PRIORITY_NAMES
+def list_rules(rule_files: tuple[str, ...], data_dir: str | None, compat: str, output: str) -> None:
+    """List every detector: Falco-language rules, stateful detectors, credential risks (id, origin, priority).
 
-    rs = load_rules(_rule_paths(rule_files), compat=compat)
+    Rules come first in evaluation order, then the stateful detectors and the credential risks; with
+    --data, `enabled` says what DATA/detect.yaml leaves on (an unknown name there is an error).
+    """
+    from kubetrail.detect.catalog import catalog, check_names
+
+    settings = None
+    paths = _rule_paths(rule_files)
+    if data_dir is not None:
+        from kubetrail.alerts.config import load_settings
+
+        settings = load_settings(data_dir)
+        paths = [*paths, *settings.rules]
+    rs = load_rules(paths, compat=compat)
     _print_diagnostics(rs, quiet=True)
+    if settings is not None:
+        for item in settings.disable:
+            if any(item in r.tags for r in rs.rules):
+                rs.set_enabled(False, tag=item)
+            else:
+                rs.set_enabled(False, rule=item)
+    found = catalog(rs, settings, builtin_only=bool(rule_files))
+    if settings is not None:
+        check_names(settings, found, origin=f"{data_dir}/detect.yaml")
     with Listing(output, RULE_COLUMNS) as out:
-        for r in rs.rules:
-            out.add({"rule": r.name, "priority": PRIORITY_NAMES[r.priority], "enabled": r.enabled,
-                     "tags": list(r.tags), "source": r.source, "where": str(r.pos), "desc": r.desc.strip()})
+        for d in found:
+            out.add(d.row())
     if not rs.ok:
         exit_with(FINDINGS)
 

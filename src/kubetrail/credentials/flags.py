@@ -324,6 +324,23 @@ RULES: list[Callable[[Credential, Aggregate, Ledger], Iterator[Flag]]] = [
     cluster_admin, minted_for_another, unaccounted, jti_collision, subject_mismatch,
 ]
 RULE_PREFIX = "Credential risk: "
+DESCRIPTIONS = {
+    "privileged-group": "The credential's groups include system:masters, kubeadm:cluster-admins or system:cluster-admins.",
+    "system-identity": "A CSR names a control-plane component, or a node other than the requester.",
+    "self-approved": "The identity that requested a certificate approved it.",
+    "human-approval": "A CSR approved by a person rather than a controller.",
+    "decision-conflict": "A CSR approved and denied (an edited log or a reused name).",
+    "long-lived": "Valid for more than a year, or never expiring (legacy tokens).",
+    "multiple-source-ips": "Used from more than one source IP.",
+    "new-source-ip": "A new source IP after an established pattern (10 uses or a day).",
+    "legacy-token-in-use": "A legacy Secret-based token is in use.",
+    "cluster-admin-sa": "A token for a service account bound to cluster-admin.",
+    "minted-for-another": "A token minted by an identity other than the service account (not the kubelet or "
+                          "kube-controller-manager at work).",
+    "unaccounted": "A certificate or token in use whose issuance is not in the trail.",
+    "jti-collision": "One JTI issued twice.",
+    "subject-mismatch": "A JTI presented by another identity than its service account.",
+}
 # flag -> the priority it is raised with (the worst where it depends on the credential)
 PRIORITIES = {"privileged-group": "Critical", "system-identity": "Error", "self-approved": "Error",
               "human-approval": "Warning", "decision-conflict": "Warning", "long-lived": "Warning",

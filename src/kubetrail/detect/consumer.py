@@ -14,7 +14,8 @@ Delivery to sinks happens in a background thread (``alerts/outbox.py``), so a si
 never slows or blocks ingestion.
 
 The ruleset is the built-in ``detect/rules/*.yaml`` plus the ``rules:`` files of
-``DATA/detect.yaml``; ``disable:`` turns rules off by name pattern or tag.
+``DATA/detect.yaml``; ``disable:`` turns detectors off by id pattern, tag, origin or detector name
+(``detect/catalog.py``; a name that matches nothing is a configuration error).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kubetrail.alerts.config import DetectSettings
 from kubetrail.alerts.outbox import Deliverer, DeliveryReport
 from kubetrail.alerts.store import note_late_events, record_alerts, settings_for
 from kubetrail.catch_up import apply_in_order, catch_up
+from kubetrail.detect.catalog import catalog, check_names, disabled_groups
 from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
 from kubetrail.detect.reuse import AuditIdReuse
 from kubetrail.detect.stateful import build_detectors, max_window_secs
@@ -36,11 +38,13 @@ from kubetrail.detect.stateful.state import StateStore
 from kubetrail.ordering import Entry, ReorderBuffer, materialise, restore
 
 
-def build_ruleset(settings: DetectSettings, extra: Iterable[str] = ()) -> RuleSet:
-    """Built-in rules, then the configured files (an override file goes after what it changes)."""
+def build_ruleset(settings: DetectSettings, extra: Iterable[str] = (), origin: str = "detect.yaml") -> RuleSet:
+    """Built-in rules, then the configured files (an override file goes after what it changes).
+    ``origin`` names where the settings came from in errors (``detect`` for the config file's section)."""
     rs = load_rules(builtin_rule_paths() + list(settings.rules) + list(extra), compat="kubetrail",
                     match=settings.match, min_priority=settings.min_priority)
     rs.raise_for_errors()
+    check_names(settings, catalog(rs), origin)  # a typo under disable: or exceptions: is an error, not a no-op
     for item in settings.disable:
         if any(item in r.tags for r in rs.rules):
             rs.set_enabled(False, tag=item)
@@ -75,11 +79,12 @@ class DetectConsumer:
 
     def __init__(self, store: Any, settings: DetectSettings | None = None, deliver: bool = True,
                  ruleset: RuleSet | None = None, track: bool = False, live: bool = False,
-                 clock: Callable[[], int] = time.time_ns) -> None:
+                 clock: Callable[[], int] = time.time_ns, origin: str = "detect.yaml") -> None:
         self.settings = settings or settings_for(store.data_dir)
-        self.ruleset = ruleset if ruleset is not None else build_ruleset(self.settings)
+        self.ruleset = ruleset if ruleset is not None else build_ruleset(self.settings, origin=origin)
         self.state = StateStore(store)
-        detectors = build_detectors(self.state, self.settings.stateful)
+        off = disabled_groups(self.settings, catalog(self.ruleset))
+        detectors = [d for d in build_detectors(self.state, self.settings.stateful) if d.name not in off]
         # Order-independent detectors that see every record as it arrives, any kind (seq tracking),
         # instead of waiting behind the watermark with the audit records.
         self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
@@ -287,4 +292,6 @@ def detect_consumer(store: Any, options: Any) -> DetectConsumer | DetectionSkipp
     """The pipeline's factory (``pipeline.CONSUMERS``)."""
     if not getattr(options, "detect", True):
         return DetectionSkipped(store)
-    return DetectConsumer(store, track=True, live=bool(getattr(options, "live", False)))
+    settings = getattr(options, "detect_settings", None)
+    return DetectConsumer(store, settings=settings, track=True, live=bool(getattr(options, "live", False)),
+                          origin="detect" if settings is not None else "detect.yaml")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from quiet_helpers import describe, ingest
+from quiet_helpers import SETTINGS, describe, ingest
 
 from kubetrail.alerts.store import list_alerts
 from kubetrail.demo.quiet import Profile, generate
@@ -85,3 +85,23 @@ def test_machinery_credentials_out_of_place(tmp_path: Path) -> None:
     found = _rules(tmp_path / "d", events + [moved, loop])
     subjects = {a.subject for a in found.get(OUT, [])}
     assert subjects == {node, "system:apiserver"}, describe([a for v in found.values() for a in v])
+
+
+def test_the_out_of_profile_detector_takes_exceptions_and_can_be_disabled(tmp_path: Path) -> None:
+    """Item 4: a stateful detector is tuned like a Falco rule, by its id or its name in detect.yaml."""
+    events = generate(Profile("1.24"))
+    sa = "system:serviceaccount:kube-system:endpointslice-controller"
+    curl = _after(events, sa, 1, userAgent="curl/8.5.0")
+    pod = _after(events, sa, 2, sourceIPs=["10.244.3.17"])
+    ops = {"rule": OUT, "name": "ops-debugging", "fields": ["subject", "user_agent"], "comps": ["=", "startswith"],
+           "values": [[sa, "curl/"]]}
+    for n, (tuning, left) in enumerate(((({"exceptions": [ops]}), {"10.244.3.17"}),
+                                        ({"disable": ["machinery"]}, set()),
+                                        ({"disable": [OUT]}, set()))):
+        store = ingest(tmp_path / f"d{n}", events + [curl, pod], {**SETTINGS, **tuning})
+        try:
+            outs = [a for a in list_alerts(store) if a.rule == OUT]
+        finally:
+            store.close()
+        assert {ip for a in outs for ip in ("10.244.3.17",) if ip in a.output} == left, (tuning, describe(outs))
+        assert len(outs) == len(left) and not any("curl/" in a.output for a in outs), describe(outs)

@@ -32,6 +32,7 @@ _CHECKS = (
 
 class FirstSeen:
     name = "first_seen"
+    rules = tuple((rule, priority) for _, rule, priority, _ in _CHECKS)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state

@@ -88,6 +88,7 @@ class NewImage:
 
     name = "images"
     rule = "K8s Workload With New Container Image"
+    rules = ((rule, "Warning"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
@@ -124,6 +125,7 @@ class MirrorPod:
 
     name = "mirror_pods"
     rule = "K8s New Static Pod Created by Node"
+    rules = ((rule, "Warning"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state

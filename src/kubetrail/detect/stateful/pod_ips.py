@@ -91,6 +91,7 @@ def _extra(record: Any, key: str) -> str:
 class PodTokenElsewhere:
     name = "pod_ips"
     rule = "K8s Pod-Bound Token Used Outside Its Pod"
+    rules = ((rule, "Critical"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state

@@ -81,6 +81,7 @@ def mints_as_machinery(record: Any) -> bool:
 class PrivilegedTokenRequest:
     name = "privileged_sa"
     rule = "K8s Token Requested for Privileged Service Account"
+    rules = ((rule, "Critical"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state

@@ -59,6 +59,7 @@ class DeniedBurst:
 
     name = "rate.denied"
     rule = "K8s Burst of Denied Requests"
+    rules = ((rule, "Warning"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.window = Window(state, self.name, config.denied_burst, int(config.denied_window_secs * 1e9))
@@ -91,6 +92,7 @@ class DiscoveryBurst:
 
     name = "rate.discovery"
     rule = "K8s Multi-Resource Discovery Burst"
+    rules = ((rule, "Notice"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.window = Window(state, self.name, config.discovery_kinds, int(config.discovery_window_secs * 1e9))
@@ -114,6 +116,7 @@ class DeleteBurst:
 
     name = "rate.delete"
     rule = "K8s Destructive Delete Burst"
+    rules = ((rule, "Critical"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.window = Window(state, self.name, config.delete_burst, int(config.delete_window_secs * 1e9))
@@ -137,6 +140,7 @@ class SecretReadBurst:
 
     name = "rate.secrets"
     rule = "K8s Many Secrets Read by One Identity"
+    rules = ((rule, "Warning"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.window = Window(state, self.name, config.secrets_read, int(config.secrets_window_secs * 1e9))

@@ -35,6 +35,7 @@ _WHAT = {"ip": "source IP", "ua": "user agent", "ns": "namespace"}
 class SecretReadBaseline:
     name = "secrets_baseline"
     rule = "K8s Secret Read Outside Identity Baseline"
+    rules = ((rule, "Warning"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state

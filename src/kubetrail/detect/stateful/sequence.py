@@ -47,6 +47,7 @@ class CsrSelfApproval:
 
     name = "sequence.csr"
     rule = "K8s CSR Created and Approved by the Same Identity"
+    rules = ((rule, "Critical"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
@@ -78,6 +79,7 @@ class RbacThenWorkload:
 
     name = "sequence.rbac_workload"
     rule = "K8s RBAC Change Followed by Workload Change"
+    rules = ((rule, "Warning"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state

@@ -30,6 +30,7 @@ TAGS = ["k8s", "T1562.008"]
 
 class AuditSilence:
     name = "silence"
+    rules = ((RULE, "Critical"),)
 
     def __init__(self, state: StateStore, config: StatefulConfig, clock: Any = time.time_ns) -> None:
         self.state = state

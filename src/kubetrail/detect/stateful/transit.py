@@ -38,6 +38,7 @@ LOSS_KIND = "loss"
 
 class TransitGaps:
     name = "transit"
+    rules = ((RULE, "Critical"), (ALTERED, "Critical"))
     on_arrival = True  # sees every stored record (any kind, loss records too) at once, in arrival order
 
     def __init__(self, state: StateStore, config: StatefulConfig, clock: Any = time.time_ns) -> None:
