@@ -72,8 +72,14 @@ def record_alert(store: Store, alert: Alert, settings: DetectSettings | None = N
     return record_alerts(store, [alert], settings)[0]
 
 
-def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSettings | None = None) -> list[int | None]:
-    """Store alerts in one transaction, in order; each gets its id or None (folded into another)."""
+def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSettings | None = None,
+                  tally: dict[str, int] | None = None) -> list[int | None]:
+    """Store alerts in one transaction, in order; each gets its id or None (folded into another).
+
+    ``tally`` (optional) counts what became of those that are not new: ``folded`` (an occurrence the
+    stored alert did not have yet), ``known`` (already recorded: detection run again over the same
+    records changes nothing) and ``tuned_out`` (detect.yaml's disable/exceptions)."""
+    counts = tally if tally is not None else {}
     if not alerts:
         return []
     settings = settings or settings_for(store.data_dir)
@@ -83,6 +89,7 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
         tx.alerts.lock()  # several collectors: de-duplicate and rate-limit against each other's alerts too
         for alert in alerts:
             if tuned_out(alert, settings):
+                counts["tuned_out"] = counts.get("tuned_out", 0) + 1
                 out.append(None)
                 continue
             occurrence = occurrence_of(alert)
@@ -96,7 +103,8 @@ def record_alerts(store: Store, alerts: Sequence[Alert], settings: DetectSetting
                 out.append(alert.id)
             else:
                 assert d.fold_into is not None
-                _fold(tx, d.fold_into, alert, occurrence)
+                what = "folded" if _fold(tx, d.fold_into, alert, occurrence) else "known"
+                counts[what] = counts.get(what, 0) + 1
                 out.append(None)
     for alert, alert_id in zip(alerts, out, strict=True):  # after the commit: only alerts that exist
         if alert_id is not None:
@@ -116,14 +124,16 @@ def tuned_out(alert: Alert, settings: DetectSettings) -> bool:
     return bool(excepted(settings.exceptions, alert.rule, values))
 
 
-def _fold(tx: Repos, alert_id: int, alert: Alert, occurrence: str) -> None:
+def _fold(tx: Repos, alert_id: int, alert: Alert, occurrence: str) -> bool:
     """Add one occurrence to a stored alert: its evidence, the count, last seen, and — when it is now
-    the earliest (event time, then occurrence id) — the output and fields that describe it."""
+    the earliest (event time, then occurrence id) — the output and fields that describe it. Returns
+    whether the occurrence was new to the alert."""
     fresh = not tx.alerts.has_occurrence(alert_id, occurrence)
     tx.alerts.add_events(_events(alert_id, alert, occurrence))
     stored = tx.alerts.get(alert_id)
     earlier = stored is not None and (alert.time, occurrence) < (stored.time, stored.occurrence or "\uffff")
     tx.alerts.fold(alert_id, alert.time, fresh, _row(alert, occurrence) if earlier else None)
+    return fresh
 
 
 def _row(a: Alert, occurrence: str = "") -> AlertRow:

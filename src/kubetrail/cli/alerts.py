@@ -188,7 +188,8 @@ def detect(since: str | None, until: str | None, rule_files: tuple[str, ...], no
     _print(new, output)
     s = consumer.stats
     click.echo(f"scanned {s['records']} events: {s['matches']} rule matches, {s['alerts']} new alerts, "
-               f"{s['folded']} folded into existing alerts", err=True)
+               f"{s['folded']} new occurrences folded into existing alerts, {s['known']} already recorded"
+               + (f", {s['tuned_out']} dropped by detect.yaml" if s["tuned_out"] else ""), err=True)
 
 
 commands: list[click.Command] = [alerts, detect]

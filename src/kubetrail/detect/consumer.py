@@ -92,7 +92,7 @@ class DetectConsumer:
         self.reuse = AuditIdReuse(store)
         self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
-        self.stats = {"records": 0, "matches": 0, "alerts": 0, "folded": 0, "late": 0}
+        self.stats = {"records": 0, "matches": 0, "alerts": 0, "folded": 0, "known": 0, "tuned_out": 0, "late": 0}
         self.last_delivery: DeliveryReport | None = None
         self.track = track
         self.live = live
@@ -221,10 +221,12 @@ class DetectConsumer:
     def _record(self, alerts: list[Alert], store: Any) -> None:
         if not alerts:
             return
-        ids = record_alerts(store, alerts, self.settings)
+        tally: dict[str, int] = {}
+        ids = record_alerts(store, alerts, self.settings, tally)
         new = sum(1 for i in ids if i is not None)
         self.stats["alerts"] += new
-        self.stats["folded"] += len(ids) - new
+        for what, n in tally.items():
+            self.stats[what] += n
         if new and self.deliverer is not None:
             self.deliverer.wake()
 
