@@ -49,6 +49,8 @@ def token_requested(ledger: Ledger, record: Any) -> None:
     cred, first = None, None
     for c in ledger.all_by_credential_id(f"JTI={jti}") if jti else []:
         if c.accounted:
+            if m.audit_id and any(s.action == "token-requested" and s.audit_id == m.audit_id for s in c.chain):
+                return  # the same request read again (a second copy of the log, a re-sent batch): one issuance
             first = first or c  # issued before: a JTI collision, and the first issuance is kept
         elif c.kind == "token" and c.subject in ("", subject):
             cred = c  # used before we read its issuance

@@ -127,6 +127,17 @@ def test_jti_collision_keeps_the_first_issuance_and_checks_the_subject(cluster) 
     assert len(mismatched) == 1 and "system:serviceaccount:kube-system:other" in mismatched[0]["explanation"]
 
 
+def test_one_token_request_read_twice_is_no_jti_collision(cluster) -> None:
+    """Two copies of one request (same auditID; e.g. the file and the webhook with different levels)
+    are one issuance: a JTI collision is an attack-class flag and must not fire on them."""
+    cluster.feed(token_request("default", "app", user="alice", at=10, jti=JTI, audit_id="tr-1"),
+                 token_request("default", "app", user="alice", at=10, jti=JTI, audit_id="tr-1", level="Request"),
+                 use("system:serviceaccount:default:app", 30, f"JTI={JTI}", audit_id="ok"))
+    assert [c["id"] for c in cluster.list() if c.get("jti") == JTI] == [f"jti/{JTI}"]
+    assert "jti-collision" not in cluster.flags(f"jti/{JTI}")
+    assert cluster.show(f"jti/{JTI}")["exact_uses"] == 1
+
+
 def test_use_by_another_subject_is_not_an_exact_use(cluster) -> None:
     cluster.feed(token_request("default", "app", user="alice", at=10, jti=JTI, level="Request"),
                  use("system:serviceaccount:default:other", 30, f"JTI={JTI}", audit_id="bad"))
