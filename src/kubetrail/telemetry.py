@@ -22,7 +22,6 @@ same registry is served by ``kubetrail serve``, by ``run``/``agent``/``collector
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import threading
 import time
@@ -174,9 +173,19 @@ def _checkpoint_age(metrics: _Metrics) -> Any:
     return CheckpointAge()
 
 
-@functools.cache
+_METRICS: list[_Metrics] = []
+_METRICS_LOCK = threading.Lock()
+
+
 def _metrics() -> _Metrics:
-    return _Metrics()
+    """The one registry of the process. Created under a lock: the first emit (a pipeline thread) and
+    the first scrape (the probe server's thread) can come at once, and two registries would leave
+    the counts of the first commit in one that is never scraped (functools.cache does not prevent it)."""
+    if not _METRICS:
+        with _METRICS_LOCK:
+            if not _METRICS:
+                _METRICS.append(_Metrics())
+    return _METRICS[0]
 
 
 def metric(name: str) -> Counter | Gauge | Histogram:

@@ -149,3 +149,18 @@ def test_reference_doc_is_generated_from_the_table() -> None:
         DOC.write_text(head + begin + telemetry.reference_markdown() + end + rest.split(end)[1])
         current = telemetry.reference_markdown()
     assert current == telemetry.reference_markdown(), "regenerate: KUBETRAIL_WRITE_DOCS=1 pytest " + __file__
+
+
+def test_one_registry_when_the_first_emit_and_the_first_scrape_race() -> None:
+    """An agent's first commit (pipeline thread) and Prometheus' first scrape (probe thread) at once:
+    with two registries the first commit's counts were lost (tests/integration/test_agent_probes.py
+    failed under load). A fresh process, eight threads asking at the same moment."""
+    import subprocess
+    import sys
+
+    code = ("import threading\nfrom kubetrail import telemetry\nb = threading.Barrier(8); seen = []\n"
+            "def go():\n    b.wait(); seen.append(id(telemetry._metrics()))\n"
+            "ts = [threading.Thread(target=go) for _ in range(8)]\n[t.start() for t in ts]; [t.join() for t in ts]\n"
+            "print(len(set(seen)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "1"
