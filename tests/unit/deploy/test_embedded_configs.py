@@ -2,10 +2,9 @@
 they name is mounted into their container (writable where kubetrail writes), every command and flag
 the containers run exists, and NATS accepts its config (`nats-server -t`).
 
-Sections of the agent, collector and web issues (12, 13, 14) that are not on main yet cannot be
-loaded by the loader: they are listed in ASSUMED (and on /work/coord/board.md) and checked against
-the issues' contracts here instead. Once a section lands in ``Config``, the loader checks it strictly
-and its entry in ASSUMED becomes unused (the last test says so, so the list shrinks).
+Every section the manifests use (buffer, sink, source, store, telemetry, the log sources, enrich)
+is a real ``Config`` key now, so the loader checks each config strictly: a key or source type it
+does not know fails, and every command the containers run must be registered.
 """
 
 from __future__ import annotations
@@ -30,13 +29,6 @@ ROOT = Path(__file__).resolve().parents[3]
 KUBE = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.parent.name for p in (KUBE / "overlays").glob("*/kustomization.yaml"))
 
-# Top-level sections and source types the manifests use from the issues' contracts (exact names):
-# issue 12 (agent): sources cri_logs/journald/k8s_events, enrich; issue 13 (transport): buffer, sink,
-# source; issue 11 (store): store; telemetry.listen_address serves /healthz and /metrics (issue 14).
-ASSUMED: set[str] = set()
-ASSUMED_SOURCES: set[str] = set()
-PENDING_COMMANDS = {"agent", "collector", "serve"}  # issues 12/13/14: flags per their contracts
-CONTRACT_FLAGS = {"agent": {"--config"}, "collector": {"--config"}, "serve": {"--store", "--listen", "--token-file"}}
 
 # where a config names a path, and whether kubetrail writes there
 PATH_KEYS = {"data_dir": True, "dir": True, "witness_dir": True, "root": False, "directory": False, "path": False,
@@ -137,51 +129,29 @@ def test_config_loads_with_kubetrails_loader(case: tuple[str, Obj, Obj, str, str
         else:
             p.mkdir(parents=True, exist_ok=True)
     unknown = set(moved) - set(Config.__struct_fields__)
-    assert unknown <= ASSUMED, f"{name}: keys in no contract: {unknown - ASSUMED}"
+    assert not unknown, f"{name}: keys kubetrail's Config does not know: {unknown}"
     types = {s["type"] for s in moved.get("sources") or []}
-    assert types - known_source_types() <= ASSUMED_SOURCES, types
-    loadable = {k: v for k, v in moved.items() if k not in unknown}
-    if "sources" in loadable:
-        loadable["sources"] = [s for s in loadable["sources"] if s["type"] in known_source_types()]
-    config = parse(loadable, f"{overlay}/{workload['metadata']['name']}/{name}")
+    assert types <= known_source_types(), f"{name}: unknown source types {types - known_source_types()}"
+    config = parse(moved, f"{overlay}/{workload['metadata']['name']}/{name}")  # the loader, strictly
     assert config.cluster == "my-cluster"
-    check_contracts({k: moved[k] for k in unknown}, [s for s in moved.get("sources") or []
-                                                     if s["type"] not in known_source_types()])
+    if config.store is not None:
+        check_store_url(config.store)
 
 
-def check_contracts(sections: dict[str, Any], sources: list[dict[str, Any]]) -> None:
-    """The not-yet-loadable parts, against the issues' contract key names."""
-    if "buffer" in sections:
-        b = sections["buffer"]
-        assert set(b) == {"dir", "max_bytes", "when_full"} and b["when_full"] in ("block", "drop_oldest")
-        assert isinstance(b["max_bytes"], int) and b["max_bytes"] > 0
-    for key in ("sink", "source"):
-        if key in sections:
-            s = sections[key]
-            assert s["type"] == "nats" and s["url"].startswith("nats://") and s["stream"]
-            assert set(s) == ({"type", "url", "stream", "subject"} if key == "sink" else {"type", "url", "stream", "durable"})
-    if "enrich" in sections:
-        assert sections["enrich"] == {"in_cluster": True, "tombstone_secs": sections["enrich"]["tombstone_secs"]}
-    if "store" in sections:
-        assert sections["store"].startswith("postgresql://") and ":" not in sections["store"].split("@")[0][13:]
-    if "telemetry" in sections:
-        assert set(sections["telemetry"]) == {"listen_address"}
-    for s in sources:
-        allowed = {"cri_logs": {"type", "root", "node"}, "journald": {"type", "directory", "units"},
-                   "k8s_events": {"type"}}[s["type"]]
-        assert set(s) <= allowed and (s["type"] != "cri_logs" or {"root", "node"} <= set(s)), s
+def check_store_url(url: str) -> None:
+    """A store URL the engine accepts, with no password in it (that comes from a Secret: PGPASSWORD
+    or a .pgpass file, docs/storage.md)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert url.startswith("postgresql://"), url
+    params = conninfo_to_dict(url)
+    assert "password" not in params and params.get("host") and params.get("dbname"), params
 
 
 def test_agent_and_collector_share_the_stream() -> None:
     sinks = {(yaml.safe_load(t).get("sink") or {}).get("stream") for _, _, _, _, t in CONFIGS} - {None}
     sources = {(yaml.safe_load(t).get("source") or {}).get("stream") for _, _, _, _, t in CONFIGS} - {None}
     assert sinks == sources == {"KUBETRAIL"}
-
-
-def test_assumed_keys_are_still_pending() -> None:
-    """When a section lands in Config, drop it from ASSUMED so the loader alone checks it."""
-    landed = (ASSUMED & set(Config.__struct_fields__)) | (ASSUMED_SOURCES & known_source_types())
-    assert not landed, f"now loadable, remove from ASSUMED/ASSUMED_SOURCES: {landed}"
 
 
 def _help(path: list[str]) -> str:
@@ -208,13 +178,12 @@ def test_container_commands_and_flags_exist(overlay: str) -> None:
                 else:
                     break
             flags = {a.split("=")[0] for a in args if a.startswith("--")}
-            if not path:
-                assert words[0] in PENDING_COMMANDS, f"{o['metadata']['name']}: no command {words[0]!r}"
-                assert flags <= CONTRACT_FLAGS[words[0]], flags
-                continue
+            assert path, f"{o['metadata']['name']}: no command {words[0]!r}"
             text = _help(path)
             for flag in flags:
                 assert flag in text, f"{o['metadata']['name']}: `kubetrail {' '.join(path)}` has no {flag}"
+            if "--store" in flags:
+                check_store_url(next(a.split("=", 1)[1] for a in args if a.startswith("--store=")))
 
 
 def test_nats_config_is_valid(tmp_path: Path) -> None:
