@@ -62,18 +62,21 @@ def _refuse(why: str) -> TrailError:
 
 
 def _check_before_sync(store: TrailStore, origin: str, witness_dir: str | None) -> None:
-    """Refusals that need no tree: run before anything is written."""
-    entries = store.trail.entries_size()
+    """Refusals that need no tree: run before anything is written.
+
+    What was signed is read before the entries are counted: other writers may append and sign
+    between the reads, and a signed size read after the count could exceed it on an intact store
+    (several processes on one trail). Read in this order, entries only grow past what was signed."""
     ever = store.trail.signed_size()
+    seen = witness.latest(witness_dir, origin) if witness_dir else None
+    entries = store.trail.entries_size()
     if ever is not None and store.trail.latest_checkpoint() is None:
         raise _refuse(f"this store signed checkpoints up to size {ever}, and they are gone")
     if ever is not None and entries < ever:
         raise _refuse(f"the store holds {entries} entries but signed a checkpoint of size {ever}")
-    if witness_dir:
-        seen = witness.latest(witness_dir, origin)
-        if seen is not None and entries < seen[0]:
-            raise _refuse(f"the store holds {entries} entries, but the witness directory {witness_dir} holds a "
-                          f"checkpoint of size {seen[0]}")
+    if seen is not None and entries < seen[0]:
+        raise _refuse(f"the store holds {entries} entries, but the witness directory {witness_dir} holds a "
+                      f"checkpoint of size {seen[0]}")
 
 
 def _committed(row: tuple[int, bytes, str]) -> tuple[int, bytes]:
