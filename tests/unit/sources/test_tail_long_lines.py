@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from kubetrail.sources._tail import Position, Tailer
+from kubetrail.sources._tail import Tailer
 
-
-def poll(t: Tailer) -> tuple[list[bytes], Position | None]:
-    lines: list[bytes] = []
-    last = None
-    for chunk, pos in t.poll():
-        lines.extend(chunk)
-        last = pos
-    return lines, last
+from .test_tail import read_all as poll
 
 
 def test_a_line_past_the_bound_keeps_only_its_head_while_it_grows(tmp_path) -> None:
