@@ -1,16 +1,30 @@
-"""Ingest throughput: `kubetrail ingest` of a 200,000-event file next to orjson parsing it alone.
+"""Ingest throughput (issue 18): `kubetrail ingest` with its default hooks next to orjson parsing alone.
 
-    .venv/bin/python bench/ingest.py [--events 200000] [--detect]
+    .venv/bin/python bench/ingest.py [--events 100000] [--runs 3] [--levels RequestResponse,Metadata]
+                                     [--workers 0,2] [--dir DIR] [--no-detect]
 
-Prints events/s for parse-only (orjson.loads per line) and for the full ingest (decode, redact,
-extract, key, compress, SQLite commit, trail leaf; plus detection with --detect), and their ratio.
+For each audit level, a log of the demo cluster's traffic (``bench/audit_events.py``: ~2.9 KB
+RequestResponse or ~1 KB Metadata events) is written once (kept in ``--dir`` when given, and
+reused when it is already there), then measured ``--runs`` times each:
+
+* parse only: ``orjson.loads`` of every line, in this process;
+* ``kubetrail ingest FILE --workers N`` in a fresh process and a fresh store, for each N of
+  ``--workers`` (0 = the single-process pipeline): the full default pipeline (decode, redaction,
+  extraction, key, rows, SQLite commit, trail tree and checkpoints, detection, credentials; with
+  ``--no-detect`` the last two are left out). Wall time from process start to exit.
+
+Prints events/s as min / median of the runs (min = the slowest run), the ratio of the median to
+parse-only, the CPU seconds the ingest process and its workers used, and the 1-minute load average
+before each measurement (other work on the machine slows every figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,36 +32,8 @@ import time
 
 import orjson
 
-from kubetrail.testing import make_event
-
-USERS = ["system:kube-controller-manager", "system:kube-scheduler", "system:node:node-1", "alice@example.com",
-         "system:serviceaccount:kube-system:coredns", "system:apiserver"]
-RESOURCES = [("pods", ""), ("leases", ""), ("configmaps", ""), ("endpoints", ""), ("pods", "status"),
-             ("secrets", ""), ("nodes", "status"), ("events", "")]
-VERBS = ["get", "list", "watch", "update", "patch", "create"]
-
-
-def make_file(path: str, n: int) -> int:
-    rng = random.Random(1)
-    size = 0
-    with open(path, "wb") as fh:
-        for i in range(n):
-            res, sub = rng.choice(RESOURCES)
-            verb = rng.choice(VERBS)
-            extra = {}
-            if verb in ("create", "update", "patch") and res != "secrets":
-                extra["requestObject"] = {"kind": "Pod", "metadata": {"name": f"p-{i}", "labels": {"app": "web"}},
-                                          "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}]}}
-            ev = make_event(f"{i:08d}-aaaa-bbbb-cccc-dddddddddddd", verb=verb, user=rng.choice(USERS),
-                            resource=res, subresource=sub, name=f"obj-{i % 500}",
-                            time=f"2024-05-01T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}.{i % 1000:06d}Z",
-                            annotations={"authorization.k8s.io/decision": "allow",
-                                         "authorization.k8s.io/reason": "RBAC: allowed by ClusterRoleBinding"},
-                            **extra)
-            line = orjson.dumps(ev) + b"\n"
-            size += len(line)
-            fh.write(line)
-    return size
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import audit_events  # noqa: E402  (bench/audit_events.py, beside this script)
 
 
 def parse_only(path: str) -> float:
@@ -58,28 +44,68 @@ def parse_only(path: str) -> float:
     return time.perf_counter() - t
 
 
+def ingest_once(path: str, workers: int, detect: bool, tmp: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (process + its workers) of one ``kubetrail ingest``."""
+    data = tempfile.mkdtemp(dir=tmp)
+    args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", data, "--no-progress",
+            "--workers", str(workers)] + ([] if detect else ["--no-detect"])
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        sys.exit(f"ingest failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    shutil.rmtree(data)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def rates(n: int, seconds: list[float]) -> tuple[float, float]:
+    """(min, median) events/s over the runs."""
+    return n / max(seconds), n / statistics.median(seconds)
+
+
+def load() -> str:
+    return f"{os.getloadavg()[0]:.2f}"
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=200_000)
-    ap.add_argument("--detect", action="store_true", help="also run detection during ingest")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--levels", default="RequestResponse,Metadata")
+    ap.add_argument("--workers", default="0,2", help="comma-separated worker counts (0 = single process)")
+    ap.add_argument("--dir", help="keep the generated logs here (reused when present)")
+    ap.add_argument("--no-detect", action="store_true", help="store + trail only (no detection/credentials)")
     a = ap.parse_args()
+    workers = [int(w) for w in a.workers.split(",")]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {a.runs} runs each, "
+          f"pipeline: store + trail{'' if a.no_detect else ' + detection + credentials'}")
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "audit.log")
-        size = make_file(path, a.events)
-        parse_s = min(parse_only(path) for _ in range(3))
-        args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", os.path.join(tmp, "data"),
-                "--no-progress"] + ([] if a.detect else ["--no-detect"])
-        t = time.perf_counter()
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-        ingest_s = time.perf_counter() - t
-        db = os.path.getsize(os.path.join(tmp, "data", "kubetrail.db"))
-    n = a.events
-    print(f"events              {n:,} ({size / n:,.0f} bytes/event, {size / 2**20:,.1f} MiB)")
-    print(f"parse only (orjson) {n / parse_s:,.0f} events/s ({parse_s:.2f}s)")
-    print(f"kubetrail ingest    {n / ingest_s:,.0f} events/s ({ingest_s:.2f}s, detection {'on' if a.detect else 'off'},"
-          " process start included)")
-    print(f"ratio               {parse_s / ingest_s:.3f}x parse-only")
-    print(f"store size          {db / 2**20:,.1f} MiB ({db / size:.2f}x the input)")
+        where = a.dir or tmp
+        os.makedirs(where, exist_ok=True)
+        for level in a.levels.split(","):
+            path = os.path.join(where, f"audit-{level}-{a.events}.log")
+            if not os.path.exists(path):
+                audit_events.write(path, level, a.events)
+            with open(path, "rb") as fh:
+                n = sum(1 for _ in fh)
+            size = os.path.getsize(path)
+            print(f"\n{level}: {n:,} events, {size / n:,.0f} bytes/event, {size / 2**20:,.1f} MiB")
+            la = load()
+            parse = [parse_only(path) for _ in range(a.runs)]
+            pmin, pmed = rates(n, parse)
+            print(f"  {'parse only (orjson)':<28} min {pmin:>10,.0f}  median {pmed:>10,.0f} events/s"
+                  f"{'':<29}load {la}")
+            for w in workers:
+                la = load()
+                runs = [ingest_once(path, w, not a.no_detect, tmp) for _ in range(a.runs)]
+                walls = [r[0] for r in runs]
+                cpu = statistics.median(r[1] for r in runs)
+                imin, imed = rates(n, walls)
+                label = "ingest, single process" if w == 0 else f"ingest --workers {w}"
+                print(f"  {label:<28} min {imin:>10,.0f}  median {imed:>10,.0f} events/s  "
+                      f"{imed / pmed:.3f}x parse  CPU {cpu / n * 1e6:5.0f} µs/ev  load {la}")
 
 
 if __name__ == "__main__":
