@@ -22,6 +22,7 @@ identities (``eks:*`` …) are not judged here: their user agents and addresses 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -73,7 +74,9 @@ def component(user: str, groups: list[str]) -> tuple[str, tuple[str, ...], str] 
     return None
 
 
+@functools.lru_cache(maxsize=4096)
 def _public(ip: str) -> bool:
+    """Pure, and asked for most machinery requests (a cluster has few addresses): cached."""
     try:
         a = ipaddress.ip_address(ip)
     except ValueError:
