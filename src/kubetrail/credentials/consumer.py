@@ -24,6 +24,7 @@ The other flags are standing facts (``alerted = 2``): the inventory lists them, 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,10 +37,12 @@ from kubetrail.alerts.store import record_alerts, settings_for
 from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
+from kubetrail.credentials.model import encode
 from kubetrail.ordering import ReorderBuffer, event_order, materialise, restore
 from kubetrail.record import Record
 from kubetrail.store.api import Store
 
+EVALUATED_LIMIT = 50_000  # credentials whose evaluated inputs are remembered (then forgotten at once)
 LATE_COUNTER = "late_credentials"  # store counter: records the inventory applied out of event-time order
 
 TAGS = {
@@ -67,6 +70,7 @@ class CredentialConsumer:
         self.clock = clock
         self.settings = settings if settings is not None else settings_for(store.data_dir)
         self.ledger = Ledger(store.credentials)
+        self._inputs: dict[str, tuple[Any, ...]] = {}  # credential -> what its flags were last evaluated from
         if lateness_secs is None:
             lateness_secs = self.settings.allowed_lateness_secs
         self.lateness_ns = int(lateness_secs * 1e9)
@@ -135,6 +139,7 @@ class CredentialConsumer:
                     ledger.set_state("frontier", orjson.dumps(list(self.buffer.frontier)).decode())
                 ledger.set_state("pending", orjson.dumps([self.buffer.pending_from(until), until]).decode())
         except BaseException:
+            self._inputs.clear()  # the flags those evaluations raised were rolled back
             self.buffer = self._held()  # what this step took out of the buffer is held again
             raise
         finally:
@@ -165,6 +170,9 @@ class CredentialConsumer:
                 self._apply_each(records)
                 last = records[-1]
                 self.ledger.set_state("frontier", orjson.dumps([last.time, last.key]).decode())
+        except BaseException:
+            self._inputs.clear()
+            raise
         finally:
             self.ledger.repo = self.store.credentials
             self.ledger.reset_cache()
@@ -173,19 +181,34 @@ class CredentialConsumer:
         return len(records)
 
     def _evaluate(self, cred_ids: list[str]) -> None:
-        """Flags of the credentials one record changed: per record, so batching never changes a result."""
+        """Flags of the credentials one record changed: per record, so batching never changes a result.
+
+        A rule reads the credential's document, four things of its aggregate (the source IPs, whether it
+        was used, the first use) and the cluster-admin bindings; when none of those changed since the
+        credential was last evaluated (a plain repeat use, most of the traffic) the answer is the same
+        flags, all raised already, and evaluation is skipped. The memory of what was evaluated is
+        forgotten with any rollback (``_forget``), since the flags it raised were rolled back too."""
         ledger = self.ledger
+        seen = self._inputs
         for cid in cred_ids:
             cred = ledger.get(cid)
             if cred is None:
                 continue
+            agg = ledger.aggregate(cid)
+            inputs = (hashlib.blake2b(encode(cred), digest_size=16).digest(), len(agg.ips), agg.uses > 0,
+                      agg.first_used, agg.first_use.get("key"), ledger.bindings_token())
+            if seen.get(cid) == inputs:
+                continue
+            if len(seen) >= EVALUATED_LIMIT:
+                seen.clear()
             have = ledger.flags(cid)
             settled = have - ledger.facts(cid) if have else frozenset()  # raised as attacks: nothing to add
-            for f in flags.evaluate(cred, ledger.aggregate(cid), ledger, self.settings, settled):
+            for f in flags.evaluate(cred, agg, ledger, self.settings, settled):
                 if f.flag not in have:
                     ledger.add_flag(cid, f)
                 elif f.alert:
                     ledger.promote_flag(cid, f.flag)
+            seen[cid] = inputs
 
     def raise_alerts(self) -> int:
         """One alert per new flag; returns how many flags were sent to the alert store."""
@@ -224,6 +247,7 @@ def rebuild(store: Store, alerts: bool = True, chunk: int = 2000) -> int:
     consumer = CredentialConsumer.__new__(CredentialConsumer)
     consumer.store, consumer.alerts, consumer.live, consumer.clock = store, alerts, False, time.time_ns
     consumer.ledger, consumer.lateness_ns = Ledger(store.credentials), 0
+    consumer._inputs = {}
     consumer.settings = settings_for(store.data_dir)
     consumer.buffer = ReorderBuffer(0)
     size = store.size()

@@ -55,6 +55,8 @@ class Ledger:
         self._facts: dict[str, set[str]] = {}
         self._cids: dict[str, str] = {}  # credential id -> credential, for documents in the cache
         self._bindings: dict[str, list[tuple[Any, ...]]] | None = None
+        self._bindings_token: int = 0  # fingerprint of the cluster-admin bindings loaded in ``_bindings``
+        self._cred_ids: dict[str, list[str]] = {}  # credential id -> stored ids (this step's repository reads)
         self._dirty_aggs: set[str] = set()
         self._subjects: set[str] | None = None
 
@@ -79,7 +81,10 @@ class Ledger:
 
     def all_by_credential_id(self, credential_id: str) -> list[Credential]:
         """Every credential with this credential id (two when a JTI was issued twice), oldest first."""
-        ids = set(self.repo.ids_where("credential_id", credential_id))
+        stored = self._cred_ids.get(credential_id)
+        if stored is None:  # the stored rows change only at ``flush``; pending documents are added below
+            stored = self._cred_ids[credential_id] = self.repo.ids_where("credential_id", credential_id)
+        ids = set(stored)
         ids.update(c.id for c in self._pending() if c.credential_id == credential_id)
         found = [c for c in (self.get(i) for i in ids) if c is not None and c.credential_id == credential_id]
         return sorted(found, key=lambda c: (not c.accounted, c.created_at or 0, c.id))
@@ -253,12 +258,24 @@ class Ledger:
                                         for s in subjects])
         self._bindings = None
 
-    def admin_bindings(self, subjects: list[str]) -> list[tuple[Any, ...]]:
-        """(binding, subject, key, audit_id, leaf_index, time) of cluster-admin bindings naming any subject."""
+    def _load_bindings(self) -> dict[str, list[tuple[Any, ...]]]:
         if self._bindings is None:
             self._bindings = {}
-            for row in self.repo.bindings():
+            rows = [tuple(row) for row in self.repo.bindings()]
+            for row in rows:
                 self._bindings.setdefault(row[1], []).append(row)
+            self._bindings_token = hash(tuple(sorted(rows, key=repr)))
+        return self._bindings
+
+    def bindings_token(self) -> int:
+        """A fingerprint of every cluster-admin binding as stored now: a credential's flags depend on the
+        bindings only through ``admin_bindings``, so an unchanged token means unchanged answers."""
+        self._load_bindings()
+        return self._bindings_token
+
+    def admin_bindings(self, subjects: list[str]) -> list[tuple[Any, ...]]:
+        """(binding, subject, key, audit_id, leaf_index, time) of cluster-admin bindings naming any subject."""
+        self._bindings = self._load_bindings()
         rows = [r for s in subjects for r in self._bindings.get(s, [])]
         return sorted(rows, key=lambda r: r[5])
 
@@ -286,6 +303,7 @@ class Ledger:
                                   "resources": a.resources, "first_use": a.first_use}).decode()
             arows.append((cid, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, stats))
         self.repo.upsert_aggregates(arows)
+        self._cred_ids.clear()
         self.dirty.clear()
         self._dirty_aggs.clear()
 
@@ -299,5 +317,6 @@ class Ledger:
         self._facts.clear()
         self._cids.clear()
         self._bindings = None
+        self._cred_ids.clear()
         self._dirty_aggs.clear()
         self._subjects = None
