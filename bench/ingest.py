@@ -44,11 +44,12 @@ def parse_only(path: str) -> float:
     return time.perf_counter() - t
 
 
-def ingest_once(path: str, workers: int, detect: bool, tmp: str) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (process + its workers) of one ``kubetrail ingest``."""
+def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (the ingest process and the worker processes it waited for) of one
+    ``kubetrail ingest``; ``workers`` None passes no ``--workers`` (a build from before the flag)."""
     data = tempfile.mkdtemp(dir=tmp)
-    args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", data, "--no-progress",
-            "--workers", str(workers)] + ([] if detect else ["--no-detect"])
+    args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", data, "--no-progress"] + \
+        ([] if workers is None else ["--workers", str(workers)]) + ([] if detect else ["--no-detect"])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -74,11 +75,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--levels", default="RequestResponse,Metadata")
-    ap.add_argument("--workers", default="0,2", help="comma-separated worker counts (0 = single process)")
+    ap.add_argument("--workers", default="0,2", help="comma-separated worker counts (0 = single process; "
+                                                      "'none': no --workers flag, for builds before it)")
     ap.add_argument("--dir", help="keep the generated logs here (reused when present)")
     ap.add_argument("--no-detect", action="store_true", help="store + trail only (no detection/credentials)")
     a = ap.parse_args()
-    workers = [int(w) for w in a.workers.split(",")]
+    workers = [None if w == "none" else int(w) for w in a.workers.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {a.runs} runs each, "
           f"pipeline: store + trail{'' if a.no_detect else ' + detection + credentials'}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +105,7 @@ def main() -> None:
                 walls = [r[0] for r in runs]
                 cpu = statistics.median(r[1] for r in runs)
                 imin, imed = rates(n, walls)
-                label = "ingest, single process" if w == 0 else f"ingest --workers {w}"
+                label = "ingest, single process" if not w else f"ingest --workers {w}"
                 print(f"  {label:<28} min {imin:>10,.0f}  median {imed:>10,.0f} events/s  "
                       f"{imed / pmed:.3f}x parse  CPU {cpu / n * 1e6:5.0f} µs/ev  load {la}")
 
