@@ -14,15 +14,15 @@ reused when it is already there), then measured ``--runs`` times each:
   ``--no-detect`` the last two are left out). Wall time from process start to exit.
 
 Prints events/s as min / median of the runs (min = the slowest run), the ratio of the median to
-parse-only, the CPU seconds the ingest process and its workers used, and the 1-minute load average
-before each measurement (other work on the machine slows every figure).
+parse-only, the CPU µs per event of the ingest process and the workers it waited for (median), the
+peak RSS of the largest of those processes, and the 1-minute load average before each measurement
+(other work on the machine slows every figure).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -44,21 +44,24 @@ def parse_only(path: str) -> float:
     return time.perf_counter() - t
 
 
-def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (the ingest process and the worker processes it waited for) of one
-    ``kubetrail ingest``; ``workers`` None passes no ``--workers`` (a build from before the flag)."""
+def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (the ingest process and the worker processes it waited for) and the
+    peak RSS in MiB of the largest of those processes, for one ``kubetrail ingest``; ``workers``
+    None passes no ``--workers`` (a build from before the flag)."""
     data = tempfile.mkdtemp(dir=tmp)
     args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", data, "--no-progress"] + \
         ([] if workers is None else ["--workers", str(workers)]) + ([] if detect else ["--no-detect"])
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - t
-    if done.returncode != 0:
-        sys.exit(f"ingest failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"ingest failed ({proc.returncode}): {err.read().decode(errors='replace')}")
     shutil.rmtree(data)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def rates(n: int, seconds: list[float]) -> tuple[float, float]:
@@ -104,10 +107,11 @@ def main() -> None:
                 runs = [ingest_once(path, w, not a.no_detect, tmp) for _ in range(a.runs)]
                 walls = [r[0] for r in runs]
                 cpu = statistics.median(r[1] for r in runs)
+                rss = max(r[2] for r in runs)
                 imin, imed = rates(n, walls)
                 label = "ingest, single process" if not w else f"ingest --workers {w}"
                 print(f"  {label:<28} min {imin:>10,.0f}  median {imed:>10,.0f} events/s  "
-                      f"{imed / pmed:.3f}x parse  CPU {cpu / n * 1e6:5.0f} µs/ev  load {la}")
+                      f"{imed / pmed:.3f}x parse  CPU {cpu / n * 1e6:5.0f} µs/ev  RSS {rss:4.0f} MiB  load {la}")
 
 
 if __name__ == "__main__":
