@@ -62,6 +62,7 @@ LATE_COUNTER = "late"  # store counter: records that arrived after the watermark
 # What waits behind the watermark for rules and stateful detectors. The WAL's loss declarations and
 # the seqs of every sealed record go to the arrival detectors (transit) instead, at once.
 DETECTED_KINDS = ("audit",)
+DISPATCH_LIMIT = 4096  # (verb, resource) pairs whose detectors are remembered
 
 
 class DetectConsumer:
@@ -89,6 +90,7 @@ class DetectConsumer:
         # instead of waiting behind the watermark with the audit records.
         self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
         self.detectors = [d for d in detectors if not getattr(d, "on_arrival", False)]
+        self._dispatch: dict[tuple[str, str], tuple[Any, ...]] = {}  # (verb, resource) -> detectors (``_observers``)
         self.reuse = AuditIdReuse(store)
         self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
@@ -157,10 +159,30 @@ class DetectConsumer:
         for r in records:
             if r.kind != "audit":
                 continue
-            for d in self.detectors:
-                alerts.extend(d.observe(r))
-            alerts.extend(self.reuse.observe(r))
+            m = r.meta
+            for d in self._observers(m.verb, m.resource):
+                found = d.observe(r)
+                if found:
+                    alerts.extend(found)
+            found = self.reuse.observe(r)
+            if found:
+                alerts.extend(found)
         return alerts
+
+    def _observers(self, verb: str, resource: str) -> tuple[Any, ...]:
+        """The stateful detectors that can act on a request with this verb and resource, in order: a
+        detector declaring ``verbs``/``resources`` (``detect/stateful/__init__.py``) ignores the others,
+        and most traffic (reads and status updates) concerns only a few detectors."""
+        key = (verb, resource)
+        found = self._dispatch.get(key)
+        if found is None:
+            found = tuple(d for d in self.detectors
+                          if (getattr(d, "verbs", None) is None or verb in d.verbs)
+                          and (getattr(d, "resources", None) is None or resource in d.resources))
+            if len(self._dispatch) >= DISPATCH_LIMIT:
+                self._dispatch.clear()
+            self._dispatch[key] = found
+        return found
 
     def _arrived(self, records: list[Any]) -> list[Alert]:
         return [a for r in records for d in self.arrival for a in d.observe(r)] + self._rules(records)

@@ -1,7 +1,10 @@
 """Detectors that need memory across events; ``build_detectors`` is the whole registry.
 
 Each is a small class with ``observe(record) -> list[Alert]`` (and ``tick(now_ns)`` when it has
-wall-clock work); their state lives in the store through ``StateStore``.
+wall-clock work); their state lives in the store through ``StateStore``. A detector that acts only
+on some verbs or resources says so with class attributes ``verbs``/``resources`` (frozensets; absent
+or None = any): the consumer then never calls it for other requests (``DetectConsumer._observers``),
+so its ``observe`` must return nothing and change nothing for them.
 """
 
 from __future__ import annotations

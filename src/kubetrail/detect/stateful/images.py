@@ -87,6 +87,7 @@ class NewImage:
     """A workload or pod with a container image repository the cluster has not run before (D23)."""
 
     name = "images"
+    verbs, resources = WRITES, None  # dispatch: observe ignores the rest (_writes_workload)
     rule = "K8s Workload With New Container Image"
     rules = ((rule, "Warning"),)
 
@@ -124,6 +125,7 @@ class MirrorPod:
     """A static (mirror) pod with a name or image repository not seen before on any node (D27)."""
 
     name = "mirror_pods"
+    verbs, resources = frozenset({"create"}), frozenset({"pods"})  # dispatch: observe ignores the rest
     rule = "K8s New Static Pod Created by Node"
     rules = ((rule, "Warning"),)
 

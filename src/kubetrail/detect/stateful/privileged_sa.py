@@ -80,6 +80,8 @@ def mints_as_machinery(record: Any) -> bool:
 
 class PrivilegedTokenRequest:
     name = "privileged_sa"
+    verbs, resources = None, frozenset({"roles", "clusterroles", "rolebindings", "clusterrolebindings",
+                                        "serviceaccounts"})  # dispatch: observe ignores the rest
     rule = "K8s Token Requested for Privileged Service Account"
     rules = ((rule, "Critical"),)
 

@@ -91,6 +91,7 @@ class DiscoveryBurst:
     """One identity reading or listing many resource types quickly (multi-resource discovery)."""
 
     name = "rate.discovery"
+    verbs, resources = frozenset({"get", "list"}), DISCOVERY_RESOURCES  # dispatch: observe ignores the rest
     rule = "K8s Multi-Resource Discovery Burst"
     rules = ((rule, "Notice"),)
 
@@ -115,6 +116,7 @@ class DeleteBurst:
     """Destructive deletes in a burst by one identity (impact: wiping workloads or namespaces)."""
 
     name = "rate.delete"
+    verbs, resources = frozenset({"delete", "deletecollection"}), DESTRUCTIVE_RESOURCES
     rule = "K8s Destructive Delete Burst"
     rules = ((rule, "Critical"),)
 
@@ -139,6 +141,7 @@ class SecretReadBurst:
     """One identity reading many distinct secrets (Panther: 15 in 30 minutes)."""
 
     name = "rate.secrets"
+    verbs, resources = frozenset({"get"}), frozenset({"secrets"})
     rule = "K8s Many Secrets Read by One Identity"
     rules = ((rule, "Warning"),)
 

@@ -34,6 +34,7 @@ _WHAT = {"ip": "source IP", "ua": "user agent", "ns": "namespace"}
 
 class SecretReadBaseline:
     name = "secrets_baseline"
+    verbs, resources = READS, frozenset({"secrets"})  # dispatch: observe ignores the rest
     rule = "K8s Secret Read Outside Identity Baseline"
     rules = ((rule, "Warning"),)
 

@@ -46,6 +46,7 @@ class CsrSelfApproval:
     """A CSR created and then approved by the same identity: a self-issued client certificate."""
 
     name = "sequence.csr"
+    verbs, resources = None, frozenset({"certificatesigningrequests"})  # dispatch: observe ignores the rest
     rule = "K8s CSR Created and Approved by the Same Identity"
     rules = ((rule, "Critical"),)
 
@@ -78,6 +79,7 @@ class RbacThenWorkload:
     """An RBAC change followed by a workload change from the same (non-system) identity."""
 
     name = "sequence.rbac_workload"
+    verbs, resources = WRITES, None  # dispatch: observe ignores the rest
     rule = "K8s RBAC Change Followed by Workload Change"
     rules = ((rule, "Warning"),)
 
