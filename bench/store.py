@@ -12,8 +12,11 @@ times, as the CLI runs them (in process, warm, best of 5):
 3. ``kubetrail creds show ID --json`` (a credential timeline: the 200 first uses of a token used
    by 1 % of the events)
 
-and the same three as whole ``kubetrail`` processes (process start and imports included), and the
-bytes the store occupies per event. Without ``--pg-url`` a throwaway PostgreSQL server is started
+and the same three as whole ``kubetrail`` processes (process start and imports included, with the
+modules' bytecode caches in place as an installed kubetrail has them: pip compiles them at install,
+so a run under ``PYTHONDONTWRITEBYTECODE=1`` from a source checkout would time the compiler, not the
+command), and the bytes the store occupies per event. ``--dir DIR --reuse`` (with ``--pg-url``
+for PostgreSQL) times the queries again on stores a previous run left in DIR. Without ``--pg-url`` a throwaway PostgreSQL server is started
 (initdb into a temp dir, as the tests do).
 
 The mix (seeded): 40 % kube-system controllers on leases/endpoints/configmaps, 30 % kubelets on
@@ -145,19 +148,26 @@ def cli_times(location: str, data: str) -> dict[str, float]:
                       "--count"],
             "secrets": ["query", "--resource", "secrets", "--verb", "list", "--json"],
             "timeline": ["creds", "show", f"jti/{JTI}", "--json"]}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     out = {}
     for name, args in cmds.items():
         runs = []
-        for _ in range(3):
+        for i in range(4):  # the first run writes any missing bytecode cache and is not counted
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "kubetrail", *args, "--store", location, "--data", data],
-                           check=True, stdout=subprocess.DEVNULL)
-            runs.append(time.perf_counter() - t)
+                           check=True, stdout=subprocess.DEVNULL, env=env)
+            if i:
+                runs.append(time.perf_counter() - t)
         out[name] = min(runs)
     return out
 
 
-def bench(engine: str, location: str, data: str, n: int) -> None:
+def bench(engine: str, location: str, data: str, n: int, reuse: bool = False) -> None:
+    if reuse:
+        q, c = queries(location, data), cli_times(location, data)
+        print(f"{engine}: the store left in {data} (load average {os.getloadavg()[0]:.2f})")
+        report(q, c)
+        return
     store = open_store(location, data_dir=data)
     try:
         appended, inventoried = load(store, n)
@@ -179,14 +189,19 @@ def bench(engine: str, location: str, data: str, n: int) -> None:
     print(f"  insert (append + tree)   {n / appended:>10,.0f} events/s   ({appended:.1f} s)")
     print(f"  credential inventory     {n / inventoried:>10,.0f} events/s   ({inventoried:.1f} s)")
     print(f"  stored                   {size / n:>10,.0f} bytes/event ({size / 2**20:,.0f} MiB)")
+    print(f"  load average {os.getloadavg()[0]:.2f}")
+    report(q, c)
+
+
+def report(q: dict[str, tuple[float, int]], c: dict[str, float]) -> None:
     labels = {"count": "query --user U --since T --count", "secrets": "query --resource secrets --verb list --json",
               "timeline": "creds show (token timeline) --json"}
     for k, label in labels.items():
         sec, rows = q[k]
         unit = "count" if k == "count" else ("rows" if k == "secrets" else "bytes")
-        aim = "met" if sec < 0.3 else "NOT met"
-        print(f"  {label:<44} {sec * 1000:7.1f} ms in process ({unit} {rows:,}; aim < 300 ms {aim}), "
-              f"{c[k] * 1000:7.1f} ms as a process")
+        verdict = "met" if sec < 0.3 and c[k] < 0.3 else "NOT met"
+        print(f"  {label:<44} {sec * 1000:7.1f} ms in process ({unit} {rows:,}), "
+              f"{c[k] * 1000:7.1f} ms as a process; aim < 300 ms {verdict}")
 
 
 def main() -> None:
@@ -194,13 +209,19 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--engines", default="sqlite,postgres")
     ap.add_argument("--pg-url", default=None, help="an empty PostgreSQL schema to use (default: a throwaway server)")
+    ap.add_argument("--dir", default=None, help="keep the stores here (default: a temporary directory)")
+    ap.add_argument("--reuse", action="store_true", help="only time the queries on the stores in --dir "
+                    "(and --pg-url) a previous run loaded")
     a = ap.parse_args()
+    if a.reuse and (a.dir is None or ("postgres" in a.engines and a.pg_url is None)):
+        ap.error("--reuse needs --dir (and --pg-url for postgres)")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {a.events:,} events, batches of {BATCH}")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = a.dir or scratch
         for engine in a.engines.split(","):
             data = os.path.join(tmp, engine)
             if engine == "sqlite":
-                bench(engine, data, data, a.events)
+                bench(engine, data, data, a.events, a.reuse)
                 continue
             server = None
             url = a.pg_url
@@ -211,7 +232,7 @@ def main() -> None:
                 server = PostgresServer()
                 url = server.url("bench")
             try:
-                bench(engine, url, data, a.events)
+                bench(engine, url, data, a.events, a.reuse)
             finally:
                 if server is not None:
                     server.close()

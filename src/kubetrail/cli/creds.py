@@ -9,7 +9,6 @@ import click
 from kubetrail.cli.options import json_option, store_options
 from kubetrail.cli.output import Column, Listing, emit, output_option
 from kubetrail.cli.resolve import open_read, when
-from kubetrail.credentials.consumer import rebuild as rebuild_inventory
 from kubetrail.credentials.model import KINDS
 from kubetrail.credentials.report import list_credentials, show, summary
 from kubetrail.store import open_store
@@ -137,6 +136,10 @@ def show_cmd(ident: str, limit: int, as_json: bool, data_dir: str, location: str
 @store_options
 def rebuild_cmd(as_json: bool, data_dir: str, location: str) -> None:
     """Recompute the inventory from every stored record (after an upgrade, or to check it)."""
+    # here, not at the top: the consumer pulls in CSR/X.509 parsing, alert settings and telemetry,
+    # which `creds list/show` (interactive, latency-budgeted) never use
+    from kubetrail.credentials.consumer import rebuild as rebuild_inventory
+
     store = open_store(location, data_dir=data_dir, create=False)
     try:
         n = rebuild_inventory(store)

@@ -28,8 +28,7 @@ import msgspec
 
 from kubetrail.record import Record
 from kubetrail.store.queries import LogFilters, QueryFilters
-from kubetrail.trail.checkpointer import CheckpointLog
-from kubetrail.trail.verify import Problem, VerifySource
+from kubetrail.trail.protocols import CheckpointLog, Problem, VerifySource
 
 
 class AppendResult(msgspec.Struct):

@@ -37,7 +37,7 @@ from kubetrail.store.api import AppendResult
 from kubetrail.store.base import StoreBase
 from kubetrail.store.db import Cursor, register_engine
 from kubetrail.store.rows import INSERT_COLUMNS, row
-from kubetrail.trail.verify import Problem
+from kubetrail.trail.protocols import Problem
 
 register_engine(psycopg.DatabaseError, psycopg.Error)
 

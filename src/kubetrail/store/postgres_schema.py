@@ -20,7 +20,7 @@ from psycopg import Connection
 from kubetrail.errors import StoreError
 from kubetrail.store.rows import LOG_COLUMNS, log_meta
 from kubetrail.store.sqlite_schema import check_version, migrations, statements
-from kubetrail.trail.verify import Problem
+from kubetrail.trail.protocols import Problem
 
 SCHEMA_MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations "
                          "(version BIGINT PRIMARY KEY, name TEXT NOT NULL)")

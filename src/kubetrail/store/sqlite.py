@@ -32,7 +32,7 @@ from kubetrail.store import sqlite_schema
 from kubetrail.store.api import AppendResult
 from kubetrail.store.base import StoreBase
 from kubetrail.store.rows import INSERT_COLUMNS, MAX_INDEX, describe, row
-from kubetrail.trail.verify import Problem
+from kubetrail.trail.protocols import Problem
 
 DB_NAME = "kubetrail.db"
 _INSERT = f"INSERT INTO entries ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"

@@ -22,7 +22,7 @@ import sqlite3
 
 from kubetrail.store.rows import LOG_COLUMNS, log_meta
 from kubetrail.store.sqlite_schema import SCHEMA_MIGRATIONS_DDL, migrations, statements
-from kubetrail.trail.verify import Problem
+from kubetrail.trail.protocols import Problem
 
 MAX_MESSAGES = 100
 _ROW = re.compile(r"row (\d+) missing from index (\S+)")

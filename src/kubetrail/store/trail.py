@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from kubetrail.store.db import Engine, damaged, damaged_errors
 from kubetrail.store.rows import ENTRY_SELECT, row_entry, verify_row
 from kubetrail.trail.entry import leaf_hash
-from kubetrail.trail.verify import EntryRow
+from kubetrail.trail.protocols import EntryRow
 
 
 class TrailTables:

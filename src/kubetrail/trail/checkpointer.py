@@ -23,26 +23,10 @@ from kubetrail.record import Record
 from kubetrail.trail import keys, witness
 from kubetrail.trail.checkpoint import Checkpoint, sign_checkpoint
 from kubetrail.trail.note import NoteError, Signer, parse_note
-from kubetrail.trail.proofs import ProofSource
+from kubetrail.trail.protocols import CheckpointLog
 from kubetrail.trail.tree import Tree, sync_hook, sync_now
 
 WITNESS_ENV = "KUBETRAIL_WITNESS_DIR"
-
-
-class CheckpointLog(ProofSource, Protocol):
-    """The store's trail repository, as the checkpointer writes it."""
-
-    def signed_size(self) -> int | None: ...
-
-    def entries_size(self) -> int: ...
-
-    def lock(self) -> None:
-        """Hold the trail (no append, no other signer) until the current transaction ends."""
-        ...
-
-    def add_checkpoint(self, size: int, root: bytes, note: str, signed_ns: int) -> None:
-        """Store the note and raise ``trail_state.signed_size`` to ``size`` if it is larger."""
-        ...
 
 
 class TrailStore(Protocol):

@@ -11,15 +11,8 @@ import base64
 from typing import Any, Protocol
 
 from kubetrail.errors import TrailError
-from kubetrail.trail.tree import Tree, TreeNodes
-
-
-class ProofSource(TreeNodes, Protocol):
-    """The store's trail repository, as proofs read it."""
-
-    def latest_checkpoint(self) -> tuple[int, bytes, str] | None: ...
-
-    def checkpoint_at(self, size: int) -> str | None: ...
+from kubetrail.trail.protocols import ProofSource, TreeNodes  # noqa: F401 - re-exported (defined here before)
+from kubetrail.trail.tree import Tree
 
 
 class HasTrail(Protocol):

@@ -19,24 +19,7 @@ from typing import Any, Protocol
 from kubetrail.errors import TrailError
 from kubetrail.trail import merkle
 from kubetrail.trail.merkle import CompactRange
-
-
-class TreeNodes(Protocol):
-    """Where the tree lives (the store's trail tables)."""
-
-    def tree_size(self) -> int: ...
-
-    def node(self, level: int, index: int) -> bytes | None: ...
-
-    def find_leaf(self, leaf: bytes) -> int | None:
-        """The first index holding this leaf hash (a full scan: only used to explain a failure)."""
-        ...
-
-    def add_nodes(self, start: int, leaves: Sequence[bytes], nodes: Sequence[tuple[int, int, bytes]]) -> None: ...
-
-    def entry_leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
-        """(leaf index, stored leaf hash) of the entries from ``start``, in order, at most ``limit``."""
-        ...
+from kubetrail.trail.protocols import TreeNodes
 
 
 class HasTree(Protocol):

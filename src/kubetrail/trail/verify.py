@@ -28,52 +28,10 @@ from kubetrail.trail.checkpoint import open_checkpoint
 from kubetrail.trail.entry import ENTRY_PREFIX, decode_entry
 from kubetrail.trail.merkle import CompactRange, leaf_hash
 from kubetrail.trail.note import NoteError, Verifier
+from kubetrail.trail.protocols import EntryRow, Problem, VerifySource
 from kubetrail.trail.retention import RetentionRuns
-from kubetrail.trail.tree import Tree, TreeNodes
+from kubetrail.trail.tree import Tree
 from kubetrail.trail.witness import read_notes, witness_origins, witness_verifier
-
-# One stored entry as verify reads it: (leaf index, entry bytes or None when the row cannot be rebuilt,
-# why not, the stored leaf hash, the compressed body or None, the row's body SHA-256 (v2; None for a
-# v1 row, whose header holds it), the row's time column (v2; None for v1)).
-EntryRow = tuple[int, "bytes | None", str, bytes, "bytes | None", "bytes | None", "int | None"]
-
-
-class VerifySource(TreeNodes, Protocol):
-    """What verify reads from a store, all inside one snapshot (the store's trail repository).
-
-    A store that cannot read its own file raises ``StoreDamagedError`` from these, never an
-    engine exception."""
-
-    def checkpoint_notes(self) -> list[tuple[int, str]]: ...
-
-    def checkpoint_columns(self) -> list[tuple[int, int, bytes]]:
-        """(id, size, root) as the checkpoint rows' own columns hold them (what the signer reads)."""
-        ...
-
-    def interior_nodes(self, level: int) -> Iterator[tuple[int, bytes]]:
-        """(index, hash) of the stored complete subtrees at ``level`` (>= 1), in index order: the
-        nodes proofs are served from."""
-        ...
-
-    def entries_size(self) -> int: ...
-
-    def signed_size(self) -> int | None:
-        """The largest tree size this store ever signed (``trail_state``), None if it never signed one."""
-        ...
-
-    def retention_runs(self) -> list[tuple[int, int | None, int | None]] | None:
-        """(size, before_ns, upto_index) of each recorded run; None when runs are not recorded."""
-        ...
-
-    def entry_rows(self) -> Iterator[EntryRow]: ...
-
-    def leaf_hashes(self) -> Iterator[bytes]:
-        """The tree's own copy of the leaves, in index order."""
-        ...
-
-    def entry_leaf(self, index: int) -> bytes | None:
-        """The leaf recomputed from the entry at ``index`` (None: no such entry, or it cannot be rebuilt)."""
-        ...
 
 
 class SnapshotStore(Protocol):
@@ -86,13 +44,6 @@ REASONS = ("modified", "removed", "inserted", "reordered", "truncated", "bad-sig
            "inconsistent-checkpoint", "bad-tree-node")
 _ORDER = {r: i for i, r in enumerate(REASONS)}
 _BODY_AT = len(ENTRY_PREFIX) + len('{"body_sha256":"')
-
-
-@dataclass
-class Problem:
-    index: int
-    reason: str
-    detail: str
 
 
 @dataclass
