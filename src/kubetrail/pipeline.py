@@ -42,7 +42,7 @@ from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
 from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
-from kubetrail.runtime import tune_gc
+from kubetrail.runtime import batch_done, tune_gc
 from kubetrail.sinks.forward import Forwarder
 from kubetrail.sources.audit_file import AuditFileConfig, AuditFileSource
 from kubetrail.sources.audit_webhook import AuditWebhookConfig, AuditWebhookSource
@@ -200,8 +200,11 @@ class Pipeline:
 
     def notify(self, stored: list[Record]) -> None:
         """Hand newly stored records to the consumers (trail checkpoints, detection, credentials)."""
-        if stored:
-            _each(self.consumers, lambda c: c.consume(stored, self.store))
+        try:
+            if stored:
+                _each(self.consumers, lambda c: c.consume(stored, self.store))
+        finally:
+            batch_done()  # what the batch left alive is frozen out of later collections (runtime.py)
 
     def _append_isolating(self, records: list[Record], positions: dict[str, str] | None,
                           where: Sequence[str]) -> tuple[list[Record], int, list[Rejected]]:
