@@ -29,7 +29,12 @@ An event's index key is those four fields, each replaced by ``None`` unless some
 value, so the key space stays small (user names do not blow the cache up); the candidate rules for a
 key are computed once and cached, so an event is tested only against rules that can match it. The
 key's fields are read with the same memoised extractors the conditions use, so they are read once
-per event. Rules without such constraints are candidates for every event.
+per event. Rules without such constraints used to be candidates for every event; guards
+(``detect/guards.py``) narrow them further: the index key is extended with a few more cheap fields
+(groups, response code, decision, impersonated user, source IP, annotation pointers), read with the
+rules' own extractors, and a rule is a candidate only if the necessary condition read off its tree
+holds for those values — an anonymous-request rule is not run for an authenticated user, a
+token-annotation rule not for an event without the annotation.
 
 Evaluation shares work between rules (``falco/compiler.py``): each field is extracted once per
 event, each macro is evaluated once per event for all rules that use it, and output is rendered only
@@ -49,6 +54,7 @@ from kubetrail.detect.falco.collector import PRIORITY_NAMES, Diagnostic, parse_p
 from kubetrail.detect.falco.compiler import value_sets
 from kubetrail.detect.falco.context import EventContext
 from kubetrail.detect.falco.loader import CompiledRule, load
+from kubetrail.detect.guards import Guards
 from kubetrail.errors import RuleError
 
 BUILTIN_DIR = os.path.join(os.path.dirname(__file__), "rules")
@@ -102,7 +108,11 @@ class RuleSet:
         self._active = [r for r in self.rules if r.enabled and r.priority <= self.min_priority]
         self._sets = [(r.verbs, r.resources, value_sets(r.tree, INDEX_FIELDS[2]), value_sets(r.tree, INDEX_FIELDS[3]))
                       for r in self._active]
-        self._known = tuple(frozenset().union(*(s[i] for s in self._sets if s[i] is not None))
+        # guards for the rules the index cannot narrow by resource or subresource (they run on most events)
+        self._guards = Guards([r.tree for r in self._active], INDEX_FIELDS, self.compat,
+                              broad=[s[1] is None and s[2] is None for s in self._sets])
+        self._known = tuple(frozenset().union(*(s[i] for s in self._sets if s[i] is not None),
+                                              self._guards.index_known[i])
                             for i in range(len(INDEX_FIELDS)))
         self._candidates: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
 
@@ -143,11 +153,14 @@ class RuleSet:
         values = (verb, resource, subresource, user)
         return self._for_key(tuple(v if v in k else None for v, k in zip(values, self._known, strict=True)))
 
-    def _for_key(self, key: tuple[str | None, ...]) -> tuple[CompiledRule, ...]:
+    def _for_key(self, key: tuple[Any, ...]) -> tuple[CompiledRule, ...]:
+        """The rules for an index key (four values) or a guarded key (the four, then the guard profile)."""
         found = self._candidates.get(key)
         if found is None:
-            found = tuple(r for r, sets in zip(self._active, self._sets, strict=True)
-                          if all(s is None or v in s for s, v in zip(sets, key, strict=True)))
+            guarded = len(key) > len(INDEX_FIELDS)
+            found = tuple(r for i, (r, sets) in enumerate(zip(self._active, self._sets, strict=True))
+                          if all(s is None or v in s for s, v in zip(sets, key, strict=False))
+                          and (not guarded or self._guards.admits(i, key)))
             if len(self._candidates) >= _CACHE_LIMIT:
                 self._candidates.clear()
             self._candidates[key] = found
@@ -160,9 +173,8 @@ class RuleSet:
         else:
             ev, record = item.event(), item
         ctx = EventContext(ev, record)
-        key = tuple(v if v in k else None for v, k in zip(_index_values(ctx), self._known, strict=True))
         out: list[Match] = []
-        for rule in self._for_key(key):
+        for rule in self._for_key(self._key(ctx)):
             try:
                 hit = rule.condition(ctx)
             except Exception:  # noqa: BLE001 - like Falco, an extraction failure is "no value", never a crash
@@ -173,6 +185,14 @@ class RuleSet:
                 if self.match == "first":
                     break
         return out
+
+    def _key(self, ctx: EventContext) -> tuple[Any, ...]:
+        """The event's index key, then its guard profile (``detect/guards.py``)."""
+        key: tuple[Any, ...] = tuple(v if v in k else None
+                                     for v, k in zip(_index_values(ctx), self._known, strict=True))
+        if self._guards.fields:
+            key += self._guards.profile(ctx)  # plain dict reads that never raise
+        return key
 
     def evaluate_many(self, items: Iterable[Any]) -> Iterator[tuple[Any, Match]]:
         for item in items:

@@ -279,7 +279,7 @@ class Compiler:
                 return any(x in low for x in isub)
             return False
 
-        return _test(get, test)
+        return _test(get, _per_value(test) if sub or isub else test)
 
     def _scalar_pred(self, chk: ast.Check, numeric: bool) -> Callable[[str], bool]:
         op, rhs = chk.op, chk.rhs
@@ -313,7 +313,7 @@ class Compiler:
             return lambda v: v.endswith(s)
         if op in ("glob", "iglob"):
             rx = glob_regex(s, op == "iglob")
-            return lambda v: rx.fullmatch(v) is not None
+            return _per_value(lambda v: rx.fullmatch(v) is not None)
         if op == "regex":
             if _PERL_RE.search(s):
                 raise CompileError(f"invalid regex pattern: {s} (POSIX syntax only)", pos)
@@ -321,7 +321,7 @@ class Compiler:
                 rx = re.compile(s)
             except re.error as exc:
                 raise CompileError(f"invalid regex pattern: {s} ({exc})", pos) from None
-            return lambda v: rx.fullmatch(v) is not None
+            return _per_value(lambda v: rx.fullmatch(v) is not None)
         if op in ("<", "<=", ">", ">="):
             return self._ordering(op, s, numeric)
         if op in ("in", "intersects"):
@@ -387,6 +387,29 @@ def _mergeable(node: ast.Node) -> bool:
         return False
     spec = FIELDS.get(node.lhs.name)
     return spec is not None and not spec.is_list and (spec.arg == "none" or node.lhs.arg is not None)
+
+
+PER_VALUE_LIMIT = 4096  # remembered answers per test (then forgotten at once)
+PER_VALUE_MAX_LEN = 256  # longer values are tested every time (a URI, a command line: rarely repeated)
+
+
+def _per_value(test: Callable[[str], bool]) -> Callable[[str], bool]:
+    """``test`` remembering its answer per value: a regex, glob or many-substring test is a pure
+    function of one string, and the fields it reads (user agents, source IPs, names) repeat across
+    events, so most calls become one dict lookup. Answers are the same; memory is bounded."""
+    memo: dict[str, bool] = {}
+
+    def remembered(v: str) -> bool:
+        hit = memo.get(v)
+        if hit is None:
+            hit = test(v)
+            if len(v) <= PER_VALUE_MAX_LEN:
+                if len(memo) >= PER_VALUE_LIMIT:
+                    memo.clear()
+                memo[v] = hit
+        return hit
+
+    return remembered
 
 
 def _test(get: Getter, test: Callable[[Any], bool]) -> Pred:
