@@ -14,10 +14,12 @@ reused when it is already there), then measured ``--runs`` times each:
   ``--no-detect`` the last two are left out). Wall time from process start to exit.
 
 Prints events/s as min / median of the runs (min = the slowest run), the ratio of the median to
-parse-only, the CPU µs per event of the ingest process (median; with workers that is the writer's:
-the worker processes are children of multiprocessing's fork server, which this script cannot wait
-for), its peak RSS, and the 1-minute load average before each measurement (other work on the
-machine slows every figure).
+parse-only, the CPU µs per event (median) of the ingest process (with workers: the writer) and of
+all its processes together (``all``: the writer, the preparation workers and the detection and
+credentials process, which are children of multiprocessing's fork server: sampled from /proc every
+50 ms, so the last < 50 ms of each is missed), the peak RSS of the ingest process and the largest
+peak of the others (VmHWM), and the 1-minute load average before each measurement (other work on
+the machine slows every figure).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import orjson
@@ -45,23 +48,71 @@ def parse_only(path: str) -> float:
     return time.perf_counter() - t
 
 
-def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS in MiB of the ingest process, for one ``kubetrail
-    ingest``; ``workers`` None passes no ``--workers`` (a build from before the flag)."""
+class Descendants(threading.Thread):
+    """Samples the CPU seconds and peak RSS (MiB) of every process below ``root`` from /proc until stopped."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        self.cpu: dict[int, float] = {}
+        self.rss: dict[int, float] = {}
+        self.done = threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        while not self.done.wait(0.05):
+            parents: dict[int, int] = {}
+            stats: dict[int, list[str]] = {}
+            for name in os.listdir("/proc"):
+                if not name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{name}/stat") as fh:
+                        fields = fh.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parents[int(name)] = int(fields[1])
+                stats[int(name)] = fields
+            for pid in parents:
+                p, depth = parents.get(pid), 0
+                while p is not None and p != self.root and depth < 8:
+                    p, depth = parents.get(p), depth + 1
+                if p != self.root:
+                    continue
+                f = stats[pid]
+                self.cpu[pid] = (int(f[11]) + int(f[12])) / self.tick
+                try:
+                    with open(f"/proc/{pid}/status") as fh:
+                        hwm = next((ln for ln in fh if ln.startswith("VmHWM:")), "VmHWM: 0 kB")
+                    self.rss[pid] = max(self.rss.get(pid, 0.0), int(hwm.split()[1]) / 1024)
+                except OSError:
+                    pass
+
+
+def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple[float, float, float, float, float]:
+    """Wall seconds, CPU seconds of the ingest process and of all its processes, peak RSS in MiB of the
+    ingest process and the largest of its other processes', for one ``kubetrail ingest``; ``workers``
+    None passes no ``--workers`` (a build from before the flag)."""
     data = tempfile.mkdtemp(dir=tmp)
     args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", data, "--no-progress"] + \
         ([] if workers is None else ["--workers", str(workers)]) + ([] if detect else ["--no-detect"])
     t = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        others = Descendants(proc.pid)
+        others.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        others.done.set()
+        others.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t
         if proc.returncode != 0:
             err.seek(0)
             sys.exit(f"ingest failed ({proc.returncode}): {err.read().decode(errors='replace')}")
     shutil.rmtree(data)
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    main_cpu = usage.ru_utime + usage.ru_stime
+    return (wall, main_cpu, main_cpu + sum(others.cpu.values()), usage.ru_maxrss / 1024,
+            max(others.rss.values(), default=0.0))
 
 
 def rates(n: int, seconds: list[float]) -> tuple[float, float]:
@@ -107,11 +158,15 @@ def main() -> None:
                 runs = [ingest_once(path, w, not a.no_detect, tmp) for _ in range(a.runs)]
                 walls = [r[0] for r in runs]
                 cpu = statistics.median(r[1] for r in runs)
-                rss = max(r[2] for r in runs)
+                cpu_all = statistics.median(r[2] for r in runs)
+                rss = max(r[3] for r in runs)
+                rss_other = max(r[4] for r in runs)
                 imin, imed = rates(n, walls)
                 label = "ingest, single process" if not w else f"ingest --workers {w}"
+                others = f" / others' max {rss_other:4.0f}" if rss_other else ""
                 print(f"  {label:<28} min {imin:>10,.0f}  median {imed:>10,.0f} events/s  "
-                      f"{imed / pmed:.3f}x parse  main CPU {cpu / n * 1e6:4.0f} µs/ev  RSS {rss:4.0f} MiB  load {la}")
+                      f"{imed / pmed:.3f}x parse  CPU µs/ev main {cpu / n * 1e6:4.0f} all {cpu_all / n * 1e6:4.0f}  "
+                      f"RSS MiB main {rss:4.0f}{others}  load {la}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from kubetrail import telemetry
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.buffer import BufferConfig, Wal
 from kubetrail.config import LOG_SOURCES, Config
+from kubetrail.consumer_process import ConsumerProcess
 from kubetrail.credentials.consumer import credentials_consumer
 from kubetrail.detect.consumer import detect_consumer
 from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
@@ -84,7 +85,8 @@ class Options(msgspec.Struct, kw_only=True):
     witness_dir: str | None = None
     live: bool = False  # a long-running process (run, webhook serve): detection keeps time with the wall clock
     redaction_key_file: str | None = None  # default DATA/redaction.key (stages/redaction_key.py)
-    workers: int = 0  # preparation processes (kubetrail.workers); 0 = everything in this process
+    workers: int = 0  # preparation processes (kubetrail.workers), and then detection and credentials in a
+    # process of their own (kubetrail.consumer_process); 0 = everything in this process
     detect_settings: DetectSettings | None = None  # the config file's detect: section; None: DATA/detect.yaml
 
 
@@ -92,11 +94,14 @@ ConsumerFactory = Callable[[Store, Options], "Consumer | None"]
 
 # The consumer table, in order. Each factory may return None when its part is not configured.
 CONSUMERS: list[ConsumerFactory] = [make_checkpointer, detect_consumer, credentials_consumer]
+# Those that keep their own position in the store (``next_leaf``, catch_up.py) and so can run in a
+# process of their own on the committed leaves (``kubetrail.consumer_process``, with ``workers``).
+OWN_PROCESS: list[ConsumerFactory] = [detect_consumer, credentials_consumer]
 
 
-def build_consumers(store: Store, options: Options) -> list[Consumer]:
+def build_consumers(store: Store, options: Options, factories: Sequence[ConsumerFactory] | None = None) -> list[Consumer]:
     out: list[Consumer] = []
-    for factory in CONSUMERS:
+    for factory in CONSUMERS if factories is None else factories:
         consumer = factory(store, options)
         if consumer is not None:
             out.append(consumer)
@@ -152,6 +157,7 @@ class Pipeline:
         self.summary = Summary()
         self._lock = threading.Lock()  # one writer: live sources commit from their own threads
         self.workers: WorkerPool | None = None  # set by open_pipeline when Options.workers > 0
+        self.apart: ConsumerProcess | None = None  # the consumers' own process (one of ``consumers``), ditto
 
     def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
                positions: dict[str, str] | None = None, where: Sequence[str] = (),
@@ -171,6 +177,8 @@ class Pipeline:
         """The commit alone (``commit`` without the consumers): the collector acknowledges the
         broker between the two."""
         self.rejects.write(rejected)  # first: a crash after the commit must not lose them
+        if self.apart is not None:
+            self.apart.wait_ready()  # its consumers must have read their position before this commit
         started = time.perf_counter()
         stored, duplicates, refused = self._append_isolating(records, positions, where)
         telemetry.emit_commit(records, stored, duplicates, len(rejected) + len(refused),
@@ -348,10 +356,14 @@ def _record_or_reject(decoded: Decoded, source: SourceRef, key: RedactionKey) ->
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
     store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
     key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
-    pipe = Pipeline(store, build_consumers(store, options), RejectsFile(options.data_dir), batch_size, key)
+    apart = options.workers > 0  # the writer has enough to do: detection and credentials run beside it
+    here = [f for f in CONSUMERS if f not in OWN_PROCESS] if apart else CONSUMERS
+    pipe = Pipeline(store, build_consumers(store, options, here), RejectsFile(options.data_dir), batch_size, key)
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
-    if options.workers > 0:
+    if apart:
         pipe.workers = WorkerPool(options.workers, key)
+        pipe.apart = ConsumerProcess(options, OWN_PROCESS)
+        pipe.consumers.append(pipe.apart)
     return pipe
 
 

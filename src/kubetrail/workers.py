@@ -102,6 +102,7 @@ def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
             try:
                 record = to_record(item, source, key)
                 head = row_head(record)
+                record.__dict__.pop("_event", None)  # never crosses: the chunk need not keep it (memory, GC)
             except Exception as exc:  # noqa: BLE001 - as pipeline._record_or_reject: one bad event never fails a chunk
                 item = Rejected(item.position, f"cannot be stored ({type(exc).__name__})")
             else:

@@ -1,6 +1,7 @@
 """``kubetrail ingest --workers N`` gives what the single-process pipeline gives: the same records in
-the same leaf order (docs/specs/trail-format.md, "Leaf order"), the same entries, rejects, alerts and
-credential inventory."""
+the same leaf order (docs/specs/trail-format.md, "Leaf order"), the same entries, rejects, alerts (with
+their occurrences) and credential inventory — with workers, detection and credentials run in their own
+process on the committed leaves (``kubetrail.consumer_process``)."""
 
 from __future__ import annotations
 
@@ -62,14 +63,17 @@ def _ingest(path: Path, data: Path, key_from: Path, n: int) -> dict[str, Any]:
     summary = orjson.loads(next(ln for ln in result.output.splitlines() if ln.startswith("{")))
     with open_store(str(data), readonly=True) as s:
         rows = list(sql(s, f"SELECT {ENTRY_SELECT} FROM entries ORDER BY leaf_index"))
-        alerts = sorted((r[0], r[1], r[2], r[3]) for r in sql(s, "SELECT rule, subject, priority, output FROM alerts"))
+        alerts = sorted(tuple(r) for r in sql(s, "SELECT rule, subject, priority, output, time, last_seen, occurrences, "
+                                                 "occurrence, fields_json FROM alerts"))
+        events = sorted(tuple(r) for r in sql(s, "SELECT a.rule, a.subject, e.key, e.occurrence, e.leaf_index "
+                                                 "FROM alert_events e JOIN alerts a ON a.id = e.alert_id"))
         creds = list(sql(s, "SELECT id, kind, credential_id, subject, doc FROM credentials ORDER BY id"))
         uses = list(sql(s, "SELECT credential, request, key, link FROM credential_uses ORDER BY 1, 2"))
         flags = list(sql(s, "SELECT credential, flag, key FROM credential_flags ORDER BY 1, 2"))
         roots = [bytes(r[0]) for r in sql(s, "SELECT hash FROM trail_nodes ORDER BY level DESC, idx DESC LIMIT 1")]
     rejects = [(d["position"], d["reason"]) for d in map(orjson.loads, (data / "rejects.jsonl").read_bytes().splitlines())]
     return {"summary": {k: summary[k] for k in ("read", "stored", "duplicates", "rejected")},
-            "entries": [(r[0], row_entry(r), bytes(r[2])) for r in rows], "alerts": alerts, "creds": creds,
+            "entries": [(r[0], row_entry(r), bytes(r[2])) for r in rows], "alerts": alerts, "events": events, "creds": creds,
             "uses": uses, "flags": flags, "rejects": rejects, "roots": roots}
 
 

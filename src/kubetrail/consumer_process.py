@@ -1,0 +1,163 @@
+"""Detection and the credential inventory in their own process, on committed rows (issue 18).
+
+With preparation workers (``ingest --workers N``) the writer is the bottleneck: it stores every
+record, and the consumers after it parse every body again (parsed events do not cross a process
+boundary cheaply) and cost as much as the store. So the consumers that keep their own position in
+the store (``next_leaf``: detection, credentials) run in one more process, sent each batch of newly
+stored records (with their leaf indexes) once it is committed::
+
+    writer: store.append ─► checkpointer ─► MessagePack of the new records ══ pipe ══►
+    consumer process: detection, credentials (their own transactions on the same store)
+
+MessagePack (``record.encode_records``, ~1 µs a record each way) is cheaper than reading the rows
+back (SQL, zstd, decoding the columns). The pipe holds about one batch: while the consumers work
+on one, the writer stores the next, and waits when it is a batch ahead (memory stays bounded).
+
+They receive the same records in the same batches as in the writer (one message per commit, in
+commit order, and the process is ready before the first commit), so they decide the same alerts
+and inventory (tests/unit/speed/test_workers_same_results.py). A failure in the consumer process is
+raised in the writer at its next batch, as a consumer's failure is in one process; the records are
+stored either way and the consumers resume from their ``next_leaf`` on the next start (catch_up.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import sys
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from kubetrail.errors import KubetrailError
+from kubetrail.record import Record, decode_records, encode_records
+from kubetrail.runtime import batch_done, tune_gc
+
+READY_TIMEOUT_SECS = 120.0  # start-up of the process (imports, compiling the rules)
+
+
+class ConsumerProcessError(KubetrailError):
+    """The detection/credentials process failed (its message says how); the records are stored."""
+
+
+Factory = Callable[[Any, Any], Any]
+
+
+class ConsumerProcess:
+    """The writer's side: a consumer (``consume``, ``close``, ``delivered``, ``arrived``, ``tick``)
+    whose work happens in the child process."""
+
+    def __init__(self, options: Any, factories: Sequence[Factory]) -> None:
+        ctx = multiprocessing.get_context("forkserver")
+        self._conn, child = ctx.Pipe()
+        quiet = sys.stdout is not sys.__stdout__  # e.g. ingest --json: alert sinks keep off stdout here too
+        self._proc = ctx.Process(target=_main, args=(options, list(factories), child, quiet),
+                                 name="kubetrail-consumers", daemon=True)
+        self._proc.start()
+        child.close()
+        self._ready = False
+        self._failed: str | None = None
+
+    def wait_ready(self) -> None:
+        """Before the first commit: the consumers read their position when they start, so they must
+        have started before the writer stores anything (or they would take it as one catch-up)."""
+        if self._ready:
+            return
+        if not self._conn.poll(READY_TIMEOUT_SECS):
+            raise ConsumerProcessError("the detection/credentials process did not start")
+        self._expect("ready")
+        self._ready = True
+
+    def _expect(self, what: str) -> None:
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            msg = ("error", f"it exited (code {self._proc.exitcode})")
+        if msg[0] != what:
+            self._failed = str(msg[1]) if msg[0] == "error" else f"unexpected {msg[0]!r}"
+            raise ConsumerProcessError(f"detection/credentials process: {self._failed}")
+
+    def _send(self, *msg: Any) -> None:
+        self.wait_ready()
+        if self._failed is not None:
+            raise ConsumerProcessError(f"detection/credentials process: {self._failed}")
+        if self._conn.poll():  # it only ever speaks first to say it failed
+            self._expect("ok")
+        try:
+            self._conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError):
+            self._expect("ok")  # says why it is gone
+            raise
+
+    def consume(self, records: list[Record], store: Any) -> None:
+        self._send("batch", encode_records(records))
+
+    def delivered(self, sources: set[str]) -> None:
+        self._send("delivered", sorted(sources))
+
+    def arrived(self, records: list[Record]) -> None:
+        self._send("arrived", encode_records(records))
+
+    def tick(self, store: Any) -> None:
+        self._send("tick")
+
+    def close(self) -> None:
+        """Let the consumers finish (release what they hold, deliver alerts) and wait for the process."""
+        try:
+            if self._failed is None and self._proc.is_alive():
+                self._send("close")
+                self._expect("closed")
+        finally:
+            self._conn.close()
+            self._proc.join(timeout=60)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join()
+
+
+def _main(options: Any, factories: list[Factory], conn: Connection, quiet: bool) -> None:
+    from kubetrail.store import open_store
+
+    if quiet:
+        sys.stdout = sys.stderr
+    store = None
+    try:
+        store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
+        consumers = [c for c in (f(store, options) for f in factories) if c is not None]
+        tune_gc()
+        conn.send(("ready",))
+        while _handle(conn.recv(), consumers, store):
+            pass
+        conn.send(("closed",))
+    except BaseException as exc:  # noqa: BLE001 - said to the writer, which raises it
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        if store is not None:
+            store.close()
+        conn.close()
+
+
+def _handle(msg: tuple[Any, ...], consumers: list[Any], store: Any) -> bool:
+    """One message from the writer; False after ``close``."""
+    from kubetrail.pipeline import _each  # the same "run every consumer, raise the first failure"
+
+    what = msg[0]
+    if what == "batch":
+        records = decode_records(msg[1])
+        try:
+            _each(consumers, lambda c: c.consume(records, store))
+        finally:
+            batch_done()
+    elif what == "delivered":
+        labels = set(msg[1])
+        _each([c for c in consumers if getattr(c, "delivered", None) is not None], lambda c: c.delivered(labels))
+    elif what == "arrived":
+        dups = decode_records(msg[1])
+        _each([c for c in consumers if getattr(c, "arrived", None) is not None], lambda c: c.arrived(dups))
+    elif what == "tick":
+        _each([c for c in consumers if getattr(c, "tick", None) is not None], lambda c: c.tick(store))
+    elif what == "close":
+        _each(consumers, lambda c: c.close())
+        return False
+    return True

@@ -1,0 +1,94 @@
+"""Detection and the credential inventory in their own process (``kubetrail.consumer_process``),
+as the pipeline runs them with preparation workers: the same alerts and inventory as in the writer,
+and a failure of that process is raised in the writer while nothing stored is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetrail.consumer_process import ConsumerProcess, ConsumerProcessError
+from kubetrail.demo.scenario import generate
+from kubetrail.pipeline import Options, open_pipeline
+from kubetrail.record import Decoded, SourceRef
+from kubetrail.stages.redaction_key import KEY_FILE, load_or_create
+from kubetrail.store import open_store
+from kubetrail.store.testing import execute as sql
+from kubetrail.trail.checkpointer import Checkpointer
+
+SRC = SourceRef(stream="file:demo")
+
+
+def _items(n: int = 600) -> list[Decoded]:
+    return [Decoded(e, "event", f"demo:{i + 1}") for i, e in enumerate(generate(events=n).events)]
+
+
+def _state(data: Path) -> dict[str, Any]:
+    with open_store(str(data), readonly=True) as s:
+        return {
+            "size": s.size(),
+            "alerts": sorted(tuple(r) for r in sql(s, "SELECT rule, subject, priority, output, time, last_seen, "
+                                                      "occurrences, occurrence, fields_json FROM alerts")),
+            "creds": list(sql(s, "SELECT id, kind, credential_id, subject, doc FROM credentials ORDER BY id")),
+            "uses": list(sql(s, "SELECT credential, request, key, link FROM credential_uses ORDER BY 1, 2")),
+            "flags": list(sql(s, "SELECT credential, flag, key FROM credential_flags ORDER BY 1, 2")),
+            "events": sorted(tuple(r) for r in sql(s, "SELECT a.rule, a.subject, e.key, e.occurrence, e.leaf_index "
+                                                      "FROM alert_events e JOIN alerts a ON a.id = e.alert_id")),
+        }
+
+
+def _run(data: Path, key: Path, workers: int, items: list[Decoded], batch: int = 100) -> Any:
+    data.mkdir()
+    (data / KEY_FILE).write_bytes(key.read_bytes())
+    pipe = open_pipeline(Options(data_dir=str(data), workers=workers), batch_size=batch)
+    try:
+        pipe.ingest_items(items, SRC)
+    finally:
+        pipe.close()
+        pipe.store.close()
+    return pipe
+
+
+def test_consumers_in_their_own_process_decide_what_the_writer_would(tmp_path: Path) -> None:
+    key = tmp_path / "redaction.key"
+    load_or_create(str(key))
+    items = _items()
+    one = _run(tmp_path / "one", key, 0, items)
+    two = _run(tmp_path / "two", key, 1, items)
+    assert [type(c).__name__ for c in one.consumers] == ["Checkpointer", "DetectConsumer", "CredentialConsumer"]
+    assert [type(c) for c in two.consumers] == [Checkpointer, ConsumerProcess]  # the writer runs neither
+    a, b = _state(tmp_path / "one"), _state(tmp_path / "two")
+    assert a["size"] == len(items) and len(a["alerts"]) > 5 and a["creds"] and a["uses"] and a["flags"]
+    for part in a:
+        assert a[part] == b[part], part
+
+
+def test_a_failed_consumer_process_is_raised_and_the_next_run_catches_up(tmp_path: Path) -> None:
+    key = tmp_path / "redaction.key"
+    load_or_create(str(key))
+    items = _items()
+    _run(tmp_path / "one", key, 0, items)
+    data = tmp_path / "two"
+    data.mkdir()
+    (data / KEY_FILE).write_bytes(key.read_bytes())
+    pipe = open_pipeline(Options(data_dir=str(data), workers=1), batch_size=100)
+    assert pipe.apart is not None
+    pipe.ingest_items(items[:100], SRC)
+    os.kill(pipe.apart._proc.pid, signal.SIGKILL)
+    pipe.apart._proc.join()
+    with pytest.raises(ConsumerProcessError, match="detection/credentials process"):
+        pipe.ingest_items(items[100:], SRC)
+    pipe.close()  # said once, above; closing still signs the checkpoint and stops the workers
+    pipe.store.close()
+    with open_store(str(data), readonly=True) as s:
+        assert s.size() == 200  # the batch whose consumers failed is stored: nothing is lost
+    # the next run (one process) detects what the dead process did not, then the rest
+    pipe = open_pipeline(Options(data_dir=str(data), workers=0), batch_size=100)
+    pipe.ingest_items(items, SRC)
+    pipe.close()
+    pipe.store.close()
+    assert _state(tmp_path / "one")["alerts"] == _state(data)["alerts"]
