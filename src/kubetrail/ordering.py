@@ -75,34 +75,41 @@ class ReorderBuffer:
         late: list[Record] = []
         newest: int | None = None
         items = self._items
-        for r in records:
-            t, key = r.time, r.key
-            if self.is_late(t, key):
-                self.late += 1
-                late.append(r)
-                continue
-            size = len(r.body) + RECORD_OVERHEAD
-            if self._in_memory < self.memory_limit and self._bytes + size <= self.memory_bytes:
-                keep: Record | None = r
-                self._in_memory += 1
-                parsed = 0
-                if "_event" in r.__dict__:
-                    if self._parsed + size <= self.parsed_bytes:
-                        parsed = size
-                        self._parsed += size
-                    else:
-                        del r.__dict__["_event"]  # parsed again if it is needed when released
-                self._bytes += size
-                held = (size, parsed)
-            else:
-                keep, held = None, _NOTHING
-            entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep, held)
-            if len(items) == self._head or (t, key) > items[-1][:2]:
-                items.append(entry)
-            else:
-                bisect.insort(items, entry, lo=self._head, key=_order)
-            if newest is None or t > newest:
-                newest = t
+        frontier = self.frontier  # ``is_late``, inlined: this runs for every record of both consumers
+        in_memory, held_bytes, parsed_bytes = self._in_memory, self._bytes, self._parsed
+        limit, max_bytes, max_parsed = self.memory_limit, self.memory_bytes, self.parsed_bytes
+        try:
+            for r in records:
+                t, key = r.time, r.key
+                if frontier is not None and (t, key) <= frontier:
+                    self.late += 1
+                    late.append(r)
+                    continue
+                size = len(r.body) + RECORD_OVERHEAD
+                if in_memory < limit and held_bytes + size <= max_bytes:
+                    keep: Record | None = r
+                    in_memory += 1
+                    parsed = 0
+                    cached = r.__dict__
+                    if "_event" in cached:
+                        if parsed_bytes + size <= max_parsed:
+                            parsed = size
+                            parsed_bytes += size
+                        else:
+                            del cached["_event"]  # parsed again if it is needed when released
+                    held_bytes += size
+                    held = (size, parsed)
+                else:
+                    keep, held = None, _NOTHING
+                entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep, held)
+                if len(items) == self._head or (t, key) > items[-1][:2]:
+                    items.append(entry)
+                else:
+                    bisect.insort(items, entry, lo=self._head, key=_order)
+                if newest is None or t > newest:
+                    newest = t
+        finally:
+            self._in_memory, self._bytes, self._parsed = in_memory, held_bytes, parsed_bytes
         if newest is not None:
             if self.max_seen is None or newest > self.max_seen:
                 self.max_seen = newest

@@ -188,8 +188,10 @@ class RuleSet:
 
     def _key(self, ctx: EventContext) -> tuple[Any, ...]:
         """The event's index key, then its guard profile (``detect/guards.py``)."""
-        key: tuple[Any, ...] = tuple(v if v in k else None
-                                     for v, k in zip(_index_values(ctx), self._known, strict=True))
+        verb, resource, subresource, user = _index_values(ctx)
+        kv, kr, ks, ku = self._known
+        key: tuple[Any, ...] = (verb if verb in kv else None, resource if resource in kr else None,
+                                subresource if subresource in ks else None, user if user in ku else None)
         if self._guards.fields:
             key += self._guards.profile(ctx)  # plain dict reads that never raise
         return key

@@ -389,8 +389,8 @@ def _mergeable(node: ast.Node) -> bool:
     return spec is not None and not spec.is_list and (spec.arg == "none" or node.lhs.arg is not None)
 
 
-PER_VALUE_LIMIT = 4096  # remembered answers per test (then forgotten at once)
-PER_VALUE_MAX_LEN = 256  # longer values are tested every time (a URI, a command line: rarely repeated)
+PER_VALUE_LIMIT = 1024  # remembered answers per test (then forgotten at once): ~200 KB at most each
+PER_VALUE_MAX_LEN = 160  # longer values are tested every time (a URI, a command line: rarely repeated)
 
 
 def _per_value(test: Callable[[str], bool]) -> Callable[[str], bool]:

@@ -138,7 +138,9 @@ class PodTokenElsewhere:
             self.state.put(self.name, f"node\x1f{node}", merged[-MAX_NODE_IPS:])
 
     def _check(self, record: Any) -> list[Alert]:
-        pod = _extra(record, POD_NAME)
+        # the stored body is orjson's output (no escaped '/'), so a token without the pod-name claim is
+        # known from the bytes without the parsed event (which the reorder buffer may have dropped)
+        pod = _extra(record, POD_NAME) if b"pod-name" in record.body else ""
         ip = norm_ip(source_ip(record))
         if not pod or not ip or _address(ip).is_loopback:
             return []
