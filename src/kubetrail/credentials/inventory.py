@@ -24,11 +24,16 @@ from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import Credential, step_of
 from kubetrail.credentials.tokens import secret_created, token_requested
 
+# Every branch of ``handle`` is about one of these resources; the rest of the traffic (leases, nodes'
+# status, endpoints, reads) is only a use of a credential, so it is dismissed before the dry-run check.
+RESOURCES = frozenset({"certificatesigningrequests", "serviceaccounts", "secrets", "pods", "nodes",
+                       "clusterrolebindings", "rolebindings"})
+
 
 def handle(ledger: Ledger, record: Any) -> None:
     """Apply one record's creation-side meaning, if it has one."""
     m = record.meta
-    if dry_run(m):
+    if m.resource not in RESOURCES or dry_run(m):
         return
     if m.resource == "certificatesigningrequests" and m.api_group == "certificates.k8s.io":
         if not final(m):

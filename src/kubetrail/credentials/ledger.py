@@ -201,9 +201,11 @@ class Ledger:
             if m.code is not None and self.repo.set_use_code(cred_id, request, m.code) and m.code in DENIED:
                 agg.denied += 1
             return False
+        first = agg.first_used is None or record.time < agg.first_used
+        new_ip = bool(ip) and ip not in agg.ips and len(agg.ips) < MAX_DISTINCT
         evidence = {"key": record.key, "audit_id": m.audit_id, "stage": m.stage, "leaf_index": record.leaf_index,
-                    "time": record.time}
-        if ip and ip not in agg.ips and len(agg.ips) < MAX_DISTINCT:
+                    "time": record.time} if first or new_ip else {}  # built only when kept: most uses are repeats
+        if new_ip:
             agg.ips[ip] = {**evidence, "uses_before": agg.uses,
                            "after_first_ns": record.time - agg.first_used if agg.first_used is not None else 0}
         agg.uses += 1
@@ -213,7 +215,7 @@ class Ledger:
             agg.probable_uses += 1  # "mismatched" (a token presented by another subject) is neither
         if m.code in DENIED:
             agg.denied += 1
-        if agg.first_used is None or record.time < agg.first_used:
+        if first:
             agg.first_used, agg.first_use = record.time, evidence
         if agg.last_used is None or record.time > agg.last_used:
             agg.last_used = record.time
