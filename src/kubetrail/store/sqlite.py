@@ -162,7 +162,8 @@ class SqliteStore(StoreBase):
         try:
             with self.transaction():
                 self._size = self.trail.entries_size()
-                existing = _existing_keys(conn, [r.key for r in unique], self._aliases)
+                aliases = self._aliases and conn.execute("SELECT 1 FROM key_aliases LIMIT 1").fetchone() is not None
+                existing = _existing_keys(conn, [r.key for r in unique], aliases)
                 fresh = [r for r in unique if r.key not in existing]
                 bodies = self.codec.compress_many([r.body for r in fresh])
                 rows = []
