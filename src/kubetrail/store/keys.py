@@ -74,11 +74,11 @@ class KeyTables:
             chunk = ids[i:i + 500]
             shared.extend(str(a) for (a,) in self.db.execute(
                 f"SELECT DISTINCT audit_id FROM entries WHERE audit_id IN ({placeholders(len(chunk))}) "
-                "GROUP BY audit_id, stage HAVING COUNT(*) > 1", chunk))
+                "AND audit_id <> '' GROUP BY audit_id, stage HAVING COUNT(*) > 1", chunk))  # partial index (0012)
         out: list[AuditIdRow] = []
         for i in range(0, len(shared), 500):
             chunk = shared[i:i + 500]
             out.extend(AuditIdRow(*r) for r in self.db.execute(
                 "SELECT audit_id, stage, key, time, username, leaf_index FROM entries "
-                f"WHERE audit_id IN ({placeholders(len(chunk))})", chunk))
+                f"WHERE audit_id IN ({placeholders(len(chunk))}) AND audit_id <> ''", chunk))
         return out
