@@ -46,7 +46,7 @@ from kubetrail.stages.extract import to_record
 from kubetrail.store import QueryFilters, Store, open_store
 from kubetrail.store.testing import execute
 from kubetrail.testing import make_event
-from kubetrail.timefmt import parse_when
+from kubetrail.timefmt import format_ns, parse_when
 from kubetrail.trail.tree import sync_hook
 
 BATCH = 2000
@@ -120,8 +120,13 @@ def best(fn: Callable[[], object], runs: int = 5) -> tuple[float, object]:
     return min(times), out
 
 
-def queries(location: str, data: str) -> dict[str, tuple[float, int]]:
-    since = T0 + 2_500 * 10**9  # the second half of the run
+def midpoint(events: int) -> int:
+    """The time half-way through the run (200 events/s): ``--since`` of the count query."""
+    return T0 + events * 5_000_000 // 2
+
+
+def queries(location: str, data: str, events: int = 1_000_000) -> dict[str, tuple[float, int]]:
+    since = midpoint(events)  # the second half of the run
     out: dict[str, tuple[float, int]] = {}
 
     def count() -> int:
@@ -143,9 +148,9 @@ def queries(location: str, data: str) -> dict[str, tuple[float, int]]:
     return out
 
 
-def cli_times(location: str, data: str) -> dict[str, float]:
-    cmds = {"count": ["query", "--user", "system:kube-controller-manager", "--since", "2024-05-01T00:41:40Z",
-                      "--count"],
+def cli_times(location: str, data: str, events: int = 1_000_000) -> dict[str, float]:
+    cmds = {"count": ["query", "--user", "system:kube-controller-manager", "--since",
+                      str(format_ns(midpoint(events))), "--count"],
             "secrets": ["query", "--resource", "secrets", "--verb", "list", "--json"],
             "timeline": ["creds", "show", f"jti/{JTI}", "--json"]}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -183,8 +188,8 @@ def bench(engine: str, location: str, data: str, n: int, reuse: bool = False) ->
         size = store.db_bytes()
     finally:
         store.close()
-    q = queries(location, data)
-    c = cli_times(location, data)
+    q = queries(location, data, n)
+    c = cli_times(location, data, n)
     print(f"{engine}: {n:,} events")
     print(f"  insert (append + tree)   {n / appended:>10,.0f} events/s   ({appended:.1f} s)")
     print(f"  credential inventory     {n / inventoried:>10,.0f} events/s   ({inventoried:.1f} s)")
