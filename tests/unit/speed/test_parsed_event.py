@@ -50,3 +50,22 @@ def test_beyond_the_memory_bytes_only_the_position_is_held() -> None:
     held = buf.drain()
     assert [e[3] is not None for e in held] == [True, True, True, False, False]
     assert [e[2] for e in held] == [0, 1, 2, 3, 4]
+
+
+def test_a_record_body_takes_its_length_in_memory() -> None:
+    """orjson's output keeps its buffer's capacity (several times the JSON for a 1–3 KB event); the
+    records the reorder buffers hold must not."""
+    import tracemalloc
+
+    big = {"kind": "ConfigMap", "data": {f"k{i}": "v" * 40 for i in range(60)}}  # ~3 KB of JSON
+    decoded = [Decoded(make_event(f"id-{i}", verb="update", resource="configmaps", requestObject=big), "event", str(i))
+               for i in range(100)]
+    tracemalloc.start()
+    try:
+        bodies = [to_record(d, SRC).body for d in decoded]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = sum(len(b) for b in bodies)
+    assert size > 100 * 2500
+    assert held < size * 1.2, (held, size)  # without the exact copy: ~2.7x
