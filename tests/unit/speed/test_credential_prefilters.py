@@ -9,20 +9,18 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from kubetrail.cli import cli
 from kubetrail.credentials import inventory
 from kubetrail.demo.scenario import generate
-from kubetrail.stages.redaction_key import KEY_FILE, load_or_create
-from kubetrail.store import open_store
+from kubetrail.stages.redaction_key import load_or_create
 from kubetrail.store.testing import execute as sql
+
+from ._ingest import ingested
 
 
 class _Everything(frozenset[str]):
@@ -33,11 +31,7 @@ class _Everything(frozenset[str]):
 
 
 def _inventory(path: Path, data: Path, key_from: Path) -> dict[str, Any]:
-    data.mkdir()
-    shutil.copy(key_from, data / KEY_FILE)
-    result = CliRunner().invoke(cli, ["ingest", str(path), "--data", str(data), "--no-progress", "--workers", "0"])
-    assert result.exit_code == 0, result.output
-    with open_store(str(data), readonly=True) as s:
+    with ingested(path, data, key_from) as s:
         return {
             "creds": list(sql(s, "SELECT id, kind, credential_id, subject, lookup, accounted, created_at, expires_at, "
                                  "doc FROM credentials ORDER BY id")),

@@ -4,21 +4,19 @@ and the detector state are what running every detector on every request gives.""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from click.testing import CliRunner
 
-from kubetrail.cli import cli
 from kubetrail.demo.scenario import generate
 from kubetrail.detect import consumer as detect_consumer
 from kubetrail.detect.stateful import DETECTORS
-from kubetrail.stages.redaction_key import KEY_FILE, load_or_create
-from kubetrail.store import open_store
+from kubetrail.stages.redaction_key import load_or_create
 from kubetrail.store.testing import execute as sql
+
+from ._ingest import ingested
 
 
 def _timeless(value: str) -> Any:
@@ -30,11 +28,7 @@ def _timeless(value: str) -> Any:
 
 
 def _ingest(path: Path, data: Path, key_from: Path) -> dict[str, Any]:
-    data.mkdir()
-    shutil.copy(key_from, data / KEY_FILE)
-    result = CliRunner().invoke(cli, ["ingest", str(path), "--data", str(data), "--no-progress", "--workers", "0"])
-    assert result.exit_code == 0, result.output
-    with open_store(str(data), readonly=True) as s:
+    with ingested(path, data, key_from) as s:
         return {
             "alerts": sorted(tuple(r) for r in sql(s, "SELECT origin, rule, subject, priority, time, output, "
                                                       "fields_json, dedup_key, suppressed FROM alerts")),

@@ -5,9 +5,12 @@ it shows up as seconds at a million events."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
-from kubetrail.store import open_store
+from kubetrail.store import Store, open_store
 from kubetrail.store.queries import QueryFilters, where_clause
 from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
@@ -101,13 +104,21 @@ def query_plan(store, dialect: str, where: str, params: list) -> str:  # type: i
     return "\n".join(str(r[-1]) for r in sql(store, f"EXPLAIN QUERY PLAN {select}", params))
 
 
-def test_every_indexed_cli_filter_uses_its_index(store_url: str) -> None:
+@contextmanager
+def planned_store(store_url: str) -> Iterator[tuple[Store, str]]:
+    """A store holding ``fill_varied``'s rows and its SQL dialect; on PostgreSQL analysed and with
+    table scans off (a few hundred rows: a table scan would win there, hiding a missing index)."""
     dialect = "postgres" if store_url.startswith("postgresql") else "sqlite"
     with open_store(store_url) as store:
         fill_varied(store)
         if dialect == "postgres":
             sql(store, "ANALYZE entries")
-            sql(store, "SET enable_seqscan = off")  # a few hundred rows: a table scan would win here
+            sql(store, "SET enable_seqscan = off")
+        yield store, dialect
+
+
+def test_every_indexed_cli_filter_uses_its_index(store_url: str) -> None:
+    with planned_store(store_url) as (store, dialect):
         audit = [r for r in store.query(QueryFilters(any_kind=True), body=False) if r.kind == "audit"]
         for what, filters, index, match in INDEXED:
             count = sum(1 for r in audit if match(r.meta) and (filters.since is None or r.time >= filters.since))
@@ -131,12 +142,7 @@ def test_every_indexed_cli_filter_uses_its_index(store_url: str) -> None:
 def test_log_filters_use_their_indexes(store_url: str) -> None:
     from kubetrail.store.queries import LogFilters, log_where_clause
 
-    dialect = "postgres" if store_url.startswith("postgresql") else "sqlite"
-    with open_store(store_url) as store:
-        fill_varied(store)
-        if dialect == "postgres":
-            sql(store, "ANALYZE entries")
-            sql(store, "SET enable_seqscan = off")
+    with planned_store(store_url) as (store, dialect):
         for filters, index in ((LogFilters(workload=["Deployment/ns/web-3"]), "entries_workload"),
                                (LogFilters(node=["n3"]), "entries_node"),
                                (LogFilters(namespace=["ns-3"], since=SINCE), "entries_namespace")):
