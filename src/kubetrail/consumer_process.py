@@ -71,7 +71,8 @@ class ConsumerProcess:
     def _expect(self, what: str) -> None:
         try:
             msg = self._conn.recv()
-        except EOFError:
+        except (EOFError, OSError):  # OSError: killed with our last message unread, the pipe is reset
+            self._proc.join(5)
             msg = ("error", f"it exited (code {self._proc.exitcode})")
         if msg[0] != what:
             self._failed = str(msg[1]) if msg[0] == "error" else f"unexpected {msg[0]!r}"

@@ -92,3 +92,24 @@ def test_a_failed_consumer_process_is_raised_and_the_next_run_catches_up(tmp_pat
     pipe.close()
     pipe.store.close()
     assert _state(tmp_path / "one")["alerts"] == _state(data)["alerts"]
+
+
+def test_a_process_killed_with_a_batch_unread_is_a_consumer_error(tmp_path: Path) -> None:
+    """Killed while our batch sits unread in its pipe, the process leaves a reset pipe (ECONNRESET
+    on our read, not EOF): still the one clear error, never a bare ConnectionResetError. The
+    process is stopped first so that the batch is certainly unread when it dies."""
+    data = tmp_path / "d"
+    pipe = open_pipeline(Options(data_dir=str(data), workers=1), batch_size=100)
+    assert pipe.apart is not None
+    items = _items(300)[:300]
+    pipe.ingest_items(items[:100], SRC)
+    os.kill(pipe.apart._proc.pid, signal.SIGSTOP)
+    pipe.ingest_items(items[100:200], SRC)  # sent, never read
+    os.kill(pipe.apart._proc.pid, signal.SIGKILL)
+    pipe.apart._proc.join()
+    with pytest.raises(ConsumerProcessError, match="detection/credentials process"):
+        pipe.ingest_items(items[200:], SRC)
+    pipe.close()
+    pipe.store.close()
+    with open_store(str(data), readonly=True) as s:
+        assert s.size() == len(items)  # every batch stored: nothing is lost
