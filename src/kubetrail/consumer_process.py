@@ -26,8 +26,7 @@ import contextlib
 import multiprocessing
 import sys
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Protocol
 
 from kubetrail.errors import KubetrailError
 from kubetrail.record import Record, decode_records, encode_records
@@ -116,7 +115,17 @@ class ConsumerProcess:
                 self._proc.join()
 
 
-def _main(options: Any, factories: list[Factory], conn: Connection, quiet: bool) -> None:
+class _Channel(Protocol):
+    """The child's end of the pipe to the writer (a ``multiprocessing`` pipe end)."""
+
+    def send(self, obj: Any) -> None: ...
+
+    def recv(self) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def _main(options: Any, factories: list[Factory], conn: _Channel, quiet: bool) -> None:
     from kubetrail.store import open_store
 
     if quiet:
