@@ -190,17 +190,18 @@ class Ledger:
         """Record one use; True when it is a new request for this credential."""
         m = record.meta
         request = m.audit_id or record.key
-        ip = m.source_ips[-1] if m.source_ips else ""
-        resource = m.resource + (f"/{m.subresource}" if m.subresource else "")
-        new = self.repo.add_use(
-            (cred_id, request, record.key, m.audit_id, m.stage, record.leaf_index, record.time, m.code, m.verb,
-             resource, m.namespace, m.name, ip, m.user_agent, link))
+        received = m.request_received
+        if received is None:
+            received = record.time
+        new = self.repo.add_use((cred_id, received, request, record.time, record.leaf_index, m.code, link))
         agg = self.aggregate(cred_id)
         self._dirty_aggs.add(cred_id)
         if not new:
-            if m.code is not None and self.repo.set_use_code(cred_id, request, m.code) and m.code in DENIED:
+            if m.code is not None and self.repo.set_use_code(cred_id, received, request, m.code) and m.code in DENIED:
                 agg.denied += 1
             return False
+        ip = m.source_ips[-1] if m.source_ips else ""
+        resource = m.resource + (f"/{m.subresource}" if m.subresource else "")
         first = agg.first_used is None or record.time < agg.first_used
         new_ip = bool(ip) and ip not in agg.ips and len(agg.ips) < MAX_DISTINCT
         evidence = {"key": record.key, "audit_id": m.audit_id, "stage": m.stage, "leaf_index": record.leaf_index,

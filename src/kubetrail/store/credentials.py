@@ -1,4 +1,4 @@
-"""The credential inventory's tables (migration 0004), for ``kubetrail.credentials``.
+"""The credential inventory's tables (migrations 0004, 0013), for ``kubetrail.credentials``.
 
 Documents (``credentials.doc``) and aggregate statistics are JSON text owned by the credentials
 package; here they are only kept and found. Uses are inserted with ``ON CONFLICT DO NOTHING`` so
@@ -15,6 +15,17 @@ from kubetrail.store.db import Engine
 TABLES = ("credentials", "credential_aggregates", "credential_uses", "credential_flags",
           "credential_admin_bindings", "credential_state")
 _ID_COLUMNS = ("credential_id", "lookup", "subject")
+
+
+_ADD_USE = ("INSERT INTO credential_uses (credential, received, request, time, leaf_index, code, link) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, received, request) DO NOTHING")
+# A use as the timeline shows it: its own time, code and link, the rest from the stage it was first seen
+# in (migration 0013 stopped copying those into every use row).
+_USE_SELECT = (
+    "SELECT u.time, COALESCE(e.audit_id, ''), COALESCE(e.stage, ''), u.leaf_index, u.code, COALESCE(e.verb, ''), "
+    "COALESCE(CASE WHEN e.subresource = '' THEN e.resource ELSE e.resource || '/' || e.subresource END, ''), "
+    "COALESCE(e.namespace, ''), COALESCE(e.name, ''), COALESCE(e.source_ip, ''), COALESCE(e.user_agent, ''), u.link "
+    "FROM credential_uses u LEFT JOIN entries e ON e.leaf_index = u.leaf_index")
 
 
 class CredentialTables:
@@ -78,8 +89,9 @@ class CredentialTables:
     # -- uses and aggregates --------------------------------------------------------------------
     def move_uses(self, src: str, into: str) -> None:
         """Give ``src``'s uses to ``into``; a request ``into`` already has stays with ``src`` (dropped with it)."""
-        self.db.execute("UPDATE credential_uses SET credential = ? WHERE credential = ? AND request NOT IN "
-                        "(SELECT request FROM credential_uses WHERE credential = ?)", (into, src, into))
+        self.db.execute("UPDATE credential_uses SET credential = ? WHERE credential = ? AND NOT EXISTS "
+                        "(SELECT 1 FROM credential_uses o WHERE o.credential = ? AND o.received = credential_uses.received "
+                        "AND o.request = credential_uses.request)", (into, src, into))
 
     def aggregate(self, cred_id: str) -> tuple[Any, ...] | None:
         row = self.db.execute("SELECT uses, exact_uses, probable_uses, denied, first_used, last_used, stats "
@@ -96,18 +108,14 @@ class CredentialTables:
             "stats = excluded.stats", rows)
 
     def add_use(self, row: Sequence[Any]) -> bool:
-        """(credential, request, key, audit_id, stage, leaf_index, time, code, verb, resource, namespace, name,
-        source_ip, user_agent, link); False when the credential already has this request."""
-        cur = self.db.execute(
-            "INSERT INTO credential_uses (credential, request, key, audit_id, stage, leaf_index, time, code, verb, "
-            "resource, namespace, name, source_ip, user_agent, link) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (credential, request) DO NOTHING", row)
-        return cur.rowcount > 0
+        """(credential, received, request, time, leaf_index, code, link); False when the credential already
+        has this request (``received``: the request's receive time, the same at every stage)."""
+        return self.db.execute(_ADD_USE, row).rowcount > 0
 
-    def set_use_code(self, cred_id: str, request: str, code: int) -> bool:
+    def set_use_code(self, cred_id: str, received: int, request: str, code: int) -> bool:
         """Fill in a use's response code once it is known; True if it was unknown."""
-        cur = self.db.execute("UPDATE credential_uses SET code = ? WHERE credential = ? AND request = ? "
-                              "AND code IS NULL", (code, cred_id, request))
+        cur = self.db.execute("UPDATE credential_uses SET code = ? WHERE credential = ? AND received = ? AND request = ? "
+                              "AND code IS NULL", (code, cred_id, received, request))
         return cur.rowcount > 0
 
     def use_histogram(self, cred_id: str, since: int, bucket_ns: int) -> list[tuple[int, int, int]]:
@@ -119,11 +127,10 @@ class CredentialTables:
 
     def uses(self, cred_id: str, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
         """(time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, user_agent,
-        link) in time order (or newest first)."""
+        link) in time order (or newest first); what the use's record said is read from its entry."""
         order = "DESC" if newest_first else "ASC"
         return [tuple(r) for r in self.db.execute(
-            "SELECT time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, user_agent, "
-            f"link FROM credential_uses WHERE credential = ? ORDER BY time {order}, leaf_index {order} LIMIT ?",
+            f"{_USE_SELECT} WHERE u.credential = ? ORDER BY u.time {order}, u.leaf_index {order} LIMIT ?",
             (cred_id, limit))]
 
     # -- flags ----------------------------------------------------------------------------------

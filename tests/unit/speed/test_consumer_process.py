@@ -34,7 +34,8 @@ def _state(data: Path) -> dict[str, Any]:
             "alerts": sorted(tuple(r) for r in sql(s, "SELECT rule, subject, priority, output, time, last_seen, "
                                                       "occurrences, occurrence, fields_json FROM alerts")),
             "creds": list(sql(s, "SELECT id, kind, credential_id, subject, doc FROM credentials ORDER BY id")),
-            "uses": list(sql(s, "SELECT credential, request, key, link FROM credential_uses ORDER BY 1, 2")),
+            "uses": list(sql(s, "SELECT u.credential, u.request, e.key, u.link FROM credential_uses u "
+                               "JOIN entries e ON e.leaf_index = u.leaf_index ORDER BY 1, 2")),
             "flags": list(sql(s, "SELECT credential, flag, key FROM credential_flags ORDER BY 1, 2")),
             "events": sorted(tuple(r) for r in sql(s, "SELECT a.rule, a.subject, e.key, e.occurrence, e.leaf_index "
                                                       "FROM alert_events e JOIN alerts a ON a.id = e.alert_id")),

@@ -36,9 +36,10 @@ def _inventory(path: Path, data: Path, key_from: Path) -> dict[str, Any]:
             "creds": list(sql(s, "SELECT id, kind, credential_id, subject, lookup, accounted, created_at, expires_at, "
                                  "doc FROM credentials ORDER BY id")),
             "aggregates": list(sql(s, "SELECT * FROM credential_aggregates ORDER BY credential")),
-            "uses": list(sql(s, "SELECT credential, request, key, audit_id, stage, leaf_index, time, code, verb, "
-                                "resource, namespace, name, source_ip, user_agent, link FROM credential_uses "
-                                "ORDER BY credential, request")),
+            "uses": list(sql(s, "SELECT u.credential, u.request, e.key, e.audit_id, e.stage, u.leaf_index, u.time, u.code, "
+                                "e.verb, e.resource, e.namespace, e.name, e.source_ip, e.user_agent, u.link, u.received "
+                                "FROM credential_uses u JOIN entries e ON e.leaf_index = u.leaf_index "
+                                "ORDER BY u.credential, u.request")),
             "flags": list(sql(s, "SELECT credential, flag, priority, explanation, time, key, leaf_index, alerted "
                                  "FROM credential_flags ORDER BY 1, 2")),
             "bindings": list(sql(s, "SELECT * FROM credential_admin_bindings ORDER BY 1, 2")),
