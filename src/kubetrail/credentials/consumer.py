@@ -155,6 +155,7 @@ class CredentialConsumer:
         ledger = self.ledger
         for r in records:
             ledger.touched.clear()
+            ledger.reshaped.clear()
             inventory.handle(ledger, r)
             link.link(ledger, r, self.store)
             self._evaluate(sorted(ledger.touched))
@@ -186,19 +187,27 @@ class CredentialConsumer:
         A rule reads the credential's document, four things of its aggregate (the source IPs, whether it
         was used, the first use) and the cluster-admin bindings; when none of those changed since the
         credential was last evaluated (a plain repeat use, most of the traffic) the answer is the same
-        flags, all raised already, and evaluation is skipped. The memory of what was evaluated is
+        flags, all raised already, and evaluation is skipped. The document is fingerprinted again only
+        when this record changed it (``Ledger.reshaped``): every change goes through ``put``/``touch``. The memory of what was evaluated is
         forgotten with any rollback (``_forget``), since the flags it raised were rolled back too."""
         ledger = self.ledger
         seen = self._inputs
+        reshaped = ledger.reshaped
         for cid in cred_ids:
             cred = ledger.get(cid)
             if cred is None:
                 continue
             agg = ledger.aggregate(cid)
-            inputs = (hashlib.blake2b(encode(cred), digest_size=16).digest(), len(agg.ips), agg.uses > 0,
-                      agg.first_used, agg.first_use.get("key"), ledger.bindings_token())
-            if seen.get(cid) == inputs:
-                continue
+            rest = (len(agg.ips), agg.uses > 0, agg.first_used, agg.first_use.get("key"), ledger.bindings_token())
+            before = seen.get(cid)
+            if before is not None and cid not in reshaped:  # the document is the one last fingerprinted
+                if before[1:] == rest:
+                    continue
+                inputs = (before[0], *rest)
+            else:
+                inputs = (hashlib.blake2b(encode(cred), digest_size=16).digest(), *rest)
+                if before == inputs:
+                    continue
             if len(seen) >= EVALUATED_LIMIT:
                 seen.clear()
             have = ledger.flags(cid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,6 +37,7 @@ def dry_run(meta: Any) -> bool:
     return any(v == "All" for v in parse_qs(query).get("dryRun", []))
 
 
+@functools.lru_cache(maxsize=4096)  # every linked request asks; a cluster has few credentials in use at once
 def normalise_credential_id(cid: str) -> str:
     """``X509SHA256=`` in lowercase hex without whitespace, ``JTI=`` trimmed: the spelling the inventory keeps."""
     kind, sep, value = cid.strip().partition("=")

@@ -28,12 +28,16 @@ from kubetrail.credentials.tokens import secret_created, token_requested
 # status, endpoints, reads) is only a use of a credential, so it is dismissed before the dry-run check.
 RESOURCES = frozenset({"certificatesigningrequests", "serviceaccounts", "secrets", "pods", "nodes",
                        "clusterrolebindings", "rolebindings"})
+# Of those, the ones whose branches act on some verbs only (the others: any verb). Kubelets read and
+# update their pods and nodes all day; only a deletion revokes the tokens bound to one.
+VERBS = {"pods": frozenset({"delete"}), "nodes": frozenset({"delete"}),
+         "secrets": frozenset({"create", "delete"}), "serviceaccounts": frozenset({"create", "delete"})}
 
 
 def handle(ledger: Ledger, record: Any) -> None:
     """Apply one record's creation-side meaning, if it has one."""
     m = record.meta
-    if m.resource not in RESOURCES or dry_run(m):
+    if m.resource not in RESOURCES or m.verb not in VERBS.get(m.resource, (m.verb,)) or dry_run(m):
         return
     if m.resource == "certificatesigningrequests" and m.api_group == "certificates.k8s.io":
         if not final(m):

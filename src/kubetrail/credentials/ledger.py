@@ -37,13 +37,6 @@ class Aggregate(msgspec.Struct, kw_only=True):
     first_use: dict[str, Any] = {}
 
 
-def _bump(counts: dict[str, int], value: str) -> None:
-    if value in counts or len(counts) < MAX_DISTINCT:
-        counts[value] = counts.get(value, 0) + 1
-    else:
-        counts["(other)"] = counts.get("(other)", 0) + 1
-
-
 class Ledger:
     def __init__(self, repo: CredentialsRepo) -> None:
         self.repo = repo
@@ -51,6 +44,7 @@ class Ledger:
         self._aggs: dict[str, Aggregate] = {}
         self.dirty: set[str] = set()
         self.touched: set[str] = set()  # changed by the record being applied (flags are evaluated per record)
+        self.reshaped: set[str] = set()  # of those, the ones whose document changed (``put``/``touch``, not ``used``)
         self._flags: dict[str, set[str]] = {}
         self._facts: dict[str, set[str]] = {}
         self._cids: dict[str, str] = {}  # credential id -> credential, for documents in the cache
@@ -139,6 +133,12 @@ class Ledger:
     def touch(self, cred_id: str) -> None:
         self.dirty.add(cred_id)
         self.touched.add(cred_id)
+        self.reshaped.add(cred_id)
+
+    def used(self, cred_id: str) -> None:
+        """A stored credential used again, its document unchanged: its flags are looked at again (the use
+        may bring a new source IP), but the document is neither rewritten nor fingerprinted again."""
+        self.touched.add(cred_id)
 
     def delete(self, cred_id: str) -> None:
         self.repo.delete(cred_id)
@@ -146,6 +146,7 @@ class Ledger:
         self._aggs.pop(cred_id, None)
         self.dirty.discard(cred_id)
         self.touched.discard(cred_id)
+        self.reshaped.discard(cred_id)
         self._flags.pop(cred_id, None)
         self._facts.pop(cred_id, None)
         self._dirty_aggs.discard(cred_id)
@@ -187,42 +188,53 @@ class Ledger:
         return agg
 
     def add_use(self, cred_id: str, record: Any, link: str) -> bool:
-        """Record one use; True when it is a new request for this credential."""
+        """Record one use; True when it is a new request for this credential. (Runs for every record
+        linked to a credential: written out rather than in helpers.)"""
         m = record.meta
-        request = m.audit_id or record.key
+        t = record.time
         received = m.request_received
-        if received is None:
-            received = record.time
-        new = self.repo.add_use((cred_id, received, request, record.time, record.leaf_index, m.code, link))
-        agg = self.aggregate(cred_id)
+        request = m.audit_id or record.key
+        code = m.code
+        new = self.repo.add_use((cred_id, t if received is None else received, request, t, record.leaf_index,
+                                 code, link))
+        agg = self._aggs.get(cred_id)
+        if agg is None:
+            agg = self.aggregate(cred_id)
         self._dirty_aggs.add(cred_id)
         if not new:
-            if m.code is not None and self.repo.set_use_code(cred_id, received, request, m.code) and m.code in DENIED:
+            if code is not None and self.repo.set_use_code(cred_id, t if received is None else received, request,
+                                                           code) and code in DENIED:
                 agg.denied += 1
             return False
         ip = m.source_ips[-1] if m.source_ips else ""
-        resource = m.resource + (f"/{m.subresource}" if m.subresource else "")
-        first = agg.first_used is None or record.time < agg.first_used
+        first = agg.first_used is None or t < agg.first_used
         new_ip = bool(ip) and ip not in agg.ips and len(agg.ips) < MAX_DISTINCT
         evidence = {"key": record.key, "audit_id": m.audit_id, "stage": m.stage, "leaf_index": record.leaf_index,
-                    "time": record.time} if first or new_ip else {}  # built only when kept: most uses are repeats
+                    "time": t} if first or new_ip else {}  # built only when kept: most uses are repeats
         if new_ip:
             agg.ips[ip] = {**evidence, "uses_before": agg.uses,
-                           "after_first_ns": record.time - agg.first_used if agg.first_used is not None else 0}
+                           "after_first_ns": t - agg.first_used if agg.first_used is not None else 0}
         agg.uses += 1
         if link == "exact":
             agg.exact_uses += 1
         elif link == "probable":
             agg.probable_uses += 1  # "mismatched" (a token presented by another subject) is neither
-        if m.code in DENIED:
+        if code in DENIED:
             agg.denied += 1
         if first:
-            agg.first_used, agg.first_use = record.time, evidence
-        if agg.last_used is None or record.time > agg.last_used:
-            agg.last_used = record.time
-        _bump(agg.user_agents, m.user_agent)
-        _bump(agg.verbs, m.verb)
-        _bump(agg.resources, resource or m.request_uri.split("?", 1)[0])
+            agg.first_used, agg.first_use = t, evidence
+        if agg.last_used is None or t > agg.last_used:
+            agg.last_used = t
+        resource = (m.resource + "/" + m.subresource if m.subresource else m.resource) or \
+            m.request_uri.split("?", 1)[0]
+        for counts, value in ((agg.user_agents, m.user_agent), (agg.verbs, m.verb), (agg.resources, resource)):
+            n = counts.get(value)  # _bump, inlined
+            if n is not None:
+                counts[value] = n + 1
+            elif len(counts) < MAX_DISTINCT:
+                counts[value] = 1
+            else:
+                counts["(other)"] = counts.get("(other)", 0) + 1
         return True
 
     # -- flags ----------------------------------------------------------------------------------
@@ -316,6 +328,7 @@ class Ledger:
         self._aggs.clear()
         self.dirty.clear()
         self.touched.clear()
+        self.reshaped.clear()
         self._flags.clear()
         self._facts.clear()
         self._cids.clear()

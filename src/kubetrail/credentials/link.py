@@ -52,16 +52,23 @@ def link(ledger: Ledger, record: Any, store: Any) -> None:
             cred, how = _token_for(ledger, cid, m.user)
         else:
             cred = ledger.by_credential_id(cid)
+        changed = cred is None
         if cred is None:
             cred = _unaccounted(ledger, cid, m)
             if cred is None:
                 return
         if not cred.subject and m.user:
             cred.subject, cred.groups = m.user, cred.groups or _groups(m)
+            changed = True
         if how == "mismatched" and "mismatched_use" not in cred.details:
             cred.details["mismatched_use"] = {"user": m.user, "key": record.key, "audit_id": m.audit_id,
                                               "stage": m.stage, "leaf_index": record.leaf_index, "time": record.time}
-        _use(ledger, cred, record, how)
+            changed = True
+        if changed:
+            _use(ledger, cred, record, how)
+        else:  # a known credential used again (most of the traffic): its document is as stored
+            ledger.used(cred.id)
+            ledger.add_use(cred.id, record, how)
         return
     if b"legacy-token" in record.body:
         ann = record.event().get("annotations")

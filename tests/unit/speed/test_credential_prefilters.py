@@ -1,7 +1,7 @@
 """The credential consumer's shortcuts change nothing (credentials/inventory.py, ledger.py):
 
-* ``handle`` dismisses records of resources none of its branches is about before the dry-run check
-  (``inventory.RESOURCES``): the inventory, uses, flags and alerts are what handling every record
+* ``handle`` dismisses records of resources none of its branches is about, and of verbs the branch
+  of their resource does not act on, before the dry-run check (``inventory.RESOURCES``, ``VERBS``): the inventory, uses, flags and alerts are what handling every record
   gives — the test also shows that narrowing the set would be caught;
 * ``add_use`` builds a use's evidence only when it is kept (a first use, a new source IP): the stored
   aggregates (first use, source IPs with their evidence) are those of building it every time.
@@ -63,6 +63,7 @@ def test_dismissing_other_resources_changes_nothing(scenario: tuple[Path, Path],
     path, key = scenario
     filtered = _inventory(path, tmp_path / "filtered", key)
     monkeypatch.setattr(inventory, "RESOURCES", _Everything())
+    monkeypatch.setattr(inventory, "VERBS", {})
     everything = _inventory(path, tmp_path / "everything", key)
     assert len(everything["creds"]) >= 10 and everything["flags"] and everything["bindings"]
     assert {c[1] for c in everything["creds"]} >= {"cert", "token", "legacy"}  # CSRs, TokenRequests, Secrets
