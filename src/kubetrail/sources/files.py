@@ -41,6 +41,7 @@ MAX_BAD_RUN = 100_000  # rejects in a row: no audit log looks like that
 CHUNK_BYTES = 1 << 20
 
 _NOT_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
+_BLANK_BYTES = frozenset(b" \t\r\n\f\v")
 _YAML_START = re.compile(rb"^(---|#|[A-Za-z_][\w.@-]*:(\s|$))")
 _CRI_START = re.compile(rb"^\S+ (?:stdout|stderr) [FP] ")
 
@@ -70,6 +71,14 @@ class _Lines:
     def next(self, limit: int) -> tuple[int, int, bytes | None] | None:
         """(line number, blank lines before it, the line without its newline — None when it is
         longer than ``limit``, which is skipped without being held), or None at the end."""
+        pos, buf = self.pos, self.buf
+        if pos < len(buf) and buf[pos] not in _BLANK_BYTES:  # the common case: a whole line starts here
+            end = buf.find(b"\n", pos)
+            if 0 <= end - pos <= limit:
+                self.pos = end + 1
+                number = self.number
+                self.number = number + 1
+                return number, 0, buf[pos:end]
         blanks = 0
         while (m := _NOT_BLANK.search(self.buf, self.pos)) is None:
             blanks += self.buf.count(b"\n", self.pos)

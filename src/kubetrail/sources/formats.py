@@ -48,6 +48,11 @@ MAX_NESTING = 8
 Item = Decoded | Rejected
 
 _EVENT_KEYS = ("auditID", "stage", "verb", "requestURI")
+# The top-level fields whose type the pipeline relies on (null is allowed: it reads as absent).
+_FIELD_TYPES: tuple[tuple[str, type], ...] = (
+    ("auditID", str), ("verb", str), ("stage", str), ("requestURI", str), ("user", dict), ("objectRef", dict),
+    ("responseStatus", dict), ("sourceIPs", list), ("annotations", dict), ("userAgent", str),
+    ("stageTimestamp", str), ("requestReceivedTimestamp", str), ("level", str))
 
 
 def check_event(obj: Any) -> str | None:
@@ -60,14 +65,13 @@ def check_event(obj: Any) -> str | None:
     api = obj.get("apiVersion")
     if api is not None and api not in ("audit.k8s.io/v1", "audit.k8s.io/v1beta1", "audit.k8s.io/v1alpha1"):
         return f"apiVersion {shown(api)} is not audit.k8s.io"
-    if not all(k in obj for k in ("auditID", "verb")):
+    if "auditID" not in obj or "verb" not in obj:
         return "missing auditID or verb"
-    for field, typ in (("auditID", str), ("verb", str), ("stage", str), ("requestURI", str),
-                       ("user", dict), ("objectRef", dict), ("responseStatus", dict),
-                       ("sourceIPs", list), ("annotations", dict), ("userAgent", str),
-                       ("stageTimestamp", str), ("requestReceivedTimestamp", str), ("level", str)):
-        if field in obj and obj[field] is not None and not isinstance(obj[field], typ):
-            return f"{field} has type {type(obj[field]).__name__}, expected {typ.__name__}"
+    get = obj.get
+    for field, typ in _FIELD_TYPES:
+        value = get(field)
+        if value is not None and not isinstance(value, typ):
+            return f"{field} has type {type(value).__name__}, expected {typ.__name__}"
     user = obj.get("user") or {}
     if "username" in user and not isinstance(user["username"], str):
         return "user.username is not a string"
@@ -232,7 +236,24 @@ def _decode_text(text: str | bytes, position: str, fmt: str, depth: int = 0) -> 
 
 def decode_line(line: bytes, position: str) -> Iterator[Item]:
     """One line of a file: JSON, CRI-wrapped JSON, or a base64 CloudWatch subscription blob.
-    Whatever goes wrong inside costs this line only (see ``guarded``)."""
+    Whatever goes wrong inside costs this line only (see ``guarded``).
+
+    A line that is one JSON object (nearly every line of an apiserver log is one plain Event) is
+    parsed once here, with the outcome ``_decode_line`` gives it: a plain Event takes a short path
+    without generators; anything else (envelopes, lists, bad JSON, a nesting cut, an exception in
+    the short path) goes the general way (tests/hostile/test_decode_fast_path.py)."""
+    if line[:1] == b"{":
+        try:
+            obj = orjson.loads(line)  # whitespace JSON does not allow (\x0c) fails: the general path strips it
+        except orjson.JSONDecodeError:
+            return guarded(_decode_line(line, position), position)  # a nesting cut, or the reason
+        if "auditID" in obj and obj.get("kind") != "EventList":
+            try:
+                reason = check_event(obj)
+                return iter((Rejected(position, reason) if reason else Decoded(obj, "event", position),))
+            except Exception:  # noqa: BLE001 - the general path decodes the line again and names it
+                return guarded(_decode_line(line, position), position)
+        return guarded(decode_value(obj, position), position)
     return guarded(_decode_line(line, position), position)
 
 

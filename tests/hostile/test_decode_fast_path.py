@@ -1,0 +1,135 @@
+"""The hot path of decoding (issue 18, third pass) against what it replaced.
+
+``formats.decode_line`` takes a short path for a line that is one plain audit Event; the general
+path (``_decode_line`` under ``guarded``) must give the very same items for every line: the demo
+cluster's traffic, every hostile case raw and in its envelope, and lines built to sit on the
+boundary of the short path. ``check_event`` was rewritten to read each field once; the plain
+reading it replaced is kept below and must agree on the same inputs (reasons and normalisation).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any
+
+import orjson
+import pytest
+from hostile_cases import LINE_FORMATS, cases, wrap
+
+from kubetrail.demo.scenario import generate
+from kubetrail.record import Decoded
+from kubetrail.sources.cloud_gke import shown
+from kubetrail.sources.formats import _decode_line, check_event, decode_line, guarded, loads_lossy
+
+
+def _demo_lines() -> list[bytes]:
+    return [orjson.dumps(ev) for ev in generate(seed=7, events=300).events]
+
+
+def _hostile_lines() -> list[bytes]:
+    lines = []
+    for case in cases(copies=1):
+        if case.fmt in LINE_FORMATS:
+            raw = case.json()
+            lines += [raw, wrap(case.fmt, raw)]
+    return lines
+
+
+EDGE_LINES = [
+    b'{"auditID":"a","verb":"get"}', b'{"auditID":"a","verb":"get"}\r', b'{"auditID":"a","verb":"get"}\x0c',
+    b'{"auditID":"a","verb":"get"} ', b'{"auditID":"a","verb":"get"} x', b'{"auditID":"a"', b"{}", b"{ }",
+    b'{"auditID":"a","verb":"get","responseStatus":{"code":"200"}}',
+    b'{"auditID":"a","verb":"get","responseStatus":{"code":"2x"}}',
+    b'{"auditID":"a","verb":"get","kind":"EventList","items":[]}',
+    b'{"kind":"EventList","items":[{"auditID":"a","verb":"get"}]}',
+    b'{"kind":"Event","auditID":"a","verb":"get","apiVersion":"audit.k8s.io/v1beta1"}',
+    b'{"kind":"Pod","auditID":"a","verb":"get"}', b'{"kind":null,"auditID":"a","verb":"get"}',
+    b'{"auditID":"a","verb":"get","apiVersion":["x"]}', b'{"auditID":"a","verb":"get","kind":{"a":1}}',
+    b'{"auditID":null,"verb":"get"}', b'{"auditID":"a","verb":"get","user":null,"objectRef":[]}',
+    b'{"auditID":"a","verb":"get","user":{"username":1}}', b'{"auditID":"a","verb":"get","user":{"groups":"g"}}',
+    b'{"auditID":"a","log":"x","stream":"stdout"}', b'{"log":"{\\"auditID\\":\\"a\\",\\"verb\\":\\"get\\"}","time":"t"}',
+    b'{"auditID":"a","verb":"get","d":' + b"[" * 2000 + b"1" + b"]" * 2000 + b"}",
+    b'{"auditID":"a","verb":"get","d":' + b'{"d":' * 300 + b"1" + b"}" * 300 + b"}",
+    b'{"auditID":"a","verb":"get","s":"\\ud800x"}', b'{"auditID":"a","verb":"get","s":"\xff"}',
+    b'{"auditID":"a","verb":"get","auditID":"b"}', b'{"auditID":"a","verb":"get","n":' + b"1" * 400 + b"}",
+    b'\xef\xbb\xbf{"auditID":"a","verb":"get"}', b'  {"auditID":"a","verb":"get"}', b'[{"auditID":"a","verb":"get"}]',
+]
+
+
+def _general(line: bytes, position: str) -> list[Any]:
+    return list(guarded(_decode_line(line, position), position))
+
+
+@pytest.mark.parametrize("source", ["demo", "hostile", "edge"])
+def test_the_short_path_decodes_every_line_as_the_general_path(source: str) -> None:
+    lines = {"demo": _demo_lines, "hostile": _hostile_lines, "edge": lambda: EDGE_LINES}[source]()
+    assert len(lines) > 30
+    for n, line in enumerate(lines):
+        position = f"f:{n}"
+        assert list(decode_line(line, position)) == _general(line, position), line[:200]
+
+
+def test_a_plain_event_line_takes_the_short_path() -> None:
+    """Otherwise the comparison above would only compare the general path with itself."""
+    line = _demo_lines()[0]
+    assert not inspect.isgenerator(decode_line(line, "f:1"))
+    assert inspect.isgenerator(decode_line(b'{"kind":"EventList","items":[]}', "f:2"))
+    assert list(decode_line(line, "f:1")) == [Decoded(orjson.loads(line), "event", "f:1")]
+
+
+# --- the plain readings the hot path replaced (kept verbatim as the reference) ---------------------
+
+def _check_event_reference(obj: Any) -> str | None:
+    if not isinstance(obj, dict):
+        return f"not a JSON object ({type(obj).__name__})"
+    kind = obj.get("kind")
+    if kind is not None and kind != "Event":
+        return f"kind is {shown(kind)}, not 'Event'"
+    api = obj.get("apiVersion")
+    if api is not None and api not in ("audit.k8s.io/v1", "audit.k8s.io/v1beta1", "audit.k8s.io/v1alpha1"):
+        return f"apiVersion {shown(api)} is not audit.k8s.io"
+    if not all(k in obj for k in ("auditID", "verb")):
+        return "missing auditID or verb"
+    for field, typ in (("auditID", str), ("verb", str), ("stage", str), ("requestURI", str),
+                       ("user", dict), ("objectRef", dict), ("responseStatus", dict),
+                       ("sourceIPs", list), ("annotations", dict), ("userAgent", str),
+                       ("stageTimestamp", str), ("requestReceivedTimestamp", str), ("level", str)):
+        if field in obj and obj[field] is not None and not isinstance(obj[field], typ):
+            return f"{field} has type {type(obj[field]).__name__}, expected {typ.__name__}"
+    user = obj.get("user") or {}
+    if "username" in user and not isinstance(user["username"], str):
+        return "user.username is not a string"
+    if "groups" in user and user["groups"] is not None and not isinstance(user["groups"], list):
+        return "user.groups is not a list"
+    status = obj.get("responseStatus") or {}
+    if "code" in status and not isinstance(status["code"], int | None):
+        if isinstance(status["code"], str) and status["code"].isdigit():
+            status["code"] = int(status["code"])
+        else:
+            return "responseStatus.code is not an integer"
+    return None
+
+
+def _values() -> list[Any]:
+    """Every parsed event of the demo and hostile lines (envelopes included: checked as objects)."""
+    out = []
+    for line in _demo_lines() + _hostile_lines() + EDGE_LINES:
+        try:
+            value, _ = loads_lossy(line.strip().removeprefix(b"\xef\xbb\xbf"))
+        except orjson.JSONDecodeError:
+            continue
+        out.append(value)
+    return out
+
+
+def test_check_event_answers_as_the_plain_reading() -> None:
+    values = _values()
+    reasons = set()
+    for value in values:
+        a, b = copy.deepcopy(value), copy.deepcopy(value)
+        reason = check_event(a)
+        assert reason == _check_event_reference(b), value
+        assert a == b  # the same normalisation (a numeric string code becomes an int)
+        reasons.add(reason)
+    assert len(reasons) > 10  # the hostile cases reach most of the reasons
