@@ -22,15 +22,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx2 as httpx
 import orjson
-from lightkube.config.client_adapter import Client as _httpx_client
-from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.kubeconfig import KubeConfig
 
 from kubetrail.errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx2 as httpx
+
+# httpx and lightkube (~0.1 s of CPU to import) are imported where a connection is made: every
+# command imports this module through the config's source types, few of them talk to a cluster.
 
 log = logging.getLogger("kubetrail.kubeapi")
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -44,6 +46,11 @@ class Gone(Exception):
 def connect(kubeconfig: str = "", in_cluster: bool = False, service_account_dir: str = SERVICE_ACCOUNT_DIR,
             context: str = "") -> httpx.Client:
     """An authenticated HTTP client for the API server (no request is made here)."""
+    import httpx2 as httpx
+    from lightkube.config.client_adapter import Client as _httpx_client
+    from lightkube.config.client_adapter import ConnectionParams
+    from lightkube.config.kubeconfig import KubeConfig
+
     try:
         if in_cluster:
             cfg = KubeConfig.from_service_account(service_account_dir)
@@ -146,7 +153,9 @@ class Watcher:
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise Gone(self.path)
-                    raise httpx.HTTPError(f"watch error: {obj.get('message', '')[:200]}")
+                    import httpx2
+
+                    raise httpx2.HTTPError(f"watch error: {obj.get('message', '')[:200]}")
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
                 if kind == "BOOKMARK":
                     self.counts["bookmarks"] += 1
