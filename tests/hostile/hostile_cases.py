@@ -54,6 +54,8 @@ HOSTILE_VALUES: list[tuple[str, Any]] = [
     ("time-zone-99", "2024-01-01T00:00:00+99:99"), ("time-zone-big", "2024-01-01T00:00:00+99999999:00"),
     ("time-feb30", "2024-02-30T00:00:00Z"), ("time-leap", "2024-12-31T23:59:60Z"),
     ("time-frac", "2024-01-01T00:00:00.1234567890123Z"), ("time-word", "yesterday"), ("time-year0", "0000-01-01T00:00:00Z"),
+    ("time-2300-frac", "2300-01-01T00:00:00.5Z"), ("time-1600-frac", "1600-01-01T00:00:00.5Z"),
+    ("time-superscript", "2024-01-01T00:00:00.\u00b2Z"),
     ("digits-2^64", str(1 << 64)), ("digits-huge", "9" * 40),
     ("list-empty", []), ("dict-empty", {}), ("list-mixed", [1, "a", None, {}, [True]]), ("dict-nested", {"a": {"b": [1]}}),
     ("list-wide", list(range(2000))), ("dict-wide", {f"k{i}": i for i in range(1000)}), ("deep-100", _deep(100)),
