@@ -78,6 +78,34 @@ def test_a_plain_event_line_takes_the_short_path() -> None:
     assert list(decode_line(line, "f:1")) == [Decoded(orjson.loads(line), "event", "f:1")]
 
 
+def test_an_exception_in_the_short_path_costs_the_line_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No input is known to make ``check_event`` raise; if one did, the short path hands the line to
+    the general path, whose ``guarded`` turns it into one reject naming the exception's type."""
+    from kubetrail.sources import formats
+
+    def boom(obj: Any) -> str | None:
+        raise KeyError("a secret the message must not quote")
+
+    monkeypatch.setattr(formats, "check_event", boom)
+    items = list(decode_line(b'{"auditID":"a","verb":"get"}', "f:7"))
+    assert [(type(i).__name__, i.position, getattr(i, "reason", "")) for i in items] == \
+        [("Rejected", "f:7", "cannot be decoded (KeyError)")]
+
+
+def test_a_parse_failing_otherwise_than_bad_json_costs_the_line_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """orjson raising something else (MemoryError on a huge line, say) is the general path's to name."""
+    import types
+
+    from kubetrail.sources import formats
+
+    def loads(data: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setattr(formats, "orjson", types.SimpleNamespace(loads=loads, JSONDecodeError=orjson.JSONDecodeError))
+    assert list(decode_line(b'{"auditID":"a","verb":"get"}', "f:8")) == \
+        [formats.Rejected("f:8", "cannot be decoded (MemoryError)")]
+
+
 # --- the plain readings the hot path replaced (kept verbatim as the reference) ---------------------
 
 def _check_event_reference(obj: Any) -> str | None:

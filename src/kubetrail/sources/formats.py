@@ -245,8 +245,8 @@ def decode_line(line: bytes, position: str) -> Iterator[Item]:
     if line[:1] == b"{":
         try:
             obj = orjson.loads(line)  # whitespace JSON does not allow (\x0c) fails: the general path strips it
-        except orjson.JSONDecodeError:
-            return guarded(_decode_line(line, position), position)  # a nesting cut, or the reason
+        except Exception:  # noqa: BLE001 - bad JSON, a nesting to cut, or worse: the general path says which
+            return guarded(_decode_line(line, position), position)
         if "auditID" in obj and obj.get("kind") != "EventList":
             try:
                 reason = check_event(obj)
