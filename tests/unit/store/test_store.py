@@ -30,6 +30,26 @@ def test_leaf_indexes_are_contiguous_and_duplicates_refused(store_url: str) -> N
     s.close()
 
 
+def test_a_batch_with_a_stored_key_in_the_middle_keeps_leaves_contiguous(store_url: str) -> None:
+    """SQLite inserts a batch before looking its keys up (the UNIQUE index answers): a stored key in
+    the middle of a batch must still leave exactly the new records, contiguous, the known one unnumbered,
+    and the next new batch (inserted at once again) continues the numbering."""
+    s = open_store(store_url)
+    s.append([rec(i) for i in range(3)])
+    batch = [rec(10), rec(11), rec(1), rec(12)]
+    res = s.append(batch)
+    assert [(r.key, r.leaf_index) for r in res.stored] == [(batch[i].key, 3 + i) for i in (0, 1)] + [(batch[3].key, 5)]
+    assert batch[2].leaf_index is None and res.duplicates == 1
+    again = s.append([rec(10), rec(11)])  # a replay: nothing new
+    assert again.stored == [] and again.duplicates == 2
+    nxt = s.append([rec(20), rec(21)])
+    assert [r.leaf_index for r in nxt.stored] == [6, 7]
+    assert s.size() == 8 and s.counters() == {"stored": 8, "duplicates": 3}
+    assert [k for (k,) in sql(s, "SELECT key FROM entries ORDER BY leaf_index")] == [
+        *(rec(i).key for i in (0, 1, 2, 10, 11, 12, 20, 21))]
+    s.close()
+
+
 def test_same_audit_id_different_content_is_a_new_record(store_url: str) -> None:
     """A client-chosen Audit-ID cannot suppress another event as a duplicate."""
     s = open_store(store_url)
