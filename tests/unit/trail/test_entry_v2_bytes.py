@@ -1,6 +1,7 @@
 """``encode_entry_v2`` builds its JSON object with the keys already sorted (issue 18: no per-record
-sort). Every leaf ever written must keep its bytes, so this compares it with the original spelling
-(a dict in ENTRY_COLUMNS order dumped with ``OPT_SORT_KEYS``) over real rows and awkward values."""
+sort), and the writer spells it with msgspec (``encode_new_entry``). Every leaf ever written must keep
+its bytes, so this compares both with the original spelling (a dict in ENTRY_COLUMNS order dumped with
+``OPT_SORT_KEYS``) over real rows and awkward values."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 
 from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
-from kubetrail.store.rows import row_head
+from kubetrail.store.rows import _log_row, row_head
 from kubetrail.testing import make_event
-from kubetrail.trail.entry import ENTRY_COLUMNS, ENTRY_V2_PREFIX, encode_entry_v2
+from kubetrail.trail.entry import ENTRY_COLUMNS, ENTRY_V2_PREFIX, encode_entry_v2, encode_new_entry, leaf_hash
 
 
 def reference(columns, body_sha256: bytes) -> bytes:  # type: ignore[no-untyped-def]
@@ -39,12 +40,29 @@ def test_same_bytes_as_the_sorted_dump_on_real_rows() -> None:
         cols = real_columns(i)
         digest = hashlib.sha256(str(i).encode()).digest()
         assert encode_entry_v2(cols, digest) == reference(cols, digest)
+        assert encode_new_entry(cols, digest) == reference(cols, digest)
+
+
+def test_the_writers_leaf_is_the_reference_leaf() -> None:
+    """What the store writes (row_head's leaf hash) for audit records and log lines."""
+    from kubetrail.record import LogMeta, Record
+
+    for i in range(30):
+        ev = make_event(f"{i:08d}-leaf", user=["alice", "ünïcode ✓\u2028"][i % 2], name=f"o-{i}\x01")
+        head = row_head(to_record(Decoded(ev, "event", f"p:{i}"), SourceRef(cluster="c", node="n", stream="s")))
+        assert head[-2] == leaf_hash(reference(head[:len(ENTRY_COLUMNS)], head[-1]))
+        log = Record(kind="container", key=f"k{i}", time=i, source=SourceRef(stream="s"), seq=i, format="cri",
+                     meta=LogMeta(node="n", namespace="ns", pod=f"p\u2029{i}", labels={"a": "ü\x7f"}),
+                     body=b"line")
+        lh = _log_row(log, log.meta)
+        assert lh[-2] == leaf_hash(reference(lh[:len(ENTRY_COLUMNS)], lh[-1]))
 
 
 def test_same_bytes_for_awkward_values() -> None:
     rnd = random.Random(18)
     base = list(real_columns(0))
-    texts = ["", "\x00\x1f\x7f", '"quoted" \\ back', "\u2028\u2029", "emoji 🚀", "/slash/", "é" * 50]
+    texts = ["", "\x00\x1f\x7f", '"quoted" \\ back', "\u2028\u2029", "emoji 🚀", "/slash/", "é" * 50,
+             "".join(map(chr, range(0x80))), "\ufeff\x85\u00a0<>&'"]
     for _ in range(300):
         cols = list(base)
         for j, name in enumerate(ENTRY_COLUMNS):
@@ -58,6 +76,7 @@ def test_same_bytes_for_awkward_values() -> None:
                 cols[j] = rnd.choice(texts)
         digest = rnd.randbytes(32)
         assert encode_entry_v2(cols, digest) == reference(cols, digest)
+        assert encode_new_entry(cols, digest) == reference(cols, digest)
 
 
 def test_a_column_of_the_wrong_type_or_count_is_a_value_error() -> None:
