@@ -1,0 +1,2 @@
+-- Issue 18: SQLite's 0014 moves trail_nodes into a WITHOUT ROWID table (one b-tree instead of two).
+-- A PostgreSQL table has no rowid and its primary key index is the only index: nothing to do.
