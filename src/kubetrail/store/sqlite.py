@@ -36,8 +36,13 @@ from kubetrail.trail.protocols import Problem
 
 DB_NAME = "kubetrail.db"
 _INSERT = f"INSERT INTO entries ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
+_INSERT_OR_ROLLBACK = _INSERT.replace("INSERT", "INSERT OR ROLLBACK", 1)
 
 __all__ = ["DB_NAME", "MAX_INDEX", "SqliteStore", "Store"]
+
+
+class _StoredKey(Exception):
+    """An optimistic append met a stored key (``INSERT OR ROLLBACK`` ended its transaction)."""
 
 
 class _Engine:
@@ -151,20 +156,45 @@ class SqliteStore(StoreBase):
 
     def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult:
         """Store the records whose keys are new (neither an entry's key nor a key alias), in order,
-        and the source positions, atomically."""
-        conn = self._conn
+        and the source positions, atomically.
+
+        The batch's keys are looked up before inserting only while duplicates are likely (the previous
+        batch had some: a replay; or key aliases exist). Otherwise the rows go in at once with
+        ``INSERT OR ROLLBACK``: the ``key`` UNIQUE index, which searches for every key anyway, refuses a
+        stored one by ending the transaction, and the batch is appended again, looking its keys up. The
+        lookup costs ~1.5-4 µs per event (bench/store_floor.py "current + key lookup"); a savepoint to
+        undo only the insert would cost as much (every page the batch touches copied once)."""
         seen: set[str] = set()
         unique: list[Record] = []
         for r in records:
             if r.key not in seen:
                 seen.add(r.key)
                 unique.append(r)
+        try:
+            return self._append(records, unique, positions, self._replaying)
+        except _StoredKey:
+            self._replaying = True
+            return self._append(records, unique, positions, True)
+
+    def _append(self, records: Sequence[Record], unique: list[Record], positions: dict[str, str] | None,
+                look_up: bool) -> AppendResult:
+        conn = self._conn
         codec_state = self.codec.snapshot()
         try:
             with self.transaction():
                 self._size = self.trail.entries_size()
                 aliases = self._aliases and conn.execute("SELECT 1 FROM key_aliases LIMIT 1").fetchone() is not None
-                fresh = self._insert(unique, aliases)
+                if look_up or aliases:
+                    existing = _existing_keys(conn, [r.key for r in unique], aliases)
+                    fresh = [r for r in unique if r.key not in existing]
+                    self._replaying = len(fresh) < len(unique)
+                    conn.executemany(_INSERT, self._rows(fresh))
+                else:
+                    fresh = unique
+                    try:
+                        conn.executemany(_INSERT_OR_ROLLBACK, self._rows(fresh))
+                    except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
+                        raise _StoredKey from exc
                 for hook in self.append_hooks:
                     hook(self, fresh)
                 if positions:
@@ -183,41 +213,6 @@ class SqliteStore(StoreBase):
             raise
         self._size += len(fresh)
         return AppendResult(stored=fresh, duplicates=dups)
-
-    def _insert(self, unique: list[Record], aliases: bool) -> list[Record]:
-        """Insert the records whose keys are new, leaf indexes from ``self._size``; the new ones, in order.
-
-        Keys are looked up first only when duplicates are likely (key aliases exist, or the previous
-        batch had duplicates: a replay). Otherwise the batch is inserted at once under a savepoint and
-        the ``key`` UNIQUE index, which searches for the key anyway, answers: a duplicate rolls the
-        savepoint back and the batch is inserted again without the known keys. The lookup cost ~4 µs
-        per event (bench/store_floor.py, "current + key lookup")."""
-        conn = self._conn
-        if aliases or self._replaying:
-            existing = _existing_keys(conn, [r.key for r in unique], aliases)
-            fresh = [r for r in unique if r.key not in existing]
-            self._replaying = len(fresh) < len(unique)
-            conn.executemany(_INSERT, self._rows(fresh))
-            return fresh
-        rows = self._rows(unique)
-        conn.execute("SAVEPOINT optimistic_append")
-        try:
-            conn.executemany(_INSERT, rows)
-        except sqlite3.IntegrityError:
-            conn.execute("ROLLBACK TO optimistic_append")
-            conn.execute("RELEASE optimistic_append")
-            existing = _existing_keys(conn, [r.key for r in unique])
-            by_key = {r[1]: r for r in rows}
-            fresh = [r for r in unique if r.key not in existing]
-            self._replaying = True
-            for r in unique:
-                r.leaf_index = None
-            for i, r in enumerate(fresh):
-                r.leaf_index = self._size + i
-            conn.executemany(_INSERT, [(r.leaf_index, *by_key[r.key][1:]) for r in fresh])
-            return fresh
-        conn.execute("RELEASE optimistic_append")
-        return unique
 
     def _rows(self, records: list[Record]) -> list[tuple[Any, ...]]:
         bodies = self.codec.compress_many([r.body for r in records])
