@@ -63,6 +63,8 @@ class Variant:
     batch: int = 0  # 0: --batch
     key_lookup: bool = False  # the append's pre-insert SELECT of the batch's keys
     tree: str = ""  # "", "rowid" (trail_nodes as today), "without-rowid"
+    verb: str = "INSERT"  # or "INSERT OR ROLLBACK" (no statement journal: a conflict ends the transaction)
+    savepoint: bool = False  # the batch's executemany inside SAVEPOINT … RELEASE
     extra: list[str] = field(default_factory=list)  # statements after the schema
 
 
@@ -126,6 +128,8 @@ def variants(s: Schema) -> list[Variant]:
         Variant("current, 10,000-row transactions", batch=10_000),
         Variant("current, one transaction", batch=1 << 40),
         Variant("current + key lookup", key_lookup=True),
+        Variant("current, executemany inside a SAVEPOINT", savepoint=True),
+        Variant("current, INSERT OR ROLLBACK (no statement journal)", verb="INSERT OR ROLLBACK"),
         Variant("current + tree rows (trail_nodes as today)", tree="rowid"),
         Variant("current + tree rows (trail_nodes WITHOUT ROWID)", tree="without-rowid"),
         Variant("leaf_index rowid + key lookup + tree WITHOUT ROWID", rowid_leaf, key_lookup=True,
@@ -174,7 +178,7 @@ def one_run(rows: list[tuple[Any, ...]], schema: Schema, v: Variant, batch: int)
     cols = v.columns
     pick = [INSERT_COLUMNS.index(c) for c in cols]
     data = rows if cols == INSERT_COLUMNS else [tuple(r[i] for i in pick) for r in rows]
-    insert = f"INSERT INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    insert = f"{v.verb} INTO entries ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
     n = len(data)
     size = v.batch or batch
     batches = [data[i:i + size] for i in range(0, n, size)]
@@ -200,7 +204,11 @@ def one_run(rows: list[tuple[Any, ...]], schema: Schema, v: Variant, batch: int)
                     chunk = keys[i:i + 500]
                     conn.execute(f"SELECT key FROM entries WHERE key IN ({','.join('?' * len(chunk))})",
                                  chunk).fetchall()
+            if v.savepoint:
+                conn.execute("SAVEPOINT batch")
             conn.executemany(insert, b)
+            if v.savepoint:
+                conn.execute("RELEASE batch")
             if v.tree:
                 new = leaves[start:start + len(b)]
                 nodes: list[tuple[int, int, bytes]] = []
