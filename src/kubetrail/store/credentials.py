@@ -19,13 +19,18 @@ _ID_COLUMNS = ("credential_id", "lookup", "subject")
 
 _ADD_USE = ("INSERT INTO credential_uses (credential, received, request, time, leaf_index, code, link) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, received, request) DO NOTHING")
-# A use as the timeline shows it: its own time, code and link, the rest from the stage it was first seen
-# in (migration 0013 stopped copying those into every use row).
-_USE_SELECT = (
-    "SELECT u.time, COALESCE(e.audit_id, ''), COALESCE(e.stage, ''), u.leaf_index, u.code, COALESCE(e.verb, ''), "
-    "COALESCE(CASE WHEN e.subresource = '' THEN e.resource ELSE e.resource || '/' || e.subresource END, ''), "
-    "COALESCE(e.namespace, ''), COALESCE(e.name, ''), COALESCE(e.source_ip, ''), COALESCE(e.user_agent, ''), u.link "
-    "FROM credential_uses u LEFT JOIN entries e ON e.leaf_index = u.leaf_index")
+# A use is "in step" when its time (of the stage first seen) is at most WINDOW_NS after the request was
+# received, as nearly all are; the others are indexed by time in credential_uses_outliers (migration
+# 0015). The key orders a credential's uses by receive time, so an in-step use's time is within
+# WINDOW_NS of its place in the key: ``uses`` reads the key in order and stops once no later row can
+# come before what it has (the outliers come from their index). The predicate is spelled as the
+# migration and PostgreSQL's catalogue spell it, so both planners use the partial index.
+WINDOW_NS = 2_000_000_000
+_OUTLIER = "(time < received) OR (time > (received + 2000000000))"
+_ENTRY_FIELDS = ("SELECT leaf_index, audit_id, stage, verb, CASE WHEN subresource = '' THEN resource ELSE "
+                 "resource || '/' || subresource END, namespace, name, source_ip, user_agent FROM entries "
+                 "WHERE leaf_index IN ")
+_PAGE = 512
 
 
 class CredentialTables:
@@ -127,11 +132,60 @@ class CredentialTables:
 
     def uses(self, cred_id: str, limit: int, newest_first: bool = False) -> list[tuple[Any, ...]]:
         """(time, audit_id, stage, leaf_index, code, verb, resource, namespace, name, source_ip, user_agent,
-        link) in time order (or newest first); what the use's record said is read from its entry."""
-        order = "DESC" if newest_first else "ASC"
-        return [tuple(r) for r in self.db.execute(
-            f"{_USE_SELECT} WHERE u.credential = ? ORDER BY u.time {order}, u.leaf_index {order} LIMIT ?",
-            (cred_id, limit))]
+        link) of the first ``limit`` uses by (time, leaf index), or the last ones newest first; what the
+        use's record said is read from its entry."""
+        if limit <= 0:
+            return []
+        desc = "DESC" if newest_first else "ASC"
+        found = [tuple(r) for r in self.db.execute(
+            f"SELECT time, leaf_index, code, link FROM credential_uses WHERE credential = ? AND ({_OUTLIER}) "
+            f"ORDER BY time {desc}, leaf_index {desc} LIMIT ?", (cred_id, limit))]
+        found += self._in_step(cred_id, limit, newest_first)
+        found.sort(key=lambda u: (u[0], -1 if u[1] is None else u[1]), reverse=newest_first)
+        return self._with_entries(found[:limit])
+
+    def _in_step(self, cred_id: str, limit: int, newest_first: bool) -> list[tuple[Any, ...]]:
+        """The first (last) ``limit`` in-step uses by time, reading the key in growing pages from the
+        start (end) and stopping at the first receive time no use of which can still make the cut."""
+        best: list[tuple[Any, ...]] = []
+        after: tuple[int, str] | None = None
+        op, desc = (">", "ASC") if not newest_first else ("<", "DESC")
+        page = limit + 32
+        while True:
+            cond = "" if after is None else f" AND (received, request) {op} (?, ?)"
+            rows = self.db.execute(
+                f"SELECT received, request, time, leaf_index, code, link FROM credential_uses WHERE credential = ?"
+                f"{cond} ORDER BY received {desc}, request {desc} LIMIT ?",
+                (cred_id, *(after or ()), page)).fetchall()
+            for received, _, t, leaf, code, link in rows:
+                if received <= t <= received + WINDOW_NS:
+                    best.append((t, leaf, code, link))
+            if len(rows) < page:
+                break
+            page = min(page * 2, 8192)
+            after = (rows[-1][0], rows[-1][1])
+            if len(best) >= limit:
+                best.sort(key=lambda u: (u[0], -1 if u[1] is None else u[1]), reverse=newest_first)
+                del best[limit:]
+                edge = best[-1][0]
+                # uses received later (earlier) than this are timed after (before) the edge
+                if (not newest_first and after[0] > edge) or (newest_first and after[0] + WINDOW_NS < edge):
+                    break
+        return best
+
+    def _with_entries(self, uses: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        fields: dict[int, tuple[Any, ...]] = {}
+        leaves = sorted({u[1] for u in uses if u[1] is not None})
+        for i in range(0, len(leaves), _PAGE):
+            chunk = leaves[i:i + _PAGE]
+            for r in self.db.execute(_ENTRY_FIELDS + f"({', '.join('?' * len(chunk))})", chunk):
+                fields[int(r[0])] = tuple(r[1:])
+        blank = ("",) * 8
+        out = []
+        for t, leaf, code, link in uses:
+            a, st, v, res, ns, n, ip, ua = fields.get(leaf, blank) if leaf is not None else blank
+            out.append((t, a, st, leaf, code, v, res, ns, n, ip, ua, link))
+        return out
 
     # -- flags ----------------------------------------------------------------------------------
     def flags(self, cred_id: str) -> set[str]:

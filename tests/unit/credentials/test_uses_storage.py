@@ -92,7 +92,7 @@ OLD_USES = """CREATE TABLE credential_uses (
 
 def as_before_0013(cluster: Cluster) -> int:
     """Rewrite the uses as kubetrail wrote them before migration 0013 (0004's table, every field copied
-    from the record of the first stage seen) and forget that 0013 ran; returns how many."""
+    from the record of the first stage seen) and forget that 0013 and 0015 ran; returns how many."""
     store = cluster.store
     rows = sql(store, "SELECT credential, request, leaf_index, time, code, link FROM credential_uses").fetchall()
     old = []
@@ -107,7 +107,7 @@ def as_before_0013(cluster: Cluster) -> int:
     sql(store, "CREATE INDEX credential_uses_time ON credential_uses (credential, time)")
     for row in old:
         sql(store, "INSERT INTO credential_uses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-    sql(store, "DELETE FROM schema_migrations WHERE version = 13")
+    sql(store, "DELETE FROM schema_migrations WHERE version IN (13, 15)")  # 0015 changes 0013's index
     return len(old)
 
 
@@ -125,7 +125,7 @@ def test_migration_0013_keeps_every_use_and_the_same_timeline(tmp_path, store_ur
 
     c = Cluster(data, store_url)  # opening migrates
     try:
-        assert sql(c.store, "SELECT COUNT(*) FROM schema_migrations WHERE version = 13").fetchone()[0] == 1
+        assert sql(c.store, "SELECT COUNT(*) FROM schema_migrations WHERE version IN (13, 15)").fetchone()[0] == 2
         after = {e["id"]: c.show(e["id"]) for e in c.list(identities=True)}
         assert after == before
         assert sql(c.store, "SELECT COUNT(*) FROM credential_uses").fetchone()[0] == 4
@@ -140,3 +140,38 @@ def test_migration_0013_keeps_every_use_and_the_same_timeline(tmp_path, store_ur
         c.close()
     with open_store(store_url, data_dir=data) as s:  # and again: nothing left to migrate
         assert s.credentials.uses(cid, 10)[0][1] == "req-1"
+
+
+def test_the_timeline_reads_the_key_in_order_and_merges_the_outliers(tmp_path, store_url) -> None:
+    """Many uses (several pages of the key) with latencies from 0 to minutes, and some stamped before
+    they were received: the first and last N by (time, leaf index) are what sorting every use gives."""
+    import random
+
+    rng = random.Random(7)
+    c = Cluster(str(tmp_path / "d"), store_url)
+    try:
+        events = []
+        for i in range(1300):
+            at = i * 0.05 + rng.random() * 0.04
+            ev = use("alice", at, KEY, audit_id=f"r{i:05d}")
+            lat = rng.choice([0.001, 0.01, 0.2, 1.9, 2.1, 45.0, 300.0, -0.5]) if i % 7 == 0 else rng.random() * 0.05
+            ev["stageTimestamp"] = ts(at + lat)
+            events.append(ev)
+        rng.shuffle(events)
+        for i in range(0, len(events), 100):
+            c.feed(*events[i:i + 100])
+        repo = c.store.credentials
+        cid = c.show(KEY.removeprefix("X509SHA256="))["id"]
+        every = sql(c.store, "SELECT time, leaf_index FROM credential_uses WHERE credential = ?", (cid,)).fetchall()
+        assert len(every) == 1300
+        ordered = sorted((int(t), int(li)) for t, li in every)
+        n_out = sql(c.store, "SELECT COUNT(*) FROM credential_uses WHERE credential = ? AND "
+                             "((time < received) OR (time > (received + 2000000000)))", (cid,)).fetchone()[0]
+        assert 20 < n_out < 200  # both kinds of use are there
+        for limit in (1, 5, 200, 511, 512, 513, 1299, 1300, 5000):
+            got = [(u[0], u[3]) for u in repo.uses(cid, limit)]
+            assert got == ordered[:limit], limit
+            got = [(u[0], u[3]) for u in repo.uses(cid, limit, newest_first=True)]
+            assert got == ordered[::-1][:limit], limit
+    finally:
+        c.close()
