@@ -104,6 +104,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     source: BrokerSourceConfig | None = None  # collector: the broker it reads
     enrich: EnrichConfig | None = None
     redact: RedactConfig = RedactConfig()
+    # ``run`` (and an agent without a sink): > 0 runs detection and credentials in a process of their
+    # own beside the writer (kubetrail/consumer_process.py); None: by the CPU count (workers.py)
+    workers: int | None = None
 
 
 _PATH_IN_MSG = re.compile(r" - at `\$(?P<path>[^`]*)`$")
@@ -141,6 +144,8 @@ def parse(data: Any, origin: str = "config") -> Config:
 def _check(config: Config) -> None:
     if config.checkpoint_interval_secs <= 0:
         raise ConfigError("checkpoint_interval_secs", "must be greater than 0")
+    if config.workers is not None and config.workers < 0:
+        raise ConfigError("workers", "must be 0 or more")
     detect = config.detect.settings()
     if detect is not None:
         check_settings(detect, SECTION)

@@ -24,15 +24,26 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import queue
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from kubetrail import ordering, telemetry
 from kubetrail.errors import KubetrailError
 from kubetrail.record import Record, decode_records, encode_records
 from kubetrail.runtime import batch_done, tune_gc
 
 READY_TIMEOUT_SECS = 120.0  # start-up of the process (imports, compiling the rules)
+# Memory of the consumers' process (issue 18: < 300 MB beside the writer). Its two reorder buffers hold
+# the same records; these caps (one process: 48 / 16 MiB, ordering.py) keep ~6,000 RequestResponse
+# records in memory, ~2,000 of them parsed, the rest read back from the store when released. Its
+# SQLite page cache serves only those reads and the consumers' own tables (the writer's: 64 MiB).
+MEMORY_BYTES = 24 << 20
+PARSED_BYTES = 8 << 20
+CACHE_KIB = 16 * 1024
 
 
 class ConsumerProcessError(KubetrailError):
@@ -44,7 +55,9 @@ Factory = Callable[[Any, Any], Any]
 
 class ConsumerProcess:
     """The writer's side: a consumer (``consume``, ``close``, ``delivered``, ``arrived``, ``tick``)
-    whose work happens in the child process."""
+    whose work happens in the child process. A thread here reads what the child says: its telemetry
+    events are emitted here (``/metrics`` of ``run`` is this process's registry: an alert raised
+    there moves ``kubetrail_detect_alerts_total`` here), anything else is a reply for ``_expect``."""
 
     def __init__(self, options: Any, factories: Sequence[Factory]) -> None:
         ctx = multiprocessing.get_context("forkserver")
@@ -56,21 +69,38 @@ class ConsumerProcess:
         child.close()
         self._ready = False
         self._failed: str | None = None
+        self._replies: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._reader = threading.Thread(target=self._read, name="kubetrail-consumers-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = self._conn.recv()
+            except BaseException:  # noqa: BLE001 - EOF, a reset pipe (killed with our message unread), a torn message
+                self._replies.put(("gone",))
+                return
+            if msg[0] == "events":
+                for event in msg[1]:
+                    with contextlib.suppress(Exception):  # a metric must never stop the consumers
+                        telemetry.emit(event)
+            else:
+                self._replies.put(msg)
 
     def wait_ready(self) -> None:
         """Before the first commit: the consumers read their position when they start, so they must
         have started before the writer stores anything (or they would take it as one catch-up)."""
         if self._ready:
             return
-        if not self._conn.poll(READY_TIMEOUT_SECS):
-            raise ConsumerProcessError("the detection/credentials process did not start")
-        self._expect("ready")
+        self._expect("ready", READY_TIMEOUT_SECS)
         self._ready = True
 
-    def _expect(self, what: str) -> None:
+    def _expect(self, what: str, timeout: float | None = None) -> None:
         try:
-            msg = self._conn.recv()
-        except (EOFError, OSError):  # OSError: killed with our last message unread, the pipe is reset
+            msg = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            msg = ("error", "it did not start")
+        if msg[0] == "gone":
             self._proc.join(5)
             msg = ("error", f"it exited (code {self._proc.exitcode})")
         if msg[0] != what:
@@ -81,7 +111,7 @@ class ConsumerProcess:
         self.wait_ready()
         if self._failed is not None:
             raise ConsumerProcessError(f"detection/credentials process: {self._failed}")
-        if self._conn.poll():  # it only ever speaks first to say it failed
+        if not self._replies.empty():  # it only ever speaks first to say it failed
             self._expect("ok")
         try:
             self._conn.send(msg)
@@ -108,11 +138,12 @@ class ConsumerProcess:
                 self._send("close")
                 self._expect("closed")
         finally:
-            self._conn.close()
             self._proc.join(timeout=60)
             if self._proc.is_alive():
                 self._proc.kill()
                 self._proc.join()
+            self._reader.join(timeout=5)  # it has emitted the last events (the pipe is at EOF)
+            self._conn.close()
 
 
 class _Channel(Protocol):
@@ -127,25 +158,48 @@ class _Channel(Protocol):
 
 def _main(options: Any, factories: list[Factory], conn: _Channel, quiet: bool) -> None:
     from kubetrail.store import open_store
+    from kubetrail.store.sqlite_schema import set_cache_kib
 
+    # The writer decides when this process stops (``close``): a Ctrl-C or a SIGTERM sent to the whole
+    # process group must not kill it with alerts undelivered (the writer kills it after 60 s at worst).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if quiet:
         sys.stdout = sys.stderr
+    ordering.set_budget(MEMORY_BYTES, PARSED_BYTES)
+    set_cache_kib(CACHE_KIB)
+    events: list[telemetry.Event] = []
+    telemetry.listen(events.append)
+    telemetry.log.disabled = True  # each event is logged once, by the writer, which emits it again
     store = None
     try:
         store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
         consumers = [c for c in (f(store, options) for f in factories) if c is not None]
         tune_gc()
+        _say(conn, events)
         conn.send(("ready",))
-        while _handle(conn.recv(), consumers, store):
-            pass
+        while True:
+            more = _handle(conn.recv(), consumers, store)
+            _say(conn, events)
+            if not more:
+                break
         conn.send(("closed",))
     except BaseException as exc:  # noqa: BLE001 - said to the writer, which raises it
         with contextlib.suppress(OSError):
+            _say(conn, events)
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         if store is not None:
             store.close()
         conn.close()
+
+
+def _say(conn: _Channel, events: list[telemetry.Event]) -> None:
+    """The telemetry events emitted here since the last time, for the writer to emit."""
+    if events:
+        batch = events[:]
+        del events[:]
+        conn.send(("events", batch))
 
 
 def _handle(msg: tuple[Any, ...], consumers: list[Any], store: Any) -> bool:

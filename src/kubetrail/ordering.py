@@ -35,6 +35,8 @@ from kubetrail.store.api import Store
 DEFAULT_MEMORY_LIMIT = 100_000
 DEFAULT_MEMORY_BYTES = 48 << 20  # bodies of held records (and ~RECORD_OVERHEAD each)
 DEFAULT_PARSED_BYTES = 16 << 20  # bodies of held records whose parsed event is kept
+# What buffers built without explicit caps get in this process (``set_budget``).
+_budget = {"memory_bytes": DEFAULT_MEMORY_BYTES, "parsed_bytes": DEFAULT_PARSED_BYTES}
 RECORD_OVERHEAD = 1024  # a Record, its meta and key, beyond the body
 
 # (time, key, leaf_index, record or None when spilled, (bytes held, bytes of parsed events held))
@@ -42,17 +44,26 @@ Entry = tuple[int, str, int, "Record | None", tuple[int, int]]
 _NOTHING = (0, 0)
 
 
+def set_budget(memory_bytes: int, parsed_bytes: int) -> None:
+    """The caps of every buffer built from now on in this process without its own. The consumers'
+    own process (``kubetrail.consumer_process``) lowers them: its two buffers hold the same records,
+    and beside the writer it must stay small (issue 18: < 300 MB with workers); a record spilled
+    over the cap is read back from the store when released, a parsed event dropped is parsed again."""
+    _budget["memory_bytes"] = max(0, int(memory_bytes))
+    _budget["parsed_bytes"] = max(0, int(parsed_bytes))
+
+
 class ReorderBuffer:
     """Held records sorted by ``(time, key)``. Arrival is mostly in order, so a record is appended
     (O(1)) and only an out-of-order one is inserted (``bisect``); release takes from the front."""
 
     def __init__(self, lateness_ns: int, memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                 frontier: tuple[int, str] | None = None, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                 parsed_bytes: int = DEFAULT_PARSED_BYTES) -> None:
+                 frontier: tuple[int, str] | None = None, memory_bytes: int | None = None,
+                 parsed_bytes: int | None = None) -> None:
         self.lateness_ns = max(0, int(lateness_ns))
         self.memory_limit = memory_limit
-        self.memory_bytes = memory_bytes
-        self.parsed_bytes = parsed_bytes
+        self.memory_bytes = _budget["memory_bytes"] if memory_bytes is None else memory_bytes
+        self.parsed_bytes = _budget["parsed_bytes"] if parsed_bytes is None else parsed_bytes
         self.frontier = frontier
         self.max_seen: int | None = frontier[0] if frontier else None
         self._wall_mark: int | None = None  # the watermark wall time has pushed it to (``advance``)

@@ -60,7 +60,7 @@ from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_creat
 from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.trail.checkpointer import make_checkpointer
-from kubetrail.workers import Ready, WorkerPool
+from kubetrail.workers import Ready, WorkerPool, default_live_workers
 
 REJECTS_FILE = "rejects.jsonl"
 DEFAULT_BATCH = 2000
@@ -421,11 +421,15 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     cannot start at all on its first attempt (``UnavailableError``: a port in use, a TLS key that
     does not match its certificate) stops the run at once and is raised: no retry can fix it.
     """
+    workers = default_live_workers() if config.workers is None else config.workers
     options = Options(data_dir=config.data_dir, store=config.store, cluster=config.cluster, detect=config.detect.enabled,
                       witness_dir=config.witness_dir, live=True, redaction_key_file=config.redaction_key_file,
-                      detect_settings=config.detect.settings())
+                      detect_settings=config.detect.settings(), workers=workers)
     stages, enrich = build_stages(config)
     pipe = open_pipeline(options)
+    if pipe.apart is not None:
+        log("detection and credentials run in a process of their own (workers: "
+            f"{workers}{', by the CPU count' if config.workers is None else ''})")
     pipe.stages = stages
     if enrich is not None:
         enrich.start()

@@ -71,16 +71,29 @@ _decoder = msgspec.msgpack.Decoder(PreparedChunk)
 _state: dict[str, Any] = {}
 
 
+def cpus() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_live_workers() -> int:
+    """``workers`` left unset for ``run``: with more than one CPU, detection and credentials run in a
+    process of their own (the live sources prepare their own events; only ``ingest`` feeds the
+    preparation workers), so the number only says "apart" (> 0) or not (0)."""
+    n = cpus()
+    return n if n > 1 else 0
+
+
 def default_workers(input_bytes: int) -> int:
     """Workers for ``--workers`` left unset: one per CPU this process may use (the writer shares them:
     it waits while the workers prepare); none (the single-process pipeline) on a single CPU, or for
     less than ``MIN_INPUT_BYTES`` of input (files; stdin's size is unknown: 0), which one process
     reads before workers would have started."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return 0 if cpus <= 1 or input_bytes < MIN_INPUT_BYTES else cpus
+    n = cpus()
+    return 0 if n <= 1 or input_bytes < MIN_INPUT_BYTES else n
 
 
 def _init(key: RedactionKey) -> None:

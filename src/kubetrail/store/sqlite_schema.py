@@ -37,6 +37,16 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
 # The writer's page cache (SQLite's default is 2 MiB): the entries table's indexes and the credential
 # tables take random inserts, and with 2 MiB each one went to the OS for its pages (bench/RESULTS.md).
 CACHE_KIB = 64 * 1024
+
+
+def set_cache_kib(kib: int) -> None:
+    """The page cache of the connections opened from now on in this process. The detection/credentials
+    process (kubetrail/consumer_process.py) takes less: it writes only the consumers' tables and reads
+    back only the records its reorder buffers let go of, and it must stay small beside the writer."""
+    global CACHE_KIB
+    CACHE_KIB = max(1, int(kib))
+
+
 # Pages the WAL may hold before a commit copies them into the database (SQLite's default: 1000). A batch
 # dirties index pages all over the random indexes (key, auditID); the same pages are dirtied again by the
 # next batches, and a larger WAL copies each of them once per checkpoint instead of once per batch

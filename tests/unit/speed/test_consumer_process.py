@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubetrail import telemetry
 from kubetrail.consumer_process import ConsumerProcess, ConsumerProcessError
 from kubetrail.demo.scenario import generate
 from kubetrail.pipeline import Options, open_pipeline
@@ -58,8 +60,20 @@ def test_consumers_in_their_own_process_decide_what_the_writer_would(tmp_path: P
     key = tmp_path / "redaction.key"
     load_or_create(str(key))
     items = _items()
-    one = _run(tmp_path / "one", key, 0, items)
-    two = _run(tmp_path / "two", key, 1, items)
+    raised: list[list[tuple[str, str]]] = []
+    pipes = {}
+    for name, workers in (("one", 0), ("two", 1)):
+        seen: list[tuple[str, str]] = []
+        stop = telemetry.listen(lambda e, seen=seen: seen.append((e.rule, e.subject))
+                                if isinstance(e, telemetry.DetectAlertRaised) else None)
+        try:
+            pipes[name] = _run(tmp_path / name, key, workers, items)
+        finally:
+            stop()
+        raised.append(sorted(seen))
+    one, two = pipes["one"], pipes["two"]
+    # alerts raised in the consumers' process are emitted in the writer too (its /metrics in `run`)
+    assert raised[0] and raised[0] == raised[1]
     assert [type(c).__name__ for c in one.consumers] == ["Checkpointer", "DetectConsumer", "CredentialConsumer"]
     assert [type(c) for c in two.consumers] == [Checkpointer, ConsumerProcess]  # the writer runs neither
     a, b = _state(tmp_path / "one"), _state(tmp_path / "two")
@@ -103,8 +117,17 @@ def test_a_process_killed_with_a_batch_unread_is_a_consumer_error(tmp_path: Path
     pipe = open_pipeline(Options(data_dir=str(data), workers=1), batch_size=100)
     assert pipe.apart is not None
     items = _items(300)[:300]
-    pipe.ingest_items(items[:100], SRC)
-    os.kill(pipe.apart._proc.pid, signal.SIGSTOP)
+    handled: list[telemetry.Event] = []
+    stop = telemetry.listen(lambda e: handled.append(e) if isinstance(e, telemetry.DetectLagMeasured) else None)
+    try:
+        pipe.ingest_items(items[:100], SRC)
+        deadline = time.monotonic() + 60
+        while not handled and time.monotonic() < deadline:  # its events come once it handled the batch
+            time.sleep(0.02)
+    finally:
+        stop()
+    assert handled, "the consumer process's telemetry never reached the writer"
+    os.kill(pipe.apart._proc.pid, signal.SIGSTOP)  # idle: the next batch stays unread in the pipe
     pipe.ingest_items(items[100:200], SRC)  # sent, never read
     os.kill(pipe.apart._proc.pid, signal.SIGKILL)
     pipe.apart._proc.join()

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import orjson
 
-from kubetrail.ordering import RECORD_OVERHEAD, ReorderBuffer
+from kubetrail.ordering import (
+    DEFAULT_MEMORY_BYTES,
+    DEFAULT_PARSED_BYTES,
+    RECORD_OVERHEAD,
+    ReorderBuffer,
+    set_budget,
+)
 from kubetrail.record import Decoded, Record, SourceRef
 from kubetrail.stages.extract import to_record
 from kubetrail.testing import make_event
@@ -69,3 +75,22 @@ def test_a_record_body_takes_its_length_in_memory() -> None:
     size = sum(len(b) for b in bodies)
     assert size > 100 * 2500
     assert held < size * 1.2, (held, size)  # without the exact copy: ~2.7x
+
+
+def test_set_budget_caps_the_buffers_built_afterwards() -> None:
+    """The consumers' own process lowers the caps of the buffers its consumers build (they take no
+    caps of their own): records beyond them are held as positions only, parsed events dropped."""
+    records = [rec(i) for i in range(5)]
+    size = len(records[0].body) + RECORD_OVERHEAD
+    before = ReorderBuffer(lateness_ns=S)
+    try:
+        set_budget(memory_bytes=size * 2, parsed_bytes=size)
+        buf = ReorderBuffer(lateness_ns=S)
+        buf.add(records)
+        held = buf.drain()
+        assert [e[3] is not None for e in held] == [True, True, False, False, False]
+        assert ["_event" in e[3].__dict__ for e in held[:2] if e[3] is not None] == [True, False]
+    finally:
+        set_budget(DEFAULT_MEMORY_BYTES, DEFAULT_PARSED_BYTES)
+    assert (before.memory_bytes, before.parsed_bytes) == (DEFAULT_MEMORY_BYTES, DEFAULT_PARSED_BYTES)
+    assert ReorderBuffer(lateness_ns=S).memory_bytes == DEFAULT_MEMORY_BYTES
