@@ -1,7 +1,8 @@
 """`kubetrail run --workers N` (issue 18): with N > 0 detection and credentials run in a process of
 their own beside the writer, fed what the writer committed; they decide the same alerts and the same
 credential inventory as `run --workers 0`, from a real audit file the run tails, and stop cleanly on
-SIGTERM. `workers:` in the config file is the same setting (the flag wins)."""
+SIGTERM, even one sent to the whole process group. `workers:` in the config file is the same setting
+(the flag wins)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,10 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _run(tmp_path: Path, name: str, log: Path, key: Path, flag: list[str], config_workers: int | None) -> dict[str, Any]:
+def _run(tmp_path: Path, name: str, log: Path, key: Path, flag: list[str], config_workers: int | None,
+         group: bool = False) -> dict[str, Any]:
+    """``group``: SIGTERM goes to the whole process group (systemd's stop, a Ctrl-C's SIGINT alike),
+    the consumers' process included: it must leave the stop to the writer."""
     data = tmp_path / name
     data.mkdir()
     (data / KEY_FILE).write_bytes(key.read_bytes())
@@ -61,7 +65,7 @@ def _run(tmp_path: Path, name: str, log: Path, key: Path, flag: list[str], confi
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, "-m", "kubetrail", "run", "--config", str(path), *flag],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=group)
     try:
         deadline = time.monotonic() + 120
         size = 0
@@ -77,7 +81,10 @@ def _run(tmp_path: Path, name: str, log: Path, key: Path, flag: list[str], confi
             time.sleep(0.2)
         assert size == EVENTS, f"stored {size} of {EVENTS}"
         helpers = _descendants(proc.pid)
-        proc.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
     finally:
         if proc.poll() is None:
@@ -101,7 +108,7 @@ def test_run_with_workers_decides_what_one_process_does(tmp_path: Path) -> None:
 
     one = _run(tmp_path, "one", log, key, ["--workers", "0"], config_workers=3)
     apart = _run(tmp_path, "apart", log, key, ["--workers", "2"], config_workers=0)
-    from_config = _run(tmp_path, "config", log, key, [], config_workers=1)
+    from_config = _run(tmp_path, "config", log, key, [], config_workers=1, group=True)
 
     assert one["helpers"] == [] and "process of their own" not in one["err"]
     for r, n in ((apart, 2), (from_config, 1)):
