@@ -38,12 +38,12 @@ from kubetrail.runtime import batch_done, tune_gc
 
 READY_TIMEOUT_SECS = 120.0  # start-up of the process (imports, compiling the rules)
 # Memory of the consumers' process (issue 18: < 300 MB beside the writer). Its two reorder buffers hold
-# the same records; these caps (one process: 48 / 16 MiB, ordering.py) keep ~6,000 RequestResponse
-# records in memory, ~2,000 of them parsed, the rest read back from the store when released. Its
+# the same records; these caps (one process: 48 / 16 MiB, ordering.py) keep ~4,000 RequestResponse
+# records in memory, ~1,000 of them parsed, the rest read back from the store when released. Its
 # SQLite page cache serves only those reads and the consumers' own tables (the writer's: 64 MiB).
-MEMORY_BYTES = 24 << 20
-PARSED_BYTES = 8 << 20
-CACHE_KIB = 16 * 1024
+MEMORY_BYTES = 16 << 20
+PARSED_BYTES = 4 << 20
+CACHE_KIB = 8 * 1024
 
 
 class ConsumerProcessError(KubetrailError):
@@ -179,7 +179,7 @@ def _main(options: Any, factories: list[Factory], conn: _Channel, quiet: bool) -
         _say(conn, events)
         conn.send(("ready",))
         while True:
-            more = _handle(conn.recv(), consumers, store)
+            more = _handle(conn, consumers, store)
             _say(conn, events)
             if not more:
                 break
@@ -202,13 +202,15 @@ def _say(conn: _Channel, events: list[telemetry.Event]) -> None:
         conn.send(("events", batch))
 
 
-def _handle(msg: tuple[Any, ...], consumers: list[Any], store: Any) -> bool:
+def _handle(conn: _Channel, consumers: list[Any], store: Any) -> bool:
     """One message from the writer; False after ``close``."""
     from kubetrail.pipeline import _each  # the same "run every consumer, raise the first failure"
 
+    msg = conn.recv()
     what = msg[0]
     if what == "batch":
         records = decode_records(msg[1])
+        del msg  # the encoded batch (~10 MB of RequestResponse records) is not kept while they work
         try:
             _each(consumers, lambda c: c.consume(records, store))
         finally:
