@@ -65,6 +65,12 @@ def parse_rfc3339_ns(value: Any) -> int | None:
         if 0 < len(frac) <= 9 and frac.isdecimal():  # isdecimal: what int() reads ("²" is a digit, not decimal)
             ns = secs * 1_000_000_000 + int(frac) * _FRACTION_NS[len(frac)]
             return ns if _INT64_MIN <= ns <= _INT64_MAX else None
+    return _parse_rest(value, secs)
+
+
+def _parse_rest(value: str, secs: int) -> int | None:
+    """Every form after the seconds (fraction of any length, Z/z or a numeric offset): the general
+    reading, which the apiserver-form short path above must agree with."""
     rest = value[19:]
     frac = 0
     if rest.startswith("."):

@@ -79,6 +79,11 @@ class _Lines:
                 number = self.number
                 self.number = number + 1
                 return number, 0, buf[pos:end]
+        return self._next_general(limit)
+
+    def _next_general(self, limit: int) -> tuple[int, int, bytes | None] | None:
+        """``next`` for whatever the short path does not take: blank runs, a line the buffer does not
+        hold whole, an over-long line."""
         blanks = 0
         while (m := _NOT_BLANK.search(self.buf, self.pos)) is None:
             blanks += self.buf.count(b"\n", self.pos)

@@ -1,5 +1,5 @@
 """``files._Lines.next`` answers a whole line at the read position without the blank-line search
-(issue 18, third pass). The general reading it skips is kept below: both must give the same line
+(issue 18, third pass). The general reading it skips (``_next_general``) must agree: both must give the same line
 numbers, blank counts and lines (long ones as None) on streams mixing blank and whitespace-only
 lines, CRLF, lines over the limit and lines cut by chunk ends."""
 
@@ -7,51 +7,18 @@ from __future__ import annotations
 
 import io
 import random
-import re
 
 import pytest
 
 from kubetrail.sources import files
 from kubetrail.sources.files import _Lines
 
-_NOT_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
-
 
 class _Reference(_Lines):
-    """``_Lines.next`` as it was before the short path (the general reading, verbatim)."""
+    """Every line through the general reading (the one the short path skips)."""
 
     def next(self, limit: int) -> tuple[int, int, bytes | None] | None:
-        blanks = 0
-        while (m := _NOT_BLANK.search(self.buf, self.pos)) is None:
-            blanks += self.buf.count(b"\n", self.pos)
-            self.pos = len(self.buf)
-            if not self._more():
-                return None
-        start = self.buf.rfind(b"\n", self.pos, m.start()) + 1 or self.pos
-        blanks += self.buf.count(b"\n", self.pos, start)
-        self.pos = start
-        parts: list[bytes] = []
-        size = 0
-        line: bytes | None = None
-        while True:
-            end = self.buf.find(b"\n", self.pos)
-            piece = self.buf[self.pos:end if end >= 0 else len(self.buf)]
-            size += len(piece)
-            if size > limit:
-                self._skip_line()
-                break
-            parts.append(piece)
-            if end >= 0:
-                self.pos = end + 1
-                line = b"".join(parts)
-                break
-            self.pos = len(self.buf)
-            if not self._more():
-                line = b"".join(parts)
-                break
-        number = self.number + blanks
-        self.number = number + 1
-        return number, blanks, line
+        return self._next_general(limit)
 
 
 def _all(lines: _Lines, limit: int) -> list[tuple[int, int, bytes | None]]:
