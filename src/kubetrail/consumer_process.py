@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kubetrail import ordering, telemetry
-from kubetrail.errors import KubetrailError
+from kubetrail.errors import ConfigError, KubetrailError
 from kubetrail.record import Record, decode_records, encode_records
 from kubetrail.runtime import batch_done, tune_gc
 
@@ -105,6 +105,8 @@ class ConsumerProcess:
             msg = ("error", f"it exited (code {self._proc.exitcode})")
         if msg[0] != what:
             self._failed = str(msg[1]) if msg[0] == "error" else f"unexpected {msg[0]!r}"
+            if msg[0] == "error" and len(msg) == 4:  # a ConfigError there (e.g. detect.yaml): the same error here
+                raise ConfigError(msg[2], msg[3])
             raise ConsumerProcessError(f"detection/credentials process: {self._failed}")
 
     def _send(self, *msg: Any) -> None:
@@ -187,7 +189,10 @@ def _main(options: Any, factories: list[Factory], conn: _Channel, quiet: bool) -
     except BaseException as exc:  # noqa: BLE001 - said to the writer, which raises it
         with contextlib.suppress(OSError):
             _say(conn, events)
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            if isinstance(exc, ConfigError):  # raised as itself in the writer: a bad setting exits 2 naming its key
+                conn.send(("error", f"{type(exc).__name__}: {exc}", exc.where, exc.message))
+            else:
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         if store is not None:
             store.close()

@@ -428,6 +428,13 @@ def run_live(config: Config, stop: threading.Event, log: Callable[[str], None] =
     stages, enrich = build_stages(config)
     pipe = open_pipeline(options)
     if pipe.apart is not None:
+        # A live source may commit nothing for a long time; a consumer that cannot start (a bad
+        # detect: setting) must stop the run now, as it does in one process, not at the first commit.
+        try:
+            pipe.apart.wait_ready()
+        except BaseException:
+            pipe.close()
+            raise
         log("detection and credentials run in a process of their own (workers: "
             f"{workers}{', by the CPU count' if config.workers is None else ''})")
     pipe.stages = stages

@@ -142,13 +142,30 @@ def test_rules_list_as_a_table_names_every_kind_of_detector() -> None:
         assert line.split()[0] == priority and f" {origin} " in line, line
 
 
-def test_a_typo_in_the_config_files_detect_section_stops_run_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_typo_in_the_config_files_detect_section_stops_run_naming_it(tmp_path: Path, workers: str) -> None:
+    """With workers the detect settings are read in the consumers' own process: the run still stops
+    at once (a live source may commit nothing for hours) with the same error and exit status."""
     (tmp_path / "a.log").touch()
     (tmp_path / "c.yaml").write_text(f"data_dir: {tmp_path}/d\ndetect:\n  disable: [first_seen, frist_seen]\n"
                                      f"sources:\n- {{type: audit_file, path: {tmp_path}/a.log}}\n")
-    r = CliRunner().invoke(cli, ["run", "--config", str(tmp_path / "c.yaml")])
+    r = CliRunner().invoke(cli, ["run", "--config", str(tmp_path / "c.yaml"), "--workers", workers])
     assert r.exit_code == 2, r.output
-    assert "detect.disable[1]: no detector, tag or detector group 'frist_seen'" in r.output
+    assert "error: detect.disable[1]: no detector, tag or detector group 'frist_seen'" in r.output
+
+
+def test_a_typo_in_detect_yaml_stops_ingest_with_workers_before_anything_is_stored(tmp_path: Path) -> None:
+    from kubetrail.demo.scenario import generate
+
+    log = tmp_path / "a.log"
+    log.write_bytes(generate(events=300).lines())
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "detect.yaml").write_text("disable: [frist_seen]\n")
+    r = CliRunner().invoke(cli, ["ingest", "--workers", "2", "--data", str(tmp_path / "d"), str(log)])
+    assert r.exit_code == 2, r.output
+    assert "detect.yaml: disable[0]: no detector, tag or detector group 'frist_seen'" in r.output
+    r = CliRunner().invoke(cli, ["query", "--data", str(tmp_path / "d"), "--count"])
+    assert r.output.strip() == "0", r.output
 
 
 def _key_paths(struct: type, prefix: str = "") -> list[str]:
