@@ -39,10 +39,12 @@ from kubetrail.runtime import batch_done, tune_gc
 READY_TIMEOUT_SECS = 120.0  # start-up of the process (imports, compiling the rules)
 # Memory of the consumers' process (issue 18: < 300 MB beside the writer). Its two reorder buffers hold
 # the same records; these caps (one process: 48 / 16 MiB, ordering.py) keep ~4,000 RequestResponse
-# records in memory, ~1,000 of them parsed, the rest read back from the store when released. Its
-# SQLite page cache serves only those reads and the consumers' own tables (the writer's: 64 MiB).
+# records in memory, none of them parsed (a held record's event is parsed again when released), the
+# rest read back from the store. With 4 MiB of parsed events the 5 GB run peaked at 296 MiB (310 MB),
+# with none at 282 MiB (bench/RESULTS.md "Workers, run and memory"). Its SQLite page cache serves only
+# those reads and the consumers' own tables (the writer's: 64 MiB).
 MEMORY_BYTES = 16 << 20
-PARSED_BYTES = 4 << 20
+PARSED_BYTES = 0
 CACHE_KIB = 8 * 1024
 
 
