@@ -49,7 +49,7 @@ def test_container_lines_travel_the_broker_once(tmp_path: Path, nats_server) -> 
         while time.monotonic() < deadline and len(rows) < 50:
             time.sleep(0.3)
             r = CliRunner().invoke(cli, ["logs", "--json", "--data", col["data_dir"]])
-            rows = [orjson.loads(x) for x in r.output.splitlines()] if r.exit_code == 0 else []
+            rows = [orjson.loads(x) for x in r.stdout.splitlines()] if r.exit_code == 0 else []  # stdout: other threads may log
     finally:
         for s in stops:
             s.set()
