@@ -192,18 +192,16 @@ class Ledger:
         linked to a credential: written out rather than in helpers.)"""
         m = record.meta
         t = record.time
-        received = m.request_received
+        received = t if m.request_received is None else m.request_received  # the key's place (migration 0013)
         request = m.audit_id or record.key
         code = m.code
-        new = self.repo.add_use((cred_id, t if received is None else received, request, t, record.leaf_index,
-                                 code, link))
+        new = self.repo.add_use((cred_id, received, request, t, record.leaf_index, code, link))
         agg = self._aggs.get(cred_id)
         if agg is None:
             agg = self.aggregate(cred_id)
         self._dirty_aggs.add(cred_id)
         if not new:
-            if code is not None and self.repo.set_use_code(cred_id, t if received is None else received, request,
-                                                           code) and code in DENIED:
+            if code is not None and self.repo.set_use_code(cred_id, received, request, code) and code in DENIED:
                 agg.denied += 1
             return False
         ip = m.source_ips[-1] if m.source_ips else ""
