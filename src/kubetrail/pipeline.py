@@ -59,6 +59,7 @@ from kubetrail.stages.redact_lines import RedactLines
 from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_create
 from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
+from kubetrail.store.api import PendingAppend
 from kubetrail.trail.checkpointer import make_checkpointer
 from kubetrail.workers import Ready, WorkerPool, default_live_workers
 
@@ -176,11 +177,49 @@ class Pipeline:
                     source: SourceRef | None = None) -> list[Record]:
         """The commit alone (``commit`` without the consumers): the collector acknowledges the
         broker between the two."""
+        return self._store_begin(records, rejected, positions, where, source, defer=False)()
+
+    def _store_begin(self, records: list[Record], rejected: Sequence[Rejected], positions: dict[str, str] | None,
+                     where: Sequence[str], source: SourceRef | None, defer: bool) -> Callable[[], list[Record]]:
+        """``store_batch`` in two steps: the rows go in now; the returned call waits for the commit
+        (with ``defer``, it may still be running on the store's commit thread: ``ingest_items``
+        prepares the next batch meanwhile) and returns the new records. Nothing may use the store
+        between the two."""
         self.rejects.write(rejected)  # first: a crash after the commit must not lose them
         if self.apart is not None:
             self.apart.wait_ready()  # its consumers must have read their position before this commit
         started = time.perf_counter()
-        stored, duplicates, refused = self._append_isolating(records, positions, where)
+        pending: PendingAppend | None = None
+        if defer:
+            try:
+                pending = self.store.append_deferred(records, positions)
+            except Exception as exc:
+                if _environmental(exc):
+                    raise
+                # a record's own failure (nothing of the batch is kept): isolated below, synchronously
+        outcome = None if pending is not None else self._append_isolating(records, positions, where)
+
+        def finish() -> list[Record]:
+            if pending is None:
+                assert outcome is not None
+                stored, duplicates, refused = outcome
+            else:
+                try:
+                    result = pending.result()
+                except Exception as exc:
+                    if _environmental(exc):
+                        raise
+                    # nothing of the batch is kept: isolated as a synchronous append would have been
+                    stored, duplicates, refused = self._append_isolating(records, positions, where)
+                else:
+                    stored, duplicates, refused = result.stored, result.duplicates, []
+            return self._stored(records, rejected, stored, duplicates, refused, started, source)
+
+        return finish
+
+    def _stored(self, records: list[Record], rejected: Sequence[Rejected], stored: list[Record], duplicates: int,
+                refused: list[Rejected], started: float, source: SourceRef | None) -> list[Record]:
+        """After a batch's commit: telemetry, rejects, the summary, and what duplicates tell the consumers."""
         telemetry.emit_commit(records, stored, duplicates, len(rejected) + len(refused),
                               time.perf_counter() - started, self.store.size(), source.label() if source else "")
         self.rejects.write(refused)
@@ -282,6 +321,9 @@ class Pipeline:
         batch: list[Record] = []
         where: list[str] = []
         rejected: list[Rejected] = []
+        # The batch before this one: committing on the store's thread while this one is prepared
+        # (``_store_begin``); its consumers run once it is durable, before this batch goes in.
+        committing: tuple[Callable[[], list[Record]], int] | None = None
         for item in items:
             if isinstance(item, Ready):  # prepared by a worker process (kubetrail.workers)
                 where.append(item.position)
@@ -293,16 +335,26 @@ class Pipeline:
                     where.append(position)
             (batch if isinstance(item, Record) else rejected).append(item)
             if len(batch) + len(rejected) >= self.batch_size:
-                self.commit(batch, rejected, where=where, source=source)
-                if progress:
-                    progress(len(batch) + len(rejected))
+                self._settle(committing, progress)
+                committing = (self._store_begin(batch, rejected, None, where, source, defer=True),
+                              len(batch) + len(rejected))
                 batch, rejected, where = [], [], []
+        self._settle(committing, progress)
         if batch or rejected:
             self.commit(batch, rejected, where=where, source=source)
             if progress:
                 progress(len(batch) + len(rejected))
         self.summary.seconds += time.perf_counter() - started
         return self.summary
+
+    def _settle(self, committing: tuple[Callable[[], list[Record]], int] | None,
+                progress: Callable[[int], None] | None) -> None:
+        """Wait for a batch's commit, then hand its new records to the consumers."""
+        if committing is not None:
+            finish, size = committing
+            self.notify(finish())
+            if progress:
+                progress(size)
 
     def ingest_input(self, inp: Input, source: SourceRef, progress: Callable[[int], None] | None = None) -> Summary:
         """One opened input (file, .gz, stdin): prepared by the worker processes when there are some,

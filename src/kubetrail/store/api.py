@@ -40,6 +40,25 @@ class AppendResult(msgspec.Struct):
         return len(self.stored)
 
 
+class PendingAppend(Protocol):
+    """An append whose rows are in and whose commit may still be running (``Store.append_deferred``)."""
+
+    def result(self) -> AppendResult:
+        """Wait for the commit; the records are durable on return. Raises what the commit raised
+        (the batch is then not stored: nothing of it is kept, as when ``append`` raises)."""
+        ...
+
+
+class Done:
+    """A ``PendingAppend`` that was committed before it was returned (engines that do not defer)."""
+
+    def __init__(self, result: AppendResult) -> None:
+        self._result = result
+
+    def result(self) -> AppendResult:
+        return self._result
+
+
 class AlertRow(msgspec.Struct, kw_only=True):
     """One ``alerts`` row; ``fields_json``/``tags_json`` are JSON text (the alerts package owns the model)."""
 
@@ -347,6 +366,11 @@ class Store(Repos, Protocol):
     def size(self) -> int: ...
 
     def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult: ...
+
+    def append_deferred(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> PendingAppend:
+        """``append`` whose commit may finish in the background: the caller prepares the next batch
+        meanwhile and calls ``result()`` before anything else uses the store (``Pipeline.ingest_items``)."""
+        ...
 
     def count(self, name: str, n: int) -> None: ...
 

@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 from kubetrail.errors import StoreError, StoreNotFoundError
 from kubetrail.record import Record
 from kubetrail.store import postgres_schema
-from kubetrail.store.api import AppendResult
+from kubetrail.store.api import AppendResult, Done, PendingAppend
 from kubetrail.store.base import StoreBase
 from kubetrail.store.db import Cursor, register_engine
 from kubetrail.store.rows import INSERT_COLUMNS, row
@@ -267,6 +267,10 @@ class PostgresStore(StoreBase):
                 r.leaf_index = None
             raise
         return AppendResult(stored=fresh, duplicates=dups)
+
+    def append_deferred(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> PendingAppend:
+        """``append``, committed before it returns (the commit is one round trip here, not worth a thread)."""
+        return Done(self.append(records, positions))
 
     def _existing(self, keys: list[str]) -> set[str]:
         """Which keys are an entry's key or a key alias (``store rekey``)."""

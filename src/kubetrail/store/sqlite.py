@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any
 
 from kubetrail.errors import StoreDamagedError, StoreError, StoreNotFoundError
 from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
-from kubetrail.store.api import AppendResult
+from kubetrail.store.api import AppendResult, Done, PendingAppend
 from kubetrail.store.base import StoreBase
 from kubetrail.store.rows import INSERT_COLUMNS, MAX_INDEX, describe, row
 from kubetrail.trail.protocols import Problem
@@ -43,6 +45,46 @@ __all__ = ["DB_NAME", "MAX_INDEX", "SqliteStore", "Store"]
 
 class _StoredKey(Exception):
     """An optimistic append met a stored key (``INSERT OR ROLLBACK`` ended its transaction)."""
+
+
+class _Committing:
+    """An append whose ``COMMIT`` runs on a thread of its own (``SqliteStore.append_deferred``).
+
+    Why: the commit writes the batch's dirty pages to the WAL, fsyncs it and now and then copies the
+    WAL into the database — ~15 µs per event of a 2.9 KB stream (bench/RESULTS.md), all of it in
+    SQLite's C code, which runs without the GIL. The pipeline meanwhile decodes and prepares the next
+    batch on the other core. Only the commit is moved: the inserts bind their rows one by one, and a
+    thread that needs the GIL back after each row would wait a switch interval every time."""
+
+    def __init__(self, store: SqliteStore, records: Sequence[Record], codec_state: object,
+                 result: AppendResult) -> None:
+        self._store = store
+        self._records = records
+        self._codec_state = codec_state
+        self._result = result
+        self._future: Future[None] = Future()
+        self._settled = False
+        threading.Thread(target=self._commit, name="kubetrail-commit", daemon=True).start()
+
+    def _commit(self) -> None:
+        try:
+            self._store._conn.execute("COMMIT")
+        except BaseException as exc:  # noqa: BLE001 - handed to result(), which undoes the append
+            self._future.set_exception(exc)
+        else:
+            self._future.set_result(None)
+
+    def result(self) -> AppendResult:
+        if not self._settled:
+            self._settled = True
+            self._store._pending = None
+            try:
+                self._future.result()
+            except BaseException:
+                self._store._undo(self._records, self._codec_state)
+                raise
+            self._store._size += len(self._result.stored)
+        return self._result
 
 
 class _Engine:
@@ -87,6 +129,7 @@ class SqliteStore(StoreBase):
         self._setup(_Engine(conn))
         self._replaying = False  # the last append found stored keys: look keys up before inserting
         self._size = self.trail.entries_size()
+        self._pending: _Committing | None = None  # an append whose commit is running (append_deferred)
 
     @classmethod
     def open(cls, data_dir: str, create: bool = True, readonly: bool = False, path: str | None = None) -> SqliteStore:
@@ -126,11 +169,21 @@ class SqliteStore(StoreBase):
         self.close()
 
     def close(self) -> None:
-        self._conn.close()
+        try:
+            self._settle()
+        finally:
+            self._conn.close()
+
+    def _settle(self) -> None:
+        """Finish a deferred commit before the connection is used for anything else (a caller that
+        forgot ``result()`` gets its error here rather than a statement inside someone's COMMIT)."""
+        if self._pending is not None:
+            self._pending.result()
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteStore]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on any exception); the repositories are bound to it."""
+        self._settle()
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -144,6 +197,7 @@ class SqliteStore(StoreBase):
     @contextmanager
     def snapshot(self) -> Iterator[SqliteStore]:
         """A read transaction: every read inside sees one state even while another process appends."""
+        self._settle()
         self._conn.execute("BEGIN")
         try:
             yield self
@@ -164,54 +218,79 @@ class SqliteStore(StoreBase):
         stored one by ending the transaction, and the batch is appended again, looking its keys up. The
         lookup costs ~1.5-4 µs per event (bench/store_floor.py "current + key lookup"); a savepoint to
         undo only the insert would cost as much (every page the batch touches copied once)."""
+        return self.append_deferred(records, positions, defer=False).result()
+
+    def append_deferred(self, records: Sequence[Record], positions: dict[str, str] | None = None,
+                        defer: bool = True) -> PendingAppend:
+        """``append`` with the rows inserted now and the ``COMMIT`` on a thread (``_Committing``)."""
+        self._settle()
         seen: set[str] = set()
         unique: list[Record] = []
         for r in records:
             if r.key not in seen:
                 seen.add(r.key)
                 unique.append(r)
-        try:
-            return self._append(records, unique, positions, self._replaying)
-        except _StoredKey:
-            self._replaying = True
-            return self._append(records, unique, positions, True)
-
-    def _append(self, records: Sequence[Record], unique: list[Record], positions: dict[str, str] | None,
-                look_up: bool) -> AppendResult:
-        conn = self._conn
         codec_state = self.codec.snapshot()
         try:
-            with self.transaction():
-                self._size = self.trail.entries_size()
-                aliases = self._aliases and conn.execute("SELECT 1 FROM key_aliases LIMIT 1").fetchone() is not None
-                if look_up or aliases:
-                    existing = _existing_keys(conn, [r.key for r in unique], aliases)
-                    fresh = [r for r in unique if r.key not in existing]
-                    self._replaying = len(fresh) < len(unique)
-                    conn.executemany(_INSERT, self._rows(fresh))
-                else:
-                    fresh = unique
-                    try:
-                        conn.executemany(_INSERT_OR_ROLLBACK, self._rows(fresh))
-                    except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
-                        raise _StoredKey from exc
-                for hook in self.append_hooks:
-                    hook(self, fresh)
-                if positions:
-                    now = time.time_ns()
-                    conn.executemany(
-                        "INSERT INTO source_positions (source, position, updated_ns) VALUES (?, ?, ?) ON CONFLICT "
-                        "(source) DO UPDATE SET position = excluded.position, updated_ns = excluded.updated_ns",
-                        [(s, p, now) for s, p in positions.items()],
-                    )
-                dups = len(records) - len(fresh)
-                _bump(conn, {"stored": len(fresh), "duplicates": dups})
+            try:
+                result = self._insert(records, unique, positions, self._replaying)
+            except _StoredKey:
+                self._undo(records, codec_state)
+                self._replaying = True
+                result = self._insert(records, unique, positions, True)
         except BaseException:
-            self.codec.restore(codec_state)  # a dictionary trained in this transaction is gone with it
-            for r in records:
-                r.leaf_index = None
+            self._undo(records, codec_state)
             raise
-        self._size += len(fresh)
+        if defer:
+            self._pending = _Committing(self, records, codec_state, result)
+            return self._pending
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._undo(records, codec_state)
+            raise
+        self._size += len(result.stored)
+        return Done(result)
+
+    def _undo(self, records: Sequence[Record], codec_state: object) -> None:
+        """A failed append leaves nothing behind: its transaction, a dictionary trained in it, the
+        leaf indexes it gave the records."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        self.codec.restore(codec_state)
+        for r in records:
+            r.leaf_index = None
+
+    def _insert(self, records: Sequence[Record], unique: list[Record], positions: dict[str, str] | None,
+                look_up: bool) -> AppendResult:
+        """The append's statements, in an open ``BEGIN IMMEDIATE`` transaction the caller commits.
+        ``_StoredKey`` when the optimistic insert met a stored key (the transaction is gone then)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        self._size = self.trail.entries_size()
+        aliases = self._aliases and conn.execute("SELECT 1 FROM key_aliases LIMIT 1").fetchone() is not None
+        if look_up or aliases:
+            existing = _existing_keys(conn, [r.key for r in unique], aliases)
+            fresh = [r for r in unique if r.key not in existing]
+            self._replaying = len(fresh) < len(unique)
+            conn.executemany(_INSERT, self._rows(fresh))
+        else:
+            fresh = unique
+            try:
+                conn.executemany(_INSERT_OR_ROLLBACK, self._rows(fresh))
+            except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
+                raise _StoredKey from exc
+        for hook in self.append_hooks:
+            hook(self, fresh)
+        if positions:
+            now = time.time_ns()
+            conn.executemany(
+                "INSERT INTO source_positions (source, position, updated_ns) VALUES (?, ?, ?) ON CONFLICT "
+                "(source) DO UPDATE SET position = excluded.position, updated_ns = excluded.updated_ns",
+                [(s, p, now) for s, p in positions.items()],
+            )
+        dups = len(records) - len(fresh)
+        _bump(conn, {"stored": len(fresh), "duplicates": dups})
         return AppendResult(stored=fresh, duplicates=dups)
 
     def _rows(self, records: list[Record]) -> list[tuple[Any, ...]]:

@@ -1,0 +1,190 @@
+"""``SqliteStore.append_deferred``: the rows go in at once and the COMMIT runs on a thread while the
+pipeline prepares the next batch (issue 18). What must hold: the records are durable when
+``result()`` returns, a commit that fails leaves nothing of its batch behind (rows, tree, leaf
+indexes, a dictionary trained in it), the store refuses to interleave another statement with a
+running commit, and ``ingest`` stores the same records with or without deferral."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from kubetrail.pipeline import Options, open_pipeline
+from kubetrail.record import Decoded, Record, SourceRef
+from kubetrail.store.sqlite import SqliteStore
+from kubetrail.testing import make_event, make_records
+
+
+def _doomed(store: SqliteStore) -> list[bool]:
+    """A deferred foreign key makes the next COMMIT fail while ``armed[0]`` (SQLite checks deferred
+    constraints at COMMIT: the one failure an append's statements cannot see coming)."""
+    store._conn.executescript(
+        "CREATE TABLE t_parent (id INTEGER PRIMARY KEY);"
+        "CREATE TABLE t_child (p INTEGER REFERENCES t_parent (id) DEFERRABLE INITIALLY DEFERRED);")
+    armed = [False]
+
+    def hook(repos: Any, fresh: list[Record]) -> None:
+        if armed[0]:
+            store._conn.execute("INSERT INTO t_child (p) VALUES (999)")
+
+    store.append_hooks.append(hook)
+    return armed
+
+
+def test_records_are_durable_when_result_returns(tmp_path: Path) -> None:
+    store = SqliteStore.open(str(tmp_path / "d"))
+    try:
+        first, second = make_records(3), make_records(2, start=3)
+        pending = store.append_deferred(first, {"src": "3"})
+        assert pending.result().stored == first
+        assert [r.leaf_index for r in first] == [0, 1, 2] and store.size() == 3
+        # the next append settles nothing twice and continues the leaf indexes
+        assert store.append_deferred(second, {"src": "5"}).result().duplicates == 0
+        assert [r.leaf_index for r in second] == [3, 4]
+    finally:
+        store.close()
+    other = SqliteStore.open(str(tmp_path / "d"), readonly=True)
+    try:
+        assert [r.key for r in other.records_by_index(0, 5)] == [r.key for r in first + second]
+        assert other.position("src") == "5"
+    finally:
+        other.close()
+
+
+def test_a_failed_commit_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = SqliteStore.open(str(tmp_path / "d"))
+    try:
+        store.append(make_records(2), {"src": "2"})
+        armed = _doomed(store)
+        armed[0] = True
+        doomed = make_records(3, start=2)
+        pending = store.append_deferred(doomed, {"src": "5"})
+        with pytest.raises(sqlite3.IntegrityError):
+            pending.result()
+        assert [r.leaf_index for r in doomed] == [None, None, None]
+        assert store.size() == 2 and store.position("src") == "2"
+        assert store._conn.execute("SELECT count(*) FROM entries").fetchone() == (2,)
+        armed[0] = False
+        again = store.append_deferred(doomed, {"src": "5"}).result()
+        assert [r.leaf_index for r in again.stored] == [2, 3, 4] and store.position("src") == "5"
+        assert store._conn.execute("SELECT count(*) FROM entries").fetchone() == (5,)
+    finally:
+        store.close()
+
+
+def test_nothing_interleaves_with_a_running_commit(tmp_path: Path) -> None:
+    """A caller that forgets ``result()`` gets the commit finished (and its error) before its own
+    statement runs, never a statement inside someone else's transaction."""
+    store = SqliteStore.open(str(tmp_path / "d"))
+    try:
+        store.append_deferred(make_records(4), {"src": "4"})
+        store.count("probe", 1)  # a transaction of its own: waits for the commit first
+        assert store.counters()["probe"] == 1 and store.size() == 4
+        armed = _doomed(store)
+        armed[0] = True
+        store.append_deferred(make_records(1, start=4))
+        with pytest.raises(sqlite3.IntegrityError):
+            store.count("probe", 1)
+        assert store.size() == 4 and store.counters()["probe"] == 1
+    finally:
+        armed[0] = False
+        store.close()
+
+
+def _events(n: int) -> list[Decoded]:
+    return [Decoded(make_event(f"{i:08d}-0000-0000-0000-000000000000", verb="create", resource="configmaps",
+                               namespace="ns", name=f"cm{i}", requestObject={"i": i}), "event", f"f@{i}")
+            for i in range(n)]
+
+
+def _ingest(data: Path, events: list[Decoded], batch: int) -> tuple[list[tuple[int, str]], Any]:
+    pipe = open_pipeline(Options(data_dir=str(data), detect=False), batch_size=batch)
+    try:
+        summary = pipe.ingest_items(events, SourceRef(stream="audit-file:/a.log"))
+    finally:
+        pipe.close()
+        pipe.store.close()
+    store = SqliteStore.open(str(data), readonly=True)
+    try:
+        rows = store._conn.execute("SELECT leaf_index, key FROM entries ORDER BY leaf_index").fetchall()
+    finally:
+        store.close()
+    return rows, summary
+
+
+def test_ingest_stores_the_same_with_deferred_commits(tmp_path: Path) -> None:
+    """Batches of 7 over 40 events (five deferred commits and a last synchronous one) give the same
+    entries, in the same order, as one synchronous batch."""
+    deferred, summary = _ingest(tmp_path / "a", _events(40), 7)
+    whole, _ = _ingest(tmp_path / "b", _events(40), 1000)
+    assert deferred == whole and len(deferred) == 40
+    assert (summary.read, summary.stored, summary.rejected) == (40, 40, 0)
+
+
+def test_a_commit_failing_for_its_records_is_isolated_like_a_synchronous_one(tmp_path: Path) -> None:
+    """A deferred commit failing for a reason that is not the machine's is redone synchronously (split
+    until the failing records are alone): here the second batch's commit fails once, and every record
+    is stored, in order, each handed to the consumers once."""
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "d"), detect=False), batch_size=5)
+    notified: list[int | None] = []
+    commits: list[bool] = []
+    try:
+        store = pipe.store
+        assert isinstance(store, SqliteStore)
+        store._conn.executescript(
+            "CREATE TABLE t_parent (id INTEGER PRIMARY KEY);"
+            "CREATE TABLE t_child (p INTEGER REFERENCES t_parent (id) DEFERRABLE INITIALLY DEFERRED);")
+
+        def hook(repos: Any, fresh: list[Record]) -> None:
+            commits.append(True)
+            if len(commits) == 2:  # the second batch, the first time only
+                store._conn.execute("INSERT INTO t_child (p) VALUES (999)")
+
+        store.append_hooks.append(hook)
+        pipe.consumers.append(_Spy(notified))
+        summary = pipe.ingest_items(_events(17), SourceRef(stream="audit-file:/a.log"))
+    finally:
+        pipe.close()
+        pipe.store.close()
+    assert (summary.stored, summary.rejected) == (17, 0)
+    assert notified == list(range(17))
+    assert len(commits) == 5  # batches 1, 2 (failed), 2 again, 3, and the last 2 records
+    from click.testing import CliRunner
+
+    from kubetrail.cli import cli
+
+    v = CliRunner().invoke(cli, ["verify", "--data", str(tmp_path / "d")])  # the tree rolled back with the batch
+    assert v.exit_code == 0, v.output
+
+
+class _Spy:
+    def __init__(self, seen: list[int | None]) -> None:
+        self.seen = seen
+
+    def consume(self, records: list[Record], store: Any) -> None:
+        self.seen.extend(r.leaf_index for r in records)
+
+    def close(self) -> None:
+        pass
+
+
+def test_ingest_cli_on_a_file_of_several_batches(tmp_path: Path) -> None:
+    """The real command over 4,500 events (two deferred commits, one synchronous), verified."""
+    from click.testing import CliRunner
+
+    from kubetrail.cli import cli
+
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(orjson.dumps(d.event) + b"\n" for d in _events(4500)))
+    runner = CliRunner()
+    r = runner.invoke(cli, ["ingest", str(log), "--no-detect", "--no-progress", "--data", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert "stored 4500" in r.output
+    r = runner.invoke(cli, ["ingest", str(log), "--no-detect", "--no-progress", "--data", str(tmp_path / "d")])
+    assert r.exit_code == 0 and "stored 0, duplicates 4500" in r.output, r.output
+    v = runner.invoke(cli, ["verify", "--data", str(tmp_path / "d")])
+    assert v.exit_code == 0, v.output
