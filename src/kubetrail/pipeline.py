@@ -40,7 +40,7 @@ from kubetrail.buffer import BufferConfig, Wal
 from kubetrail.config import LOG_SOURCES, Config
 from kubetrail.consumer_process import ConsumerProcess
 from kubetrail.credentials.consumer import credentials_consumer
-from kubetrail.detect.consumer import detect_consumer
+from kubetrail.detect.consumer import DetectConsumer, detect_consumer
 from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.runtime import batch_done, tune_gc
@@ -61,7 +61,7 @@ from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.store.api import PendingAppend
 from kubetrail.trail.checkpointer import make_checkpointer
-from kubetrail.workers import Ready, WorkerPool, default_live_workers
+from kubetrail.workers import Ready, WorkerPool, cpus, default_live_workers
 
 REJECTS_FILE = "rejects.jsonl"
 DEFAULT_BATCH = 2000
@@ -87,7 +87,9 @@ class Options(msgspec.Struct, kw_only=True):
     live: bool = False  # a long-running process (run, webhook serve): detection keeps time with the wall clock
     redaction_key_file: str | None = None  # default DATA/redaction.key (stages/redaction_key.py)
     workers: int = 0  # preparation processes (kubetrail.workers), and then detection and credentials in a
-    # process of their own (kubetrail.consumer_process); 0 = everything in this process
+    # process of their own (kubetrail.consumer_process) when ``apart``; 0 = everything in this process
+    apart: bool | None = None  # with workers: detection and credentials in their own process (None: with
+    # 3 CPUs or more, or live; see open_pipeline)
     detect_settings: DetectSettings | None = None  # the config file's detect: section; None: DATA/detect.yaml
 
 
@@ -406,14 +408,23 @@ def _record_or_reject(decoded: Decoded, source: SourceRef, key: RedactionKey) ->
 
 
 def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline:
+    """The store, the consumers and, with ``workers``, the preparation processes.
+
+    Where detection and credentials run with workers (``Options.apart``, default by the CPU count):
+    in a process of their own beside the writer with 3 CPUs or more (and always for the live sources
+    of ``run``, which the preparation workers do not serve); in the writer on 2 CPUs, where a third
+    busy process would only take turns with the others, and the workers then also run the rules on
+    each event while they have it parsed (``WorkerPool(rules=)``)."""
     store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
     key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
-    apart = options.workers > 0  # the writer has enough to do: detection and credentials run beside it
+    apart = options.workers > 0 and (options.apart if options.apart is not None else options.live or cpus() > 2)
     here = [f for f in CONSUMERS if f not in OWN_PROCESS] if apart else CONSUMERS
     pipe = Pipeline(store, build_consumers(store, options, here), RejectsFile(options.data_dir), batch_size, key)
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
+    if options.workers > 0:
+        detect = next((c for c in pipe.consumers if isinstance(c, DetectConsumer)), None)
+        pipe.workers = WorkerPool(options.workers, key, rules=detect.settings if detect is not None else None)
     if apart:
-        pipe.workers = WorkerPool(options.workers, key)
         pipe.apart = ConsumerProcess(options, OWN_PROCESS)
         pipe.consumers.append(pipe.apart)
     return pipe

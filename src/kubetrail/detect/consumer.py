@@ -147,7 +147,12 @@ class DetectConsumer:
             if r.kind != "audit":
                 continue
             self.stats["records"] += 1
-            for m in self.ruleset.evaluate(r):
+            found = r.__dict__.pop("_matches", None) if hasattr(r, "__dict__") else None
+            if found is None:
+                found = self.ruleset.evaluate(r)
+            for m in found:
+                if m.leaf_index is None:  # evaluated by a preparation worker, before the store
+                    m.leaf_index, m.key = r.leaf_index, r.key
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))
         return alerts

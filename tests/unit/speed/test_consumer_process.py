@@ -47,7 +47,7 @@ def _state(data: Path) -> dict[str, Any]:
 def _run(data: Path, key: Path, workers: int, items: list[Decoded], batch: int = 100) -> Any:
     data.mkdir()
     (data / KEY_FILE).write_bytes(key.read_bytes())
-    pipe = open_pipeline(Options(data_dir=str(data), workers=workers), batch_size=batch)
+    pipe = open_pipeline(Options(data_dir=str(data), workers=workers, apart=True), batch_size=batch)
     try:
         pipe.ingest_items(items, SRC)
     finally:
@@ -90,7 +90,7 @@ def test_a_failed_consumer_process_is_raised_and_the_next_run_catches_up(tmp_pat
     data = tmp_path / "two"
     data.mkdir()
     (data / KEY_FILE).write_bytes(key.read_bytes())
-    pipe = open_pipeline(Options(data_dir=str(data), workers=1), batch_size=100)
+    pipe = open_pipeline(Options(data_dir=str(data), workers=1, apart=True), batch_size=100)
     assert pipe.apart is not None
     pipe.ingest_items(items[:100], SRC)
     os.kill(pipe.apart._proc.pid, signal.SIGKILL)
@@ -114,7 +114,7 @@ def test_a_process_killed_with_a_batch_unread_is_a_consumer_error(tmp_path: Path
     on our read, not EOF): still the one clear error, never a bare ConnectionResetError. The
     process is stopped first so that the batch is certainly unread when it dies."""
     data = tmp_path / "d"
-    pipe = open_pipeline(Options(data_dir=str(data), workers=1), batch_size=100)
+    pipe = open_pipeline(Options(data_dir=str(data), workers=1, apart=True), batch_size=100)
     assert pipe.apart is not None
     items = _items(300)[:300]
     handled: list[telemetry.Event] = []

@@ -1,7 +1,8 @@
 """``kubetrail ingest --workers N`` gives what the single-process pipeline gives: the same records in
 the same leaf order (docs/specs/trail-format.md, "Leaf order"), the same entries, rejects, alerts (with
 their occurrences) and credential inventory — with workers, detection and credentials run in their own
-process on the committed leaves (``kubetrail.consumer_process``)."""
+process on the committed leaves (``kubetrail.consumer_process``) with 3 CPUs or more; on 2 they stay
+in the writer and the workers evaluate the rules while each event is parsed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from kubetrail import workers
+from kubetrail import pipeline, workers
 from kubetrail.cli import cli
 from kubetrail.demo.scenario import generate
 from kubetrail.stages.redaction_key import KEY_FILE, load_or_create
@@ -79,8 +80,12 @@ def _ingest(path: Path, data: Path, key_from: Path, n: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("cpus", [2, 4], ids=["rules-in-workers", "consumers-apart"])
+def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:
+    """On 2 CPUs the consumers stay in the writer and the workers run the rules; with more, the
+    consumers run in a process of their own (``pipeline.open_pipeline``): both give the same."""
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # many chunks, cut at many places
+    monkeypatch.setattr(pipeline, "cpus", lambda: cpus)
     path = _input(tmp_path)
     key = tmp_path / "redaction.key"
     load_or_create(str(key))
