@@ -24,9 +24,9 @@ PROGRESS_MIN_BYTES = 8 * 1024 * 1024
 @click.option("--no-detect", is_flag=True, help="Store only; run no detection.")
 @click.option("--no-progress", is_flag=True, help="Never show the progress bar.")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
-              help="Processes that decode, redact and key events for the one writer, which then leaves detection "
-                   "and credentials to a process of their own (0: all in this process; "
-                   "default: one per CPU for 16 MiB of files or more, else 0).")
+              help="Processes that decode, redact and key events for the one writer; with 3 CPUs or more "
+                   "detection and credentials then run in a process of their own, on 2 the workers run the "
+                   "rules (0: all in this process; default: one per CPU for 16 MiB of files or more, else 0).")
 @json_option
 @store_options
 def ingest(paths: tuple[str, ...], cluster: str, stream: str, no_detect: bool, no_progress: bool,

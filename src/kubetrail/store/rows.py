@@ -70,8 +70,10 @@ ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENT
 
 
 def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
-    """The row (``INSERT_COLUMNS``), with its v2 entry rebuilt from exactly the values stored."""
-    head = r.__dict__.get("_row_head") or row_head(r)
+    """The row (``INSERT_COLUMNS``), with its v2 entry rebuilt from exactly the values stored. A row
+    head a preparation worker left on the record is taken off it: the record may wait in the
+    consumers' reorder buffers long after (a retried append builds the head again, the same)."""
+    head = r.__dict__.pop("_row_head", None) or row_head(r)
     return (r.leaf_index, *head[:-1], compressed_body, head[-1])
 
 
