@@ -44,13 +44,16 @@ Entry = tuple[int, str, int, "Record | None", tuple[int, int]]
 _NOTHING = (0, 0)
 
 
-def set_budget(memory_bytes: int, parsed_bytes: int) -> None:
+def set_budget(memory_bytes: int, parsed_bytes: int) -> tuple[int, int]:
     """The caps of every buffer built from now on in this process without its own. The consumers'
     own process (``kubetrail.consumer_process``) lowers them: its two buffers hold the same records,
     and beside the writer it must stay small (issue 18: < 300 MB with workers); a record spilled
-    over the cap is read back from the store when released, a parsed event dropped is parsed again."""
+    over the cap is read back from the store when released, a parsed event dropped is parsed again.
+    Returns the caps it replaced."""
+    before = _budget["memory_bytes"], _budget["parsed_bytes"]
     _budget["memory_bytes"] = max(0, int(memory_bytes))
     _budget["parsed_bytes"] = max(0, int(parsed_bytes))
+    return before
 
 
 class ReorderBuffer:

@@ -34,7 +34,7 @@ from typing import Protocol
 import msgspec
 import orjson
 
-from kubetrail import telemetry
+from kubetrail import ordering, telemetry
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.buffer import BufferConfig, Wal
 from kubetrail.config import LOG_SOURCES, Config
@@ -60,11 +60,19 @@ from kubetrail.stages.redaction_key import KEY_FILE, RedactionKey, load_or_creat
 from kubetrail.stages.seal import Seal
 from kubetrail.store import Store, engine_fault, open_store
 from kubetrail.store.api import PendingAppend
+from kubetrail.store.sqlite_schema import set_cache_kib
 from kubetrail.trail.checkpointer import make_checkpointer
 from kubetrail.workers import Ready, WorkerPool, cpus, default_live_workers
 
 REJECTS_FILE = "rejects.jsonl"
 DEFAULT_BATCH = 2000
+# A writer that hosts detection and credentials beside preparation workers (2 CPUs) keeps to the memory
+# aim of issue 18 (< 300 MB per process on a 5 GB file): its reorder buffers hold 24 MiB of bodies of
+# which 4 MiB parsed (defaults 48/16; a record over the cap is read back from the store when released)
+# and its SQLite page cache is 16 MiB (default 64). Measured on 150k events of the dense 1 GiB file:
+# 354 -> 240 MiB peak, +6 % CPU in the writer (bench/RESULTS.md "Workers on 2 CPUs").
+LEAN_BUFFERS = (24 << 20, 4 << 20)
+LEAN_CACHE_KIB = 16 * 1024
 
 
 class Consumer(Protocol):
@@ -161,6 +169,7 @@ class Pipeline:
         self._lock = threading.Lock()  # one writer: live sources commit from their own threads
         self.workers: WorkerPool | None = None  # set by open_pipeline when Options.workers > 0
         self.apart: ConsumerProcess | None = None  # the consumers' own process (one of ``consumers``), ditto
+        self.on_close: Callable[[], None] | None = None  # open_pipeline's memory caps, restored at close
 
     def commit(self, records: list[Record], rejected: Sequence[Rejected] = (),
                positions: dict[str, str] | None = None, where: Sequence[str] = (),
@@ -371,11 +380,16 @@ class Pipeline:
                   lambda c: c.tick(self.store))
 
     def close(self) -> None:
-        if self.workers is not None:
-            self.workers.close()
-            self.workers = None
-        for consumer in self.consumers:
-            consumer.close()
+        try:
+            if self.workers is not None:
+                self.workers.close()
+                self.workers = None
+            for consumer in self.consumers:
+                consumer.close()
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+                self.on_close = None
 
 
 def _each(consumers: Sequence[Consumer], call: Callable[[Consumer], None]) -> None:
@@ -415,11 +429,26 @@ def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline
     of ``run``, which the preparation workers do not serve); in the writer on 2 CPUs, where a third
     busy process would only take turns with the others, and the workers then also run the rules on
     each event while they have it parsed (``WorkerPool(rules=)``)."""
-    store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
-    key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
     apart = options.workers > 0 and (options.apart if options.apart is not None else options.live or cpus() > 2)
-    here = [f for f in CONSUMERS if f not in OWN_PROCESS] if apart else CONSUMERS
-    pipe = Pipeline(store, build_consumers(store, options, here), RejectsFile(options.data_dir), batch_size, key)
+    lean = options.workers > 0 and not apart  # the writer hosts the consumers: it must stay small too
+    restore: Callable[[], None] | None = None
+    if lean:
+        budget = ordering.set_budget(*LEAN_BUFFERS)
+        cache = set_cache_kib(LEAN_CACHE_KIB)
+
+        def restore() -> None:  # buffers and connections made later in this process get the defaults
+            ordering.set_budget(*budget)
+            set_cache_kib(cache)
+    try:
+        store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
+        key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
+        here = [f for f in CONSUMERS if f not in OWN_PROCESS] if apart else CONSUMERS
+        pipe = Pipeline(store, build_consumers(store, options, here), RejectsFile(options.data_dir), batch_size, key)
+    except BaseException:
+        if restore is not None:
+            restore()
+        raise
+    pipe.on_close = restore
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
     if options.workers > 0:
         detect = next((c for c in pipe.consumers if isinstance(c, DetectConsumer)), None)

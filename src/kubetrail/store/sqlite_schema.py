@@ -39,12 +39,15 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
 CACHE_KIB = 64 * 1024
 
 
-def set_cache_kib(kib: int) -> None:
-    """The page cache of the connections opened from now on in this process. The detection/credentials
-    process (kubetrail/consumer_process.py) takes less: it writes only the consumers' tables and reads
-    back only the records its reorder buffers let go of, and it must stay small beside the writer."""
+def set_cache_kib(kib: int) -> int:
+    """The page cache of the connections opened from now on in this process (returns the one it
+    replaced). The detection/credentials process (kubetrail/consumer_process.py) takes less: it writes
+    only the consumers' tables and reads back only the records its reorder buffers let go of, and it
+    must stay small beside the writer; so does a writer that hosts them beside preparation workers."""
     global CACHE_KIB
+    before = CACHE_KIB
     CACHE_KIB = max(1, int(kib))
+    return before
 
 
 # Pages the WAL may hold before a commit copies them into the database (SQLite's default: 1000). A batch
