@@ -38,7 +38,7 @@ from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.credentials import flags, inventory, link
 from kubetrail.credentials.ledger import Ledger
 from kubetrail.credentials.model import encode
-from kubetrail.ordering import ReorderBuffer, event_order, materialise, restore
+from kubetrail.ordering import ReorderBuffer, event_order, released, restore
 from kubetrail.record import Record
 from kubetrail.store.api import Store
 
@@ -130,9 +130,9 @@ class CredentialConsumer:
                 if now is not None:
                     self.buffer.advance(now)
                 entries = self.buffer.drain() if drain else self.buffer.ready()
-                released = [r for r in materialise(self.store, entries)
-                            if shared is None or (r.time, r.key) > shared]
-                self._apply_each(late + released)
+                self._apply_each(late)
+                for part in released(self.store, entries):
+                    self._apply_each([r for r in part if shared is None or (r.time, r.key) > shared])
                 until = max([start] + [(r.leaf_index or 0) + 1 for r in fresh])
                 ledger.set_state("next_leaf", str(until))
                 if self.buffer.frontier is not None:

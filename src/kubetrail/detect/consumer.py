@@ -35,7 +35,7 @@ from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
 from kubetrail.detect.reuse import AuditIdReuse
 from kubetrail.detect.stateful import build_detectors, max_window_secs
 from kubetrail.detect.stateful.state import StateStore
-from kubetrail.ordering import Entry, ReorderBuffer, materialise, restore
+from kubetrail.ordering import Entry, ReorderBuffer, released, restore
 
 
 def build_ruleset(settings: DetectSettings, extra: Iterable[str] = (), origin: str = "detect.yaml") -> RuleSet:
@@ -211,8 +211,8 @@ class DetectConsumer:
         alerts: list[Alert] = list(arrived or [])
         if late:
             alerts += self._late(late)
-        if entries:
-            alerts += self._ordered(materialise(self.store, entries))
+        for records in released(self.store, entries):
+            alerts += self._ordered(records)
         try:
             self._record(alerts, self.store)
         except BaseException:
