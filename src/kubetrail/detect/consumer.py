@@ -143,30 +143,39 @@ class DetectConsumer:
     def _rules(self, records: list[Any]) -> list[Alert]:
         """Rule matches: one record each, so evaluated as the records arrive."""
         alerts: list[Alert] = []
+        evaluate = self.ruleset.evaluate
+        seen = 0
         for r in records:
             if r.kind != "audit":
                 continue
-            self.stats["records"] += 1
-            for m in self.ruleset.evaluate(r):
+            seen += 1
+            for m in evaluate(r):
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))
+        self.stats["records"] += seen
         return alerts
 
     def _ordered(self, records: list[Any]) -> list[Alert]:
         """What depends on the order of records: stateful detectors, audit-ID reuse."""
-        self.reuse.prepare(records)
+        # the reuse check has nothing to say about a batch none of whose auditIDs has two stored variants
+        reuse = self.reuse.observe if self.reuse.prepare(records) else None
+        dispatch = self._dispatch
         alerts: list[Alert] = []
         for r in records:
             if r.kind != "audit":
                 continue
             m = r.meta
-            for d in self._observers(m.verb, m.resource):
+            observers = dispatch.get((m.verb, m.resource))
+            if observers is None:
+                observers = self._observers(m.verb, m.resource)
+            for d in observers:
                 found = d.observe(r)
                 if found:
                     alerts.extend(found)
-            found = self.reuse.observe(r)
-            if found:
-                alerts.extend(found)
+            if reuse is not None:
+                found = reuse(r)
+                if found:
+                    alerts.extend(found)
         return alerts
 
     def _observers(self, verb: str, resource: str) -> tuple[Any, ...]:
