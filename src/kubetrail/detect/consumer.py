@@ -91,6 +91,8 @@ class DetectConsumer:
         self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
         self.detectors = [d for d in detectors if not getattr(d, "on_arrival", False)]
         self._dispatch: dict[tuple[str, str], tuple[Any, ...]] = {}  # (verb, resource) -> detectors (``_observers``)
+        # detectors that take facts from the parsed event at arrival (``note``), for when they observe
+        self._notes = tuple(d.note for d in self.detectors if hasattr(d, "note"))
         self.reuse = AuditIdReuse(store)
         self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
@@ -141,9 +143,10 @@ class DetectConsumer:
         return alerts + self._ordered(records)
 
     def _rules(self, records: list[Any]) -> list[Alert]:
-        """Rule matches: one record each, so evaluated as the records arrive."""
+        """Rule matches: one record each, so evaluated as the records arrive. The stateful detectors
+        that read the parsed event note what they need from it now, while it is at hand (``note``)."""
         alerts: list[Alert] = []
-        evaluate = self.ruleset.evaluate
+        evaluate, notes = self.ruleset.evaluate, self._notes
         seen = 0
         for r in records:
             if r.kind != "audit":
@@ -152,6 +155,8 @@ class DetectConsumer:
             for m in evaluate(r):
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))
+            for note in notes:
+                note(r)
         self.stats["records"] += seen
         return alerts
 

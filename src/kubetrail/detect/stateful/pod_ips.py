@@ -99,6 +99,41 @@ def _first(value: Any) -> str:
     return str(value[0]) if isinstance(value, list) and value else ""
 
 
+FACTS = "_pod_ips"  # the record's facts for this detector (``note``), in its __dict__ beside "_event"
+Facts = tuple["tuple[str, str] | None", "list[tuple[list[str], list[str], str]] | None", "list[str] | None"]
+
+
+def _facts(record: Any) -> Facts:
+    """What ``observe`` reads from the parsed event, a pure function of the record: the pod-bound
+    token's (pod, node) claims of a service-account request; each (pod IPs, host IPs, spec.nodeName)
+    of a pod's create/update/patch; a node's reported addresses. None where it does not apply."""
+    m = record.meta
+    pods = nodes = token = None
+    if m.resource == "pods" and m.name and done_ok(record):
+        if m.verb in ("create", "update", "patch") and m.subresource in ("", "status"):
+            pods = [(_ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs"),
+                     str(as_dict(obj.get("spec")).get("nodeName") or ""))
+                    for obj in objects(record) for status in (as_dict(obj.get("status")),)]
+    elif m.resource == "nodes" and m.name and m.verb in ("create", "update", "patch") \
+            and m.subresource in ("", "status") and done_ok(record):
+        nodes = [norm_ip(as_dict(a).get("address"))
+                 for o in objects(record) for a in as_dict(o.get("status")).get("addresses") or []]
+    if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
+        token = _token(record)
+    return token, pods, nodes
+
+
+def _token(record: Any) -> tuple[str, str]:
+    """The (pod-name, node-name) claims of a service-account token (user.extra), '' when absent. The
+    stored body is orjson's output (no escaped '/'), so a token without the pod-name claim is known
+    from the bytes when the parsed event is not at hand; when it is, three dict reads are cheaper."""
+    cached = record.__dict__.get("_event")
+    if cached is None and b"pod-name" not in record.body:
+        return "", ""
+    extra = _extras(cached if cached is not None else record.event())
+    return _first(extra.get(POD_NAME)), _first(extra.get(NODE_NAME))
+
+
 class PodTokenElsewhere:
     name = "pod_ips"
     rule = "K8s Pod-Bound Token Used Outside Its Pod"
@@ -118,30 +153,34 @@ class PodTokenElsewhere:
             self._in_trusted[ip] = hit
         return hit
 
+    def note(self, record: Any) -> None:
+        """At arrival, while the parsed event is at hand (the rules just read it): what ``observe``
+        needs from it, kept on the record, so that a held record whose parsed event the reorder
+        buffer dropped is not parsed again when released (``DetectConsumer._rules`` calls this)."""
+        record.__dict__[FACTS] = _facts(record)
+
     def observe(self, record: Any) -> list[Alert]:
+        facts = record.__dict__.get(FACTS)
+        if facts is None:  # not noted at arrival (read back from the store, or a direct call)
+            facts = _facts(record)
+        token, pods, nodes = facts
         m = record.meta
         if m.resource == "pods" and m.name and done_ok(record):
             if m.verb == "delete" and not m.subresource and m.user.startswith("system:node:"):
                 # the kubelet's final delete: the containers are gone (a user's delete only starts the
                 # grace period, during which the pod still runs and uses its token)
                 self.state.put(self.name, f"pod\x1f{m.namespace}/{m.name}", None)
-            elif m.verb in ("create", "update", "patch") and m.subresource in ("", "status"):
-                self._pod_status(record)
-        elif m.resource == "nodes" and m.name and m.verb in ("create", "update", "patch") \
-                and m.subresource in ("", "status") and done_ok(record):
-            self._node_status(m.name, [norm_ip(as_dict(a).get("address"))
-                                       for o in objects(record)
-                                       for a in as_dict(o.get("status")).get("addresses") or []])
-        if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
-            return self._check(record)
+            elif pods is not None:
+                self._pod_status(record, pods)
+        elif nodes is not None:
+            self._node_status(m.name, nodes)
+        if token is not None:
+            return self._check(record, token)
         return []
 
-    def _pod_status(self, record: Any) -> None:
+    def _pod_status(self, record: Any, pods: list[tuple[list[str], list[str], str]]) -> None:
         m = record.meta
-        for obj in objects(record):
-            status = as_dict(obj.get("status"))
-            pod_ips, host_ips = _ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs")
-            node = str(as_dict(obj.get("spec")).get("nodeName") or "")
+        for pod_ips, host_ips, node in pods:
             if not node and m.user.startswith("system:node:"):
                 node = m.user.removeprefix("system:node:")
             if pod_ips:
@@ -158,22 +197,14 @@ class PodTokenElsewhere:
         if merged != known:
             self.state.put(self.name, f"node\x1f{node}", merged[-MAX_NODE_IPS:])
 
-    def _check(self, record: Any) -> list[Alert]:
-        # the stored body is orjson's output (no escaped '/'), so a token without the pod-name claim is
-        # known from the bytes when the parsed event is not at hand (the reorder buffer may have dropped
-        # it); when it is, three dict reads are cheaper than scanning the body
-        cached = record.__dict__.get("_event")
-        if cached is not None:
-            extra = _extras(cached)
-        else:
-            extra = _extras(record.event()) if b"pod-name" in record.body else {}
-        pod = _first(extra.get(POD_NAME))
+    def _check(self, record: Any, token: tuple[str, str]) -> list[Alert]:
+        pod, bound_node = token
         ip = norm_ip(source_ip(record))
         if not pod or not ip or _is_loopback(ip):
             return []
         ns = record.meta.user.split(":")[2]
         entry = self.state.get(self.name, f"pod\x1f{ns}/{pod}", {})
-        node = _first(extra.get(NODE_NAME)) or entry.get("node", "")
+        node = bound_node or entry.get("node", "")
         pod_ips = entry.get("ips", [])
         node_ips = self.state.get(self.name, f"node\x1f{node}", []) if node else []
         if ip in pod_ips or ip in node_ips or self._trusted(ip):
