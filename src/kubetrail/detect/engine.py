@@ -34,7 +34,9 @@ per event. Rules without such constraints used to be candidates for every event;
 (groups, response code, decision, impersonated user, source IP, annotation pointers), read with the
 rules' own extractors, and a rule is a candidate only if the necessary condition read off its tree
 holds for those values — an anonymous-request rule is not run for an authenticated user, a
-token-annotation rule not for an event without the annotation.
+token-annotation rule not for an event without the annotation. The whole key is computed by one
+function generated per ruleset from the readers (``detect/fastkey.py``; ``_key_general`` is the
+field-by-field reference), which also leaves the four index fields in the event's field cache.
 
 Evaluation shares work between rules (``falco/compiler.py``): each field is extracted once per
 event, each macro is evaluated once per event for all rules that use it, and output is rendered only

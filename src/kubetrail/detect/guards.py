@@ -39,6 +39,8 @@ PRESENT: Any = object()  # a profile value: the field is there, with none of the
 # PRESENT. Each reads the raw event the way the field's extractor does (tests/unit/speed/
 # test_rule_guards.py compares them with the extractors on every fixture event and odd shapes); where
 # an event has a shape the reader does not follow, it answers ADMIT and the rule is not pruned.
+# Each reader factory also records what its reader reads (``read.spec``), from which
+# ``detect/fastkey.py`` writes all of a ruleset's reads out as one function.
 ADMIT: Any = object()
 Reader = Callable[[dict[str, Any], bool], Any]
 _JSONISH = re.compile(r"-?[0-9].*|true|false|null|[\[{\"].*", re.DOTALL)

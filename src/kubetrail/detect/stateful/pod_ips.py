@@ -101,6 +101,7 @@ def _first(value: Any) -> str:
 
 FACTS = "_pod_ips"  # the record's facts for this detector (``note``), in its __dict__ beside "_event"
 Facts = tuple["tuple[str, str] | None", "list[tuple[list[str], list[str], str]] | None", "list[str] | None"]
+_NO_FACTS: Facts = (None, None, None)
 
 
 def _facts(record: Any) -> Facts:
@@ -120,6 +121,8 @@ def _facts(record: Any) -> Facts:
                  for o in objects(record) for a in as_dict(o.get("status")).get("addresses") or []]
     if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
         token = _token(record)
+    if token is None and pods is None and nodes is None:
+        return _NO_FACTS  # most records: one shared tuple, nothing more held per record
     return token, pods, nodes
 
 
