@@ -162,9 +162,16 @@ class ReorderBuffer:
     def _take(self, end: int) -> list[Entry]:
         out = self._items[self._head:end]
         if out:
-            self._in_memory -= sum(1 for e in out if e[3] is not None)
-            self._bytes -= sum(e[4][0] for e in out)
-            self._parsed -= sum(e[4][1] for e in out)
+            kept = held = parsed = 0
+            for e in out:  # one pass (this runs for every record of both consumers)
+                if e[3] is not None:
+                    kept += 1
+                    size = e[4]
+                    held += size[0]
+                    parsed += size[1]
+            self._in_memory -= kept
+            self._bytes -= held
+            self._parsed -= parsed
             self.frontier = (out[-1][0], out[-1][1])
         self._head = end
         if self._head > 4096 and self._head * 2 > len(self._items):
