@@ -89,13 +89,16 @@ class ReorderBuffer:
         late: list[Record] = []
         newest: int | None = None
         items = self._items
-        frontier = self.frontier  # ``is_late``, inlined: this runs for every record of both consumers
+        # ``is_late``, inlined (this runs for every record of both consumers), without building tuples
+        ft, fk = self.frontier if self.frontier is not None else (None, "")
+        # the last held entry's (time, key): a record ordered after it is appended
+        lt, lk = items[-1][:2] if len(items) > self._head else (None, "")
         in_memory, held_bytes, parsed_bytes = self._in_memory, self._bytes, self._parsed
         limit, max_bytes, max_parsed = self.memory_limit, self.memory_bytes, self.parsed_bytes
         try:
             for r in records:
                 t, key = r.time, r.key
-                if frontier is not None and (t, key) <= frontier:
+                if ft is not None and (t < ft or (t == ft and key <= fk)):
                     self.late += 1
                     late.append(r)
                     continue
@@ -116,8 +119,9 @@ class ReorderBuffer:
                 else:
                     keep, held = None, _NOTHING
                 entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep, held)
-                if len(items) == self._head or (t, key) > items[-1][:2]:
+                if lt is None or t > lt or (t == lt and key > lk):
                     items.append(entry)
+                    lt, lk = t, key
                 else:
                     bisect.insort(items, entry, lo=self._head, key=_order)
                 if newest is None or t > newest:
@@ -161,9 +165,16 @@ class ReorderBuffer:
     def _take(self, end: int) -> list[Entry]:
         out = self._items[self._head:end]
         if out:
-            self._in_memory -= sum(1 for e in out if e[3] is not None)
-            self._bytes -= sum(e[4][0] for e in out)
-            self._parsed -= sum(e[4][1] for e in out)
+            kept = held = parsed = 0
+            for e in out:  # one pass (this runs for every record of both consumers)
+                if e[3] is not None:
+                    kept += 1
+                    size = e[4]
+                    held += size[0]
+                    parsed += size[1]
+            self._in_memory -= kept
+            self._bytes -= held
+            self._parsed -= parsed
             self.frontier = (out[-1][0], out[-1][1])
         self._head = end
         if self._head > 4096 and self._head * 2 > len(self._items):

@@ -91,6 +91,8 @@ class DetectConsumer:
         self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
         self.detectors = [d for d in detectors if not getattr(d, "on_arrival", False)]
         self._dispatch: dict[tuple[str, str], tuple[Any, ...]] = {}  # (verb, resource) -> detectors (``_observers``)
+        # detectors that take facts from the parsed event at arrival (``note``), for when they observe
+        self._notes = tuple(d.note for d in self.detectors if hasattr(d, "note"))
         self.reuse = AuditIdReuse(store)
         self.deliverer = Deliverer(store, self.settings) if deliver and self.settings.sinks else None
         self.store = store
@@ -141,37 +143,49 @@ class DetectConsumer:
         return alerts + self._ordered(records)
 
     def _rules(self, records: list[Any]) -> list[Alert]:
-        """Rule matches: one record each, so evaluated as the records arrive."""
+        """Rule matches: one record each, so evaluated as the records arrive. The stateful detectors
+        that read the parsed event note what they need from it now, while it is at hand (``note``)."""
         alerts: list[Alert] = []
+        evaluate, notes = self.ruleset.evaluate, self._notes
+        seen = 0
         for r in records:
             if r.kind != "audit":
                 continue
-            self.stats["records"] += 1
+            seen += 1
             found = r.__dict__.pop("_matches", None) if hasattr(r, "__dict__") else None
             if found is None:
-                found = self.ruleset.evaluate(r)
+                found = evaluate(r)
             for m in found:
                 if m.leaf_index is None:  # evaluated by a preparation worker, before the store
                     m.leaf_index, m.key = r.leaf_index, r.key
                 self.stats["matches"] += 1
                 alerts.append(from_match(m, r))
+            for note in notes:
+                note(r)
+        self.stats["records"] += seen
         return alerts
 
     def _ordered(self, records: list[Any]) -> list[Alert]:
         """What depends on the order of records: stateful detectors, audit-ID reuse."""
-        self.reuse.prepare(records)
+        # the reuse check has nothing to say about a batch none of whose auditIDs has two stored variants
+        reuse = self.reuse.observe if self.reuse.prepare(records) else None
+        dispatch = self._dispatch
         alerts: list[Alert] = []
         for r in records:
             if r.kind != "audit":
                 continue
             m = r.meta
-            for d in self._observers(m.verb, m.resource):
+            observers = dispatch.get((m.verb, m.resource))
+            if observers is None:
+                observers = self._observers(m.verb, m.resource)
+            for d in observers:
                 found = d.observe(r)
                 if found:
                     alerts.extend(found)
-            found = self.reuse.observe(r)
-            if found:
-                alerts.extend(found)
+            if reuse is not None:
+                found = reuse(r)
+                if found:
+                    alerts.extend(found)
         return alerts
 
     def _observers(self, verb: str, resource: str) -> tuple[Any, ...]:

@@ -34,7 +34,9 @@ per event. Rules without such constraints used to be candidates for every event;
 (groups, response code, decision, impersonated user, source IP, annotation pointers), read with the
 rules' own extractors, and a rule is a candidate only if the necessary condition read off its tree
 holds for those values — an anonymous-request rule is not run for an authenticated user, a
-token-annotation rule not for an event without the annotation.
+token-annotation rule not for an event without the annotation. The whole key is computed by one
+function generated per ruleset from the readers (``detect/fastkey.py``; ``_key_general`` is the
+field-by-field reference), which also leaves the four index fields in the event's field cache.
 
 Evaluation shares work between rules (``falco/compiler.py``): each field is extracted once per
 event, each macro is evaluated once per event for all rules that use it, and output is rendered only
@@ -50,8 +52,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubetrail.detect import fastkey
+from kubetrail.detect.falco import ast
 from kubetrail.detect.falco.collector import PRIORITY_NAMES, Diagnostic, parse_priority
-from kubetrail.detect.falco.compiler import value_sets
+from kubetrail.detect.falco.compiler import Compiler, value_sets
 from kubetrail.detect.falco.context import EventContext
 from kubetrail.detect.falco.loader import CompiledRule, load
 from kubetrail.detect.guards import Guards
@@ -114,6 +118,7 @@ class RuleSet:
         self._known = tuple(frozenset().union(*(s[i] for s in self._sets if s[i] is not None),
                                               self._guards.index_known[i])
                             for i in range(len(INDEX_FIELDS)))
+        self._keyfn = fastkey.build(self._known, self._guards.readers, [_memo_key(self.compat, f) for f in INDEX_FIELDS])
         self._candidates: dict[tuple[str | None, ...], tuple[CompiledRule, ...]] = {}
 
     def set_enabled(self, enabled: bool, *, rule: str | None = None, tag: str | None = None) -> int:
@@ -174,7 +179,11 @@ class RuleSet:
             ev, record = item.event(), item
         ctx = EventContext(ev, record)
         out: list[Match] = []
-        for rule in self._for_key(self._key(ctx)):
+        key = self._keyfn(ev, ctx.audit, ctx.cache)  # ``_key``, inlined (this runs for every event)
+        rules = self._candidates.get(key)
+        if rules is None:
+            rules = self._for_key(key)
+        for rule in rules:
             try:
                 hit = rule.condition(ctx)
             except Exception:  # noqa: BLE001 - like Falco, an extraction failure is "no value", never a crash
@@ -187,7 +196,12 @@ class RuleSet:
         return out
 
     def _key(self, ctx: EventContext) -> tuple[Any, ...]:
-        """The event's index key, then its guard profile (``detect/guards.py``)."""
+        """The event's index key, then its guard profile (``detect/guards.py``), by the generated
+        function (``detect/fastkey.py``), which also leaves the index fields in ``ctx.cache``."""
+        return self._keyfn(ctx.ev, ctx.audit, ctx.cache)
+
+    def _key_general(self, ctx: EventContext) -> tuple[Any, ...]:
+        """``_key`` read field by field: what ``fastkey`` must give (tests/unit/speed/test_fast_key.py)."""
         verb, resource, subresource, user = _index_values(ctx)
         kv, kr, ks, ku = self._known
         key: tuple[Any, ...] = (verb if verb in kv else None, resource if resource in kr else None,
@@ -217,6 +231,12 @@ class RuleSet:
             key=getattr(record, "key", None),
             time=ctx.time_ns,
         )
+
+
+def _memo_key(compat: str, name: str) -> str:
+    """The per-event cache key the compiled conditions use for field ``name`` (no argument)."""
+    memo: tuple[str, Any, Any] = Compiler(compat).field(ast.FieldRef(name, None))[0].memo  # type: ignore[attr-defined]
+    return memo[0]
 
 
 def _index_values(ctx: EventContext) -> tuple[str | None, str | None, str | None, str | None]:

@@ -39,6 +39,8 @@ PRESENT: Any = object()  # a profile value: the field is there, with none of the
 # PRESENT. Each reads the raw event the way the field's extractor does (tests/unit/speed/
 # test_rule_guards.py compares them with the extractors on every fixture event and odd shapes); where
 # an event has a shape the reader does not follow, it answers ADMIT and the rule is not pruned.
+# Each reader factory also records what its reader reads (``read.spec``), from which
+# ``detect/fastkey.py`` writes all of a ruleset's reads out as one function.
 ADMIT: Any = object()
 Reader = Callable[[dict[str, Any], bool], Any]
 _JSONISH = re.compile(r"-?[0-9].*|true|false|null|[\[{\"].*", re.DOTALL)
@@ -65,6 +67,7 @@ def _list_reader(path: tuple[str, str], known: frozenset[str], audit_only: bool,
             return ADMIT
         return tuple([k for k in names if k in v])
 
+    read.spec = ("list", a, b, names, audit_only, lone_str, strict)  # type: ignore[attr-defined]  # (fastkey)
     return read
 
 
@@ -83,6 +86,7 @@ def _str_reader(path: tuple[str, ...], known: frozenset[str], audit_only: bool) 
             return None
         return v if v in known else PRESENT
 
+    read.spec = ("str", path, known, audit_only)  # type: ignore[attr-defined]
     return read
 
 
@@ -100,6 +104,7 @@ def _code(known: frozenset[str]) -> Reader:
             return ADMIT  # null, floats, objects: compared by their text forms
         return v if v in known else PRESENT
 
+    read.spec = ("code", known)  # type: ignore[attr-defined]
     return read
 
 
@@ -110,6 +115,7 @@ def _sourceip(known: frozenset[str]) -> Reader:
             return ips[-1] if ips[-1] in known else PRESENT
         return None
 
+    read.spec = ("sourceip", known)  # type: ignore[attr-defined]
     return read
 
 
@@ -133,6 +139,7 @@ def _pointer(ptr: str, known: frozenset[str]) -> Reader:
             return ADMIT
         return cur if cur in known else PRESENT
 
+    read.spec = ("pointer", segs, known)  # type: ignore[attr-defined]
     return read
 
 
@@ -236,7 +243,7 @@ class Guards:
                     known[(name, arg)] |= values
         self.index_known = tuple(frozenset(known[(n, None)]) for n in index_fields)
         # the fields read the same in both compat modes (their differences are in fields not read here)
-        self._readers = [reader(name, arg, frozenset(known[(name, arg)])) for name, arg in self.fields]
+        self.readers = [reader(name, arg, frozenset(known[(name, arg)])) for name, arg in self.fields]
 
     @staticmethod
     def _usable(atom: Atom, index_fields: tuple[str, ...], extra: bool = True) -> bool:
@@ -248,7 +255,7 @@ class Guards:
     def profile(self, ctx: EventContext) -> tuple[Any, ...]:
         """The extra fields' profile values (see ``READERS``)."""
         ev, audit = ctx.ev, ctx.audit
-        return tuple([read(ev, audit) for read in self._readers])
+        return tuple([read(ev, audit) for read in self.readers])
 
     def admits(self, i: int, key: tuple[Any, ...]) -> bool:
         """Whether rule ``i``'s clauses all hold for an event with this full key (index values, then

@@ -56,11 +56,14 @@ class AuditIdReuse:
         self.store = store
         self._rows: dict[tuple[str, str], list[AuditIdRow]] = {}
 
-    def prepare(self, records: list[Any]) -> None:
+    def prepare(self, records: list[Any]) -> bool:
+        """Look the batch's auditIDs up; False when none has two stored variants (``observe`` would
+        then find nothing for any of these records)."""
         ids = [r.meta.audit_id for r in records if r.kind == "audit" and r.meta.audit_id]
         self._rows = {}
         for row in self.store.keys.by_audit_id(ids) if ids else []:
             self._rows.setdefault((row.audit_id, row.stage), []).append(row)
+        return bool(self._rows)
 
     def observe(self, record: Any) -> list[Alert]:
         m = record.meta

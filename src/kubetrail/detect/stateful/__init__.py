@@ -4,7 +4,11 @@ Each is a small class with ``observe(record) -> list[Alert]`` (and ``tick(now_ns
 wall-clock work); their state lives in the store through ``StateStore``. A detector that acts only
 on some verbs or resources says so with class attributes ``verbs``/``resources`` (frozensets; absent
 or None = any): the consumer then never calls it for other requests (``DetectConsumer._observers``),
-so its ``observe`` must return nothing and change nothing for them.
+so its ``observe`` must return nothing and change nothing for them. A detector that reads the parsed
+event may also have ``note(record)``: called as the record arrives (beside the rules, while the parsed
+event is at hand), it keeps on the record what ``observe`` will read, so a held record whose parsed
+event the reorder buffer dropped is not parsed again; ``observe`` must give the same answer for a
+record that was never noted (``pod_ips``; tests/unit/speed/test_detect_fast_paths.py).
 """
 
 from __future__ import annotations

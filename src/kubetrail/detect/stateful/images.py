@@ -87,7 +87,8 @@ class NewImage:
     """A workload or pod with a container image repository the cluster has not run before (D23)."""
 
     name = "images"
-    verbs, resources = WRITES, None  # dispatch: observe ignores the rest (_writes_workload)
+    # dispatch: observe ignores the rest (_writes_workload)
+    verbs, resources = WRITES, TEMPLATE_WORKLOADS | {"pods", "cronjobs"}
     rule = "K8s Workload With New Container Image"
     rules = ((rule, "Warning"),)
 

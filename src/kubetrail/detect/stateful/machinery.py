@@ -48,6 +48,7 @@ CONTROLLERS = frozenset((
 KCM_AGENTS = ("kube-controller-manager/", "cloud-controller-manager/")
 MAX_POOL = 64
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+SETTLED_LIMIT = 8192  # remembered in-profile (user, user agent, address) triples
 
 
 def component(user: str, groups: list[str]) -> tuple[str, tuple[str, ...], str] | None:
@@ -92,26 +93,46 @@ class MachineryProfile:
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
         self.learning_ns = int(config.learning_secs * 1e9)
+        # (user, user agent, source IP) judged in profile with the address already in its pool, or a
+        # user that is no component whatever its groups: the same triple is quiet for good (a pool only
+        # grows and nothing else writes it; a kubelet name without the system:nodes group is no
+        # component, so quiet too), so it is not judged again
+        self._settled: set[tuple[str, str, str]] = set()
 
     def observe(self, record: Any) -> list[Alert]:
         m = record.meta
-        if not m.user or m.code == 401 or m.user[0] not in "s":  # every machinery identity starts with "system:"
+        user = m.user
+        if not user or m.code == 401 or user[0] not in "s":  # every machinery identity starts with "system:"
             return []
-        found = component(m.user, m.groups)
+        ua = m.user_agent
+        ip = source_ip(record)
+        seen = (user, ua, ip)
+        if seen in self._settled:
+            return []
+        found = component(user, m.groups)
         if found is None:
+            if not user.startswith("system:node:"):  # no component whatever the groups
+                self._settle(seen)
             return []
         what, agents, where = found
         out: list[Alert] = []
-        ua = m.user_agent
         if not ua.startswith(agents):
             out.append(self._alert(record, what, f"user agent {ua or '(none)'} instead of {agents[0].rstrip('/')}",
                                    f"ua:{ua.split('/', 1)[0]}", {"user_agent": ua, "expected": list(agents)}))
-        ip = source_ip(record)
+        settled = not out
         if where and ip and not _public(ip) and ip not in LOOPBACK:
+            settled = settled and where != "loopback" and ip in self.state.get(self.name, f"pool\x1f{where}", [])
             why = self._address(record, where, ip)
             if why:
                 out.append(self._alert(record, what, why, f"ip:{ip}", {"source_ip": ip, "pool": where}))
+        if settled:
+            self._settle(seen)
         return out
+
+    def _settle(self, seen: tuple[str, str, str]) -> None:
+        if len(self._settled) >= SETTLED_LIMIT:
+            self._settled.clear()
+        self._settled.add(seen)
 
     def _address(self, record: Any, where: str, ip: str) -> str:
         if where == "loopback":

@@ -67,6 +67,12 @@ def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 @lru_cache(maxsize=16384)
+def _is_loopback(ip: str) -> bool:
+    """``_address(ip).is_loopback`` (a property computed on every call), remembered per address."""
+    return _address(ip).is_loopback
+
+
+@lru_cache(maxsize=16384)
 def is_public(ip: str) -> bool:
     """Not private (RFC 1918), loopback, link-local, CGNAT, IPv6 ULA or otherwise reserved."""
     try:
@@ -83,9 +89,52 @@ def _ips(status: dict[str, Any], one: str, many: str) -> list[str]:
     return list(dict.fromkeys(ip for ip in out if ip))
 
 
-def _extra(record: Any, key: str) -> str:
-    value = as_dict(as_dict(record.event().get("user")).get("extra")).get(key)
+def _extras(event: Any) -> dict[str, Any]:
+    """``user.extra`` of a parsed event ({} when it is not there)."""
+    return as_dict(as_dict(as_dict(event).get("user")).get("extra"))
+
+
+def _first(value: Any) -> str:
+    """A ``user.extra`` entry's first value, as text ('' when there is none)."""
     return str(value[0]) if isinstance(value, list) and value else ""
+
+
+FACTS = "_pod_ips"  # the record's facts for this detector (``note``), in its __dict__ beside "_event"
+Facts = tuple["tuple[str, str] | None", "list[tuple[list[str], list[str], str]] | None", "list[str] | None"]
+_NO_FACTS: Facts = (None, None, None)
+
+
+def _facts(record: Any) -> Facts:
+    """What ``observe`` reads from the parsed event, a pure function of the record: the pod-bound
+    token's (pod, node) claims of a service-account request; each (pod IPs, host IPs, spec.nodeName)
+    of a pod's create/update/patch; a node's reported addresses. None where it does not apply."""
+    m = record.meta
+    pods = nodes = token = None
+    if m.resource == "pods" and m.name and done_ok(record):
+        if m.verb in ("create", "update", "patch") and m.subresource in ("", "status"):
+            pods = [(_ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs"),
+                     str(as_dict(obj.get("spec")).get("nodeName") or ""))
+                    for obj in objects(record) for status in (as_dict(obj.get("status")),)]
+    elif m.resource == "nodes" and m.name and m.verb in ("create", "update", "patch") \
+            and m.subresource in ("", "status") and done_ok(record):
+        nodes = [norm_ip(as_dict(a).get("address"))
+                 for o in objects(record) for a in as_dict(o.get("status")).get("addresses") or []]
+    if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
+        token = _token(record)
+    if token is None and pods is None and nodes is None:
+        return _NO_FACTS  # most records: one shared tuple, nothing more held per record
+    return token, pods, nodes
+
+
+def _token(record: Any) -> tuple[str, str]:
+    """The (pod-name, node-name) claims of a service-account token (user.extra), '' when absent. The
+    stored body is orjson's output (no escaped '/'), so a token without the pod-name claim is known
+    from the bytes when the parsed event is not at hand; when it is, three dict reads are cheaper."""
+    cached = record.__dict__.get("_event")
+    if cached is None and b"pod-name" not in record.body:
+        return "", ""
+    extra = _extras(cached if cached is not None else record.event())
+    return _first(extra.get(POD_NAME)), _first(extra.get(NODE_NAME))
 
 
 class PodTokenElsewhere:
@@ -96,31 +145,45 @@ class PodTokenElsewhere:
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in config.trusted_cidrs]
+        self._in_trusted: dict[str, bool] = {}  # per address (a cluster has few): the networks are fixed
+
+    def _trusted(self, ip: str) -> bool:
+        hit = self._in_trusted.get(ip)
+        if hit is None:
+            hit = any(_address(ip) in n for n in self.trusted)
+            if len(self._in_trusted) >= 16384:
+                self._in_trusted.clear()
+            self._in_trusted[ip] = hit
+        return hit
+
+    def note(self, record: Any) -> None:
+        """At arrival, while the parsed event is at hand (the rules just read it): what ``observe``
+        needs from it, kept on the record, so that a held record whose parsed event the reorder
+        buffer dropped is not parsed again when released (``DetectConsumer._rules`` calls this)."""
+        record.__dict__[FACTS] = _facts(record)
 
     def observe(self, record: Any) -> list[Alert]:
+        facts = record.__dict__.get(FACTS)
+        if facts is None:  # not noted at arrival (read back from the store, or a direct call)
+            facts = _facts(record)
+        token, pods, nodes = facts
         m = record.meta
         if m.resource == "pods" and m.name and done_ok(record):
             if m.verb == "delete" and not m.subresource and m.user.startswith("system:node:"):
                 # the kubelet's final delete: the containers are gone (a user's delete only starts the
                 # grace period, during which the pod still runs and uses its token)
                 self.state.put(self.name, f"pod\x1f{m.namespace}/{m.name}", None)
-            elif m.verb in ("create", "update", "patch") and m.subresource in ("", "status"):
-                self._pod_status(record)
-        elif m.resource == "nodes" and m.name and m.verb in ("create", "update", "patch") \
-                and m.subresource in ("", "status") and done_ok(record):
-            self._node_status(m.name, [norm_ip(as_dict(a).get("address"))
-                                       for o in objects(record)
-                                       for a in as_dict(o.get("status")).get("addresses") or []])
-        if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
-            return self._check(record)
+            elif pods is not None:
+                self._pod_status(record, pods)
+        elif nodes is not None:
+            self._node_status(m.name, nodes)
+        if token is not None:
+            return self._check(record, token)
         return []
 
-    def _pod_status(self, record: Any) -> None:
+    def _pod_status(self, record: Any, pods: list[tuple[list[str], list[str], str]]) -> None:
         m = record.meta
-        for obj in objects(record):
-            status = as_dict(obj.get("status"))
-            pod_ips, host_ips = _ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs")
-            node = str(as_dict(obj.get("spec")).get("nodeName") or "")
+        for pod_ips, host_ips, node in pods:
             if not node and m.user.startswith("system:node:"):
                 node = m.user.removeprefix("system:node:")
             if pod_ips:
@@ -137,19 +200,17 @@ class PodTokenElsewhere:
         if merged != known:
             self.state.put(self.name, f"node\x1f{node}", merged[-MAX_NODE_IPS:])
 
-    def _check(self, record: Any) -> list[Alert]:
-        # the stored body is orjson's output (no escaped '/'), so a token without the pod-name claim is
-        # known from the bytes without the parsed event (which the reorder buffer may have dropped)
-        pod = _extra(record, POD_NAME) if b"pod-name" in record.body else ""
+    def _check(self, record: Any, token: tuple[str, str]) -> list[Alert]:
+        pod, bound_node = token
         ip = norm_ip(source_ip(record))
-        if not pod or not ip or _address(ip).is_loopback:
+        if not pod or not ip or _is_loopback(ip):
             return []
         ns = record.meta.user.split(":")[2]
         entry = self.state.get(self.name, f"pod\x1f{ns}/{pod}", {})
-        node = _extra(record, NODE_NAME) or entry.get("node", "")
+        node = bound_node or entry.get("node", "")
         pod_ips = entry.get("ips", [])
         node_ips = self.state.get(self.name, f"node\x1f{node}", []) if node else []
-        if ip in pod_ips or ip in node_ips or any(_address(ip) in n for n in self.trusted):
+        if ip in pod_ips or ip in node_ips or self._trusted(ip):
             return []
         public = is_public(ip)
         if not public and not (pod_ips or node_ips):

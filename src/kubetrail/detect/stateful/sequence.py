@@ -79,7 +79,7 @@ class RbacThenWorkload:
     """An RBAC change followed by a workload change from the same (non-system) identity."""
 
     name = "sequence.rbac_workload"
-    verbs, resources = WRITES, None  # dispatch: observe ignores the rest
+    verbs, resources = WRITES, RBAC | WORKLOADS  # dispatch: observe ignores the rest
     rule = "K8s RBAC Change Followed by Workload Change"
     rules = ((rule, "Warning"),)
 

@@ -36,12 +36,18 @@ class AuditSilence:
         self.state = state
         self.silence_ns = int(config.silence_secs * 1e9)
         self.clock = clock
+        self._ref: Any = None
+        self._src = ""
 
     def observe(self, record: Any) -> list[Alert]:
-        src = record.source.label() or "unknown"
+        ref = record.source
+        if ref is not self._ref:  # the records of one input share their SourceRef: labelled once
+            self._ref, self._src = ref, ref.label() or "unknown"
+        src = self._src
         prev = self.state.get(self.name, src)
         now_wall = self.clock()
-        row = [record.time, record.key, record.meta.audit_id, record.meta.stage, record.leaf_index]
+        m = record.meta
+        row = [record.time, record.key, m.audit_id, m.stage, record.leaf_index]
         out: list[Alert] = []
         if prev and record.time - prev["ev"][0] > self.silence_ns and not prev.get("reported"):
             out.append(self._alert(record, src, prev["ev"][0], record.time, [prev["ev"], row], "resumed"))
