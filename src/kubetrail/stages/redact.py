@@ -366,6 +366,10 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True, key: RedactionKe
     """Scrub ``event`` in place. ``scan_jwts=False`` skips the deep pass over every key and value,
     for callers that check the serialised event with ``needs_deep_scan`` first (the hot path).
     ``key`` keys the digests of what was removed (``redaction_key.py``)."""
+    if not scan_jwts and event.get("requestObject") is None and event.get("responseObject") is None:
+        # The shallow pass acts on those two objects only (a Secret, a token in a TokenRequest's or
+        # TokenReview's object): without them (Metadata level, most traffic) there is nothing to do.
+        return []
     r = _Redactor(key or process_key())
     ref = event.get("objectRef") if isinstance(event.get("objectRef"), dict) else {}
     resource = ref.get("resource")
