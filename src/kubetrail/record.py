@@ -71,8 +71,11 @@ class Redaction(msgspec.Struct, frozen=True, omit_defaults=True):
     sha256_prefix: str = ""
 
 
-class AuditMeta(msgspec.Struct, kw_only=True, tag="audit", tag_field="meta"):
-    """Fields extracted from an audit event; indexed columns in the store."""
+class AuditMeta(msgspec.Struct, tag="audit", tag_field="meta"):
+    """Fields extracted from an audit event; indexed columns in the store.
+
+    Not ``kw_only``: ``extract_meta`` builds one per event positionally (23 keywords cost ~1 µs,
+    positions ~0.15). Everywhere else, name the fields."""
 
     audit_id: str = ""
     stage: str = ""

@@ -18,8 +18,15 @@ import pytest
 from hostile_cases import LINE_FORMATS, cases, wrap
 
 from kubetrail.demo.scenario import generate
-from kubetrail.record import Decoded
-from kubetrail.sources.formats import _decode_line, check_event, decode_line, guarded, loads_lossy
+from kubetrail.record import Decoded, Rejected
+from kubetrail.sources.formats import (
+    _decode_line,
+    check_event,
+    decode_line,
+    decode_line_items,
+    guarded,
+    loads_lossy,
+)
 
 
 def _demo_lines() -> list[bytes]:
@@ -143,3 +150,66 @@ def test_check_event_on_every_hostile_value_is_one_reason_and_keeps_the_object()
             assert a == value or (isinstance(code, str) and a["responseStatus"]["code"] == int(code)), value
         reasons.add(reason)
     assert len(reasons) > 10  # the hostile cases reach most of the reasons
+
+
+@pytest.mark.parametrize("source", ["demo", "hostile", "edge"])
+def test_decode_line_items_gives_the_general_path_s_items(source: str) -> None:
+    """The file reader's form of the short path (issue 18, fourth pass): one item as itself, or an
+    iterator — the same items either way."""
+    lines = {"demo": _demo_lines, "hostile": _hostile_lines, "edge": lambda: EDGE_LINES}[source]()
+    singles = 0
+    for n, line in enumerate(lines):
+        position = f"f:{n}"
+        items = decode_line_items(line, position)
+        singles += isinstance(items, Decoded | Rejected)
+        got = [items] if isinstance(items, Decoded | Rejected) else list(items)
+        assert got == _general(line, position), line[:200]
+    assert singles  # the single-item form was taken (else only the general path was compared)
+
+
+def _old_read_lines(lines: Any, name: str, item: Any) -> Any:
+    """files._read_lines before the fourth pass (main at 9d5aac9): the reference for the reader's
+    short branch."""
+    from kubetrail.sources import files
+
+    block = None
+    while item is not None:
+        number, blanks, line = item
+        if line is not None:
+            line = files._unbom(line)
+        if line is not None and block is not None and not files._starts_json_line(line):
+            block.add(blanks, line)
+        else:
+            if block is not None:
+                yield from block.items()
+                block = None
+            if line is None:
+                yield Rejected(f"{name}:{number}", f"line longer than {files.MAX_LINE_BYTES} bytes")
+            elif files._YAML_START.match(line):
+                block = files._YamlBlock(name, number, line)
+            else:
+                yield from decode_line(line, f"{name}:{number}")
+        item = lines.next(files.MAX_LINE_BYTES)
+    if block is not None:
+        yield from block.items()
+
+
+def test_the_file_reader_reads_every_line_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mixed streams (JSON lines after YAML blocks, BOMs, CRI, blank runs, hostile lines): the same
+    items, positions and rejects as the reader before its short branch."""
+    import io
+
+    from kubetrail.sources import files
+
+    yaml_block = b"kind: Event\nauditID: y1\nverb: get\nuser:\n  username: bob\n"
+    parts = [*_demo_lines()[:40], yaml_block, *_demo_lines()[40:45], b"", b"  ", yaml_block + b"---\n" + yaml_block,
+             *_hostile_lines()[:300], b"\xef\xbb\xbf" + _demo_lines()[0], yaml_block, *EDGE_LINES,
+             b"2024-01-01T00:00:00Z stdout F " + _demo_lines()[1], b"# a comment", *_demo_lines()[45:60]]
+    streams = [b"\n".join(parts) + b"\n", b"\n".join(parts), b"\r\n".join(_demo_lines()[:20])]
+    for data in streams:
+        new = list(files.read_stream(io.BytesIO(data), "f"))
+        monkeypatch.setattr(files, "_read_lines", _old_read_lines)
+        old = list(files.read_stream(io.BytesIO(data), "f"))
+        monkeypatch.undo()
+        assert len(new) >= 20
+        assert new == old

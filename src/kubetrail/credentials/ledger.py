@@ -53,6 +53,10 @@ class Ledger:
         self._cred_ids: dict[str, list[str]] = {}  # credential id -> stored ids (this step's repository reads)
         self._dirty_aggs: set[str] = set()
         self._subjects: set[str] | None = None
+        # (JTI credential id, requesting user) -> (credential, link) as ``link._token_for`` answered it; forgotten
+        # when a document with a JTI credential id changes (``touch``; ids only ever become JTIs, never stop being
+        # one, except by ``delete``/``merge``), at ``delete`` and with this step's caches
+        self.tokens: dict[tuple[str, str], tuple[str, str]] = {}
 
     # -- credentials ----------------------------------------------------------------------------
     def get(self, cred_id: str) -> Credential | None:
@@ -131,6 +135,10 @@ class Ledger:
             self._subjects.add(cred.subject)
 
     def touch(self, cred_id: str) -> None:
+        if self.tokens:  # a JTI answer changes only with a document that has (or now gets) a JTI credential id
+            c = self._docs.get(cred_id)
+            if c is None or c.credential_id.startswith("JTI="):
+                self.tokens.clear()
         self.dirty.add(cred_id)
         self.touched.add(cred_id)
         self.reshaped.add(cred_id)
@@ -141,6 +149,7 @@ class Ledger:
         self.touched.add(cred_id)
 
     def delete(self, cred_id: str) -> None:
+        self.tokens.clear()
         self.repo.delete(cred_id)
         self._docs[cred_id] = None
         self._aggs.pop(cred_id, None)
@@ -317,6 +326,7 @@ class Ledger:
             arows.append((cid, a.uses, a.exact_uses, a.probable_uses, a.denied, a.first_used, a.last_used, stats))
         self.repo.upsert_aggregates(arows)
         self._cred_ids.clear()
+        self.tokens.clear()
         self.dirty.clear()
         self._dirty_aggs.clear()
 
@@ -332,5 +342,6 @@ class Ledger:
         self._cids.clear()
         self._bindings = None
         self._cred_ids.clear()
+        self.tokens.clear()
         self._dirty_aggs.clear()
         self._subjects = None

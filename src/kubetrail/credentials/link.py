@@ -154,17 +154,28 @@ def _unknown_use(ledger: Ledger, record: Any) -> None:
     _use(ledger, cred, record, "none")
 
 
+TOKEN_MEMO = True  # tests turn it off to compare with the lookup every time
+
+
 def _token_for(ledger: Ledger, cid: str, user: str) -> tuple[Credential | None, str]:
     """The token with this JTI whose subject is the requester: an exact link. A JTI presented by another
     subject is no proof of anything (a forged token or a colliding id): a ``mismatched`` use of the
-    first token, flagged, never counted as exact."""
+    first token, flagged, never counted as exact.
+
+    A JTI is used again and again by its pod: the answer is remembered (``Ledger.tokens``) until any
+    credential document changes, so a repeat use skips the lookup of every token with that JTI."""
+    memo = ledger.tokens.get((cid, user)) if TOKEN_MEMO else None
+    if memo is not None:
+        cred = ledger.get(memo[0])
+        if cred is not None:
+            return cred, memo[1]
     found = ledger.all_by_credential_id(cid)
     if not found:
         return None, "exact"
     same = [c for c in found if not c.subject or c.subject == user]
-    if same:
-        return same[0], "exact"
-    return found[0], "mismatched"
+    cred, how = (same[0], "exact") if same else (found[0], "mismatched")
+    ledger.tokens[(cid, user)] = (cred.id, how)
+    return cred, how
 
 
 def _use(ledger: Ledger, cred: Credential, record: Any, how: str) -> None:

@@ -31,15 +31,25 @@ import orjson
 import yaml
 
 from kubetrail.errors import InputError
-from kubetrail.record import Rejected
+from kubetrail.record import Decoded, Rejected
 from kubetrail.sources._tail import MAX_LINE_BYTES
-from kubetrail.sources.formats import BOM, Item, decode_line, decode_value, guarded, loads_lossy, noted
+from kubetrail.sources.formats import (
+    BOM,
+    Item,
+    decode_line,
+    decode_line_items,
+    decode_value,
+    guarded,
+    loads_lossy,
+    noted,
+)
 
 MAX_YAML_BYTES = 256 * 1024 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024  # a pretty-printed JSON document is parsed whole
 MAX_BAD_RUN = 100_000  # rejects in a row: no audit log looks like that
 CHUNK_BYTES = 1 << 20
 
+_ONE_ITEM = (Decoded, Rejected)  # what decode_line_items returns for a line of one item
 _NOT_BLANK = re.compile(rb"[^ \t\r\n\f\v]")
 _BLANK_BYTES = frozenset(b" \t\r\n\f\v")
 _YAML_START = re.compile(rb"^(---|#|[A-Za-z_][\w.@-]*:(\s|$))")
@@ -165,6 +175,16 @@ def _read_lines(lines: _Lines, name: str, item: tuple[int, int, bytes | None] | 
     block: _YamlBlock | None = None
     while item is not None:
         number, blanks, line = item
+        if block is None and line is not None and line[:1] == b"{":
+            # The common line, one JSON object: what the general reading below does with it (no BOM,
+            # no YAML start, no block to end), without its steps; a plain Event is one item as is.
+            items = decode_line_items(line, f"{name}:{number}")
+            if isinstance(items, _ONE_ITEM):
+                yield items
+            else:
+                yield from items
+            item = lines.next(MAX_LINE_BYTES)
+            continue
         if line is not None:
             line = _unbom(line)
         if line is not None and block is not None and not _starts_json_line(line):

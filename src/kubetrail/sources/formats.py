@@ -46,6 +46,7 @@ MAX_NESTING = 8
 
 
 Item = Decoded | Rejected
+_ONE_ITEM = (Decoded, Rejected)
 
 _EVENT_KEYS = ("auditID", "stage", "verb", "requestURI")
 # The top-level fields whose type the pipeline relies on (null is allowed: it reads as absent).
@@ -242,6 +243,13 @@ def decode_line(line: bytes, position: str) -> Iterator[Item]:
     parsed once here, with the outcome ``_decode_line`` gives it: a plain Event takes a short path
     without generators; anything else (envelopes, lists, bad JSON, a nesting cut, an exception in
     the short path) goes the general way (tests/hostile/test_decode_fast_path.py)."""
+    items = decode_line_items(line, position)
+    return iter((items,)) if isinstance(items, _ONE_ITEM) else items
+
+
+def decode_line_items(line: bytes, position: str) -> Item | Iterator[Item]:
+    """``decode_line``, with the one item of a plain Event line returned as itself (no iterator: the
+    file reader's loop takes it as is, ~0.2 µs less per line); every other line's items as an iterator."""
     if line[:1] == b"{":
         try:
             obj = orjson.loads(line)  # whitespace JSON does not allow (\x0c) fails: the general path strips it
@@ -250,7 +258,7 @@ def decode_line(line: bytes, position: str) -> Iterator[Item]:
         if "auditID" in obj and obj.get("kind") != "EventList":
             try:
                 reason = check_event(obj)
-                return iter((Rejected(position, reason) if reason else Decoded(obj, "event", position),))
+                return Rejected(position, reason) if reason else Decoded(obj, "event", position)
             except Exception:  # noqa: BLE001 - the general path decodes the line again and names it
                 return guarded(_decode_line(line, position), position)
         return guarded(decode_value(obj, position), position)

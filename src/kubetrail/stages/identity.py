@@ -75,7 +75,7 @@ def _fold_derived(ev: dict[str, Any], field: str, holder_name: str | None, micro
 
 def canonical_event(event: dict[str, Any]) -> dict[str, Any]:
     """The event without its envelope and derived fields (a new top-level dict; ``event`` is kept)."""
-    ev = dict(event)
+    ev = event.copy()
     if ev.get("kind") == "Event":
         del ev["kind"]
     if ev.get("apiVersion") in AUDIT_API_VERSIONS:
@@ -94,8 +94,14 @@ def canonical_bytes(event: dict[str, Any]) -> bytes:
 
 
 def event_key(event: dict[str, Any]) -> str:
-    """The record key of a (redacted) audit event: hex SHA-256 of the version tag and canonical bytes."""
-    return hashlib.sha256(KEY_VERSION + canonical_bytes(event)).hexdigest()
+    """The record key of a (redacted) audit event: hex SHA-256 of the version tag and canonical bytes
+    (``canonical_bytes``, spelled out: this runs for every event)."""
+    key = _KEY_PREFIX.copy()
+    key.update(orjson.dumps(canonical_event(event), option=orjson.OPT_SORT_KEYS))
+    return key.hexdigest()
+
+
+_KEY_PREFIX = hashlib.sha256(KEY_VERSION)  # copied per key: the tag is hashed once
 
 
 def legacy_key(body: bytes) -> str:

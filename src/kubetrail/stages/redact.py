@@ -366,7 +366,11 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True, key: RedactionKe
     """Scrub ``event`` in place. ``scan_jwts=False`` skips the deep pass over every key and value,
     for callers that check the serialised event with ``needs_deep_scan`` first (the hot path).
     ``key`` keys the digests of what was removed (``redaction_key.py``)."""
-    r = _Redactor(key or process_key())
+    if not scan_jwts and event.get("requestObject") is None and event.get("responseObject") is None:
+        # The shallow pass acts on those two objects only (a Secret, a token in a TokenRequest's or
+        # TokenReview's object): without them (Metadata level, most traffic) there is nothing to do.
+        return []
+    r: _Redactor | None = None  # built when something is to be removed (most events: never)
     ref = event.get("objectRef") if isinstance(event.get("objectRef"), dict) else {}
     resource = ref.get("resource")
     secretish = _is_secret_request(event)
@@ -375,23 +379,29 @@ def redact_event(event: dict[str, Any], scan_jwts: bool = True, key: RedactionKe
         if obj is None:
             continue
         if secretish and isinstance(obj, str | int | float | bool) and obj != REDACTED:
+            r = r or _Redactor(key or process_key())
             event[field] = r.drop(field, obj, "secret-data")  # a patch logged as raw text
         elif secretish or _secret_objects(obj):
+            r = r or _Redactor(key or process_key())
             r.secret(obj, field)
         elif isinstance(obj, dict) and isinstance(obj.get("items"), list):
             for i, item in enumerate(obj["items"]):
                 if _secret_objects(item):
+                    r = r or _Redactor(key or process_key())
                     r.secret(item, f"{field}.items[{i}]")
     if resource == "serviceaccounts" and ref.get("subresource") == "token":
+        r = r or _Redactor(key or process_key())
         r.token(event.get("responseObject"), ("status", "token"), "responseObject", event)
     if resource == "tokenreviews":
+        r = r or _Redactor(key or process_key())
         for field in ("requestObject", "responseObject"):
             r.token(event.get(field), ("spec", "token"), field, event)
     if scan_jwts:
         # Every value, the token-claims annotation included: an incoming one is just another string,
         # and a claim (``sub``, say) can itself hold a JWT.
+        r = r or _Redactor(key or process_key())
         r.walk(event, ())
-    return r.found
+    return r.found if r is not None else []
 
 
 def redact_text(text: str, path: str = "message", key: RedactionKey | None = None) -> tuple[str, list[Redaction]]:

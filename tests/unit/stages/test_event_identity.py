@@ -138,3 +138,19 @@ def test_every_order_of_the_five_deliveries_stores_each_event_once(tmp_path: Pat
     finally:
         pipe.close()
         pipe.store.close()
+
+
+def test_event_key_is_the_hash_of_the_tag_and_canonical_bytes() -> None:
+    """event_key spells canonical_bytes out and hashes the version tag once (issue 18, fourth pass):
+    the same key as hashing the two together, for v1, v1beta1 and envelope-less events."""
+    import hashlib
+
+    from kubetrail.demo.scenario import generate
+    from kubetrail.stages.identity import KEY_VERSION
+
+    events = [dict(ev) for ev in generate(seed=4, events=200).events]
+    events += [{k: v for k, v in ev.items() if k not in ("kind", "apiVersion")} for ev in events[:50]]
+    events += [{**ev, "apiVersion": "audit.k8s.io/v1beta1", "timestamp": "2024-01-01T00:00:00Z"} for ev in events[:50]]
+    for ev in events:
+        assert event_key(ev) == hashlib.sha256(KEY_VERSION + canonical_bytes(ev)).hexdigest()
+    assert len({event_key(ev) for ev in events}) > 150
