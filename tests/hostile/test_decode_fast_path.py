@@ -167,36 +167,9 @@ def test_decode_line_items_gives_the_general_path_s_items(source: str) -> None:
     assert singles  # the single-item form was taken (else only the general path was compared)
 
 
-def _old_read_lines(lines: Any, name: str, item: Any) -> Any:
-    """files._read_lines before the fourth pass (main at 9d5aac9): the reference for the reader's
-    short branch."""
-    from kubetrail.sources import files
-
-    block = None
-    while item is not None:
-        number, blanks, line = item
-        if line is not None:
-            line = files._unbom(line)
-        if line is not None and block is not None and not files._starts_json_line(line):
-            block.add(blanks, line)
-        else:
-            if block is not None:
-                yield from block.items()
-                block = None
-            if line is None:
-                yield Rejected(f"{name}:{number}", f"line longer than {files.MAX_LINE_BYTES} bytes")
-            elif files._YAML_START.match(line):
-                block = files._YamlBlock(name, number, line)
-            else:
-                yield from decode_line(line, f"{name}:{number}")
-        item = lines.next(files.MAX_LINE_BYTES)
-    if block is not None:
-        yield from block.items()
-
-
 def test_the_file_reader_reads_every_line_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mixed streams (JSON lines after YAML blocks, BOMs, CRI, blank runs, hostile lines): the same
-    items, positions and rejects as the reader before its short branch."""
+    items, positions and rejects as the general reading (the short branch turned off)."""
     import io
 
     from kubetrail.sources import files
@@ -208,7 +181,7 @@ def test_the_file_reader_reads_every_line_as_before(monkeypatch: pytest.MonkeyPa
     streams = [b"\n".join(parts) + b"\n", b"\n".join(parts), b"\r\n".join(_demo_lines()[:20])]
     for data in streams:
         new = list(files.read_stream(io.BytesIO(data), "f"))
-        monkeypatch.setattr(files, "_read_lines", _old_read_lines)
+        monkeypatch.setattr(files, "_SHORT_LINES", False)
         old = list(files.read_stream(io.BytesIO(data), "f"))
         monkeypatch.undo()
         assert len(new) >= 20

@@ -171,11 +171,15 @@ def _starts_json_line(line: bytes) -> bool:
     return line[:1] in (b"{", b"[") or line[:4] == b"H4sI" or _CRI_START.match(line) is not None
 
 
+_SHORT_LINES = True  # ``_read_lines``' short branch (tests turn it off to compare it with the general reading)
+
+
 def _read_lines(lines: _Lines, name: str, item: tuple[int, int, bytes | None] | None) -> Iterator[Item]:
     block: _YamlBlock | None = None
+    short = _SHORT_LINES
     while item is not None:
         number, blanks, line = item
-        if block is None and line is not None and line[:1] == b"{":
+        if short and block is None and line is not None and line[:1] == b"{":
             # The common line, one JSON object: what the general reading below does with it (no BOM,
             # no YAML start, no block to end), without its steps; a plain Event is one item as is.
             items = decode_line_items(line, f"{name}:{number}")
