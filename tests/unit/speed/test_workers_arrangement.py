@@ -56,3 +56,61 @@ def test_a_consumer_process_is_one_of_the_consumers_when_apart(tmp_path: Path) -
     finally:
         pipe.close()
         pipe.store.close()
+
+
+def _chunk() -> bytes:
+    import orjson
+
+    from kubetrail.testing import make_event
+
+    pod = make_event("p-1", verb="create", resource="pods", namespace="shop", name="web-1", user="system:node:n1",
+                     responseObject={"kind": "Pod", "metadata": {"name": "web-1"}, "spec": {"nodeName": "n1"},
+                                     "status": {"podIP": "10.1.0.7", "hostIP": "192.168.0.9"}})
+    sa = make_event("t-1", user="system:serviceaccount:shop:web", resource="secrets", namespace="shop",
+                    source_ips=["203.0.113.9"])
+    sa["user"]["extra"] = {"authentication.kubernetes.io/pod-name": ["web-1"],
+                           "authentication.kubernetes.io/node-name": ["n1"]}
+    plain = make_event("g-1", user="system:anonymous", groups=["system:unauthenticated"], resource="secrets",
+                       verb="list", source_ips=["198.51.100.7"])
+    return b"".join(orjson.dumps(e) + b"\n" for e in (pod, sa, plain))
+
+
+def test_a_worker_s_rule_matches_are_the_consumer_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from kubetrail import workers
+    from kubetrail.alerts.config import DetectSettings
+    from kubetrail.detect.consumer import build_ruleset
+    from kubetrail.record import SourceRef
+    from kubetrail.sources.files import read_stream
+    from kubetrail.stages.extract import to_record
+    from kubetrail.stages.redaction_key import load_or_create
+
+    key = load_or_create(str(tmp_path / "k"))
+    rules = build_ruleset(DetectSettings())
+    monkeypatch.setattr(workers, "_state", {"key": key, "rules": rules})
+    src = SourceRef(stream="f")
+    ready = [i for i in workers.unpack(workers.prepare(_chunk(), 1, src), "f") if isinstance(i, workers.Ready)]
+    here = [to_record(d, src, key) for d in read_stream(io.BytesIO(_chunk()), "f")]
+    assert len(ready) == len(here) == 3
+    found = [[(m.rule, m.output) for m in r.record.__dict__["_matches"]] for r in ready]
+    assert found == [[(m.rule, m.output) for m in rules.evaluate(h)] for h in here]
+    assert any(found)  # the anonymous list of secrets matches a rule
+
+
+def test_a_failure_of_the_rules_in_a_worker_never_costs_the_event(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rules raising in a worker: the record is stored as in one process and carries no matches, so
+    the consumer evaluates it itself (and meets the failure where one process would)."""
+    from kubetrail import workers
+    from kubetrail.record import SourceRef
+    from kubetrail.stages.redaction_key import load_or_create
+
+    class Broken:
+        def evaluate(self, record: object) -> list[object]:
+            raise RuntimeError("a rule bug")
+
+    monkeypatch.setattr(workers, "_state", {"key": load_or_create(str(tmp_path / "k")), "rules": Broken()})
+    items = list(workers.unpack(workers.prepare(_chunk(), 1, SourceRef(stream="f")), "f"))
+    assert [type(i).__name__ for i in items] == ["Ready", "Ready", "Ready"]
+    assert all("_matches" not in i.record.__dict__ for i in items)  # type: ignore[union-attr]
