@@ -70,7 +70,7 @@ DEFAULT_BATCH = 2000
 # aim of issue 18 (< 300 MB per process on a 5 GB file): its reorder buffers hold 24 MiB of bodies of
 # which 4 MiB parsed (defaults 48/16; a record over the cap is read back from the store when released)
 # and its SQLite page cache is 16 MiB (default 64). Measured on 150k events of the dense 1 GiB file:
-# 354 -> 240 MiB peak, +6 % CPU in the writer (bench/RESULTS.md "Workers on 2 CPUs").
+# 354 -> 240 MiB peak, +6 % CPU in the writer (bench/RESULTS.md "Fourth session").
 LEAN_BUFFERS = (24 << 20, 4 << 20)
 LEAN_CACHE_KIB = 16 * 1024
 

@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from kubetrail.alerts.config import DetectSettings
-from kubetrail.detect.engine import Match, RuleSet
+from kubetrail.detect.engine import MATCHES, Match, RuleSet
 from kubetrail.record import Decoded, Record, Rejected, SourceRef
 from kubetrail.runtime import tune_gc
 from kubetrail.sources import files
@@ -165,7 +165,7 @@ def unpack(data: bytes, name: str) -> Iterator[Ready | Rejected]:
             if detected is not None:
                 matches = next(detected)
                 if matches is not None:
-                    record.__dict__["_matches"] = matches  # detect.consumer takes them for the rules
+                    record.__dict__[MATCHES] = matches  # detect.consumer takes them for the rules
             yield Ready(record, name + where)
         else:
             r = next(rejected)

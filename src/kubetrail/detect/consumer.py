@@ -31,7 +31,7 @@ from kubetrail.alerts.outbox import Deliverer, DeliveryReport
 from kubetrail.alerts.store import note_late_events, record_alerts, settings_for
 from kubetrail.catch_up import apply_in_order, catch_up
 from kubetrail.detect.catalog import catalog, check_names, disabled_groups
-from kubetrail.detect.engine import RuleSet, builtin_rule_paths, load_rules
+from kubetrail.detect.engine import MATCHES, RuleSet, builtin_rule_paths, load_rules
 from kubetrail.detect.reuse import AuditIdReuse
 from kubetrail.detect.stateful import build_detectors, max_window_secs
 from kubetrail.detect.stateful.state import StateStore
@@ -152,7 +152,7 @@ class DetectConsumer:
             if r.kind != "audit":
                 continue
             seen += 1
-            found = r.__dict__.pop("_matches", None) if hasattr(r, "__dict__") else None
+            found = r.__dict__.pop(MATCHES, None) if hasattr(r, "__dict__") else None
             if found is None:
                 found = evaluate(r)
             for m in found:

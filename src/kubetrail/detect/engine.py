@@ -64,6 +64,10 @@ from kubetrail.errors import RuleError
 BUILTIN_DIR = os.path.join(os.path.dirname(__file__), "rules")
 _CACHE_LIMIT = 4096
 INDEX_FIELDS = ("ka.verb", "ka.target.resource", "ka.target.subresource", "ka.user.name")
+# Where a record carries its rule matches when they were evaluated before it reached the detection
+# consumer (a preparation worker had the event parsed, kubetrail/workers.py): ``list[Match]`` in the
+# record's ``__dict__``, with ``leaf_index``/``key`` unset; ``DetectConsumer._rules`` takes them.
+MATCHES = "_matches"
 
 
 def builtin_rule_paths() -> list[str]:

@@ -11,6 +11,7 @@ import pytest
 from kubetrail import ordering, pipeline
 from kubetrail.consumer_process import ConsumerProcess
 from kubetrail.detect.consumer import DetectConsumer
+from kubetrail.detect.engine import MATCHES
 from kubetrail.pipeline import LEAN_BUFFERS, LEAN_CACHE_KIB, Options, open_pipeline
 from kubetrail.store import sqlite_schema
 
@@ -93,7 +94,7 @@ def test_a_worker_s_rule_matches_are_the_consumer_s(tmp_path: Path, monkeypatch:
     ready = [i for i in workers.unpack(workers.prepare(_chunk(), 1, src), "f") if isinstance(i, workers.Ready)]
     here = [to_record(d, src, key) for d in read_stream(io.BytesIO(_chunk()), "f")]
     assert len(ready) == len(here) == 3
-    found = [[(m.rule, m.output) for m in r.record.__dict__["_matches"]] for r in ready]
+    found = [[(m.rule, m.output) for m in r.record.__dict__[MATCHES]] for r in ready]
     assert found == [[(m.rule, m.output) for m in rules.evaluate(h)] for h in here]
     assert any(found)  # the anonymous list of secrets matches a rule
 
@@ -113,4 +114,4 @@ def test_a_failure_of_the_rules_in_a_worker_never_costs_the_event(tmp_path: Path
     monkeypatch.setattr(workers, "_state", {"key": load_or_create(str(tmp_path / "k")), "rules": Broken()})
     items = list(workers.unpack(workers.prepare(_chunk(), 1, SourceRef(stream="f")), "f"))
     assert [type(i).__name__ for i in items] == ["Ready", "Ready", "Ready"]
-    assert all("_matches" not in i.record.__dict__ for i in items)  # type: ignore[union-attr]
+    assert all(MATCHES not in i.record.__dict__ for i in items)  # type: ignore[union-attr]
