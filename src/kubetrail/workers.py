@@ -4,29 +4,34 @@ The pipeline's per-event work before the store — decode and type-check a line,
 the indexed fields, key it, hash the body and build the row's v2 entry and leaf hash — needs
 nothing but the event itself, so it runs in ``N`` worker processes::
 
-    reader (main) ── raw chunks of whole lines ──► worker 1..N: decode, to_record, rows.row_head
-                                                        │ MessagePack (records, positions, rejects)
-    writer (main) ◄── in input order ───────────────────┘
+    plain file ── byte ranges, read by each worker ──► worker 1..N: decode, to_record, rows.row_head
+    stdin, .gz ── the writer cuts chunks of lines ──►        │ MessagePack (records, positions, rejects)
+    writer (main) ◄── in input order ────────────────────────┘
         └─► Pipeline: store.append (leaf indexes, one transaction) ─► consumers
 
-What crosses a process boundary is bytes: a chunk of the input, and ``PreparedChunk`` encoded with
-msgspec (a record is ~5 µs to encode and decode). Parsed events never cross it: pickling one costs
-far more than parsing it again where it is needed.
+What crosses a process boundary is bytes: a chunk of the input (not even that for a plain file:
+the writer names chunk ``k`` and the worker reads it, ``prepare_range``), and ``PreparedChunk``
+encoded with msgspec (a record is ~5 µs to encode and decode). Parsed events never cross it:
+pickling one costs far more than parsing it again where it is needed.
 
 The results are the single process's: chunks are cut only in front of a line that starts a JSON
-value (a YAML block always ends there), each carries its first line number (positions are the
-same), the writer takes results in input order (leaf order is the input order), and the run of
+value (a YAML block always ends there), positions get the lines before their chunk added by the
+writer, the writer takes results in input order (leaf order is the input order), and the run of
 rejects that gives up on an input is counted across chunks. An input that is one pretty-printed
 JSON document, or that has no JSON line to cut at for ``MAX_CHUNK_BYTES``, is read by the writer
-itself from there on (``sources/files.py``, as without workers).
+itself from there on (``sources/files.py``, as without workers); so is what a plain file holds
+after the last newline it had when opened (a line being written, what was appended since).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import multiprocessing
 import os
+import re
+import stat
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,18 +52,33 @@ CHUNK_BYTES = 1 << 20  # input handed to a worker at once (~350 RequestResponse 
 MAX_CHUNK_BYTES = files.MAX_LINE_BYTES + (1 << 20)  # beyond this without a cut, the writer reads on
 MIN_INPUT_BYTES = 16 << 20  # below this ``--workers`` defaults to 0: starting them takes ~0.5 s
 IN_FLIGHT_PER_WORKER = 3  # chunks queued or being prepared per worker: bounded memory, no idle worker
+# The workers run this much nicer than the writer. The writer is the one serial stage (store, trail,
+# consumers); with N workers on N CPUs the scheduler would give it only N/(N+1) of a CPU whenever the
+# workers are busy, so it fell behind while they filled their queues and then waited: on 2 CPUs a
+# fifth of the machine was idle. Nicer workers take what the writer leaves (bench/RESULTS.md,
+# "Fifth session"). Niceness compares tasks within one scheduling group, so in a container or a
+# session of its own this ranks kubetrail's processes among themselves.
+WORKER_NICE = 19
 
 
 class PreparedChunk(msgspec.Struct, array_like=True):
     """What a worker returns for one chunk: the records (each with its position and row head) and
-    the rejects, and ``order`` (b"r"/b"x" per item) saying how they interleaved in the input."""
+    the rejects, and ``order`` (b"r"/b"x" per item) saying how they interleaved in the input.
+
+    A record's position is its line number as the worker counted it (``lines``) and what follows the
+    number (``tails``: ``.items[0]`` in a list, else empty); the writer adds the lines before the
+    chunk, which a worker reading a byte range of the file cannot know (``unpack(base=)``)."""
 
     records: list[Record]
-    where: list[str]
+    lines: list[int]
+    tails: list[str]
     heads: list[tuple[Any, ...]]
     rejected: list[Rejected]
     order: bytes
     matches: list[list[Match] | None] = []  # per record, when the workers run the rules (``WorkerPool(rules=)``)
+    newlines: int = 0  # in the chunk: the next chunk's lines start this many after this one's
+    end: int = 0  # byte range mode: where the chunk ended in the file (progress)
+    fallback: int = -1  # byte range mode: no line to cut at for MAX_CHUNK_BYTES from this offset
 
 
 class Ready(msgspec.Struct):
@@ -106,17 +126,23 @@ def _init(key: RedactionKey, rules: DetectSettings | None = None) -> None:
 
         _state["rules"] = build_ruleset(rules)
     tune_gc()
+    with contextlib.suppress(OSError):  # not allowed here: the same results, only slower on a full machine
+        os.nice(WORKER_NICE)
 
 
 def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
-    """A worker's task: every item of ``chunk`` (whole lines from ``first_line``). Positions leave out
-    the input's name (``:12``, ``:12.items[0]``): ``unpack`` puts it in front, since a file name need
-    not be UTF-8, which MessagePack strings are."""
+    """A worker's task: every item of ``chunk`` (whole lines from ``first_line``)."""
+    return _encoder.encode(_prepare(chunk, first_line, source))
+
+
+def _prepare(chunk: bytes, first_line: int, source: SourceRef) -> PreparedChunk:
+    """Positions leave out the input's name (``:12``, ``:12.items[0]``): ``unpack`` puts it in front,
+    since a file name need not be UTF-8, which MessagePack strings are."""
     key: RedactionKey = _state["key"]
     rules: RuleSet | None = _state.get("rules")
     lines = files._Lines(io.BytesIO(chunk))
     lines.number = first_line
-    out = PreparedChunk([], [], [], [], b"")
+    out = PreparedChunk([], [], [], [], [], b"")
     order = bytearray()
     for item in files._read_lines(lines, "", lines.next(files.MAX_LINE_BYTES)):
         if isinstance(item, Decoded):
@@ -127,7 +153,9 @@ def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
                 item = Rejected(item.position, f"cannot be stored ({type(exc).__name__})")
             else:
                 out.records.append(record)
-                out.where.append(item.position)
+                number, tail = _split_position(item.position)
+                out.lines.append(number)
+                out.tails.append(tail)
                 out.heads.append(head)
                 if rules is not None:
                     out.matches.append(_matches(rules, record))
@@ -137,7 +165,101 @@ def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
         out.rejected.append(item)
         order += b"x"
     out.order = bytes(order)
+    out.newlines = chunk.count(b"\n")
+    return out
+
+
+_POSITION = re.compile(r":(\d+)")
+
+
+def _split_position(position: str) -> tuple[int, str]:
+    """``:12.items[0]`` -> (12, ``.items[0]``): every position of a nameless input starts ``:<line>``."""
+    m = _POSITION.match(position)
+    if m is None:  # not a line position (none is made so today): kept whole
+        return -1, position
+    return int(m[1]), position[m.end():]
+
+
+def _absolute(position: str, name: str, base: int) -> str:
+    number, tail = _split_position(position)
+    return name + position if number < 0 or not base else f"{name}:{base + number}{tail}"
+
+
+def _rebase(r: Rejected, name: str, base: int) -> Rejected:
+    """A worker's reject with the input's name and the lines before its chunk; a YAML error's reason
+    names its line too (``files._yaml_reject``: the position's), which gets them as well."""
+    number, _ = _split_position(r.position)
+    r.position = _absolute(r.position, name, base)
+    if base and number >= 0 and " at line " in r.reason:
+        r.reason = r.reason.replace(f" at line {number},", f" at line {base + number},", 1)
+    return r
+
+
+def prepare_range(handle: tuple[str, int, int, int], k: int, size: int, source: SourceRef,
+                  span: tuple[int, int] = (CHUNK_BYTES, MAX_CHUNK_BYTES)) -> bytes:
+    """A worker's task in byte range mode: chunk ``k`` of the file (its first ``size`` bytes, which
+    end a line), read here rather than passed through the writer. Every worker finds the same cut
+    points: with ``span`` = (chunk bytes, most bytes without a cut), chunk ``k`` runs from the first
+    cut at or after ``k * chunk bytes`` to the first at or after ``(k + 1) * chunk bytes``; lines are
+    numbered from 1 and the writer adds those before."""
+    fd = _open(handle)
+    step, most = span
+    lo = k * step
+    start = 0 if k == 0 else _cut_at(fd, lo, size, lo + most)
+    end = _cut_at(fd, lo + step, size, start + most) if start >= 0 else -1
+    if start < 0 or end < 0:
+        return _encoder.encode(PreparedChunk([], [], [], [], [], b"", fallback=max(start, lo)))
+    data = os.pread(fd, end - start, start)
+    if len(data) != end - start:
+        raise OSError(f"the file shrank while it was read (at byte {start + len(data)})")
+    out = _prepare(data, 1, source)
+    out.end = end
     return _encoder.encode(out)
+
+
+def _open(handle: tuple[str, int, int, int]) -> int:
+    """The input file, opened once per worker: through the writer's descriptor where /proc has it (a
+    file renamed or replaced since is still the one the writer opened), checked by device and inode."""
+    cached = _state.get("file")
+    if cached is not None and cached[0] == handle:
+        return int(cached[1])
+    if cached is not None:
+        os.close(cached[1])
+        del _state["file"]
+    path, pid, fd_number, ino = handle
+    try:
+        fd = os.open(f"/proc/{pid}/fd/{fd_number}", os.O_RDONLY)
+    except OSError:
+        fd = os.open(path, os.O_RDONLY)
+    if os.fstat(fd).st_ino != ino:
+        os.close(fd)
+        raise OSError(f"{path}: the file was replaced while it was read")
+    _state["file"] = (handle, fd)
+    return fd
+
+
+_CUT = re.compile(rb"\n[\[{]")
+_WINDOW = 64 << 10
+
+
+def _cut_at(fd: int, at: int, size: int, limit: int) -> int:
+    """The first cut point at or after ``at`` — the start of a line that starts ``{`` or ``[`` — or
+    ``size`` when there is none before it; -1 when there is none before ``limit`` either."""
+    if at >= size:
+        return size
+    pos = at - 1  # the newline in front of a line starting at ``at``
+    while pos < size:
+        if pos >= limit:
+            return -1
+        buf = os.pread(fd, min(_WINDOW, size - pos), pos)
+        m = _CUT.search(buf)
+        if m is not None:
+            cut = pos + m.start() + 1
+            return cut if cut <= limit else -1
+        if len(buf) < 2:
+            break
+        pos += len(buf) - 1  # the last byte again: a newline there may be a cut's
+    return size
 
 
 def _matches(rules: RuleSet, record: Record) -> list[Match] | None:
@@ -153,24 +275,25 @@ def _matches(rules: RuleSet, record: Record) -> list[Match] | None:
         return None
 
 
-def unpack(data: bytes, name: str) -> Iterator[Ready | Rejected]:
-    """A worker's result as the items of input ``name``, in order; each record keeps its row head."""
-    chunk = _decoder.decode(data)
-    records, rejected = iter(zip(chunk.records, chunk.where, chunk.heads, strict=True)), iter(chunk.rejected)
+def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Ready | Rejected]:
+    """A worker's result as the items of input ``name``, in order; each record keeps its row head.
+    ``base``: the lines of the input before the chunk that the worker did not count."""
+    chunk = _decoder.decode(data) if isinstance(data, bytes) else data
+    records = iter(zip(chunk.records, chunk.lines, chunk.tails, chunk.heads, strict=True))
+    rejected = iter(chunk.rejected)
     detected = iter(chunk.matches) if chunk.matches else None
+    head_name = name + ":"
     for kind in chunk.order:
         if kind == 0x72:  # b"r"
-            record, where, head = next(records)
+            record, number, tail, head = next(records)
             record.__dict__["_row_head"] = tuple(head)
             if detected is not None:
                 matches = next(detected)
                 if matches is not None:
                     record.__dict__[MATCHES] = matches  # detect.consumer takes them for the rules
-            yield Ready(record, name + where)
+            yield Ready(record, f"{head_name}{base + number}{tail}" if number >= 0 else name + tail)
         else:
-            r = next(rejected)
-            r.position = name + r.position
-            yield r
+            yield _rebase(next(rejected), name, base)
 
 
 class WorkerPool:
@@ -198,7 +321,10 @@ class WorkerPool:
     def input_items(self, inp: files.Input, source: SourceRef) -> Iterator[Ready | Rejected | Decoded]:
         """``files.Input.items`` through the workers (a read error keeps what was read, as there)."""
         try:
-            yield from self.items(inp.stream, inp.path, source)
+            if inp.stream is inp.raw and _regular(inp):
+                yield from files._bounded(self._ranges(inp, source), inp.path)
+            else:
+                yield from self.items(inp.stream, inp.path, source)
         except (OSError, EOFError) as exc:
             yield Rejected(inp.path, f"read error: {'bad gzip data' if isinstance(exc, gzip.BadGzipFile) else exc}")
 
@@ -208,9 +334,7 @@ class WorkerPool:
 
     def _items(self, stream: BinaryIO, name: str, source: SourceRef) -> Iterator[Ready | Rejected | Decoded]:
         reader = _Chunker(stream)
-        first = reader.first_line()
-        if first is not None and not files._is_whole_json(files._unbom(first).strip()) \
-                and files._unbom(first).strip()[:1] in (b"{", b"["):
+        if _document(reader.first_line()):
             yield from files.read_stream(reader.rest_stream(), name)  # one pretty-printed document
             return
         pending: deque[Future[bytes]] = deque()
@@ -227,9 +351,78 @@ class WorkerPool:
             for f in pending:
                 f.cancel()
         if reader.fallback:  # no line to cut at for MAX_CHUNK_BYTES: read on here, as without workers
-            lines = files._Lines(reader.rest_stream())
-            lines.number = reader.number
-            yield from files._read_lines(lines, name, lines.next(files.MAX_LINE_BYTES))
+            yield from _read_on(reader.rest_stream(), name, reader.number)
+
+    def _ranges(self, inp: files.Input, source: SourceRef) -> Iterator[Ready | Rejected | Decoded]:
+        """A plain file: the workers read their chunks themselves (``prepare_range``); the writer only
+        decides the chunks' count and puts the results in order. Lines after the last newline at the
+        start (a line being written) and whatever was appended since are read on here."""
+        raw, name = inp.raw, inp.path
+        reader = _Chunker(raw)
+        if _document(reader.first_line()):
+            yield from files.read_stream(reader.rest_stream(), name)  # one pretty-printed document
+            return
+        fd = raw.fileno()
+        size = _lines_end(fd, os.fstat(fd).st_size)
+        handle = (name, os.getpid(), fd, os.fstat(fd).st_ino)
+        span = (CHUNK_BYTES, MAX_CHUNK_BYTES)  # the writer's: the workers' module globals may differ (tests)
+        count = -(-size // CHUNK_BYTES)
+        pending: deque[Future[bytes]] = deque()
+        limit = self.n * IN_FLIGHT_PER_WORKER
+        base, resume, k = 0, size, 0
+        try:
+            while k < count or pending:
+                while k < count and len(pending) < limit:
+                    pending.append(self._pool.submit(prepare_range, handle, k, size, source, span))
+                    k += 1
+                chunk = _decoder.decode(pending.popleft().result())
+                if chunk.fallback >= 0:  # no line to cut at for MAX_CHUNK_BYTES: read on here
+                    resume = chunk.fallback
+                    break
+                yield from unpack(chunk, name, base)
+                base += chunk.newlines
+                inp.at = chunk.end
+        finally:
+            for f in pending:
+                f.cancel()
+        inp.at = None
+        raw.seek(resume)
+        yield from _read_on(raw, name, base + 1)
+
+
+def _document(first: bytes | None) -> bool:
+    """The input starts with a pretty-printed JSON document (read whole, never cut into chunks)."""
+    if first is None:
+        return False
+    head = files._unbom(first).strip()
+    return head[:1] in (b"{", b"[") and not files._is_whole_json(head)
+
+
+def _read_on(stream: BinaryIO, name: str, number: int) -> Iterator[Ready | Rejected | Decoded]:
+    """The rest of ``stream`` read here (as without workers), its first line being line ``number``."""
+    lines = files._Lines(stream)
+    lines.number = number
+    yield from files._read_lines(lines, name, lines.next(files.MAX_LINE_BYTES))
+
+
+def _lines_end(fd: int, size: int) -> int:
+    """The end of the file's last whole line (after its last newline) within ``size`` bytes."""
+    pos = size
+    while pos > 0:
+        start = max(pos - _WINDOW, 0)
+        nl = os.pread(fd, pos - start, start).rfind(b"\n")
+        if nl >= 0:
+            return start + nl + 1
+        pos = start
+    return 0
+
+
+def _regular(inp: files.Input) -> bool:
+    """A plain file the workers can read at offsets (not stdin, a pipe or a compressed file)."""
+    try:
+        return inp.path != "-" and stat.S_ISREG(os.fstat(inp.raw.fileno()).st_mode)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 class _Chunker:

@@ -352,6 +352,7 @@ class Input:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.at: int | None = None  # progress set by a reader that does not read ``raw`` (workers' byte ranges)
         if path == "-":
             self.raw: BinaryIO = sys.stdin.buffer
             self.stream: BinaryIO = self.raw
@@ -367,6 +368,8 @@ class Input:
         self.stream = gzip.GzipFile(fileobj=self.raw) if magic == b"\x1f\x8b" else self.raw  # type: ignore[assignment]
 
     def tell(self) -> int:
+        if self.at is not None:
+            return self.at
         try:
             return self.raw.tell()
         except (OSError, ValueError):

@@ -25,8 +25,9 @@ from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
 
 
-def _input(tmp: Path) -> Path:
-    """The demo scenario (attack, credentials) mixed with every shape the line reader handles."""
+def _input(tmp: Path, plain: bool = False) -> Path:
+    """The demo scenario (attack, credentials) mixed with every shape the line reader handles; gzip
+    (the writer cuts it into chunks) or plain (the workers read byte ranges of it themselves)."""
     lines = [orjson.dumps(e) for e in generate(events=1200).events]
     odd = [
         b"",  # blank lines are counted in positions
@@ -49,9 +50,14 @@ def _input(tmp: Path) -> Path:
         out.append(line)
         if i % 97 == 3:
             out.extend(odd)
+    data = b"\n".join(out) + b"\n"
+    if plain:
+        path = tmp / "audit.log"
+        path.write_bytes(data)
+        return path
     path = tmp / "audit.log.gz"
     with gzip.open(path, "wb") as fh:
-        fh.write(b"\n".join(out) + b"\n")
+        fh.write(data)
     return path
 
 
@@ -80,13 +86,16 @@ def _ingest(path: Path, data: Path, key_from: Path, n: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cpus", [2, 4], ids=["rules-in-workers", "consumers-apart"])
-def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int) -> None:
+@pytest.mark.parametrize(("cpus", "plain"), [(2, False), (4, False), (2, True)],
+                         ids=["rules-in-workers", "consumers-apart", "byte-ranges"])
+def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int,
+                                               plain: bool) -> None:
     """On 2 CPUs the consumers stay in the writer and the workers run the rules; with more, the
-    consumers run in a process of their own (``pipeline.open_pipeline``): both give the same."""
+    consumers run in a process of their own (``pipeline.open_pipeline``): both give the same, and so
+    do workers reading byte ranges of a plain file."""
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # many chunks, cut at many places
     monkeypatch.setattr(pipeline, "cpus", lambda: cpus)
-    path = _input(tmp_path)
+    path = _input(tmp_path, plain)
     key = tmp_path / "redaction.key"
     load_or_create(str(key))
     one = _ingest(path, tmp_path / "one", key, 0)
