@@ -120,14 +120,17 @@ def default_workers(input_bytes: int) -> int:
 
 
 def _init(key: RedactionKey, rules: DetectSettings | None = None) -> None:
+    with contextlib.suppress(OSError):  # not allowed here: the same results, only slower on a full machine
+        os.nice(WORKER_NICE)
     _state["key"] = key
     if rules is not None:
         from kubetrail.detect.consumer import build_ruleset
 
-        _state["rules"] = build_ruleset(rules)
+        # The writer's DetectConsumer builds the same rules and reports their error (the pool starts
+        # before it); without rules here, records carry no matches, as after a failure in ``_matches``.
+        with contextlib.suppress(Exception):
+            _state["rules"] = build_ruleset(rules)
     tune_gc()
-    with contextlib.suppress(OSError):  # not allowed here: the same results, only slower on a full machine
-        os.nice(WORKER_NICE)
 
 
 def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
@@ -308,6 +311,13 @@ class WorkerPool:
         self.n = n
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"),
                                          initializer=_init, initargs=(key, rules))
+
+    def start(self) -> WorkerPool:
+        """Start the processes now rather than at the first chunk, so that they start while the
+        writer does its own start-up."""
+        for _ in range(self.n):
+            self._pool.submit(os.getpid)
+        return self
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

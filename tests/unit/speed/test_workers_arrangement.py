@@ -115,3 +115,22 @@ def test_a_failure_of_the_rules_in_a_worker_never_costs_the_event(tmp_path: Path
     items = list(workers.unpack(workers.prepare(_chunk(), 1, SourceRef(stream="f")), "f"))
     assert [type(i).__name__ for i in items] == ["Ready", "Ready", "Ready"]
     assert all(MATCHES not in i.record.__dict__ for i in items)  # type: ignore[union-attr]
+
+
+def test_a_broken_rules_file_is_one_clear_error_with_workers(tmp_path: Path) -> None:
+    """The workers start before the writer loads its rules: a rules file that does not load is the
+    writer's clear error and exit status 2, with no traceback from a worker on stderr."""
+    import subprocess
+    import sys
+
+    from kubetrail.demo.scenario import generate
+
+    log = tmp_path / "a.log"
+    log.write_bytes(generate(events=50).lines())
+    (tmp_path / "bad.yaml").write_text("- rule: x\n  condition: ka.verb = get\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "detect.yaml").write_text(f"rules: [{tmp_path / 'bad.yaml'}]\n")
+    r = subprocess.run([sys.executable, "-m", "kubetrail", "ingest", "--workers", "2", "--data", str(tmp_path / "d"),
+                        str(log)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert "bad.yaml" in r.stderr and "Traceback" not in r.stderr, r.stderr
