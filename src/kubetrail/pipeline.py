@@ -449,7 +449,7 @@ def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline
             # imports, its own ruleset: ~0.3 s) overlaps the writer's instead of following it. The
             # rules' settings are the ones the writer's DetectConsumer reads (``detect_consumer``).
             rules = (options.detect_settings or settings_for(store.data_dir)) if options.detect and not apart else None
-            pool = WorkerPool(options.workers, key, rules=rules).start()
+            pool = WorkerPool(options.workers, key, rules=rules, dictionary=store.body_dictionary).start()
         here = [f for f in CONSUMERS if f not in OWN_PROCESS] if apart else CONSUMERS
         pipe = Pipeline(store, build_consumers(store, options, here), RejectsFile(options.data_dir), batch_size, key)
     except BaseException:

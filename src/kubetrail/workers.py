@@ -33,7 +33,7 @@ import os
 import re
 import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, BinaryIO
 
@@ -46,6 +46,7 @@ from kubetrail.runtime import tune_gc
 from kubetrail.sources import files
 from kubetrail.stages.extract import to_record
 from kubetrail.stages.redaction_key import RedactionKey
+from kubetrail.store.codec import FRAME, dictionary_compressor
 from kubetrail.store.rows import row_head
 
 CHUNK_BYTES = 1 << 20  # input handed to a worker at once (~350 RequestResponse events)
@@ -76,6 +77,8 @@ class PreparedChunk(msgspec.Struct, array_like=True):
     rejected: list[Rejected]
     order: bytes
     matches: list[list[Match] | None] = []  # per record, when the workers run the rules (``WorkerPool(rules=)``)
+    frames: list[bytes] = []  # per record, its body compressed with zstd dictionary ``dict_id`` (``WorkerPool(dictionary=)``)
+    dict_id: int = 0
     newlines: int = 0  # in the chunk: the next chunk's lines start this many after this one's
     end: int = 0  # byte range mode: where the chunk ended in the file (progress)
     fallback: int = -1  # byte range mode: no line to cut at for MAX_CHUNK_BYTES from this offset
@@ -133,19 +136,21 @@ def _init(key: RedactionKey, rules: DetectSettings | None = None) -> None:
     tune_gc()
 
 
-def prepare(chunk: bytes, first_line: int, source: SourceRef) -> bytes:
+def prepare(chunk: bytes, first_line: int, source: SourceRef, dictionary: tuple[int, bytes] | None = None) -> bytes:
     """A worker's task: every item of ``chunk`` (whole lines from ``first_line``)."""
-    return _encoder.encode(_prepare(chunk, first_line, source))
+    return _encoder.encode(_prepare(chunk, first_line, source, dictionary))
 
 
-def _prepare(chunk: bytes, first_line: int, source: SourceRef) -> PreparedChunk:
+def _prepare(chunk: bytes, first_line: int, source: SourceRef, dictionary: tuple[int, bytes] | None) -> PreparedChunk:
     """Positions leave out the input's name (``:12``, ``:12.items[0]``): ``unpack`` puts it in front,
-    since a file name need not be UTF-8, which MessagePack strings are."""
+    since a file name need not be UTF-8, which MessagePack strings are. With the store's zstd
+    ``dictionary`` the bodies are compressed here too (the writer takes the frames, store/codec.py)."""
     key: RedactionKey = _state["key"]
     rules: RuleSet | None = _state.get("rules")
+    compress = _compressor(dictionary) if dictionary is not None else None
     lines = files._Lines(io.BytesIO(chunk))
     lines.number = first_line
-    out = PreparedChunk([], [], [], [], [], b"")
+    out = PreparedChunk([], [], [], [], [], b"", dict_id=dictionary[0] if dictionary is not None else 0)
     order = bytearray()
     for item in files._read_lines(lines, "", lines.next(files.MAX_LINE_BYTES)):
         if isinstance(item, Decoded):
@@ -162,6 +167,8 @@ def _prepare(chunk: bytes, first_line: int, source: SourceRef) -> PreparedChunk:
                 out.heads.append(head)
                 if rules is not None:
                     out.matches.append(_matches(rules, record))
+                if compress is not None:
+                    out.frames.append(compress(record.body))
                 record.__dict__.pop("_event", None)  # never crosses: the chunk need not keep it (memory, GC)
                 order += b"r"
                 continue
@@ -170,6 +177,14 @@ def _prepare(chunk: bytes, first_line: int, source: SourceRef) -> PreparedChunk:
     out.order = bytes(order)
     out.newlines = chunk.count(b"\n")
     return out
+
+
+def _compressor(dictionary: tuple[int, bytes]) -> Callable[[bytes], bytes]:
+    """The store's compressor for ``dictionary``, made once per worker."""
+    cached = _state.get("compressor")
+    if cached is None or cached[0] != dictionary[0]:
+        cached = _state["compressor"] = (dictionary[0], dictionary_compressor(*dictionary).compress)
+    return cached[1]  # type: ignore[no-any-return]
 
 
 _POSITION = re.compile(r":(\d+)")
@@ -199,7 +214,8 @@ def _rebase(r: Rejected, name: str, base: int) -> Rejected:
 
 
 def prepare_range(handle: tuple[str, int, int, int], k: int, size: int, source: SourceRef,
-                  span: tuple[int, int] = (CHUNK_BYTES, MAX_CHUNK_BYTES)) -> bytes:
+                  span: tuple[int, int] = (CHUNK_BYTES, MAX_CHUNK_BYTES),
+                  dictionary: tuple[int, bytes] | None = None) -> bytes:
     """A worker's task in byte range mode: chunk ``k`` of the file (its first ``size`` bytes, which
     end a line), read here rather than passed through the writer. Every worker finds the same cut
     points: with ``span`` = (chunk bytes, most bytes without a cut), chunk ``k`` runs from the first
@@ -215,7 +231,7 @@ def prepare_range(handle: tuple[str, int, int, int], k: int, size: int, source: 
     data = os.pread(fd, end - start, start)
     if len(data) != end - start:
         raise OSError(f"the file shrank while it was read (at byte {start + len(data)})")
-    out = _prepare(data, 1, source)
+    out = _prepare(data, 1, source, dictionary)
     out.end = end
     return _encoder.encode(out)
 
@@ -285,6 +301,8 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
     records = iter(zip(chunk.records, chunk.lines, chunk.tails, chunk.heads, strict=True))
     rejected = iter(chunk.rejected)
     detected = iter(chunk.matches) if chunk.matches else None
+    frames = iter(chunk.frames) if chunk.frames else None
+    dict_id = chunk.dict_id
     head_name = name + ":"
     for kind in chunk.order:
         if kind == 0x72:  # b"r"
@@ -294,21 +312,28 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
                 matches = next(detected)
                 if matches is not None:
                     record.__dict__[MATCHES] = matches  # detect.consumer takes them for the rules
+            if frames is not None:
+                record.__dict__[FRAME] = (dict_id, next(frames))  # the store's codec takes it
             yield Ready(record, f"{head_name}{base + number}{tail}" if number >= 0 else name + tail)
         else:
             yield _rebase(next(rejected), name, base)
 
 
 class WorkerPool:
-    """``n`` preparation processes (started lazily, forkserver: the writer's threads are not copied).
+    """``n`` preparation processes (forkserver: the writer's threads are not copied).
 
     With ``rules`` (the detection settings of the writer's own detection consumer) the workers also
     evaluate the rules on each event while it is parsed; each match rides with its record and the
     consumer takes it instead of evaluating (``DetectConsumer._rules``). The ruleset is built from
-    the same settings, so the matches are the ones the consumer would find."""
+    the same settings, so the matches are the ones the consumer would find. ``dictionary`` (the
+    store's ``body_dictionary``, asked at every chunk) lets them compress the bodies as the store
+    would; the store uses a frame only if it still compresses with that dictionary.
+    ``start`` starts the processes at once; else they start with the first chunk."""
 
-    def __init__(self, n: int, key: RedactionKey, rules: DetectSettings | None = None) -> None:
+    def __init__(self, n: int, key: RedactionKey, rules: DetectSettings | None = None,
+                 dictionary: Callable[[], tuple[int, bytes] | None] = lambda: None) -> None:
         self.n = n
+        self.dictionary = dictionary
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"),
                                          initializer=_init, initargs=(key, rules))
 
@@ -352,7 +377,7 @@ class WorkerPool:
         chunks = reader.chunks()
         try:
             for chunk, first_line in chunks:
-                pending.append(self._pool.submit(prepare, chunk, first_line, source))
+                pending.append(self._pool.submit(prepare, chunk, first_line, source, self.dictionary()))
                 while len(pending) >= limit:
                     yield from unpack(pending.popleft().result(), name)
             while pending:
@@ -383,7 +408,8 @@ class WorkerPool:
         try:
             while k < count or pending:
                 while k < count and len(pending) < limit:
-                    pending.append(self._pool.submit(prepare_range, handle, k, size, source, span))
+                    pending.append(self._pool.submit(prepare_range, handle, k, size, source, span,
+                                                     self.dictionary()))
                     k += 1
                 chunk = _decoder.decode(pending.popleft().result())
                 if chunk.fallback >= 0:  # no line to cut at for MAX_CHUNK_BYTES: read on here

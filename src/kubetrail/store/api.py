@@ -409,6 +409,11 @@ class Store(Repos, Protocol):
 
     def decompress(self, body: bytes) -> bytes: ...
 
+    def body_dictionary(self) -> tuple[int, bytes] | None:
+        """(id, data) of the zstd dictionary new bodies are compressed with, or None (not trained
+        yet, or plain frames): given to preparation workers, which compress bodies ahead (store/codec.py)."""
+        ...
+
     def deep_check(self) -> list[Problem]:
         """Engine-level damage beyond what the leaves commit to (``kubetrail verify --deep``)."""
         ...

@@ -52,6 +52,9 @@ class StoreBase:
     def has_table(self, name: str) -> bool:
         return self._engine.has_table(name)
 
+    def body_dictionary(self) -> tuple[int, bytes] | None:
+        return self.codec.dictionary
+
     def size(self) -> int:
         return self.trail.entries_size()
 

@@ -33,6 +33,19 @@ DICT_BYTES = 32 * 1024
 # where level 3 took ~4.4, for ~4% more bytes (issue 18). The level is not in the format: every frame
 # written at any level stays readable.
 LEVEL = 1
+# A record's body compressed ahead by a preparation worker (kubetrail.workers): ``(dict_id, frame)``
+# in ``record.__dict__``, taken by ``compress_many`` only when ``dict_id`` is the dictionary it would
+# compress with itself.
+FRAME = "_frame"
+
+
+def dictionary_compressor(dict_id: int, data: bytes) -> zstandard.ZstdCompressor:
+    """The compressor ``BodyCodec`` uses with this dictionary, for a process that has no store."""
+    d = zstandard.ZstdCompressionDict(data)
+    if d.dict_id() != dict_id:
+        raise ValueError(f"zstd dictionary {dict_id} is not the one given (its id is {d.dict_id()})")
+    d.precompute_compress(level=LEVEL)
+    return zstandard.ZstdCompressor(level=LEVEL, dict_data=d)
 
 
 class BodyCodec:
@@ -44,11 +57,13 @@ class BodyCodec:
         self._decompressors: dict[int, zstandard.ZstdDecompressor] = {0: zstandard.ZstdDecompressor()}
         self._samples: list[bytes] = []
         self.broken: dict[int, str] = {}  # dict_id -> why it cannot be used
+        self.dictionary: tuple[int, bytes] | None = None  # (id, data) new frames are compressed with
         rows = conn.execute("SELECT dict_id, data FROM zstd_dictionaries ORDER BY created_ns").fetchall()
         for dict_id, data in rows:
             loaded = self._load(dict_id, data)
             if loaded is not None:
                 self._decompressors[dict_id], self._compressor = loaded
+                self.dictionary = (int(dict_id), bytes(data))
         self.trained = bool(rows)
 
     def _load(self, dict_id: int, data: Any) -> tuple[zstandard.ZstdDecompressor, zstandard.ZstdCompressor] | None:
@@ -67,19 +82,24 @@ class BodyCodec:
     def snapshot(self) -> tuple[Any, ...]:
         """The state to restore if the transaction about to use the codec rolls back."""
         return (self._compressor, dict(self._decompressors), self.trained,
-                [] if self.trained else list(self._samples))
+                [] if self.trained else list(self._samples), self.dictionary)
 
     def restore(self, state: tuple[Any, ...]) -> None:
-        self._compressor, self._decompressors, self.trained, self._samples = state
+        self._compressor, self._decompressors, self.trained, self._samples, self.dictionary = state
 
-    def compress_many(self, bodies: list[bytes]) -> list[bytes]:
-        """Called inside the append transaction, so a new dictionary commits with its first use."""
+    def compress_many(self, bodies: list[bytes], ahead: list[tuple[int, bytes] | None] | None = None) -> list[bytes]:
+        """Called inside the append transaction, so a new dictionary commits with its first use.
+        ``ahead``: per body, a frame a worker compressed (``FRAME``), used when it was made with the
+        dictionary this codec compresses with now (any other, or none: compressed here)."""
         if not self.trained:
             self._samples.extend(bodies[: TRAIN_AFTER - len(self._samples)])
             if len(self._samples) >= TRAIN_AFTER:
                 self._train()
         compress = self._compressor.compress
-        return [compress(b) for b in bodies]
+        if ahead is None or self.dictionary is None:
+            return [compress(b) for b in bodies]
+        current = self.dictionary[0]
+        return [f[1] if f is not None and f[0] == current else compress(b) for b, f in zip(bodies, ahead, strict=True)]
 
     def _train(self) -> None:
         try:
@@ -96,6 +116,7 @@ class BodyCodec:
                            (d.dict_id(), d.as_bytes(), time.time_ns()))
         self._decompressors[d.dict_id()] = zstandard.ZstdDecompressor(dict_data=d)
         self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=d)
+        self.dictionary = (d.dict_id(), d.as_bytes())
         self._samples.clear()
         self.trained = True
 

@@ -62,6 +62,7 @@ def _through_ranges(path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, mos
     pool = workers.WorkerPool.__new__(workers.WorkerPool)
     pool.n = 2
     pool._pool = Here()  # type: ignore[assignment]
+    pool.dictionary = lambda: None
     inp = files.Input(str(path))
     try:
         out = []
@@ -131,6 +132,7 @@ def test_lines_appended_while_read_are_read_on(tmp_path: Path, monkeypatch: pyte
             return f
 
     pool._pool = Here()  # type: ignore[assignment]
+    pool.dictionary = lambda: None
     inp = files.Input(str(path))
     items = pool._ranges(inp, SRC)
     first = next(items)
@@ -190,3 +192,24 @@ def test_the_workers_are_nicer_than_the_writer(tmp_path: Path) -> None:
     with workers.WorkerPool(1, load_or_create(str(tmp_path / "k2"))) as pool:
         theirs = pool._pool.submit(os.nice, 0).result()
     assert theirs == min(os.nice(0) + workers.WORKER_NICE, 19)
+
+
+def test_workers_compress_with_the_store_s_dictionary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given the store's dictionary, a worker's frames are the store's (and ride with their records)."""
+    from kubetrail.store import codec
+    from kubetrail.store.codec import FRAME, dictionary_compressor
+    from kubetrail.store.sqlite import Store
+
+    monkeypatch.setattr(codec, "TRAIN_AFTER", 100)
+    s = Store.open(str(tmp_path / "d"))
+    data = b"\n".join(_lines(150)) + b"\n"
+    s.append([i.record for i in workers.unpack(workers.prepare(data, 1, SRC), "f")])  # trains
+    dictionary = s.body_dictionary()
+    assert dictionary is not None
+    ready = list(workers.unpack(workers.prepare(data, 1, SRC, dictionary), "f"))
+    s.close()
+    compress = dictionary_compressor(*dictionary).compress
+    assert len(ready) == 150
+    assert all(r.record.__dict__[FRAME] == (dictionary[0], compress(r.record.body)) for r in ready)  # type: ignore[union-attr]
+    none = list(workers.unpack(workers.prepare(data, 1, SRC), "f"))
+    assert all(FRAME not in r.record.__dict__ for r in none)  # type: ignore[union-attr]

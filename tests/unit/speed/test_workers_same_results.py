@@ -125,3 +125,42 @@ def test_workers_take_odd_inputs_as_one_process_does(tmp_path: Path) -> None:
     assert "bad\\\\xff\\\\xfe.log:5" in rejects and rejects.count("\n") == 1
     r = CliRunner().invoke(cli, ["query", "--json", "--data", str(tmp_path / "d")])
     assert [orjson.loads(line)["auditID"] for line in r.stdout.splitlines()] == ["nu-1", "last"]
+
+
+@pytest.mark.slow
+def test_bodies_compressed_by_the_workers_are_the_store_s_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the dictionary's training (2,000 bodies) the workers compress the bodies: the stored frames
+    are byte for byte those of one process, and every body reads back."""
+    from kubetrail.store.codec import TRAIN_AFTER, BodyCodec
+
+    monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # chunks handed out after the training, too
+    taken: list[int] = []
+    real = BodyCodec.compress_many
+
+    def spy(self: BodyCodec, bodies: list[bytes], ahead: list | None = None) -> list[bytes]:
+        if ahead is not None and self.dictionary is not None:
+            taken.append(sum(1 for f in ahead if f is not None and f[0] == self.dictionary[0]))
+        return real(self, bodies, ahead)
+
+    monkeypatch.setattr(BodyCodec, "compress_many", spy)
+
+    path = tmp_path / "a.log"
+    path.write_bytes(b"".join(orjson.dumps(make_event(f"b-{i}", name=f"n-{i}", user=f"u-{i % 17}")) + b"\n"
+                             for i in range(TRAIN_AFTER * 2)))
+    key = tmp_path / "redaction.key"
+    load_or_create(str(key))
+    bodies = []
+    for n in (0, 2):
+        data = tmp_path / f"d{n}"
+        data.mkdir()
+        shutil.copy(key, data / KEY_FILE)
+        r = CliRunner().invoke(cli, ["ingest", str(path), "--data", str(data), "--no-progress", "--no-detect",
+                                     "--workers", str(n)])
+        assert r.exit_code == 0, r.output
+        with open_store(str(data), readonly=True) as s:
+            frames = [bytes(b) for (b,) in sql(s, "SELECT body FROM entries ORDER BY leaf_index")]
+            assert [orjson.loads(s.decompress(f))["auditID"] for f in frames] == [f"b-{i}" for i in range(TRAIN_AFTER * 2)]
+            assert s.body_dictionary() is not None
+        bodies.append(frames)
+        assert (sum(taken) > TRAIN_AFTER // 2) == (n > 0)  # the writer took the workers' frames
+    assert bodies[0] == bodies[1]
