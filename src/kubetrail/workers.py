@@ -222,18 +222,29 @@ def prepare_range(handle: tuple[str, int, int, int], k: int, size: int, source: 
     cut at or after ``k * chunk bytes`` to the first at or after ``(k + 1) * chunk bytes``; lines are
     numbered from 1 and the writer adds those before."""
     fd = _open(handle)
+    start, end = _bounds(fd, k, size, span)
+    if end < 0:
+        return _encoder.encode(PreparedChunk([], [], [], [], [], b"", fallback=start))
+    out = _prepare(_read_range(fd, start, end), 1, source, dictionary)
+    out.end = end
+    return _encoder.encode(out)
+
+
+def _bounds(fd: int, k: int, size: int, span: tuple[int, int]) -> tuple[int, int]:
+    """Chunk ``k``'s (start, end) offsets; (offset, -1) when there is no line to cut at for the most
+    bytes a chunk may have: the writer reads on from ``offset`` itself."""
     step, most = span
     lo = k * step
     start = 0 if k == 0 else _cut_at(fd, lo, size, lo + most)
     end = _cut_at(fd, lo + step, size, start + most) if start >= 0 else -1
-    if start < 0 or end < 0:
-        return _encoder.encode(PreparedChunk([], [], [], [], [], b"", fallback=max(start, lo)))
+    return (max(start, lo), -1) if start < 0 or end < 0 else (start, end)
+
+
+def _read_range(fd: int, start: int, end: int) -> bytes:
     data = os.pread(fd, end - start, start)
     if len(data) != end - start:
         raise OSError(f"the file shrank while it was read (at byte {start + len(data)})")
-    out = _prepare(data, 1, source, dictionary)
-    out.end = end
-    return _encoder.encode(out)
+    return data
 
 
 def _open(handle: tuple[str, int, int, int]) -> int:
@@ -334,15 +345,20 @@ class WorkerPool:
                  dictionary: Callable[[], tuple[int, bytes] | None] = lambda: None) -> None:
         self.n = n
         self.dictionary = dictionary
+        self._warm: list[Future[int]] = []
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"),
                                          initializer=_init, initargs=(key, rules))
 
     def start(self) -> WorkerPool:
         """Start the processes now rather than at the first chunk, so that they start while the
         writer does its own start-up."""
-        for _ in range(self.n):
-            self._pool.submit(os.getpid)
+        self._warm = [self._pool.submit(os.getpid) for _ in range(self.n)]
         return self
+
+    def _starting(self) -> bool:
+        """No worker has started yet (``start`` was called and no warm-up task is done): the writer,
+        idle otherwise, reads the next chunk itself, as without workers (the same items)."""
+        return bool(self._warm) and not any(f.done() for f in self._warm)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -377,6 +393,9 @@ class WorkerPool:
         chunks = reader.chunks()
         try:
             for chunk, first_line in chunks:
+                if not pending and self._starting():
+                    yield from _read_on(io.BytesIO(chunk), name, first_line)
+                    continue
                 pending.append(self._pool.submit(prepare, chunk, first_line, source, self.dictionary()))
                 while len(pending) >= limit:
                     yield from unpack(pending.popleft().result(), name)
@@ -407,6 +426,16 @@ class WorkerPool:
         base, resume, k = 0, size, 0
         try:
             while k < count or pending:
+                if not pending and self._starting():
+                    start, end = _bounds(fd, k, size, span)
+                    if end < 0:
+                        resume = start
+                        break
+                    data = _read_range(fd, start, end)
+                    yield from _read_on(io.BytesIO(data), name, base + 1)
+                    base += data.count(b"\n")
+                    inp.at, k = end, k + 1
+                    continue
                 while k < count and len(pending) < limit:
                     pending.append(self._pool.submit(prepare_range, handle, k, size, source, span,
                                                      self.dictionary()))

@@ -63,6 +63,7 @@ def _through_ranges(path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, mos
     pool.n = 2
     pool._pool = Here()  # type: ignore[assignment]
     pool.dictionary = lambda: None
+    pool._warm = []
     inp = files.Input(str(path))
     try:
         out = []
@@ -133,6 +134,7 @@ def test_lines_appended_while_read_are_read_on(tmp_path: Path, monkeypatch: pyte
 
     pool._pool = Here()  # type: ignore[assignment]
     pool.dictionary = lambda: None
+    pool._warm = []
     inp = files.Input(str(path))
     items = pool._ranges(inp, SRC)
     first = next(items)

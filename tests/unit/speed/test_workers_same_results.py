@@ -61,6 +61,23 @@ def _input(tmp: Path, plain: bool = False) -> Path:
     return path
 
 
+def _writer_reads_first(monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
+    """The workers "start" after the writer read ``chunks`` chunks itself (not at the mercy of timing)."""
+    calls = iter(range(1 << 30))
+    monkeypatch.setattr(workers.WorkerPool, "_starting", lambda self: next(calls) < chunks)
+    real = workers._read_on
+
+    def read_on(*args: Any) -> Any:
+        READ_HERE.append(args[2])
+        return real(*args)
+
+    READ_HERE.clear()
+    monkeypatch.setattr(workers, "_read_on", read_on)
+
+
+READ_HERE: list[int] = []  # first line numbers of what the writer read itself
+
+
 def _ingest(path: Path, data: Path, key_from: Path, n: int) -> dict[str, Any]:
     data.mkdir()
     shutil.copy(key_from, data / KEY_FILE)  # digests depend on the key: the same one for both runs
@@ -86,20 +103,23 @@ def _ingest(path: Path, data: Path, key_from: Path, n: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("cpus", "plain"), [(2, False), (4, False), (2, True)],
-                         ids=["rules-in-workers", "consumers-apart", "byte-ranges"])
+@pytest.mark.parametrize(("cpus", "plain", "local"), [(2, False, 0), (4, False, 0), (2, True, 0), (2, True, 5), (2, False, 5)],
+                         ids=["rules-in-workers", "consumers-apart", "byte-ranges", "ranges-writer-first", "chunks-writer-first"])
 def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int,
-                                               plain: bool) -> None:
+                                               plain: bool, local: int) -> None:
     """On 2 CPUs the consumers stay in the writer and the workers run the rules; with more, the
     consumers run in a process of their own (``pipeline.open_pipeline``): both give the same, and so
-    do workers reading byte ranges of a plain file."""
+    do workers reading byte ranges of a plain file, and a writer that reads the first ``local``
+    chunks itself while the workers start (``WorkerPool._starting``)."""
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # many chunks, cut at many places
     monkeypatch.setattr(pipeline, "cpus", lambda: cpus)
+    _writer_reads_first(monkeypatch, local)
     path = _input(tmp_path, plain)
     key = tmp_path / "redaction.key"
     load_or_create(str(key))
     one = _ingest(path, tmp_path / "one", key, 0)
     two = _ingest(path, tmp_path / "two", key, 2)
+    assert len(READ_HERE) >= local and (len(READ_HERE) <= 1 if not local else True)
     assert one["summary"]["rejected"] > 20 and one["summary"]["duplicates"] > 10 and len(one["alerts"]) > 5
     assert len(one["creds"]) > 5 and one["uses"] and one["flags"]
     for part in one:
@@ -134,6 +154,7 @@ def test_bodies_compressed_by_the_workers_are_the_store_s_own(tmp_path: Path, mo
     from kubetrail.store.codec import TRAIN_AFTER, BodyCodec
 
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # chunks handed out after the training, too
+    _writer_reads_first(monkeypatch, 0)
     taken: list[int] = []
     real = BodyCodec.compress_many
 
