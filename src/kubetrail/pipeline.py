@@ -36,12 +36,11 @@ import orjson
 
 from kubetrail import ordering, telemetry
 from kubetrail.alerts.config import DetectSettings
-from kubetrail.alerts.store import settings_for
 from kubetrail.buffer import BufferConfig, Wal
 from kubetrail.config import LOG_SOURCES, Config
 from kubetrail.consumer_process import ConsumerProcess
 from kubetrail.credentials.consumer import credentials_consumer
-from kubetrail.detect.consumer import detect_consumer
+from kubetrail.detect.consumer import DetectConsumer, detect_consumer
 from kubetrail.errors import ConfigError, KubetrailError, Pushback, UnavailableError
 from kubetrail.record import Decoded, Record, Rejected, SourceRef, printable
 from kubetrail.runtime import batch_done, tune_gc
@@ -440,27 +439,24 @@ def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline
         def restore() -> None:  # buffers and connections made later in this process get the defaults
             ordering.set_budget(*budget)
             set_cache_kib(cache)
-    pool: WorkerPool | None = None
     try:
         store = open_store(options.store or options.data_dir, data_dir=options.data_dir)
         key = load_or_create(options.redaction_key_file or os.path.join(options.data_dir, KEY_FILE))
-        if options.workers > 0:
-            # Started before the consumers load their rules: a worker's start (an interpreter, the
-            # imports, its own ruleset: ~0.3 s) overlaps the writer's instead of following it. The
-            # rules' settings are the ones the writer's DetectConsumer reads (``detect_consumer``).
-            rules = (options.detect_settings or settings_for(store.data_dir)) if options.detect and not apart else None
-            pool = WorkerPool(options.workers, key, rules=rules, dictionary=store.body_dictionary).start()
         here = [f for f in CONSUMERS if f not in OWN_PROCESS] if apart else CONSUMERS
         pipe = Pipeline(store, build_consumers(store, options, here), RejectsFile(options.data_dir), batch_size, key)
     except BaseException:
-        if pool is not None:
-            pool.close()
         if restore is not None:
             restore()
         raise
     pipe.on_close = restore
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
-    pipe.workers = pool
+    if options.workers > 0:
+        # After the consumers: forked workers (``workers._may_fork``) take the writer's compiled rules
+        # and its frozen start-up as they are, and start in milliseconds.
+        detect = next((c for c in pipe.consumers if isinstance(c, DetectConsumer)), None)
+        pipe.workers = WorkerPool(options.workers, key, rules=detect.settings if detect is not None else None,
+                                  ruleset=detect.ruleset if detect is not None else None,
+                                  dictionary=store.body_dictionary).start()
     if apart:
         pipe.apart = ConsumerProcess(options, OWN_PROCESS)
         pipe.consumers.append(pipe.apart)

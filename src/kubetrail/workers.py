@@ -122,11 +122,13 @@ def default_workers(input_bytes: int) -> int:
     return 0 if n <= 1 or input_bytes < MIN_INPUT_BYTES else n
 
 
-def _init(key: RedactionKey, rules: DetectSettings | None = None) -> None:
+def _init(key: RedactionKey, rules: DetectSettings | None = None, ruleset: RuleSet | None = None) -> None:
     with contextlib.suppress(OSError):  # not allowed here: the same results, only slower on a full machine
         os.nice(WORKER_NICE)
     _state["key"] = key
-    if rules is not None:
+    if ruleset is not None:  # forked from the writer: its own compiled rules, as they are
+        _state["rules"] = ruleset
+    elif rules is not None:
         from kubetrail.detect.consumer import build_ruleset
 
         # The writer's DetectConsumer builds the same rules and reports their error (the pool starts
@@ -330,24 +332,38 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
             yield _rebase(next(rejected), name, base)
 
 
+def _may_fork() -> bool:
+    """Fork the workers from the writer when it runs no other thread (the commit thread starts per
+    batch, later; a thread holding a lock at the fork would leave it held in the child). A forked
+    worker starts in milliseconds with the writer's imports and compiled rules (``ruleset``) where
+    a fresh interpreter takes ~0.3 s of CPU each; else forkserver."""
+    import threading
+
+    return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
 class WorkerPool:
-    """``n`` preparation processes (forkserver: the writer's threads are not copied).
+    """``n`` preparation processes, forked from the writer (``_may_fork``) or from a forkserver.
 
     With ``rules`` (the detection settings of the writer's own detection consumer) the workers also
     evaluate the rules on each event while it is parsed; each match rides with its record and the
-    consumer takes it instead of evaluating (``DetectConsumer._rules``). The ruleset is built from
-    the same settings, so the matches are the ones the consumer would find. ``dictionary`` (the
+    consumer takes it instead of evaluating (``DetectConsumer._rules``). Forked workers use the
+    consumer's own ``ruleset``; others build one from the same settings, so the matches are the ones
+    the consumer would find. ``dictionary`` (the
     store's ``body_dictionary``, asked at every chunk) lets them compress the bodies as the store
     would; the store uses a frame only if it still compresses with that dictionary.
     ``start`` starts the processes at once; else they start with the first chunk."""
 
     def __init__(self, n: int, key: RedactionKey, rules: DetectSettings | None = None,
-                 dictionary: Callable[[], tuple[int, bytes] | None] = lambda: None) -> None:
+                 dictionary: Callable[[], tuple[int, bytes] | None] = lambda: None,
+                 ruleset: RuleSet | None = None) -> None:
         self.n = n
         self.dictionary = dictionary
         self._warm: list[Future[int]] = []
-        self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("forkserver"),
-                                         initializer=_init, initargs=(key, rules))
+        self.method = "fork" if _may_fork() else "forkserver"
+        initargs = (key, rules, ruleset if self.method == "fork" else None)
+        self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(self.method),
+                                         initializer=_init, initargs=initargs)
 
     def start(self) -> WorkerPool:
         """Start the processes now rather than at the first chunk, so that they start while the

@@ -134,3 +134,19 @@ def test_a_broken_rules_file_is_one_clear_error_with_workers(tmp_path: Path) -> 
                         str(log)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "bad.yaml" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_workers_fork_only_from_a_writer_without_other_threads() -> None:
+    import threading
+
+    from kubetrail import workers
+
+    assert workers._may_fork() == (threading.active_count() == 1)  # earlier tests may leave threads
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert not workers._may_fork()
+    finally:
+        stop.set()
+        t.join()

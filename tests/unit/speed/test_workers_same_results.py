@@ -103,22 +103,36 @@ def _ingest(path: Path, data: Path, key_from: Path, n: int) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("cpus", "plain", "local"), [(2, False, 0), (4, False, 0), (2, True, 0), (2, True, 5), (2, False, 5)],
-                         ids=["rules-in-workers", "consumers-apart", "byte-ranges", "ranges-writer-first", "chunks-writer-first"])
+@pytest.mark.parametrize(("cpus", "plain", "local", "method"),
+                         [(2, False, 0, "fork"), (4, False, 0, "fork"), (2, True, 0, "fork"), (2, True, 5, "fork"),
+                          (2, False, 5, "fork"), (2, True, 0, "forkserver")],
+                         ids=["rules-in-workers", "consumers-apart", "byte-ranges", "ranges-writer-first",
+                              "chunks-writer-first", "forkserver"])
 def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int,
-                                               plain: bool, local: int) -> None:
+                                               plain: bool, local: int, method: str) -> None:
     """On 2 CPUs the consumers stay in the writer and the workers run the rules; with more, the
     consumers run in a process of their own (``pipeline.open_pipeline``): both give the same, and so
-    do workers reading byte ranges of a plain file, and a writer that reads the first ``local``
-    chunks itself while the workers start (``WorkerPool._starting``)."""
+    do workers reading byte ranges of a plain file, a writer that reads the first ``local`` chunks
+    itself while the workers start (``WorkerPool._starting``), and workers started by a forkserver
+    (with their own ruleset) rather than forked from the writer (with its compiled one)."""
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # many chunks, cut at many places
     monkeypatch.setattr(pipeline, "cpus", lambda: cpus)
+    monkeypatch.setattr(workers, "_may_fork", lambda: method == "fork")
+    methods: list[str] = []
+    real_init = workers.WorkerPool.__init__
+
+    def init(self: workers.WorkerPool, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        methods.append(self.method)
+
+    monkeypatch.setattr(workers.WorkerPool, "__init__", init)
     _writer_reads_first(monkeypatch, local)
     path = _input(tmp_path, plain)
     key = tmp_path / "redaction.key"
     load_or_create(str(key))
     one = _ingest(path, tmp_path / "one", key, 0)
     two = _ingest(path, tmp_path / "two", key, 2)
+    assert methods == [method]
     assert len(READ_HERE) >= local and (len(READ_HERE) <= 1 if not local else True)
     assert one["summary"]["rejected"] > 20 and one["summary"]["duplicates"] > 10 and len(one["alerts"]) > 5
     assert len(one["creds"]) > 5 and one["uses"] and one["flags"]
