@@ -77,7 +77,7 @@ class Descendants(threading.Thread):
                 p, depth = parents.get(pid), 0
                 while p is not None and p != self.root and depth < 8:
                     p, depth = parents.get(p), depth + 1
-                if p != self.root:
+                if p != self.root and pid != self.root:  # the root's own CPU too (``root_cpu``)
                     continue
                 f = stats[pid]
                 self.cpu[pid] = (int(f[11]) + int(f[12])) / self.tick
@@ -110,8 +110,13 @@ def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple
             err.seek(0)
             sys.exit(f"ingest failed ({proc.returncode}): {err.read().decode(errors='replace')}")
     shutil.rmtree(data)
-    main_cpu = usage.ru_utime + usage.ru_stime
-    return (wall, main_cpu, main_cpu + sum(others.cpu.values()), usage.ru_maxrss / 1024,
+    # wait4's usage counts the children the ingest process reaped itself (forked workers are its
+    # children) besides its own CPU: its own is the last /proc sample (50 ms apart), the whole is
+    # the larger of the two accounts
+    waited = usage.ru_utime + usage.ru_stime
+    main_cpu = others.cpu.pop(proc.pid, waited)
+    others.rss.pop(proc.pid, None)
+    return (wall, main_cpu, max(waited, main_cpu + sum(others.cpu.values())), usage.ru_maxrss / 1024,
             max(others.rss.values(), default=0.0))
 
 
