@@ -53,6 +53,11 @@ CHUNK_BYTES = 1 << 20  # input handed to a worker at once (~350 RequestResponse 
 MAX_CHUNK_BYTES = files.MAX_LINE_BYTES + (1 << 20)  # beyond this without a cut, the writer reads on
 MIN_INPUT_BYTES = 16 << 20  # below this ``--workers`` defaults to 0: starting them takes ~0.5 s
 IN_FLIGHT_PER_WORKER = 3  # chunks queued or being prepared per worker: bounded memory, no idle worker
+# ... and at least this many in all: the writer takes a batch (pipeline.DEFAULT_BATCH, 2,000 events,
+# ~6 chunks of RequestResponse events) and stores and consumes it before it asks for more, so fewer
+# queued chunks leave the workers idle meanwhile (--workers 1 on 2 CPUs: 8,200 -> 10,300 ev/s, idle
+# CPU halved; bench/RESULTS.md, "Fifth session")
+MIN_IN_FLIGHT = 6
 # The workers run this much nicer than the writer. The writer is the one serial stage (store, trail,
 # consumers); with N workers on N CPUs the scheduler would give it only N/(N+1) of a CPU whenever the
 # workers are busy, so it fell behind while they filled their queues and then waited: on 2 CPUs a
@@ -405,7 +410,7 @@ class WorkerPool:
             yield from files.read_stream(reader.rest_stream(), name)  # one pretty-printed document
             return
         pending: deque[Future[bytes]] = deque()
-        limit = self.n * IN_FLIGHT_PER_WORKER
+        limit = max(self.n * IN_FLIGHT_PER_WORKER, MIN_IN_FLIGHT)
         chunks = reader.chunks()
         try:
             for chunk, first_line in chunks:
@@ -438,7 +443,7 @@ class WorkerPool:
         span = (CHUNK_BYTES, MAX_CHUNK_BYTES)  # the writer's: the workers' module globals may differ (tests)
         count = -(-size // CHUNK_BYTES)
         pending: deque[Future[bytes]] = deque()
-        limit = self.n * IN_FLIGHT_PER_WORKER
+        limit = max(self.n * IN_FLIGHT_PER_WORKER, MIN_IN_FLIGHT)
         base, resume, k = 0, size, 0
         try:
             while k < count or pending:

@@ -215,3 +215,39 @@ def test_workers_compress_with_the_store_s_dictionary(tmp_path: Path, monkeypatc
     assert all(r.record.__dict__[FRAME] == (dictionary[0], compress(r.record.body)) for r in ready)  # type: ignore[union-attr]
     none = list(workers.unpack(workers.prepare(data, 1, SRC), "f"))
     assert all(FRAME not in r.record.__dict__ for r in none)  # type: ignore[union-attr]
+
+
+def test_a_single_worker_has_a_batch_of_chunks_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer consumes a batch before it asks for more: one worker still gets MIN_IN_FLIGHT chunks."""
+    from concurrent.futures import Future
+
+    monkeypatch.setattr(workers, "CHUNK_BYTES", 500)
+    path = tmp_path / "a.log"
+    path.write_bytes(b"\n".join(_lines(60)) + b"\n")
+    outstanding: list[Future[bytes]] = []
+    most = [0]
+
+    class Queued:
+        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+            f: Future[bytes] = Future()
+            f.set_result(fn(*args))
+            outstanding[:] = [o for o in outstanding if not getattr(o, "taken", False)] + [f]
+            most[0] = max(most[0], len(outstanding))
+            real = f.result
+
+            def result(timeout: float | None = None) -> bytes:
+                f.taken = True  # type: ignore[attr-defined]
+                return real(timeout)
+
+            f.result = result  # type: ignore[method-assign]
+            return f
+
+    pool = workers.WorkerPool.__new__(workers.WorkerPool)
+    pool.n, pool._pool, pool.dictionary, pool._warm = 1, Queued(), lambda: None, []  # type: ignore[assignment]
+    inp = files.Input(str(path))
+    try:
+        assert len(list(pool._ranges(inp, SRC))) == 60
+    finally:
+        inp.close()
+        workers._state.pop("file", None)
+    assert most[0] == workers.MIN_IN_FLIGHT > workers.IN_FLIGHT_PER_WORKER
