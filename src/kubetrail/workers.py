@@ -136,8 +136,9 @@ def _init(key: RedactionKey, rules: DetectSettings | None = None, ruleset: RuleS
     elif rules is not None:
         from kubetrail.detect.consumer import build_ruleset
 
-        # The writer's DetectConsumer builds the same rules and reports their error (the pool starts
-        # before it); without rules here, records carry no matches, as after a failure in ``_matches``.
+        # Built from the settings the writer's DetectConsumer has already built its rules from (it
+        # reports their errors); should it fail here anyway, records carry no matches and the
+        # consumer evaluates them itself, as after a failure in ``_matches``.
         with contextlib.suppress(Exception):
             _state["rules"] = build_ruleset(rules)
     tune_gc()
@@ -220,7 +221,7 @@ def _rebase(r: Rejected, name: str, base: int) -> Rejected:
     return r
 
 
-def prepare_range(handle: tuple[str, int, int, int], k: int, size: int, source: SourceRef,
+def prepare_range(handle: tuple[str, int, int, int, int], k: int, size: int, source: SourceRef,
                   span: tuple[int, int] = (CHUNK_BYTES, MAX_CHUNK_BYTES),
                   dictionary: tuple[int, bytes] | None = None) -> bytes:
     """A worker's task in byte range mode: chunk ``k`` of the file (its first ``size`` bytes, which
@@ -254,7 +255,7 @@ def _read_range(fd: int, start: int, end: int) -> bytes:
     return data
 
 
-def _open(handle: tuple[str, int, int, int]) -> int:
+def _open(handle: tuple[str, int, int, int, int]) -> int:
     """The input file, opened once per worker: through the writer's descriptor where /proc has it (a
     file renamed or replaced since is still the one the writer opened), checked by device and inode."""
     cached = _state.get("file")
@@ -263,12 +264,13 @@ def _open(handle: tuple[str, int, int, int]) -> int:
     if cached is not None:
         os.close(cached[1])
         del _state["file"]
-    path, pid, fd_number, ino = handle
+    path, pid, fd_number, dev, ino = handle
     try:
         fd = os.open(f"/proc/{pid}/fd/{fd_number}", os.O_RDONLY)
     except OSError:
         fd = os.open(path, os.O_RDONLY)
-    if os.fstat(fd).st_ino != ino:
+    st = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (dev, ino):
         os.close(fd)
         raise OSError(f"{path}: the file was replaced while it was read")
     _state["file"] = (handle, fd)
@@ -354,9 +356,9 @@ class WorkerPool:
     evaluate the rules on each event while it is parsed; each match rides with its record and the
     consumer takes it instead of evaluating (``DetectConsumer._rules``). Forked workers use the
     consumer's own ``ruleset``; others build one from the same settings, so the matches are the ones
-    the consumer would find. ``dictionary`` (the
-    store's ``body_dictionary``, asked at every chunk) lets them compress the bodies as the store
-    would; the store uses a frame only if it still compresses with that dictionary.
+    the consumer would find. ``dictionary`` (the store's ``body_dictionary``, asked at every chunk)
+    lets them compress the bodies as the store would; the store uses a frame only if it still
+    compresses with that dictionary.
     ``start`` starts the processes at once; else they start with the first chunk."""
 
     def __init__(self, n: int, key: RedactionKey, rules: DetectSettings | None = None,
@@ -371,8 +373,8 @@ class WorkerPool:
                                          initializer=_init, initargs=initargs)
 
     def start(self) -> WorkerPool:
-        """Start the processes now rather than at the first chunk, so that they start while the
-        writer does its own start-up."""
+        """Start the processes now rather than at the first chunk; until one has started (a fresh
+        interpreter from the forkserver takes ~0.3 s) the writer reads the chunks itself (``_starting``)."""
         self._warm = [self._pool.submit(os.getpid) for _ in range(self.n)]
         return self
 
@@ -438,8 +440,9 @@ class WorkerPool:
             yield from files.read_stream(reader.rest_stream(), name)  # one pretty-printed document
             return
         fd = raw.fileno()
-        size = _lines_end(fd, os.fstat(fd).st_size)
-        handle = (name, os.getpid(), fd, os.fstat(fd).st_ino)
+        st = os.fstat(fd)
+        size = _lines_end(fd, st.st_size)
+        handle = (name, os.getpid(), fd, st.st_dev, st.st_ino)  # what ``_open`` in a worker opens
         span = (CHUNK_BYTES, MAX_CHUNK_BYTES)  # the writer's: the workers' module globals may differ (tests)
         count = -(-size // CHUNK_BYTES)
         pending: deque[Future[bytes]] = deque()

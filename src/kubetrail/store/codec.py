@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import zstandard
 
+from kubetrail.record import Record
 from kubetrail.store.db import Db
 
 TRAIN_AFTER = 2000  # bodies seen before a dictionary is trained
@@ -86,6 +88,12 @@ class BodyCodec:
 
     def restore(self, state: tuple[Any, ...]) -> None:
         self._compressor, self._decompressors, self.trained, self._samples, self.dictionary = state
+
+    def compress_records(self, records: Sequence[Record]) -> list[bytes]:
+        """``compress_many`` of the records' bodies, taking off each record the frame a worker may have
+        left (``FRAME``): a record may wait in the consumers long after, and a retried append
+        compresses here what it no longer carries."""
+        return self.compress_many([r.body for r in records], [r.__dict__.pop(FRAME, None) for r in records])
 
     def compress_many(self, bodies: list[bytes], ahead: list[tuple[int, bytes] | None] | None = None) -> list[bytes]:
         """Called inside the append transaction, so a new dictionary commits with its first use.

@@ -35,7 +35,6 @@ from kubetrail.record import Record
 from kubetrail.store import postgres_schema
 from kubetrail.store.api import AppendResult, Done, PendingAppend
 from kubetrail.store.base import StoreBase
-from kubetrail.store.codec import FRAME
 from kubetrail.store.db import Cursor, register_engine
 from kubetrail.store.rows import INSERT_COLUMNS, row
 from kubetrail.trail.protocols import Problem
@@ -239,8 +238,7 @@ class PostgresStore(StoreBase):
                 unique.append(r)
         known = self._existing([r.key for r in unique])
         todo = [r for r in unique if r.key not in known]
-        bodies = self.codec.compress_many([r.body for r in todo],  # a new dictionary commits on its own
-                                          [r.__dict__.pop(FRAME, None) for r in todo])
+        bodies = self.codec.compress_records(todo)  # a new dictionary commits on its own
         prepared = {r.key: row(r, bodies[i]) for i, r in enumerate(todo)}
         try:
             with self.transaction():

@@ -33,7 +33,6 @@ from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.api import AppendResult, Done, PendingAppend
 from kubetrail.store.base import StoreBase
-from kubetrail.store.codec import FRAME
 from kubetrail.store.rows import INSERT_COLUMNS, MAX_INDEX, describe, row
 from kubetrail.trail.protocols import Problem
 
@@ -295,7 +294,7 @@ class SqliteStore(StoreBase):
         return AppendResult(stored=fresh, duplicates=dups)
 
     def _rows(self, records: list[Record]) -> list[tuple[Any, ...]]:
-        bodies = self.codec.compress_many([r.body for r in records], [r.__dict__.pop(FRAME, None) for r in records])
+        bodies = self.codec.compress_records(records)
         rows = []
         for i, r in enumerate(records):
             r.leaf_index = self._size + i

@@ -174,7 +174,8 @@ def test_a_replaced_file_is_a_read_error_not_another_file(tmp_path: Path) -> Non
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"{}\n")
     b.write_bytes(b"{}\n")
-    handle = (str(a), 0, 10**6, os.stat(b).st_ino)  # no such descriptor: the path, whose inode differs
+    st = os.stat(b)
+    handle = (str(a), 0, 10**6, st.st_dev, st.st_ino)  # no such descriptor: the path, whose inode differs
     with pytest.raises(OSError, match="replaced"):
         workers._open(handle)
 
