@@ -41,6 +41,7 @@ import msgspec
 
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.detect.engine import MATCHES, Match, RuleSet
+from kubetrail.detect.stateful import EVENT_FACTS
 from kubetrail.record import Decoded, Record, Rejected, SourceRef
 from kubetrail.runtime import tune_gc
 from kubetrail.sources import files
@@ -83,6 +84,7 @@ class PreparedChunk(msgspec.Struct, array_like=True):
     order: bytes
     matches: list[list[Match] | None] = []  # per record, when the workers run the rules (``WorkerPool(rules=)``)
     frames: list[bytes] = []  # per record, its body compressed with zstd dictionary ``dict_id`` (``WorkerPool(dictionary=)``)
+    facts: list[list[Any] | None] = []  # per record, with the rules: its ``detect.stateful.EVENT_FACTS`` (None: "nothing")
     dict_id: int = 0
     newlines: int = 0  # in the chunk: the next chunk's lines start this many after this one's
     end: int = 0  # byte range mode: where the chunk ended in the file (progress)
@@ -131,6 +133,7 @@ def _init(key: RedactionKey, rules: DetectSettings | None = None, ruleset: RuleS
     with contextlib.suppress(OSError):  # not allowed here: the same results, only slower on a full machine
         os.nice(WORKER_NICE)
     _state["key"] = key
+    _state["facts"] = EVENT_FACTS if rules is not None and rules.stateful.enabled else ()
     if ruleset is not None:  # forked from the writer: its own compiled rules, as they are
         _state["rules"] = ruleset
     elif rules is not None:
@@ -175,6 +178,7 @@ def _prepare(chunk: bytes, first_line: int, source: SourceRef, dictionary: tuple
                 out.heads.append(head)
                 if rules is not None:
                     out.matches.append(_matches(rules, record))
+                    out.facts.append(_event_facts(record))
                 if compress is not None:
                     out.frames.append(compress(record.body))
                 record.__dict__.pop("_event", None)  # never crosses: the chunk need not keep it (memory, GC)
@@ -314,6 +318,22 @@ def _matches(rules: RuleSet, record: Record) -> list[Match] | None:
         return None
 
 
+def _event_facts(record: Record) -> list[Any] | None:
+    """What the stateful detectors' ``note`` keeps from the parsed event (``EVENT_FACTS``), found here
+    where the event is parsed: the writer has only the body, and parsed it again for a service-account
+    request's token claims (~4 µs per event of the RR bench file in the process that sets the pace).
+    Each value None when it is the shared "nothing" (most records); the whole None when not found
+    (not an audit record, stateful detection off, or a failure: the writer's ``note`` finds it then,
+    as one process would)."""
+    wanted = _state.get("facts")
+    if not wanted or record.kind != "audit":
+        return None
+    try:
+        return [None if (value := find(record)) is none else value for _, find, none in wanted]
+    except Exception:  # noqa: BLE001 - as _matches: the writer meets the failure where one process would
+        return None
+
+
 def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Ready | Rejected]:
     """A worker's result as the items of input ``name``, in order; each record keeps its row head.
     ``base``: the lines of the input before the chunk that the worker did not count."""
@@ -322,6 +342,7 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
     rejected = iter(chunk.rejected)
     detected = iter(chunk.matches) if chunk.matches else None
     frames = iter(chunk.frames) if chunk.frames else None
+    facts = iter(chunk.facts) if chunk.facts else None
     dict_id = chunk.dict_id
     head_name = name + ":"
     for kind in chunk.order:
@@ -334,6 +355,11 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
                     record.__dict__[MATCHES] = matches  # detect.consumer takes them for the rules
             if frames is not None:
                 record.__dict__[FRAME] = (dict_id, next(frames))  # the store's codec takes it
+            if facts is not None:
+                found = next(facts)
+                if found is not None:  # kept by the detectors' ``note`` (detect.stateful.EVENT_FACTS)
+                    for (key, _, none), value in zip(EVENT_FACTS, found, strict=True):
+                        record.__dict__[key] = none if value is None else value
             yield Ready(record, f"{head_name}{base + number}{tail}" if number >= 0 else name + tail)
         else:
             yield _rebase(next(rejected), name, base)

@@ -18,11 +18,12 @@ from typing import Any
 import orjson
 import pytest
 
-from kubetrail.alerts.config import StatefulConfig
+from kubetrail import workers
+from kubetrail.alerts.config import DetectSettings, StatefulConfig
 from kubetrail.demo.scenario import generate
 from kubetrail.detect import consumer as detect_consumer
 from kubetrail.detect.stateful.machinery import MachineryProfile
-from kubetrail.detect.stateful.pod_ips import FACTS, PodTokenElsewhere
+from kubetrail.detect.stateful.pod_ips import FACTS, NO_FACTS, PodTokenElsewhere
 from kubetrail.detect.stateful.state import StateStore
 from kubetrail.ordering import ReorderBuffer
 from kubetrail.record import Decoded, Record, SourceRef
@@ -126,6 +127,43 @@ def test_pod_ips_facts_noted_at_arrival_are_what_observe_reads() -> None:
     assert _run(PodTokenElsewhere(StateStore(None), CFG), records(), dropped) == general
     rules = [a for step in general[0] for a in step]
     assert len(rules) >= 4 and {a[1] for a in rules} == {"Warning", "Critical"}  # the check does fire
+
+
+def test_pod_ips_facts_found_by_a_worker_are_what_observe_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preparation worker finds the facts while it has the event parsed and sends them with its
+    results (MessagePack: tuples come back as lists); the writer's ``note`` keeps them and never parses
+    the body again — with the same alerts and detector state as one process."""
+    events = _pod_ips_events()
+    general = _run(PodTokenElsewhere(StateStore(None), CFG), [_record(ev, n) for n, ev in enumerate(events)],
+                   lambda r: None)
+    monkeypatch.setattr(workers, "_state", {})
+    workers._init(load_or_create(str(tmp_path / "key")), DetectSettings())
+    chunk = b"".join(orjson.dumps(ev) + b"\n" for ev in events)
+    shipped = [ready.record for ready in workers.unpack(workers.prepare(chunk, 1, SourceRef(stream="audit")), "f")]
+    assert len(shipped) == len(events)
+    assert all(FACTS in r.__dict__ and "_event" not in r.__dict__ for r in shipped)
+    assert sum(r.__dict__[FACTS] is not NO_FACTS for r in shipped) >= 15  # found, not all "nothing"
+    for n, r in enumerate(shipped):
+        r.leaf_index = n
+    parsed: list[int | None] = []
+    real_event = Record.event
+
+    def event(self: Record) -> dict[str, Any]:
+        parsed.append(self.leaf_index)
+        return real_event(self)
+
+    monkeypatch.setattr(Record, "event", event)
+    noted = PodTokenElsewhere(StateStore(None), CFG)
+    found = _run(noted, shipped, noted.note)
+    assert found == general
+    # the writer parses a body only to write an alert's fields, never for the facts
+    assert set(parsed) == {n for n, step in enumerate(found[0]) if step}
+
+    monkeypatch.undo()
+    monkeypatch.setattr(workers, "_state", {})  # stateful detection off: nothing is found, nothing sent
+    workers._init(load_or_create(str(tmp_path / "key")), DetectSettings(stateful=StatefulConfig(enabled=False)))
+    off = workers._prepare(chunk, 1, SourceRef(stream="audit"), None)
+    assert off.facts == [None] * len(events)
 
 
 def _machinery_events() -> list[dict[str, Any]]:

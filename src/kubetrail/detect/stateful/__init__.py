@@ -9,17 +9,22 @@ event may also have ``note(record)``: called as the record arrives (beside the r
 event is at hand), it keeps on the record what ``observe`` will read, so a held record whose parsed
 event the reorder buffer dropped is not parsed again; ``observe`` must give the same answer for a
 record that was never noted (``pod_ips``; tests/unit/speed/test_detect_fast_paths.py).
+``EVENT_FACTS`` lists what the notes keep, so that the preparation workers, which parse every event
+anyway, can find it before the writer, which would have to parse the body again (``kubetrail.workers``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kubetrail.alerts.config import StatefulConfig
 from kubetrail.detect.stateful.first_seen import FirstSeen
 from kubetrail.detect.stateful.images import MirrorPod, NewImage
 from kubetrail.detect.stateful.machinery import MachineryProfile
-from kubetrail.detect.stateful.pod_ips import PodTokenElsewhere
+from kubetrail.detect.stateful.pod_ips import FACTS as POD_IPS_FACTS
+from kubetrail.detect.stateful.pod_ips import NO_FACTS as POD_IPS_NONE
+from kubetrail.detect.stateful.pod_ips import PodTokenElsewhere, event_facts
 from kubetrail.detect.stateful.privileged_sa import PrivilegedTokenRequest
 from kubetrail.detect.stateful.rate import DeleteBurst, DeniedBurst, DiscoveryBurst, SecretReadBurst
 from kubetrail.detect.stateful.secrets import SecretReadBaseline
@@ -31,6 +36,11 @@ from kubetrail.detect.stateful.transit import TransitGaps
 DETECTORS = (FirstSeen, DeniedBurst, DiscoveryBurst, DeleteBurst, SecretReadBurst, CsrSelfApproval,
              RbacThenWorkload, AuditSilence, NewImage, MirrorPod, SecretReadBaseline, PrivilegedTokenRequest,
              PodTokenElsewhere, TransitGaps, MachineryProfile)
+
+
+# (the record's __dict__ key a detector's ``note`` keeps, a pure function of the record that reads its parsed
+# event, the shared value meaning "nothing here" — most records — sent as None between processes).
+EVENT_FACTS: tuple[tuple[str, Callable[[Any], Any], Any], ...] = ((POD_IPS_FACTS, event_facts, POD_IPS_NONE),)
 
 
 def build_detectors(state: StateStore, config: StatefulConfig) -> list[Any]:

@@ -101,10 +101,10 @@ def _first(value: Any) -> str:
 
 FACTS = "_pod_ips"  # the record's facts for this detector (``note``), in its __dict__ beside "_event"
 Facts = tuple["tuple[str, str] | None", "list[tuple[list[str], list[str], str]] | None", "list[str] | None"]
-_NO_FACTS: Facts = (None, None, None)
+NO_FACTS: Facts = (None, None, None)
 
 
-def _facts(record: Any) -> Facts:
+def event_facts(record: Any) -> Facts:
     """What ``observe`` reads from the parsed event, a pure function of the record: the pod-bound
     token's (pod, node) claims of a service-account request; each (pod IPs, host IPs, spec.nodeName)
     of a pod's create/update/patch; a node's reported addresses. None where it does not apply."""
@@ -122,7 +122,7 @@ def _facts(record: Any) -> Facts:
     if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
         token = _token(record)
     if token is None and pods is None and nodes is None:
-        return _NO_FACTS  # most records: one shared tuple, nothing more held per record
+        return NO_FACTS  # most records: one shared tuple, nothing more held per record
     return token, pods, nodes
 
 
@@ -159,13 +159,17 @@ class PodTokenElsewhere:
     def note(self, record: Any) -> None:
         """At arrival, while the parsed event is at hand (the rules just read it): what ``observe``
         needs from it, kept on the record, so that a held record whose parsed event the reorder
-        buffer dropped is not parsed again when released (``DetectConsumer._rules`` calls this)."""
-        record.__dict__[FACTS] = _facts(record)
+        buffer dropped is not parsed again when released (``DetectConsumer._rules`` calls this).
+        Facts a preparation worker found already (``EVENT_FACTS``, ``kubetrail.workers``) are kept:
+        the writer has no parsed event and would parse the body again for them."""
+        d = record.__dict__
+        if FACTS not in d:
+            d[FACTS] = event_facts(record)
 
     def observe(self, record: Any) -> list[Alert]:
         facts = record.__dict__.get(FACTS)
         if facts is None:  # not noted at arrival (read back from the store, or a direct call)
-            facts = _facts(record)
+            facts = event_facts(record)
         token, pods, nodes = facts
         m = record.meta
         if m.resource == "pods" and m.name and done_ok(record):
