@@ -135,10 +135,7 @@ class CredentialConsumer:
                 entries = self.buffer.drain() if drain else self.buffer.ready()
                 self._apply_each(late)
                 for part in released(self.store, entries):
-                    # released in (time, key) order: when the first is after the shared frontier, all are
-                    if shared is not None and part and (part[0].time, part[0].key) <= shared:
-                        part = [r for r in part if (r.time, r.key) > shared]
-                    self._apply_each(part)
+                    self._apply_each(after(part, shared))
                 until = max(start, max(map(_LEAF, fresh)) + 1) if fresh else start
                 ledger.set_state("next_leaf", str(until))
                 if self.buffer.frontier is not None:
@@ -253,6 +250,15 @@ class CredentialConsumer:
         """Outside ``run``, apply what is still held; each step committed its own transaction."""
         if not self.live:
             self.flush()
+
+
+def after(records: list[Record], frontier: tuple[int, str] | None) -> list[Record]:
+    """The records ordered after ``frontier`` (all of them when there is none), of records released in
+    ``(time, key)`` order: when the first is after it, all are, and the list is taken as it is rather
+    than comparing a new ``(time, key)`` tuple per record (this runs for every record applied)."""
+    if frontier is None or not records or (records[0].time, records[0].key) > frontier:
+        return records
+    return [r for r in records if (r.time, r.key) > frontier]
 
 
 def rebuild(store: Store, alerts: bool = True, chunk: int = 2000) -> int:
