@@ -282,8 +282,10 @@ class PodTokenElsewhere:
         facts = record.__dict__.get(FACTS)
         if facts is None:  # not noted at arrival (read back from the store, or a direct call)
             facts = _facts(record)
-        token, pods, nodes = facts
         m = record.meta
+        if facts is _NO_FACTS and m.resource != "pods":
+            return []  # most records: neither a token, nor a pod's or node's addresses, nor a pod's final delete
+        token, pods, nodes = facts
         if m.resource == "pods" and m.name and done_ok(record):
             if m.verb == "delete" and not m.subresource and m.user.startswith("system:node:"):
                 # the kubelet's final delete: the containers are gone (a user's delete only starts the
