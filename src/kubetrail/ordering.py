@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 
 from kubetrail.record import Record
 from kubetrail.store.api import Store
@@ -39,9 +40,12 @@ DEFAULT_PARSED_BYTES = 16 << 20  # bodies of held records whose parsed event is 
 _budget = {"memory_bytes": DEFAULT_MEMORY_BYTES, "parsed_bytes": DEFAULT_PARSED_BYTES}
 RECORD_OVERHEAD = 1024  # a Record, its meta and key, beyond the body
 
-# (time, key, leaf_index, record or None when spilled, (bytes held, bytes of parsed events held))
-Entry = tuple[int, str, int, "Record | None", tuple[int, int]]
-_NOTHING = (0, 0)
+# (time, key, leaf_index, record or None when spilled, bytes held, bytes of parsed events held): a record
+# held in memory holds at least RECORD_OVERHEAD bytes, a spilled one none (``_take`` counts them so)
+Entry = tuple[int, str, int, "Record | None", int, int]
+_HELD = itemgetter(4)
+_PARSED = itemgetter(5)
+_LEAF = itemgetter(2)
 
 
 def set_budget(memory_bytes: int, parsed_bytes: int) -> tuple[int, int]:
@@ -102,23 +106,24 @@ class ReorderBuffer:
                     self.late += 1
                     late.append(r)
                     continue
+                leaf = r.leaf_index
+                if leaf is None:
+                    leaf = -1
                 size = len(r.body) + RECORD_OVERHEAD
                 if in_memory < limit and held_bytes + size <= max_bytes:
-                    keep: Record | None = r
                     in_memory += 1
-                    parsed = 0
-                    cached = r.__dict__
-                    if "_event" in cached:
-                        if parsed_bytes + size <= max_parsed:
-                            parsed = size
-                            parsed_bytes += size
-                        else:
-                            del cached["_event"]  # parsed again if it is needed when released
                     held_bytes += size
-                    held = (size, parsed)
+                    cached = r.__dict__
+                    if "_event" not in cached:
+                        entry: Entry = (t, key, leaf, r, size, 0)
+                    elif parsed_bytes + size <= max_parsed:
+                        parsed_bytes += size
+                        entry = (t, key, leaf, r, size, size)
+                    else:
+                        del cached["_event"]  # parsed again if it is needed when released
+                        entry = (t, key, leaf, r, size, 0)
                 else:
-                    keep, held = None, _NOTHING
-                entry = (t, key, r.leaf_index if r.leaf_index is not None else -1, keep, held)
+                    entry = (t, key, leaf, None, 0, 0)
                 if lt is None or t > lt or (t == lt and key > lk):
                     items.append(entry)
                     lt, lk = t, key
@@ -165,16 +170,11 @@ class ReorderBuffer:
     def _take(self, end: int) -> list[Entry]:
         out = self._items[self._head:end]
         if out:
-            kept = held = parsed = 0
-            for e in out:  # one pass (this runs for every record of both consumers)
-                if e[3] is not None:
-                    kept += 1
-                    size = e[4]
-                    held += size[0]
-                    parsed += size[1]
-            self._in_memory -= kept
-            self._bytes -= held
-            self._parsed -= parsed
+            # summed in C (this runs for every record of both consumers): a held record's size is never 0
+            sizes = list(map(_HELD, out))
+            self._in_memory -= len(sizes) - sizes.count(0)
+            self._bytes -= sum(sizes)
+            self._parsed -= sum(map(_PARSED, out))
             self.frontier = (out[-1][0], out[-1][1])
         self._head = end
         if self._head > 4096 and self._head * 2 > len(self._items):
@@ -184,7 +184,7 @@ class ReorderBuffer:
 
     def pending_from(self, default: int) -> int:
         """The lowest leaf still held, or ``default`` (the next leaf to receive) when none is."""
-        return min((e[2] for e in self._items[self._head:]), default=default)
+        return min(map(_LEAF, self._items[self._head:]), default=default)
 
 
 def _order(entry: Entry) -> tuple[int, str]:

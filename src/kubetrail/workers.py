@@ -345,21 +345,31 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
     facts = iter(chunk.facts) if chunk.facts else None
     dict_id = chunk.dict_id
     head_name = name + ":"
+    source: SourceRef | None = None
     for kind in chunk.order:
         if kind == 0x72:  # b"r"
             record, number, tail, head = next(records)
-            record.__dict__["_row_head"] = tuple(head)
+            # One SourceRef for the chunk's records, as a source gives its records in the one process (each
+            # decoded its own equal copy): what is asked of it per record (the label, for telemetry and
+            # for audit silence, which labels a source again only when it is another object) is asked once.
+            if record.source is not source:
+                if record.source == source:
+                    record.source = source  # type: ignore[assignment]
+                else:
+                    source = record.source
+            cached = record.__dict__
+            cached["_row_head"] = tuple(head)
             if detected is not None:
                 matches = next(detected)
                 if matches is not None:
-                    record.__dict__[MATCHES] = matches  # detect.consumer takes them for the rules
+                    cached[MATCHES] = matches  # detect.consumer takes them for the rules
             if frames is not None:
-                record.__dict__[FRAME] = (dict_id, next(frames))  # the store's codec takes it
+                cached[FRAME] = (dict_id, next(frames))  # the store's codec takes it
             if facts is not None:
                 found = next(facts)
                 if found is not None:  # kept by the detectors' ``note`` (detect.stateful.EVENT_FACTS)
                     for (key, _, none), value in zip(EVENT_FACTS, found, strict=True):
-                        record.__dict__[key] = none if value is None else value
+                        cached[key] = none if value is None else value
             yield Ready(record, f"{head_name}{base + number}{tail}" if number >= 0 else name + tail)
         else:
             yield _rebase(next(rejected), name, base)

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from kubetrail.stages.redact import scrub_text
 
 # Falco's priority names, most severe first; the index is the level (0 = Emergency … 7 = Debug).
@@ -177,9 +179,37 @@ def group_values(event: dict[str, Any], meta: Any, subject: str) -> dict[str, st
             "namespace": meta.namespace, "name": meta.name, "resource": meta.resource, "verb": meta.verb}
 
 
+class _Who(msgspec.Struct):
+    """The only fields of an event ``from_match`` reads (``subject_of``, ``credential_of``), as parsed."""
+
+    user: Any = None
+    sourceIPs: Any = None
+    annotations: Any = None
+
+
+_who_decoder = msgspec.json.Decoder(_Who)
+FAST_WHO = True  # tests turn it off to compare with the parsed event every time
+
+
+def _who(record: Any) -> dict[str, Any]:
+    """The event as far as ``from_match`` reads it. A record prepared by a worker process carries no
+    parsed event (only its body crossed over): those three fields are decoded from the body rather
+    than parsing the whole event (~4x the cost, for each rule match in the writer). The values are
+    the ones the parse gives (each read through an ``isinstance`` check, so even an integer beyond 64
+    bits, a float to orjson, reads alike); a body the decoding refuses is parsed."""
+    cached = record.__dict__.get("_event") if FAST_WHO and hasattr(record, "__dict__") else None
+    if cached is not None or not FAST_WHO or not isinstance(getattr(record, "body", None), bytes):
+        return cached if cached is not None else record.event()  # type: ignore[no-any-return]
+    try:
+        who = _who_decoder.decode(record.body)
+    except msgspec.MsgspecError:
+        return record.event()  # type: ignore[no-any-return]
+    return {"user": who.user, "sourceIPs": who.sourceIPs, "annotations": who.annotations}
+
+
 def from_match(match: Any, record: Any) -> Alert:
     """An alert for one rule match (``kubetrail.detect.engine.Match``) on one stored record."""
-    ev = record.event() if hasattr(record, "event") else record
+    ev = _who(record) if hasattr(record, "event") else record
     evidence = [Evidence.of(record)] if hasattr(record, "key") else []
     fields = {k: v for k, v in (match.fields or {}).items() if v is not None}
     subject = subject_of(ev)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ from kubetrail.store.api import Store
 
 EVALUATED_LIMIT = 50_000  # credentials whose evaluated inputs are remembered (then forgotten at once)
 LATE_COUNTER = "late_credentials"  # store counter: records the inventory applied out of event-time order
+_LEAF = attrgetter("leaf_index")
 
 TAGS = {
     "privileged-group": ["T1078", "credentials"], "system-identity": ["T1078", "credentials"],
@@ -70,7 +72,8 @@ class CredentialConsumer:
         self.clock = clock
         self.settings = settings if settings is not None else settings_for(store.data_dir)
         self.ledger = Ledger(store.credentials)
-        self._inputs: dict[str, tuple[Any, ...]] = {}  # credential -> what its flags were last evaluated from
+        # credential -> what its flags were last evaluated from: (the document's fingerprint, the rest)
+        self._inputs: dict[str, tuple[bytes, tuple[Any, ...]]] = {}
         if lateness_secs is None:
             lateness_secs = self.settings.allowed_lateness_secs
         self.lateness_ns = int(lateness_secs * 1e9)
@@ -132,8 +135,8 @@ class CredentialConsumer:
                 entries = self.buffer.drain() if drain else self.buffer.ready()
                 self._apply_each(late)
                 for part in released(self.store, entries):
-                    self._apply_each([r for r in part if shared is None or (r.time, r.key) > shared])
-                until = max([start] + [(r.leaf_index or 0) + 1 for r in fresh])
+                    self._apply_each(after(part, shared))
+                until = max(start, max(map(_LEAF, fresh)) + 1) if fresh else start
                 ledger.set_state("next_leaf", str(until))
                 if self.buffer.frontier is not None:
                     ledger.set_state("frontier", orjson.dumps(list(self.buffer.frontier)).decode())
@@ -153,12 +156,15 @@ class CredentialConsumer:
     def _apply_each(self, records: list[Record]) -> None:
         """Apply records, in the order given, inside the caller's transaction."""
         ledger = self.ledger
-        for r in records:
-            ledger.touched.clear()
+        handle, link_, evaluate, store = inventory.handle, link.link, self._evaluate, self.store
+        for r in records:  # per record: the names above are bound once (this runs for every record)
+            touched = ledger.touched
+            touched.clear()
             ledger.reshaped.clear()
-            inventory.handle(ledger, r)
-            link.link(ledger, r, self.store)
-            self._evaluate(sorted(ledger.touched))
+            handle(ledger, r)
+            link_(ledger, r, store)
+            if touched:
+                evaluate(sorted(touched) if len(touched) > 1 else list(touched))
         ledger.flush()
 
     def _replay(self, records: list[Record]) -> int:
@@ -193,19 +199,20 @@ class CredentialConsumer:
         ledger = self.ledger
         seen = self._inputs
         reshaped = ledger.reshaped
+        bindings = ledger.bindings_token()  # the bindings change only with a record (``set_binding``), never here
         for cid in cred_ids:
             cred = ledger.get(cid)
             if cred is None:
                 continue
             agg = ledger.aggregate(cid)
-            rest = (len(agg.ips), agg.uses > 0, agg.first_used, agg.first_use.get("key"), ledger.bindings_token())
-            before = seen.get(cid)
+            rest = (len(agg.ips), agg.uses > 0, agg.first_used, agg.first_use.get("key"), bindings)
+            before = seen.get(cid)  # (fingerprint of the document, rest)
             if before is not None and cid not in reshaped:  # the document is the one last fingerprinted
-                if before[1:] == rest:
+                if before[1] == rest:
                     continue
-                inputs = (before[0], *rest)
+                inputs = (before[0], rest)
             else:
-                inputs = (hashlib.blake2b(encode(cred), digest_size=16).digest(), *rest)
+                inputs = (hashlib.blake2b(encode(cred), digest_size=16).digest(), rest)
                 if before == inputs:
                     continue
             if len(seen) >= EVALUATED_LIMIT:
@@ -243,6 +250,15 @@ class CredentialConsumer:
         """Outside ``run``, apply what is still held; each step committed its own transaction."""
         if not self.live:
             self.flush()
+
+
+def after(records: list[Record], frontier: tuple[int, str] | None) -> list[Record]:
+    """The records ordered after ``frontier`` (all of them when there is none), of records released in
+    ``(time, key)`` order: when the first is after it, all are, and the list is taken as it is rather
+    than comparing a new ``(time, key)`` tuple per record (this runs for every record applied)."""
+    if frontier is None or not records or (records[0].time, records[0].key) > frontier:
+        return records
+    return [r for r in records if (r.time, r.key) > frontier]
 
 
 def rebuild(store: Store, alerts: bool = True, chunk: int = 2000) -> int:

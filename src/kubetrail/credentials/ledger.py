@@ -234,14 +234,31 @@ class Ledger:
             agg.last_used = t
         resource = (m.resource + "/" + m.subresource if m.subresource else m.resource) or \
             m.request_uri.split("?", 1)[0]
-        for counts, value in ((agg.user_agents, m.user_agent), (agg.verbs, m.verb), (agg.resources, resource)):
-            n = counts.get(value)  # _bump, inlined
-            if n is not None:
-                counts[value] = n + 1
-            elif len(counts) < MAX_DISTINCT:
-                counts[value] = 1
-            else:
-                counts["(other)"] = counts.get("(other)", 0) + 1
+        # _bump, inlined three times (no tuple of pairs per use): the value's count, or "(other)" when full
+        counts, value = agg.user_agents, m.user_agent
+        n = counts.get(value)
+        if n is not None:
+            counts[value] = n + 1
+        elif len(counts) < MAX_DISTINCT:
+            counts[value] = 1
+        else:
+            counts["(other)"] = counts.get("(other)", 0) + 1
+        counts, value = agg.verbs, m.verb
+        n = counts.get(value)
+        if n is not None:
+            counts[value] = n + 1
+        elif len(counts) < MAX_DISTINCT:
+            counts[value] = 1
+        else:
+            counts["(other)"] = counts.get("(other)", 0) + 1
+        counts, value = agg.resources, resource
+        n = counts.get(value)
+        if n is not None:
+            counts[value] = n + 1
+        elif len(counts) < MAX_DISTINCT:
+            counts[value] = 1
+        else:
+            counts["(other)"] = counts.get("(other)", 0) + 1
         return True
 
     # -- flags ----------------------------------------------------------------------------------

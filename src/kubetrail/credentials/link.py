@@ -42,10 +42,25 @@ def _groups(meta: Any) -> list[str]:
     return [g for g in meta.groups if g not in _IMPLICIT]
 
 
+_NORMALISED: dict[str, str] = {}  # credential id as the request said it -> ``normalise_credential_id``'s answer
+NORMALISED_LIMIT = 4096
+
+
+def _normalised(raw: str) -> str:
+    """``normalise_credential_id``, remembered: a pure function of a text, and a cluster's few credentials
+    make all its requests (strip, partition, upper, split, join and a new string per request otherwise)."""
+    cid = _NORMALISED.get(raw)
+    if cid is None:
+        if len(_NORMALISED) >= NORMALISED_LIMIT:
+            _NORMALISED.clear()
+        cid = _NORMALISED[raw] = normalise_credential_id(raw)
+    return cid
+
+
 def link(ledger: Ledger, record: Any, store: Any) -> None:
     """Attach the record to its credential (creating an unaccounted one where needed)."""
     m = record.meta
-    cid = normalise_credential_id(m.credential_id) if m.credential_id else ""
+    cid = _normalised(m.credential_id) if m.credential_id else ""
     if cid:
         how = "exact"
         if cid.startswith("JTI="):

@@ -91,6 +91,8 @@ class DetectConsumer:
         self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
         self.detectors = [d for d in detectors if not getattr(d, "on_arrival", False)]
         self._dispatch: dict[tuple[str, str], tuple[Any, ...]] = {}  # (verb, resource) -> detectors (``_observers``)
+        # (verb, resource) -> those detectors' bound ``observe`` methods, as ``_ordered`` calls them
+        self._observe: dict[tuple[str, str], tuple[Callable[[Any], list[Alert]], ...]] = {}
         # detectors that take facts from the parsed event at arrival (``note``), for when they observe
         self._notes = tuple(d.note for d in self.detectors if hasattr(d, "note"))
         self.reuse = AuditIdReuse(store)
@@ -169,17 +171,20 @@ class DetectConsumer:
         """What depends on the order of records: stateful detectors, audit-ID reuse."""
         # the reuse check has nothing to say about a batch none of whose auditIDs has two stored variants
         reuse = self.reuse.observe if self.reuse.prepare(records) else None
-        dispatch = self._dispatch
+        dispatch = self._observe
         alerts: list[Alert] = []
         for r in records:
             if r.kind != "audit":
                 continue
             m = r.meta
-            observers = dispatch.get((m.verb, m.resource))
+            key = (m.verb, m.resource)
+            observers = dispatch.get(key)
             if observers is None:
-                observers = self._observers(m.verb, m.resource)
-            for d in observers:
-                found = d.observe(r)
+                if len(dispatch) >= DISPATCH_LIMIT:
+                    dispatch.clear()
+                observers = dispatch[key] = tuple(d.observe for d in self._observers(m.verb, m.resource))
+            for observe in observers:
+                found = observe(r)
                 if found:
                     alerts.extend(found)
             if reuse is not None:

@@ -37,6 +37,10 @@ class CredentialTables:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.db = engine.db
+        # ``add_use`` runs once per linked record: on SQLite through one cursor kept for it, rather than the
+        # new cursor ``Connection.execute`` makes per call (another engine: its own ``execute``)
+        cursor = getattr(self.db, "cursor", None) if getattr(engine, "dialect", "") == "sqlite" else None
+        self._use_cursor: Any = cursor() if cursor is not None else self.db
 
     def lock(self) -> None:
         """One inventory writer at a time (the consumer of each collector) until the transaction ends."""
@@ -115,7 +119,7 @@ class CredentialTables:
     def add_use(self, row: Sequence[Any]) -> bool:
         """(credential, received, request, time, leaf_index, code, link); False when the credential already
         has this request (``received``: the request's receive time, the same at every stage)."""
-        return self.db.execute(_ADD_USE, row).rowcount > 0
+        return self._use_cursor.execute(_ADD_USE, row).rowcount > 0  # type: ignore[no-any-return]
 
     def set_use_code(self, cred_id: str, received: int, request: str, code: int) -> bool:
         """Fill in a use's response code once it is known; True if it was unknown."""

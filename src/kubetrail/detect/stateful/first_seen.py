@@ -21,6 +21,8 @@ from kubetrail.detect.stateful.base import is_system, learning, make_alert, sour
 from kubetrail.detect.stateful.state import StateStore
 
 MAX_VALUES = 64  # per identity; beyond this the identity roams and stops alerting
+SETTLED_LIMIT = 16384  # requests remembered as changing nothing (``FirstSeen._settled``), then forgotten at once
+SETTLED_MEMO = True  # tests turn it off to compare with looking every request up
 
 _CHECKS = (
     # kind, rule, priority, what
@@ -37,6 +39,10 @@ class FirstSeen:
     def __init__(self, state: StateStore, config: StatefulConfig) -> None:
         self.state = state
         self.learning_ns = int(config.learning_secs * 1e9)
+        # (user, source IP, user agent, credential id) of requests that changed nothing: every value was
+        # in its baseline already (or the baseline was full, or the value empty). Baselines only grow, so
+        # the same request again changes nothing and raises nothing either (most traffic repeats).
+        self._settled: set[tuple[str, str, str, str]] = set()
 
     def learning(self, t: int) -> bool:
         return learning(self.state, self.name, t, self.learning_ns)
@@ -45,8 +51,12 @@ class FirstSeen:
         m = record.meta
         if not m.user or m.user == "system:anonymous" or is_system(m.user) or m.code == 401:
             return []
-        learning = self.learning(record.time)
         ip = source_ip(record)
+        settled = (m.user, ip, m.user_agent, m.credential_id)
+        if SETTLED_MEMO and settled in self._settled:
+            return []
+        learning = self.learning(record.time)
+        changed = False
         values = {"ip": (m.user, ip), "ua": (m.user, ua_family(m.user_agent) if m.user_agent else ""),
                   "cred_ip": (m.credential_id, ip)}
         out: list[Alert] = []
@@ -59,6 +69,7 @@ class FirstSeen:
             if value in seen or len(seen) >= MAX_VALUES:
                 continue
             self.state.put(self.name, key, [*seen, value])
+            changed = True
             if learning or not seen:
                 continue
             label = "credential " + who if kind == "cred_ip" else who
@@ -68,4 +79,8 @@ class FirstSeen:
                                   dedup=f"{kind}:{who}:{value}",
                                   fields={"kind": kind, "value": value, "previous": seen[-5:],
                                           "credential_id": m.credential_id or None}))
+        if not changed:
+            if len(self._settled) >= SETTLED_LIMIT:
+                self._settled.clear()
+            self._settled.add(settled)
         return out

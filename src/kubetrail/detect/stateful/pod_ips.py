@@ -30,6 +30,8 @@ import ipaddress
 from functools import lru_cache
 from typing import Any
 
+import msgspec
+
 from kubetrail.alerts.alert import Alert
 from kubetrail.alerts.config import StatefulConfig
 from kubetrail.detect.stateful.base import as_dict, done_ok, make_alert, objects, source_ip
@@ -107,22 +109,136 @@ NO_FACTS: Facts = (None, None, None)
 def event_facts(record: Any) -> Facts:
     """What ``observe`` reads from the parsed event, a pure function of the record: the pod-bound
     token's (pod, node) claims of a service-account request; each (pod IPs, host IPs, spec.nodeName)
-    of a pod's create/update/patch; a node's reported addresses. None where it does not apply."""
+    of a pod's create/update/patch that names any (an object naming none changes nothing); a node's
+    reported addresses. None where it does not apply.
+
+    When the parsed event is not at hand (a record prepared by a worker process: only its body
+    crossed over), the few fields are decoded from the body alone (``_Body``) rather than parsing
+    the whole event (a pod's create/update carries the whole pod twice: ~4x the cost); a body whose
+    shape that decoding refuses is parsed whole, as before (``_facts_parsed``)."""
     m = record.meta
-    pods = nodes = token = None
+    pods_wanted = nodes_wanted = False
     if m.resource == "pods" and m.name and done_ok(record):
-        if m.verb in ("create", "update", "patch") and m.subresource in ("", "status"):
-            pods = [(_ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs"),
-                     str(as_dict(obj.get("spec")).get("nodeName") or ""))
-                    for obj in objects(record) for status in (as_dict(obj.get("status")),)]
+        pods_wanted = m.verb in ("create", "update", "patch") and m.subresource in ("", "status")
     elif m.resource == "nodes" and m.name and m.verb in ("create", "update", "patch") \
             and m.subresource in ("", "status") and done_ok(record):
+        nodes_wanted = True
+    token_wanted = m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3
+    if not (pods_wanted or nodes_wanted or token_wanted):
+        return NO_FACTS  # most records: one shared tuple, nothing more held per record
+    if token_wanted and not (pods_wanted or nodes_wanted) and "_event" not in record.__dict__ \
+            and b"pod-name" not in record.body:
+        return ("", ""), None, None  # orjson's output has no escaped '/': no pod-name claim in the body
+    if FAST_FACTS and "_event" not in record.__dict__:
+        fast = _facts_decoded(record.body, pods_wanted, nodes_wanted, token_wanted)
+        if fast is not None:
+            return fast
+    return _facts_parsed(record, pods_wanted, nodes_wanted, token_wanted)
+
+
+def _facts_parsed(record: Any, pods_wanted: bool, nodes_wanted: bool, token_wanted: bool) -> Facts:
+    """``event_facts`` from the parsed event (``Record.event``)."""
+    pods = nodes = token = None
+    if pods_wanted:
+        pods = [f for obj in objects(record) for status in (as_dict(obj.get("status")),)
+                for f in ((_ips(status, "podIP", "podIPs"), _ips(status, "hostIP", "hostIPs"),
+                           str(as_dict(obj.get("spec")).get("nodeName") or "")),) if f != _NOTHING_REPORTED]
+    elif nodes_wanted:
         nodes = [norm_ip(as_dict(a).get("address"))
                  for o in objects(record) for a in as_dict(o.get("status")).get("addresses") or []]
-    if m.user.startswith("system:serviceaccount:") and m.user.count(":") == 3:
+    if token_wanted:
         token = _token(record)
-    if token is None and pods is None and nodes is None:
-        return NO_FACTS  # most records: one shared tuple, nothing more held per record
+    return token, pods, nodes
+
+
+FAST_FACTS = True  # tests turn it off to compare with the parsed event every time
+_NOTHING_REPORTED: tuple[list[str], list[str], str] = ([], [], "")
+
+
+class _Spec(msgspec.Struct):
+    nodeName: Any = None
+
+
+class _Status(msgspec.Struct):
+    podIP: Any = None
+    podIPs: Any = None
+    hostIP: Any = None
+    hostIPs: Any = None
+    addresses: Any = None
+
+
+class _Object(msgspec.Struct):
+    spec: _Spec | None = None
+    status: _Status | None = None
+
+
+class _User(msgspec.Struct):
+    extra: Any = None
+
+
+class _Body(msgspec.Struct):
+    """The only fields of an event ``event_facts`` reads. A field of another shape than the parsed event's
+    ``as_dict`` would make of it (an object that is a list, say) fails the decoding: parsed whole."""
+
+    user: _User | None = None
+    requestObject: _Object | None = None
+    responseObject: _Object | None = None
+
+
+class _Claims(msgspec.Struct):
+    """``_Body`` for a request that is neither a pod's nor a node's: its objects are not read."""
+
+    user: _User | None = None
+
+
+_body_decoder = msgspec.json.Decoder(_Body)
+_claims_decoder = msgspec.json.Decoder(_Claims)
+
+
+def _ips_of(one: Any, many: Any) -> list[str]:
+    """``_ips`` over the values of the two fields."""
+    out = [norm_ip(one)] + [norm_ip(as_dict(x).get("ip")) for x in many or []]
+    return list(dict.fromkeys(ip for ip in out if ip))
+
+
+def _facts_decoded(body: bytes, pods_wanted: bool, nodes_wanted: bool, token_wanted: bool) -> Facts | None:
+    """``_facts_parsed`` from the few fields it reads, decoded from the body; None when the body must be
+    parsed whole: a shape the decoding refuses, or a value whose text msgspec and orjson could give
+    differently (an integer beyond 64 bits is a float to orjson; only strings are taken as they are)."""
+    objs: list[_Object] = []
+    ev: _Body | _Claims
+    try:
+        if pods_wanted or nodes_wanted:
+            ev = whole = _body_decoder.decode(body)
+            objs = [o for o in (whole.requestObject, whole.responseObject) if o is not None]
+        else:
+            ev = _claims_decoder.decode(body)
+    except msgspec.MsgspecError:
+        return None
+    pods = nodes = token = None
+    if pods_wanted:
+        pods = []
+        for o in objs:
+            node = o.spec.nodeName if o.spec is not None else None
+            if node is not None and not isinstance(node, str):
+                return None
+            st = o.status
+            f = (_ips_of(st.podIP, st.podIPs), _ips_of(st.hostIP, st.hostIPs), node or "") if st is not None \
+                else ([], [], node or "")
+            if f != _NOTHING_REPORTED:
+                pods.append(f)
+    elif nodes_wanted:
+        nodes = [norm_ip(as_dict(a).get("address")) for o in objs if o.status is not None
+                 for a in o.status.addresses or []]
+    if token_wanted and not (pods_wanted or nodes_wanted) and b"pod-name" not in body:
+        token = ("", "")  # as ``_token`` answers from the bytes (after ``objects`` it reads the parsed event)
+    elif token_wanted:
+        extra = as_dict(ev.user.extra) if ev.user is not None else {}
+        claims = extra.get(POD_NAME), extra.get(NODE_NAME)
+        for v in claims:
+            if isinstance(v, list) and v and not isinstance(v[0], str):
+                return None
+        token = (_first(claims[0]), _first(claims[1]))
     return token, pods, nodes
 
 
@@ -170,8 +286,10 @@ class PodTokenElsewhere:
         facts = record.__dict__.get(FACTS)
         if facts is None:  # not noted at arrival (read back from the store, or a direct call)
             facts = event_facts(record)
-        token, pods, nodes = facts
         m = record.meta
+        if facts is NO_FACTS and m.resource != "pods":
+            return []  # most records: neither a token, nor a pod's or node's addresses, nor a pod's final delete
+        token, pods, nodes = facts
         if m.resource == "pods" and m.name and done_ok(record):
             if m.verb == "delete" and not m.subresource and m.user.startswith("system:node:"):
                 # the kubelet's final delete: the containers are gone (a user's delete only starts the
