@@ -16,8 +16,9 @@ import orjson
 
 from kubetrail.record import AuditMeta, Decoded, Record, SourceRef, printable
 from kubetrail.stages.identity import event_key
-from kubetrail.stages.redact import needs_deep_scan, redact_event
+from kubetrail.stages.redact import redact_event
 from kubetrail.stages.redaction_key import RedactionKey
+from kubetrail.stages.secret_text import has_trigger
 from kubetrail.timefmt import parse_rfc3339_ns as parse_time_ns
 
 CREDENTIAL_ID = "authentication.kubernetes.io/credential-id"
@@ -157,10 +158,13 @@ def _text(s: str, notes: set[str]) -> str:
     return fixed
 
 
-def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey | None = None) -> Record:
+def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey | None = None,
+              exact_body: bool = True) -> Record:
     """Redact ``decoded.event`` in place and wrap it. ``redaction_key`` keys the digests of what
     was removed (the store's key; see ``stages/redaction_key.py``). The record keeps the redacted
-    event as its parsed body (``Record.event``): it is exactly what ``body`` was serialised from."""
+    event as its parsed body (``Record.event``): it is exactly what ``body`` was serialised from.
+    ``exact_body=False`` keeps orjson's bytes as they are (see below): for a caller that encodes
+    the record at once and lets it go (a preparation worker), the copy is work for nothing."""
     event = decoded.event
     lossy = decoded.lossy  # extract_meta copies it
     try:
@@ -173,13 +177,14 @@ def to_record(decoded: Decoded, source: SourceRef, redaction_key: RedactionKey |
         redactions = redact_event(event, scan_jwts=True, key=redaction_key)  # the full pass: no second one below
         body = orjson.dumps(event)
     else:
-        if needs_deep_scan(body):
+        if has_trigger(body):  # ``needs_deep_scan``, called directly (per event)
             redactions += redact_event(event, scan_jwts=True, key=redaction_key)
             body = orjson.dumps(event)
     # orjson leaves its output buffer's whole capacity allocated behind the bytes (4 KB for a 100-byte
     # event, ~8 KB for the 2.9 KB ones, 32 KB for one long string): an exact copy (~0.3 µs) is what
     # held records keep (the reorder buffers hold thousands; ~2.8x less memory for their bodies).
-    body = bytes(memoryview(body))
+    if exact_body:
+        body = bytes(memoryview(body))
     meta = extract_meta(event, lossy)
     record = Record(
         kind="audit",
