@@ -163,7 +163,7 @@ def _prepare(chunk: bytes, first_line: int, source: SourceRef, dictionary: tuple
     for item in files._read_lines(lines, "", lines.next(files.MAX_LINE_BYTES)):
         if isinstance(item, Decoded):
             try:
-                record = to_record(item, source, key, False)  # encoded below and let go: no exact copy
+                record = to_record(item, source, key)
                 head = row_head(record)
             except Exception as exc:  # noqa: BLE001 - as pipeline._record_or_reject: one bad event never fails a chunk
                 item = Rejected(item.position, f"cannot be stored ({type(exc).__name__})")

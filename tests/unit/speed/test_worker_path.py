@@ -4,7 +4,6 @@ plain way it replaced, kept here as the reference.
 * a chunk's newline count comes from the line reader (``_Lines.newlines_read``), not ``bytes.count``;
 * ``check_event`` reads the common event's field types straight through before the general loop;
 * ``workers._split_position`` reads a line's ``:12`` without the regular expression;
-* ``to_record(exact_body=False)`` (workers: the record is encoded at once) skips only the exact copy;
 * ``trail.entry.new_leaf_hash`` hashes the entry encoded behind its prefixes, without copies.
 """
 
@@ -160,18 +159,6 @@ def split_reference(position: str) -> tuple[int, str]:
                                       ":\u0663\u0664", ":1\u00b2", "::3", ":3.records[0].properties.log"])
 def test_split_position_is_the_reference(position: str) -> None:
     assert workers._split_position(position) == split_reference(position)
-
-
-# ------------------------------------------------------------------------------------------ to_record
-
-def test_a_worker_s_record_is_the_exact_one() -> None:
-    src = SourceRef(cluster="c", stream="s")
-    for i in range(20):
-        ev = make_event(f"tr-{i}", user=["alice", "ünï"][i % 2], name=f"o-{i}")
-        exact = to_record(Decoded(copy.deepcopy(ev), "event", f":{i}"), src)
-        kept = to_record(Decoded(copy.deepcopy(ev), "event", f":{i}"), src, None, False)
-        assert kept == exact and kept.body == exact.body
-        assert row_head(kept) == row_head(exact)
 
 
 # ------------------------------------------------------------------------------------------- leaf hash
