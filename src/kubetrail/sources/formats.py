@@ -59,6 +59,7 @@ _FIELD_TYPES: tuple[tuple[str, type], ...] = (
 _STR_OR_NONE = frozenset({str, type(None)})
 _DICT_OR_NONE = frozenset({dict, type(None)})
 _LIST_OR_NONE = frozenset({list, type(None)})
+_INT_OR_NONE = (int, type(None))  # ``int | None`` built once (as an expression it made a union per event)
 
 
 def _field_types_reason(obj: dict[str, Any]) -> str | None:
@@ -104,7 +105,7 @@ def check_event(obj: Any) -> str | None:
     if "groups" in user and user["groups"] is not None and not isinstance(user["groups"], list):
         return "user.groups is not a list"
     status = get("responseStatus") or {}
-    if "code" in status and not isinstance(status["code"], int | None):
+    if "code" in status and not isinstance(status["code"], _INT_OR_NONE):
         if isinstance(status["code"], str) and status["code"].isdigit():
             status["code"] = int(status["code"])
         else:
