@@ -15,7 +15,7 @@ import msgspec
 import orjson
 
 from kubetrail.record import LOG_KINDS, AuditMeta, LogMeta, Record, Redaction, SourceRef
-from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, new_leaf_hash
+from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, encode_new_entry, leaf_hash
 
 MAX_INDEX = (1 << 63) - 1  # both engines' integers are 64-bit signed
 
@@ -94,7 +94,8 @@ def row_head(r: Record) -> tuple[Any, ...]:
                                         m.stage_time, m.lossy, r.redactions)),
     )
     body_hash = hashlib.sha256(r.body).digest()
-    return (*cols, *_NO_LOG_COLUMNS, b"", new_leaf_hash(cols, body_hash), body_hash)
+    entry = encode_new_entry(cols, body_hash)
+    return (*cols, *_NO_LOG_COLUMNS, b"", leaf_hash(entry), body_hash)
 
 
 _NO_LOG_COLUMNS = ("",) * len(LOG_COLUMNS)
@@ -107,7 +108,8 @@ def _log_row(r: Record, m: LogMeta) -> tuple[Any, ...]:
     cols = (r.key, r.time, r.kind, r.source.label(), r.seq, r.format, "", "", "", "", "", "[]", "", "", "", "",
             m.namespace, m.pod, None, "[]", "", "", "", "", _meta_encoder.encode(meta))
     body_hash = hashlib.sha256(r.body).digest()
-    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), b"", new_leaf_hash(cols, body_hash), body_hash)
+    entry = encode_new_entry(cols, body_hash)
+    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), b"", leaf_hash(entry), body_hash)
 
 
 def log_meta(meta: bytes) -> tuple[LogMeta, list[Redaction]]:

@@ -95,27 +95,6 @@ def encode_new_entry(columns: Sequence[Any], body_sha256: bytes) -> bytes:
         raise ValueError(f"a column cannot be encoded: {exc}") from exc
 
 
-_LEAF_V2_PREFIX = b"\x00" + ENTRY_V2_PREFIX
-
-
-def new_leaf_hash(columns: Sequence[Any], body_sha256: bytes) -> bytes:
-    """``leaf_hash(encode_new_entry(columns, body_sha256))``, hashed from one buffer: the entry is
-    encoded behind the leaf's 0x00 and the v2 prefix (``encode_into``) instead of being built and
-    then copied twice, behind the prefix and behind the 0x00 (the store keeps no v2 entry, only
-    its leaf hash: ``store.rows.row_head``, per record). tests/unit/trail/test_entry_v2_bytes.py
-    compares both."""
-    values = [*columns, body_sha256.hex()]
-    meta = values[_META_AT]
-    if type(meta) is not str:
-        values[_META_AT] = bytes(meta).decode("utf-8")
-    buf = bytearray(_LEAF_V2_PREFIX)
-    try:
-        _struct_encoder.encode_into(_EntryV2(*_in_sorted_order(values)), buf, len(_LEAF_V2_PREFIX))
-    except (TypeError, UnicodeEncodeError, OverflowError) as exc:
-        raise ValueError(f"a column cannot be encoded: {exc}") from exc
-    return hashlib.sha256(buf).digest()
-
-
 def decode_entry(entry: bytes) -> dict[str, object]:
     for prefix in (ENTRY_V2_PREFIX, ENTRY_PREFIX):
         if entry.startswith(prefix):

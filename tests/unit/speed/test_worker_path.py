@@ -3,14 +3,12 @@ plain way it replaced, kept here as the reference.
 
 * a chunk's newline count comes from the line reader (``_Lines.newlines_read``), not ``bytes.count``;
 * ``check_event`` reads the common event's field types straight through before the general loop;
-* ``workers._split_position`` reads a line's ``:12`` without the regular expression;
-* ``trail.entry.new_leaf_hash`` hashes the entry encoded behind its prefixes, without copies.
+* ``workers._split_position`` reads a line's ``:12`` without the regular expression.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import random
 import re
@@ -20,13 +18,10 @@ import orjson
 import pytest
 
 from kubetrail import workers
-from kubetrail.record import Decoded, SourceRef
+from kubetrail.record import SourceRef
 from kubetrail.sources import files, formats
 from kubetrail.sources.cloud_gke import shown
-from kubetrail.stages.extract import to_record
-from kubetrail.store.rows import row_head
 from kubetrail.testing import make_event
-from kubetrail.trail.entry import ENTRY_COLUMNS, encode_new_entry, leaf_hash, new_leaf_hash
 
 # ---------------------------------------------------------------------------------------------- newlines
 
@@ -159,30 +154,3 @@ def split_reference(position: str) -> tuple[int, str]:
                                       ":\u0663\u0664", ":1\u00b2", "::3", ":3.records[0].properties.log"])
 def test_split_position_is_the_reference(position: str) -> None:
     assert workers._split_position(position) == split_reference(position)
-
-
-# ------------------------------------------------------------------------------------------- leaf hash
-
-def test_new_leaf_hash_is_the_leaf_of_the_entry() -> None:
-    src = SourceRef(cluster="c", node="n", stream="s")
-    for i in range(30):
-        ev = make_event(f"{i:08d}-lh", user=["alice", "ünïcode ✓\u2028", "q\"\\"][i % 3], name=f"o-{i}\x01")
-        head = row_head(to_record(Decoded(ev, "event", f"p:{i}"), src))
-        cols = head[:len(ENTRY_COLUMNS)]
-        digest = hashlib.sha256(str(i).encode()).digest()
-        assert new_leaf_hash(cols, digest) == leaf_hash(encode_new_entry(cols, digest))
-        meta_bytes = (*cols[:-1], cols[-1].encode() if isinstance(cols[-1], str) else cols[-1])
-        assert new_leaf_hash(meta_bytes, digest) == leaf_hash(encode_new_entry(meta_bytes, digest))
-
-
-@pytest.mark.parametrize("odd", [object(), "\ud800", 1 << 70, b"\xff", None, -(1 << 63)])
-def test_new_leaf_hash_refuses_what_encode_new_entry_refuses(odd: Any) -> None:
-    cols = ("k", 1, "audit", "s", 0, "event", *[""] * 12, odd, "[]", "", "", "", "", "{}")
-    assert len(cols) == len(ENTRY_COLUMNS)
-    try:
-        expected = leaf_hash(encode_new_entry(cols, b"\0" * 32))
-    except ValueError:
-        with pytest.raises(ValueError):
-            new_leaf_hash(cols, b"\0" * 32)
-    else:
-        assert new_leaf_hash(cols, b"\0" * 32) == expected
