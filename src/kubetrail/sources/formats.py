@@ -88,7 +88,7 @@ def check_event(obj: Any) -> str | None:
     t = type
     # The common event, read straight through: each field's exact type, or null/missing; anything
     # else (a subclass, a wrong type) is decided by the loop below, which names the first wrong
-    # field (tests/hostile/test_decode_fast_path.py compares both ways).
+    # field. ~2 k instructions less per event (tests/unit/speed/test_worker_path.py: against the loop).
     if not (t(get("auditID")) in _STR_OR_NONE and t(get("verb")) in _STR_OR_NONE
             and t(get("stage")) in _STR_OR_NONE and t(get("requestURI")) in _STR_OR_NONE
             and t(get("user")) in _DICT_OR_NONE and t(get("objectRef")) in _DICT_OR_NONE
