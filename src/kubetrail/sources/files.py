@@ -142,7 +142,7 @@ class _Lines:
     def newlines_read(self, first: int) -> int | None:
         """The newlines in the whole stream, read to its end from line ``first``: counted as the lines
         went by (a preparation worker needs its chunk's count, and ``bytes.count`` over a 1 MiB chunk
-        cost ~60 ns per event), None when the stream was not read to its end."""
+        cost ~0.8 µs per 2.9 KB event: one byte at a time), None when the stream was not read to its end."""
         if not self.eof or self.pos < len(self.buf):
             return None
         return self.number - first - self.unterminated
