@@ -65,7 +65,10 @@ class _Lines:
         self.buf = b""
         self.pos = 0
         self.eof = False
-        self.number = 1  # of the next line
+        self.number = 1  # of the next line (at the end: one past the last newline read)
+        # The last line read had no newline after it (the stream ended inside it): then
+        # ``number - first number - unterminated`` is the newlines the stream held (``newlines_read``).
+        self.unterminated = False
 
     def _more(self) -> bool:
         if self.eof:
@@ -99,6 +102,7 @@ class _Lines:
             blanks += self.buf.count(b"\n", self.pos)
             self.pos = len(self.buf)
             if not self._more():
+                self.number += blanks  # the blank lines at the end are lines read too (``newlines_read``)
                 return None
         start = self.buf.rfind(b"\n", self.pos, m.start()) + 1 or self.pos
         blanks += self.buf.count(b"\n", self.pos, start)
@@ -121,6 +125,7 @@ class _Lines:
             self.pos = len(self.buf)
             if not self._more():
                 line = b"".join(parts)
+                self.unterminated = True
                 break
         number = self.number + blanks
         self.number = number + 1
@@ -130,8 +135,17 @@ class _Lines:
         while (end := self.buf.find(b"\n", self.pos)) < 0:
             self.pos = len(self.buf)
             if not self._more():
+                self.unterminated = True
                 return
         self.pos = end + 1
+
+    def newlines_read(self, first: int) -> int | None:
+        """The newlines in the whole stream, read to its end from line ``first``: counted as the lines
+        went by (a preparation worker needs its chunk's count, and ``bytes.count`` over a 1 MiB chunk
+        cost ~0.8 µs per 2.9 KB event: one byte at a time), None when the stream was not read to its end."""
+        if not self.eof or self.pos < len(self.buf):
+            return None
+        return self.number - first - self.unterminated
 
     def rest(self, limit: int) -> bytes:
         """What is left of the stream, at most ``limit`` bytes."""

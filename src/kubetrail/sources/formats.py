@@ -56,6 +56,22 @@ _FIELD_TYPES: tuple[tuple[str, type], ...] = (
     ("stageTimestamp", str), ("requestReceivedTimestamp", str), ("level", str))
 
 
+_STR_OR_NONE = frozenset({str, type(None)})
+_DICT_OR_NONE = frozenset({dict, type(None)})
+_LIST_OR_NONE = frozenset({list, type(None)})
+_INT_OR_NONE = (int, type(None))  # ``int | None`` built once (as an expression it made a union per event)
+
+
+def _field_types_reason(obj: dict[str, Any]) -> str | None:
+    """The first of the ``_FIELD_TYPES`` fields whose value is neither null nor of its type."""
+    get = obj.get
+    for field, typ in _FIELD_TYPES:
+        value = get(field)
+        if value is not None and not isinstance(value, typ):
+            return f"{field} has type {type(value).__name__}, expected {typ.__name__}"
+    return None
+
+
 def check_event(obj: Any) -> str | None:
     """Why ``obj`` is not a usable audit Event, or None. Type confusion is caught here."""
     if not isinstance(obj, dict):
@@ -69,17 +85,27 @@ def check_event(obj: Any) -> str | None:
     if "auditID" not in obj or "verb" not in obj:
         return "missing auditID or verb"
     get = obj.get
-    for field, typ in _FIELD_TYPES:
-        value = get(field)
-        if value is not None and not isinstance(value, typ):
-            return f"{field} has type {type(value).__name__}, expected {typ.__name__}"
-    user = obj.get("user") or {}
+    t = type
+    # The common event, read straight through: each field's exact type, or null/missing; anything
+    # else (a subclass, a wrong type) is decided by the loop below, which names the first wrong
+    # field. ~2 k instructions less per event (tests/unit/speed/test_worker_path.py: against the loop).
+    if not (t(get("auditID")) in _STR_OR_NONE and t(get("verb")) in _STR_OR_NONE
+            and t(get("stage")) in _STR_OR_NONE and t(get("requestURI")) in _STR_OR_NONE
+            and t(get("user")) in _DICT_OR_NONE and t(get("objectRef")) in _DICT_OR_NONE
+            and t(get("responseStatus")) in _DICT_OR_NONE and t(get("sourceIPs")) in _LIST_OR_NONE
+            and t(get("annotations")) in _DICT_OR_NONE and t(get("userAgent")) in _STR_OR_NONE
+            and t(get("stageTimestamp")) in _STR_OR_NONE and t(get("requestReceivedTimestamp")) in _STR_OR_NONE
+            and t(get("level")) in _STR_OR_NONE):
+        reason = _field_types_reason(obj)
+        if reason:
+            return reason
+    user = get("user") or {}
     if "username" in user and not isinstance(user["username"], str):
         return "user.username is not a string"
     if "groups" in user and user["groups"] is not None and not isinstance(user["groups"], list):
         return "user.groups is not a list"
-    status = obj.get("responseStatus") or {}
-    if "code" in status and not isinstance(status["code"], int | None):
+    status = get("responseStatus") or {}
+    if "code" in status and not isinstance(status["code"], _INT_OR_NONE):
         if isinstance(status["code"], str) and status["code"].isdigit():
             status["code"] = int(status["code"])
         else:
