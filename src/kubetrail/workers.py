@@ -391,27 +391,6 @@ def _may_fork() -> bool:
     return threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods()
 
 
-# A worker's result (~1.2–1.5 MB for a 1 MiB chunk) goes through one pipe to the writer, where the
-# executor's thread reads it: with Linux's 64 KiB pipe that is ~20 reads, each needing the GIL back from
-# the writer's busy main thread, while the worker sits blocked in write() (~2 s of a 100k-event run per
-# worker). At 1 MiB (the most an unprivileged process may ask, /proc/sys/fs/pipe-max-size) a result is
-# written and read in one or two steps.
-RESULTS_PIPE_BYTES = 1 << 20
-_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, named in Python 3.10+ on Linux only
-
-
-def _widen_results_pipe(pool: ProcessPoolExecutor) -> None:
-    """Best effort: a platform without the call, or a limit below the size, keeps the default pipe."""
-    queue = getattr(pool, "_result_queue", None)  # the executor's SimpleQueue (CPython's, not public)
-    reader = getattr(queue, "_reader", None)
-    if reader is None or not hasattr(reader, "fileno"):
-        return
-    import fcntl
-
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(reader.fileno(), getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), RESULTS_PIPE_BYTES)
-
-
 class WorkerPool:
     """``n`` preparation processes, forked from the writer (``_may_fork``) or from a forkserver.
 
@@ -434,7 +413,6 @@ class WorkerPool:
         initargs = (key, rules, ruleset if self.method == "fork" else None)
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(self.method),
                                          initializer=_init, initargs=initargs)
-        _widen_results_pipe(self._pool)
 
     def start(self) -> WorkerPool:
         """Start the processes now rather than at the first chunk; until one has started (a fresh

@@ -150,38 +150,3 @@ def test_workers_fork_only_from_a_writer_without_other_threads() -> None:
     finally:
         stop.set()
         t.join()
-
-
-def test_the_results_pipe_is_widened_where_the_platform_allows(tmp_path: Path) -> None:
-    """A worker's result (~1.5 MB) goes through one pipe: widened to ``RESULTS_PIPE_BYTES`` (capped
-    by /proc/sys/fs/pipe-max-size for an unprivileged process) so it is written in one or two steps."""
-    import fcntl
-    import os
-    import sys
-
-    from kubetrail import workers
-    from kubetrail.stages.redaction_key import load_or_create
-
-    pool = workers.WorkerPool(1, load_or_create(str(tmp_path / "key")))
-    try:
-        if sys.platform != "linux":
-            pytest.skip("F_SETPIPE_SZ is Linux's")
-        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-        size = fcntl.fcntl(pool._pool._result_queue._reader.fileno(), 1032)  # type: ignore[attr-defined]  # F_GETPIPE_SZ
-        assert size >= min(workers.RESULTS_PIPE_BYTES, limit) > 64 * 1024
-        assert pool._pool.submit(os.getpid).result() != os.getpid()  # results still arrive, from the worker
-    finally:
-        pool.close()
-
-
-def test_a_pool_without_the_executor_s_results_queue_keeps_its_pipe() -> None:
-    """The executor's queue is CPython's private attribute: a Python without it keeps the default pipe."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from kubetrail import workers
-
-    class Bare(ProcessPoolExecutor):
-        def __init__(self) -> None:  # no queue, no processes
-            pass
-
-    workers._widen_results_pipe(Bare())  # no error
