@@ -90,8 +90,7 @@ class DetectConsumer:
         # instead of waiting behind the watermark with the audit records.
         self.arrival = [d for d in detectors if getattr(d, "on_arrival", False)]
         self.detectors = [d for d in detectors if not getattr(d, "on_arrival", False)]
-        self._dispatch: dict[tuple[str, str], tuple[Any, ...]] = {}  # (verb, resource) -> detectors (``_observers``)
-        # (verb, resource) -> those detectors' bound ``observe`` methods, as ``_ordered`` calls them
+        # (verb, resource) -> the bound ``observe`` of the detectors that act on it (``_observers``)
         self._observe: dict[tuple[str, str], tuple[Callable[[Any], list[Alert]], ...]] = {}
         # detectors that take facts from the parsed event at arrival (``note``), for when they observe
         self._notes = tuple(d.note for d in self.detectors if hasattr(d, "note"))
@@ -196,17 +195,11 @@ class DetectConsumer:
     def _observers(self, verb: str, resource: str) -> tuple[Any, ...]:
         """The stateful detectors that can act on a request with this verb and resource, in order: a
         detector declaring ``verbs``/``resources`` (``detect/stateful/__init__.py``) ignores the others,
-        and most traffic (reads and status updates) concerns only a few detectors."""
-        key = (verb, resource)
-        found = self._dispatch.get(key)
-        if found is None:
-            found = tuple(d for d in self.detectors
-                          if (getattr(d, "verbs", None) is None or verb in d.verbs)
-                          and (getattr(d, "resources", None) is None or resource in d.resources))
-            if len(self._dispatch) >= DISPATCH_LIMIT:
-                self._dispatch.clear()
-            self._dispatch[key] = found
-        return found
+        and most traffic (reads and status updates) concerns only a few detectors. ``_ordered``
+        remembers the answer per pair (``_observe``)."""
+        return tuple(d for d in self.detectors
+                     if (getattr(d, "verbs", None) is None or verb in d.verbs)
+                     and (getattr(d, "resources", None) is None or resource in d.resources))
 
     def _arrived(self, records: list[Any]) -> list[Alert]:
         return [a for r in records for d in self.arrival for a in d.observe(r)] + self._rules(records)
