@@ -87,7 +87,12 @@ def is_public(ip: str) -> bool:
 
 
 def _ips(status: dict[str, Any], one: str, many: str) -> list[str]:
-    out = [norm_ip(status.get(one))] + [norm_ip(as_dict(x).get("ip")) for x in status.get(many) or []]
+    return _ips_of(status.get(one), status.get(many))
+
+
+def _ips_of(one: Any, many: Any) -> list[str]:
+    """The addresses of one field (``podIP``) and a list of ``{"ip": …}`` (``podIPs``), each once."""
+    out = [norm_ip(one)] + [norm_ip(as_dict(x).get("ip")) for x in many or []]
     return list(dict.fromkeys(ip for ip in out if ip))
 
 
@@ -112,8 +117,9 @@ def event_facts(record: Any) -> Facts:
     of a pod's create/update/patch that names any (an object naming none changes nothing); a node's
     reported addresses. None where it does not apply.
 
-    When the parsed event is not at hand (a record prepared by a worker process: only its body
-    crossed over), the few fields are decoded from the body alone (``_Body``) rather than parsing
+    When the parsed event is not at hand (a record read back from the store, as the consumers' own
+    process with 3+ CPUs reads them; a preparation worker sends the facts it found with the record,
+    ``EVENT_FACTS``), the few fields are decoded from the body alone (``_Body``) rather than parsing
     the whole event (a pod's create/update carries the whole pod twice: ~4x the cost); a body whose
     shape that decoding refuses is parsed whole, as before (``_facts_parsed``)."""
     m = record.meta
@@ -195,12 +201,6 @@ _body_decoder = msgspec.json.Decoder(_Body)
 _claims_decoder = msgspec.json.Decoder(_Claims)
 
 
-def _ips_of(one: Any, many: Any) -> list[str]:
-    """``_ips`` over the values of the two fields."""
-    out = [norm_ip(one)] + [norm_ip(as_dict(x).get("ip")) for x in many or []]
-    return list(dict.fromkeys(ip for ip in out if ip))
-
-
 def _facts_decoded(body: bytes, pods_wanted: bool, nodes_wanted: bool, token_wanted: bool) -> Facts | None:
     """``_facts_parsed`` from the few fields it reads, decoded from the body; None when the body must be
     parsed whole: a shape the decoding refuses, or a value whose text msgspec and orjson could give
@@ -230,9 +230,7 @@ def _facts_decoded(body: bytes, pods_wanted: bool, nodes_wanted: bool, token_wan
     elif nodes_wanted:
         nodes = [norm_ip(as_dict(a).get("address")) for o in objs if o.status is not None
                  for a in o.status.addresses or []]
-    if token_wanted and not (pods_wanted or nodes_wanted) and b"pod-name" not in body:
-        token = ("", "")  # as ``_token`` answers from the bytes (after ``objects`` it reads the parsed event)
-    elif token_wanted:
+    if token_wanted:  # (a token-only record without "pod-name" in its body never gets here: ``event_facts``)
         extra = as_dict(ev.user.extra) if ev.user is not None else {}
         claims = extra.get(POD_NAME), extra.get(NODE_NAME)
         for v in claims:
