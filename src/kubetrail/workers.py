@@ -327,7 +327,7 @@ def _matches(rules: RuleSet, record: Record) -> list[Match] | None:
 def _event_facts(record: Record) -> list[Any] | None:
     """What the stateful detectors' ``note`` keeps from the parsed event (``EVENT_FACTS``), found here
     where the event is parsed: the writer has only the body, and parsed it again for a service-account
-    request's token claims (such requests: 29 % of the RR bench file's records) and a pod's or node's addresses.
+    request's token claims (15 % of the RR bench file's records carry one) and a pod's or node's addresses.
     Each value None when it is the shared "nothing" (most records); the whole None when not found
     (not an audit record, stateful detection off, or a failure: the writer's ``note`` finds it then,
     as one process would)."""
