@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import typing
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -14,7 +15,7 @@ import pytest
 
 from kubetrail import telemetry
 from kubetrail.pipeline import Options, open_pipeline
-from kubetrail.record import Decoded, Rejected, SourceRef
+from kubetrail.record import AuditMeta, Decoded, Record, Redaction, Rejected, SourceRef
 from kubetrail.testing import capture_events, make_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,6 +138,42 @@ def test_pipeline_commit_counts_in_out_duplicates_rejects_and_redactions(tmp_pat
     assert after["kubetrail_trail_size_leaves"] == 3
     redacted = sum(v - before.get(k, 0.0) for k, v in after.items() if k.startswith("kubetrail_redact_values_total"))
     assert redacted >= 1
+
+
+def _commit_events_reference(records: list[Record], stored: list[Record], duplicates: int) -> list[tuple[str, str, str, int]]:
+    """What emit_commit emitted before it counted by source object (one labelled pass per list)."""
+    received = Counter((r.source.label(), r.kind) for r in records)
+    written = Counter((r.source.label(), r.kind) for r in stored)
+    out, left = [], duplicates
+    for (src, kind), n in received.items():
+        out.append(("SourceRecordsReceived", src, kind, n))
+        if written[(src, kind)]:
+            out.append(("StoreRecordsWritten", src, kind, written[(src, kind)]))
+        dups = min(left, n - written[(src, kind)])
+        if dups:
+            left -= dups
+            out.append(("StoreDuplicatesSkipped", src, kind, dups))
+    for (kind, what), n in Counter((r.kind, red.what) for r in stored for red in r.redactions).items():
+        out.append(("RedactValuesRemoved", kind, what, n))
+    return out
+
+
+@pytest.mark.parametrize("stored_every", [1, 2, 3])
+def test_commit_counts_per_source_and_kind_as_one_labelled_pass_did(stored_every: int) -> None:
+    """Equal SourceRefs that are distinct objects, two kinds, two sources, redactions; all stored or some."""
+    a1, a2, b = SourceRef(node="n1", stream="file:a"), SourceRef(node="n1", stream="file:a"), SourceRef(stream="file:b")
+    records = []
+    for i in range(30):
+        red = [Redaction(path="requestObject.data", hmac="ab" * 8, what="secret_data")] if i % 4 == 0 else []
+        records.append(Record(kind="audit" if i % 5 else "container", key=f"k{i}", time=i, source=(a1, a2, b)[i % 3],
+                              body=b"{}", meta=AuditMeta(), redactions=red))
+    stored = records[::stored_every]
+    dups = len(records) - len(stored) - (1 if stored_every == 3 else 0)
+    with capture_events() as seen:
+        telemetry.emit_commit(records, stored, dups, 0, 0.01, 30)
+    got = [(type(e).__name__, *dataclasses.astuple(e)) for e in seen if not isinstance(e, telemetry.StoreBatchCommitted)]
+    assert got == _commit_events_reference(records, stored, dups)
+    assert any(name == "StoreDuplicatesSkipped" for name, *_ in got) == (stored_every > 1)
 
 
 def test_reference_doc_is_generated_from_the_table() -> None:
