@@ -39,6 +39,7 @@ from kubetrail.trail.protocols import Problem
 DB_NAME = "kubetrail.db"
 _INSERT = f"INSERT INTO entries ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 _INSERT_OR_ROLLBACK = _INSERT.replace("INSERT", "INSERT OR ROLLBACK", 1)
+_LEAF_HASH = INSERT_COLUMNS.index("leaf_hash")
 
 __all__ = ["DB_NAME", "MAX_INDEX", "SqliteStore", "Store"]
 
@@ -273,15 +274,22 @@ class SqliteStore(StoreBase):
             existing = _existing_keys(conn, [r.key for r in unique], aliases)
             fresh = [r for r in unique if r.key not in existing]
             self._replaying = len(fresh) < len(unique)
-            conn.executemany(_INSERT, self._rows(fresh))
+            rows = self._rows(fresh)
+            conn.executemany(_INSERT, rows)
         else:
             fresh = unique
+            rows = self._rows(fresh)
             try:
-                conn.executemany(_INSERT_OR_ROLLBACK, self._rows(fresh))
+                conn.executemany(_INSERT_OR_ROLLBACK, rows)
             except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
                 raise _StoredKey from exc
-        for hook in self.append_hooks:
-            hook(self, fresh)
+        # what the tree's hook would read back from the rows just inserted (``TrailTables.staged``)
+        self.trail.staged = (self._size, [row[_LEAF_HASH] for row in rows])
+        try:
+            for hook in self.append_hooks:
+                hook(self, fresh)
+        finally:
+            self.trail.staged = None
         if positions:
             now = time.time_ns()
             conn.executemany(
