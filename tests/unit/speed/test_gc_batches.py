@@ -40,6 +40,28 @@ def test_survivors_are_frozen_and_cycles_freed_by_the_full_collection() -> None:
     """)
 
 
+def test_tune_gc_walks_only_the_young_generations_and_old_garbage_is_freed_later() -> None:
+    run("""
+        import gc, weakref
+        from kubetrail import runtime
+
+        class Node:
+            pass
+
+        cycle = Node(); cycle.me = cycle; ref = weakref.ref(cycle)
+        gc.collect(); gc.collect()  # alive: now in the oldest generation
+        del cycle  # cyclic garbage there
+        walked = []
+        gc.callbacks.append(lambda phase, info: phase == "start" and walked.append(info["generation"]))
+        runtime.tune_gc()
+        assert walked and max(walked) <= 1, walked
+        assert ref() is not None  # frozen with the start-up heap
+        for _ in range(runtime.FULL_COLLECT_BATCHES):
+            runtime.batch_done()
+        assert ref() is None  # the periodic full collection unfroze and freed it
+    """)
+
+
 def test_without_tune_gc_nothing_is_frozen() -> None:
     run("""
         import gc
