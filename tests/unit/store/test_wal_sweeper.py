@@ -3,7 +3,7 @@ connection of its own (``sqlite._WalSweeper``), not inside the COMMIT the pipeli
 What must hold: the copy happens (the database file fills while the commits' own checkpoints are off),
 nothing is lost, the thread starts only at the first deferred commit (workers are forked from a writer
 without threads) and is gone after close, the WAL stays bounded with the commits' checkpoints on, and
-one process on 2+ CPUs turns it on while a writer with preparation workers does not."""
+one process on 2+ CPUs turns it on (a writer with preparation workers leaves it off: its cores are busy)."""
 
 from __future__ import annotations
 
@@ -84,21 +84,15 @@ def test_the_wal_stays_bounded_with_the_sweeper(tmp_path: Path, monkeypatch: pyt
     assert largest < written / 4, (largest, written)
 
 
-def test_one_process_on_two_cpus_sweeps_and_a_writer_with_workers_does_not(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("cpus", "workers", "sweeps"), [(2, 0, True), (1, 0, False), (2, 1, False)])
+def test_one_process_on_two_cpus_sweeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int,
+                                        sweeps: bool) -> None:
     from kubetrail import pipeline
 
-    monkeypatch.setattr(pipeline, "cpus", lambda: 2)
-    pipe = open_pipeline(Options(data_dir=str(tmp_path / "one"), detect=False))
+    monkeypatch.setattr(pipeline, "cpus", lambda: cpus)
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "d"), detect=False, workers=workers))
     try:
-        assert pipe.store.sweep_wal is True
-    finally:
-        pipe.close()
-        pipe.store.close()
-    monkeypatch.setattr(pipeline, "cpus", lambda: 1)
-    pipe = open_pipeline(Options(data_dir=str(tmp_path / "single-cpu"), detect=False))
-    try:
-        assert pipe.store.sweep_wal is False
+        assert pipe.store.sweep_wal is sweeps
     finally:
         pipe.close()
         pipe.store.close()
