@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zstandard
@@ -100,14 +100,27 @@ class BodyCodec:
         ``ahead``: per body, a frame a worker compressed (``FRAME``), used when it was made with the
         dictionary this codec compresses with now (any other, or none: compressed here)."""
         if not self.trained:
-            self._samples.extend(bodies[: TRAIN_AFTER - len(self._samples)])
-            if len(self._samples) >= TRAIN_AFTER:
-                self._train()
+            self._sample(bodies[: TRAIN_AFTER - len(self._samples)])
         compress = self._compressor.compress
         if ahead is None or self.dictionary is None:
             return [compress(b) for b in bodies]
         current = self.dictionary[0]
         return [f[1] if f is not None and f[0] == current else compress(b) for b, f in zip(bodies, ahead, strict=True)]
+
+    def batch(self, records: Sequence[Record]) -> tuple[Callable[[bytes], bytes], int | None]:
+        """``compress_records`` for a caller that walks the records once itself (``SqliteStore._rows``:
+        a batch's records have gone cold in cache by the time a second pass reaches them): the bodies
+        sampled (a dictionary trained), then the compressor and the id of the dictionary a worker's
+        frame (``FRAME``) must have been made with to be taken (None: none is). The caller takes
+        ``FRAME`` off each record, as ``compress_records`` does."""
+        if not self.trained:
+            self._sample([r.body for r in records[: TRAIN_AFTER - len(self._samples)]])
+        return self._compressor.compress, None if self.dictionary is None else self.dictionary[0]
+
+    def _sample(self, bodies: Sequence[bytes]) -> None:
+        self._samples.extend(bodies)
+        if len(self._samples) >= TRAIN_AFTER:
+            self._train()
 
     def _train(self) -> None:
         try:

@@ -74,14 +74,19 @@ def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     head a preparation worker left on the record is taken off it: the record may wait in the
     consumers' reorder buffers long after (a retried append builds the head again, the same)."""
     head = r.__dict__.pop("_row_head", None) or row_head(r)
-    return (r.leaf_index, *head[:-1], compressed_body, head[-1])
+    return (r.leaf_index, *head[:_N_ENTRY], *(head[_N_ENTRY:-2] or _NO_LOG_COLUMNS), b"", head[-2], compressed_body,
+            head[-1])
 
 
 def row_head(r: Record) -> tuple[Any, ...]:
-    """Everything of ``row`` but the leaf index and the compressed body, with the body's SHA-256 last.
+    """Everything of ``row`` but the leaf index, the compressed body and the always empty values:
+    ``HEAD_COLUMNS`` for an audit record, ``LOG_HEAD_COLUMNS`` for a log line (the body's SHA-256 last).
 
     None of it depends on the leaf index, so it can be computed before the record reaches the store
-    (the preparation workers do, ``kubetrail.workers``) and left on the record as ``_row_head``."""
+    (the preparation workers do, ``kubetrail.workers``) and left on the record as ``_row_head``. The
+    empty values (an audit record's ``LOG_COLUMNS``, every new row's v1 ``entry``) are not in it: the
+    SQLite store writes them as literals of its statement (``INSERT_SQL``) rather than binding seven
+    values per row, and they never cross from a worker."""
     m = r.meta
     if isinstance(m, LogMeta):
         return _log_row(r, m)
@@ -95,21 +100,43 @@ def row_head(r: Record) -> tuple[Any, ...]:
     )
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_new_entry(cols, body_hash)
-    return (*cols, *_NO_LOG_COLUMNS, b"", leaf_hash(entry), body_hash)
+    return (*cols, leaf_hash(entry), body_hash)
 
 
+_N_ENTRY = len(ENTRY_COLUMNS)
 _NO_LOG_COLUMNS = ("",) * len(LOG_COLUMNS)
 
 
 def _log_row(r: Record, m: LogMeta) -> tuple[Any, ...]:
-    """A log line's row: the audit columns empty, ``namespace``/``name`` = the pod's, the rest in
+    """A log line's row head: the audit columns empty, ``namespace``/``name`` = the pod's, the rest in
     ``meta`` (covered by the leaf) and copied into ``LOG_COLUMNS`` for the indexes."""
     meta = StoredLogMeta(**{f: getattr(m, f) for f in _LOG_FIELDS}, redactions=r.redactions)
     cols = (r.key, r.time, r.kind, r.source.label(), r.seq, r.format, "", "", "", "", "", "[]", "", "", "", "",
             m.namespace, m.pod, None, "[]", "", "", "", "", _meta_encoder.encode(meta))
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_new_entry(cols, body_hash)
-    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), b"", leaf_hash(entry), body_hash)
+    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), leaf_hash(entry), body_hash)
+
+
+# The SQLite store's rows: a row head (``row_head``) + (leaf index, compressed body), one statement per
+# head length, the values a head leaves out written as literals ('' is TEXT, X'' a zero-length BLOB: the
+# same values and types ``row`` binds).
+HEAD_COLUMNS = (*ENTRY_COLUMNS, "leaf_hash", "body_sha256")
+LOG_HEAD_COLUMNS = (*ENTRY_COLUMNS, *LOG_COLUMNS, "leaf_hash", "body_sha256")
+
+
+def _insert_sql(verb: str, bound: tuple[str, ...], literals: tuple[tuple[str, str], ...]) -> str:
+    names = (*bound, *(c for c, _ in literals))
+    values = ("?",) * len(bound) + tuple(v for _, v in literals)
+    return f"{verb} INTO entries ({', '.join(names)}) VALUES ({', '.join(values)})"
+
+
+def insert_sql(verb: str) -> dict[int, str]:
+    """``verb`` ("INSERT", "INSERT OR ROLLBACK") of a SQLite row (``head + (leaf_index, body)``) by its length."""
+    audit = (*HEAD_COLUMNS, "leaf_index", "body")
+    log = (*LOG_HEAD_COLUMNS, "leaf_index", "body")
+    return {len(audit): _insert_sql(verb, audit, (*((c, "''") for c in LOG_COLUMNS), ("entry", "X''"))),
+            len(log): _insert_sql(verb, log, (("entry", "X''"),))}
 
 
 def log_meta(meta: bytes) -> tuple[LogMeta, list[Redaction]]:

@@ -20,6 +20,8 @@ One connection serves the store and its repositories; ``transaction()`` is ``BEG
 from __future__ import annotations
 
 import contextlib
+import itertools
+import operator
 import os
 import sqlite3
 import threading
@@ -34,13 +36,14 @@ from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.api import AppendResult, Done, PendingAppend
 from kubetrail.store.base import StoreBase
-from kubetrail.store.rows import INSERT_COLUMNS, MAX_INDEX, describe, row
+from kubetrail.store.codec import FRAME
+from kubetrail.store.rows import MAX_INDEX, describe, insert_sql, row_head
 from kubetrail.trail.protocols import Problem
 
 DB_NAME = "kubetrail.db"
-_INSERT = f"INSERT INTO entries ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
-_INSERT_OR_ROLLBACK = _INSERT.replace("INSERT", "INSERT OR ROLLBACK", 1)
-_LEAF_HASH = INSERT_COLUMNS.index("leaf_hash")
+_INSERT = insert_sql("INSERT")
+_INSERT_OR_ROLLBACK = insert_sql("INSERT OR ROLLBACK")
+_LEAF_HASH = operator.itemgetter(-4)  # of a row (``rows.insert_sql``): the head's leaf hash, before (leaf index, body)
 
 __all__ = ["DB_NAME", "MAX_INDEX", "SqliteStore", "Store"]
 
@@ -335,16 +338,16 @@ class SqliteStore(StoreBase):
             fresh = [r for r in unique if r.key not in existing]
             self._replaying = len(fresh) < len(unique)
             rows = self._rows(fresh)
-            conn.executemany(_INSERT, rows)
+            _execute_rows(conn, _INSERT, rows)
         else:
             fresh = unique
             rows = self._rows(fresh)
             try:
-                conn.executemany(_INSERT_OR_ROLLBACK, rows)
+                _execute_rows(conn, _INSERT_OR_ROLLBACK, rows)
             except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
                 raise _StoredKey from exc
         # what the tree's hook would read back from the rows just inserted (``TrailTables.staged``)
-        self.trail.staged = (self._size, [row[_LEAF_HASH] for row in rows])
+        self.trail.staged = (self._size, list(map(_LEAF_HASH, rows)))
         try:
             for hook in self.append_hooks:
                 hook(self, fresh)
@@ -362,11 +365,18 @@ class SqliteStore(StoreBase):
         return AppendResult(stored=fresh, duplicates=dups)
 
     def _rows(self, records: list[Record]) -> list[tuple[Any, ...]]:
-        bodies = self.codec.compress_records(records)
-        rows = []
-        for i, r in enumerate(records):
-            r.leaf_index = self._size + i
-            rows.append(row(r, bodies[i]))
+        """The records' rows (``rows.insert_sql``: a row head + (leaf index, compressed body)), in one
+        pass over the records: each is touched once, while in cache (it takes the leaf index, gives up
+        the worker's frame and row head; ``compress_records`` and ``rows.row`` do the same apart)."""
+        compress, current = self.codec.batch(records)
+        rows: list[tuple[Any, ...]] = []
+        add = rows.append
+        for i, r in enumerate(records, self._size):
+            r.leaf_index = i
+            d = r.__dict__
+            f = d.pop(FRAME, None)
+            add((d.pop("_row_head", None) or row_head(r))
+                + (i, f[1] if f is not None and f[0] == current else compress(r.body)))
         return rows
 
     def count(self, name: str, n: int) -> None:
@@ -402,6 +412,16 @@ def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = Fa
         if aliases:
             found.update(k for (k,) in conn.execute(f"SELECT alias FROM key_aliases WHERE alias IN ({marks})", chunk))
     return found
+
+
+def _execute_rows(conn: sqlite3.Connection, sql: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
+    """``executemany`` of ``SqliteStore._rows`` with each row's statement (``sql``, by the row's length),
+    in order: one statement for a batch of one kind, else one per run of rows of one kind."""
+    if len(lengths := set(map(len, rows))) == 1:
+        conn.executemany(sql[lengths.pop()], rows)
+    else:
+        for n, run in itertools.groupby(rows, len):
+            conn.executemany(sql[n], run)
 
 
 def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
