@@ -364,7 +364,7 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
                 else:
                     source = record.source
             cached = record.__dict__
-            cached["_row_head"] = tuple(head)
+            cached["_row_head"] = head  # a tuple, as msgspec decodes ``heads`` (the store adds to it)
             if detected is not None:
                 matches = next(detected)
                 if matches is not None:

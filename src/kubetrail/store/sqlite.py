@@ -288,12 +288,7 @@ class SqliteStore(StoreBase):
                         defer: bool = True) -> PendingAppend:
         """``append`` with the rows inserted now and the ``COMMIT`` on a thread (``_Committing``)."""
         self._settle()
-        seen: set[str] = set()
-        unique: list[Record] = []
-        for r in records:
-            if r.key not in seen:
-                seen.add(r.key)
-                unique.append(r)
+        unique = _first_of_each_key(records)
         codec_state = self.codec.snapshot()
         try:
             try:
@@ -412,6 +407,23 @@ def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = Fa
         if aliases:
             found.update(k for (k,) in conn.execute(f"SELECT alias FROM key_aliases WHERE alias IN ({marks})", chunk))
     return found
+
+
+def _first_of_each_key(records: Sequence[Record]) -> list[Record]:
+    """The records in order, each key's first only. A batch rarely repeats a key: the keys are counted
+    in C first, and only a batch that does repeat one is walked in Python."""
+    if len(set(map(_KEY, records))) == len(records):
+        return list(records)
+    seen: set[str] = set()
+    unique: list[Record] = []
+    for r in records:
+        if r.key not in seen:
+            seen.add(r.key)
+            unique.append(r)
+    return unique
+
+
+_KEY = operator.attrgetter("key")
 
 
 def _execute_rows(conn: sqlite3.Connection, sql: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
