@@ -165,19 +165,21 @@ def test_workers_take_odd_inputs_as_one_process_does(tmp_path: Path) -> None:
 def test_bodies_compressed_by_the_workers_are_the_store_s_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the dictionary's training (2,000 bodies) the workers compress the bodies: the stored frames
     are byte for byte those of one process, and every body reads back."""
-    from kubetrail.store.codec import TRAIN_AFTER, BodyCodec
+    from kubetrail.store.codec import FRAME, TRAIN_AFTER
+    from kubetrail.store.sqlite import SqliteStore
 
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # chunks handed out after the training, too
     _writer_reads_first(monkeypatch, 0)
     taken: list[int] = []
-    real = BodyCodec.compress_many
+    real = SqliteStore._rows
 
-    def spy(self: BodyCodec, bodies: list[bytes], ahead: list | None = None) -> list[bytes]:
-        if ahead is not None and self.dictionary is not None:
-            taken.append(sum(1 for f in ahead if f is not None and f[0] == self.dictionary[0]))
-        return real(self, bodies, ahead)
+    def spy(self: SqliteStore, records: list) -> list:  # the frames the store's rows take (``codec.batch``)
+        if self.codec.dictionary is not None:
+            current = self.codec.dictionary[0]
+            taken.append(sum(1 for r in records if (f := r.__dict__.get(FRAME)) is not None and f[0] == current))
+        return real(self, records)
 
-    monkeypatch.setattr(BodyCodec, "compress_many", spy)
+    monkeypatch.setattr(SqliteStore, "_rows", spy)
 
     path = tmp_path / "a.log"
     path.write_bytes(b"".join(orjson.dumps(make_event(f"b-{i}", name=f"n-{i}", user=f"u-{i % 17}")) + b"\n"
