@@ -340,6 +340,11 @@ def _event_facts(record: Record) -> list[Any] | None:
         return None
 
 
+# A record's facts as a worker sends them when none was found (``_event_facts``), and what ``unpack`` sets then.
+_NOTHING_FOUND = [None] * len(EVENT_FACTS)
+_NOTHING = {key: none for key, _, none in EVENT_FACTS}
+
+
 def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Ready | Rejected]:
     """A worker's result as the items of input ``name``, in order; each record keeps its row head.
     ``base``: the lines of the input before the chunk that the worker did not count."""
@@ -373,7 +378,9 @@ def unpack(data: bytes | PreparedChunk, name: str, base: int = 0) -> Iterator[Re
                 cached[FRAME] = (dict_id, next(frames))  # the store's codec takes it
             if facts is not None:
                 found = next(facts)
-                if found is not None:  # kept by the detectors' ``note`` (detect.stateful.EVENT_FACTS)
+                if found == _NOTHING_FOUND:  # most records: every fact the shared "nothing", set at once
+                    cached.update(_NOTHING)
+                elif found is not None:  # kept by the detectors' ``note`` (detect.stateful.EVENT_FACTS)
                     for (key, _, none), value in zip(EVENT_FACTS, found, strict=True):
                         cached[key] = none if value is None else value
             yield Ready(record, f"{head_name}{base + number}{tail}" if number >= 0 else name + tail)
