@@ -85,7 +85,7 @@ def row_head(r: Record) -> tuple[Any, ...]:
     None of it depends on the leaf index, so it can be computed before the record reaches the store
     (the preparation workers do, ``kubetrail.workers``) and left on the record as ``_row_head``. The
     empty values (an audit record's ``LOG_COLUMNS``, every new row's v1 ``entry``) are not in it: the
-    SQLite store writes them as literals of its statement (``INSERT_SQL``) rather than binding seven
+    SQLite store writes them as literals of its statements (``insert_sql``) rather than binding seven
     values per row, and they never cross from a worker."""
     m = r.meta
     if isinstance(m, LogMeta):
