@@ -3,7 +3,6 @@ are v2 verifies; tampering still names the right index in both parts."""
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -13,17 +12,27 @@ from click.testing import CliRunner
 
 from kubetrail.cli import cli
 from kubetrail.store import sqlite as store_sqlite
+from kubetrail.store.rows import HEAD_COLUMNS, LOG_COLUMNS
 from kubetrail.trail.entry import ENTRY_PREFIX, ENTRY_V2_PREFIX, decode_entry, encode_entry, leaf_hash
 
+# What kubetrail wrote before entries v2: the entry bytes stored (the leaf hashes them), no body
+# hash column. The store's SQLite rows are a row head + (leaf index, body) with the v2 entry's empty
+# column as a literal (``rows.insert_sql``); these rows carry the v1 entry, bound, before the leaf hash.
+_V1_COLUMNS = (*HEAD_COLUMNS[:-2], "entry", "leaf_hash", "body_sha256", "leaf_index", "body")
+_V1_MARKS = ", ".join(("?",) * len(_V1_COLUMNS) + ("''",) * len(LOG_COLUMNS))
+_V1_SQL = {len(_V1_COLUMNS): f"INSERT OR ROLLBACK INTO entries ({', '.join((*_V1_COLUMNS, *LOG_COLUMNS))}) VALUES ({_V1_MARKS})"}
 
-def _v1_row(r, compressed_body):  # what kubetrail wrote before entries v2
-    row = list(_V2_ROW(r, compressed_body))
-    entry = encode_entry(r.key, r.time, r.kind, r.source.label(), r.seq, hashlib.sha256(r.body).digest())
-    row[-4], row[-3], row[-1] = entry, leaf_hash(entry), None  # entry, leaf_hash, body_sha256
-    return tuple(row)
+
+def _v1_rows(self, records):
+    out = []
+    for row in _V2_ROWS(self, records):
+        v = dict(zip((*HEAD_COLUMNS, "leaf_index", "body"), row, strict=True))
+        entry = encode_entry(v["key"], v["time"], v["kind"], v["source"], v["seq"], v["body_sha256"])
+        out.append((*row[:len(HEAD_COLUMNS) - 2], entry, leaf_hash(entry), None, v["leaf_index"], v["body"]))
+    return out
 
 
-_V2_ROW = store_sqlite.row
+_V2_ROWS = store_sqlite.SqliteStore._rows
 
 
 def _ingest(data: Path, tmp: Path, start: int, n: int) -> None:
@@ -44,9 +53,10 @@ def _verify(data: Path) -> dict:
 @pytest.fixture
 def mixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "d"
-    monkeypatch.setattr(store_sqlite, "row", _v1_row)
-    _ingest(data, tmp_path, 0, 20)
-    monkeypatch.setattr(store_sqlite, "row", _V2_ROW)
+    with monkeypatch.context() as m:
+        m.setattr(store_sqlite.SqliteStore, "_rows", _v1_rows)
+        m.setattr(store_sqlite, "_INSERT_OR_ROLLBACK", _V1_SQL)
+        _ingest(data, tmp_path, 0, 20)
     _ingest(data, tmp_path, 20, 20)
     return data
 
