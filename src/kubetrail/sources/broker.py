@@ -10,7 +10,6 @@ Implementations: ``sources/nats.py`` (JetStream durable pull consumer), ``source
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -118,6 +117,8 @@ def _quietly(call: Callable[[], None], log: Callable[[str], None], what: str) ->
 
 
 async def _sleep(stop: threading.Event, secs: float) -> None:
+    import asyncio
+
     end = time.monotonic() + secs
     while not stop.is_set() and time.monotonic() < end:
         await asyncio.sleep(0.05)
