@@ -44,7 +44,8 @@ def test_the_ingest_start_up_imports_none_of_them() -> None:
 
 def test_a_whole_ingest_imports_none_of_them(tmp_path: Path) -> None:
     """Not at start-up and not later either: a one-process ingest of events without a CSR, with
-    detection and credentials on, the trail signed (its key generated) and the store written.
+    detection and credentials on, the trail signed (its key generated), the store written and the
+    metrics moved (kept for a registry that nothing asks for).
     (``cryptography``'s Ed25519 is used to sign: only ``x509`` and ``serialization`` must stay out.)"""
     from kubetrail.testing import make_event
 
@@ -60,8 +61,8 @@ try:
 except SystemExit as exc:
     assert not exc.code, exc.code
 """
-    # (prometheus_client, imported at the first emit, brings ssl and http: those two are not checked here)
-    packages = ("asyncio", "crc32c", "inotify_simple")
+    # nothing reads the metrics: prometheus_client (and the http and ssl modules it brings) stays out
+    packages = ("asyncio", "crc32c", "inotify_simple", "ssl", "http", "prometheus_client")
     modules = LAZY_MODULES + ("cryptography.x509", "cryptography.hazmat.primitives.serialization")
     assert _imported(imports, packages, modules) == []
     assert (tmp_path / "data" / "trail.key").exists()
@@ -101,3 +102,91 @@ def test_a_buffer_config_opens_its_wal(tmp_path: Path) -> None:
         assert isinstance(wal, Wal)
     finally:
         wal.close()
+
+
+# -- metrics: prometheus_client only when something reads them -------------------------------------
+
+EMIT_ALL = """
+import dataclasses, json, sys, time, typing
+time.time = lambda: 1_700_000_000.0  # the timestamp gauges and the checkpoint's age: the same in every run
+from kubetrail import telemetry
+
+mode = sys.argv[1]
+if mode == "at-once":
+    telemetry._metrics()  # the registry first: every change below is applied as it is made
+elif mode == "queue-of-5":
+    telemetry._PENDING_MAX = 5  # the registry is built by the fifth change, mid-way
+
+
+def sample(cls, n):
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if f.name == "code":
+            values[f.name] = 200 + n
+        elif hint is int or hint == (int | None):
+            values[f.name] = 3 * n + 1
+        elif hint is float:
+            values[f.name] = 0.004 * n + 0.001
+        else:
+            values[f.name] = f"v{n % 2}"
+    return cls(**values)
+
+
+for n in (1, 5, 2, 0, 7):  # a gauge keeps the last value set, whatever the order of the others
+    for cls in telemetry.events():
+        if cls.__name__ == "WebhookConnectionRefused":
+            for reason in typing.get_args(telemetry.WebhookRefusal):
+                telemetry.emit(cls(reason))
+        else:
+            telemetry.emit(sample(cls, n))
+telemetry.emit_commit([], [], 2, 1, 0.02, 40, source="s")
+before = "prometheus_client" in sys.modules
+text = telemetry.render()[0].decode()
+print(json.dumps([before, [line for line in text.splitlines() if line.startswith("kubetrail_")]]))
+"""
+
+
+def _emit_all(mode: str) -> tuple[bool, list[str]]:
+    out = subprocess.run([sys.executable, "-c", EMIT_ALL, mode], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    imported, lines = json.loads(out.stdout)
+    return imported, lines
+
+
+def test_metric_changes_kept_for_later_leave_the_registry_as_changes_applied_at_once() -> None:
+    """Every event class emitted several times: the exposition is the same whether the registry
+    existed before (changes applied at once, as before this pass), was built by the first render
+    (every change replayed), or was built mid-way by a full queue."""
+    imported, at_once = _emit_all("at-once")
+    assert imported and len(at_once) > 50
+    assert any(line.startswith("kubetrail_trail_checkpoint_age_seconds ") for line in at_once)
+    imported, later = _emit_all("later")
+    assert not imported  # emitting alone never imported prometheus_client
+    assert later == at_once
+    imported, mid_way = _emit_all("queue-of-5")
+    assert imported and mid_way == at_once
+
+
+REFUSED = """
+import json, sys
+from kubetrail import telemetry
+refused = []
+for call in (lambda: telemetry._counter("kubetrail_source_records_total", "only-one-label"),
+             lambda: telemetry._counter("kubetrail_no_such_metric_total"),
+             lambda: telemetry._counter("kubetrail_webhook_events_total").inc(-1),
+             lambda: telemetry._gauge("kubetrail_trail_size_leaves").set(None),
+             lambda: telemetry._histogram("kubetrail_store_commit_duration_seconds").observe("x")):
+    try:
+        call()
+    except (KeyError, ValueError, TypeError) as exc:
+        refused.append(type(exc).__name__)
+print(json.dumps([refused, "prometheus_client" in sys.modules, len(telemetry._PENDING)]))
+"""
+
+
+def test_a_change_the_registry_would_refuse_is_refused_at_once() -> None:
+    out = subprocess.run([sys.executable, "-c", REFUSED], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert json.loads(out.stdout) == [["ValueError", "KeyError", "ValueError", "TypeError", "ValueError"], False, 0]
