@@ -42,7 +42,7 @@ __all__ = ["METRICS", "AlertOutboxMeasured", "AlertSinkDelivered", "AlertSinkSen
            "WebhookEventsAccepted", "WebhookHandshakeError", "WebhookResponseSent", "emit", "listen",
            "emit_commit", "events", "metric", "reference_markdown", "render"]
 
-if TYPE_CHECKING:  # prometheus_client is imported at the first emit/render: commands start faster
+if TYPE_CHECKING:  # prometheus_client is imported when the registry is built (see _PENDING): commands start faster
     from prometheus_client import Counter, Gauge, Histogram
     from prometheus_client.core import Metric
 
@@ -191,9 +191,10 @@ _CHECKPOINT_TIME = "checkpoint_time"  # the method name of a change to ``_Metric
 
 
 def _metrics() -> _Metrics:
-    """The one registry of the process. Created under a lock: the first emit (a pipeline thread) and
-    the first scrape (the probe server's thread) can come at once, and two registries would leave
-    the counts of the first commit in one that is never scraped (functools.cache does not prevent it)."""
+    """The one registry of the process. Created under a lock: the change that fills ``_PENDING`` (a
+    pipeline thread) and the first scrape (the probe server's thread) can come at once, and two
+    registries would leave the counts of the first commits in one that is never scraped
+    (functools.cache does not prevent it); the same lock keeps a change from being queued after the replay."""
     if not _METRICS:
         with _METRICS_LOCK:
             if not _METRICS:
