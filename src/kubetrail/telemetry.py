@@ -42,7 +42,7 @@ __all__ = ["METRICS", "AlertOutboxMeasured", "AlertSinkDelivered", "AlertSinkSen
            "WebhookEventsAccepted", "WebhookHandshakeError", "WebhookResponseSent", "emit", "listen",
            "emit_commit", "events", "metric", "reference_markdown", "render"]
 
-if TYPE_CHECKING:  # prometheus_client is imported at the first emit/render: commands start faster
+if TYPE_CHECKING:  # prometheus_client is imported when the registry is built (see _PENDING): commands start faster
     from prometheus_client import Counter, Gauge, Histogram
     from prometheus_client.core import Metric
 
@@ -177,16 +177,86 @@ def _checkpoint_age(metrics: _Metrics) -> Any:
 _METRICS: list[_Metrics] = []
 _METRICS_LOCK = threading.Lock()
 
+# Metric changes made before the registry exists wait here, as (name, labels, method, value), and are
+# replayed in order when it is built: by the first ``render`` or ``metric``, or once _PENDING_MAX of
+# them wait. prometheus_client (with the http.server, ssl and email modules its exposition imports)
+# is ~25 ms of CPU to import and build, which a process that never serves /metrics (``kubetrail
+# ingest``, ``detect``) need not pay; replayed in order, the changes leave the registry exactly as
+# applying each at once would have. What prometheus_client checks at once (a known name, the label
+# count, a counter never going down) is checked at once here too (``_Later``).
+_PENDING: list[tuple[str, tuple[str, ...], str, float]] = []
+_PENDING_MAX = 4096
+_SPECS = {spec.name: spec for spec in METRICS if spec.name != AGE}
+_CHECKPOINT_TIME = "checkpoint_time"  # the method name of a change to ``_Metrics.checkpoint_time``
+
 
 def _metrics() -> _Metrics:
-    """The one registry of the process. Created under a lock: the first emit (a pipeline thread) and
-    the first scrape (the probe server's thread) can come at once, and two registries would leave
-    the counts of the first commit in one that is never scraped (functools.cache does not prevent it)."""
+    """The one registry of the process. Created under a lock: the change that fills ``_PENDING`` (a
+    pipeline thread) and the first scrape (the probe server's thread) can come at once, and two
+    registries would leave the counts of the first commits in one that is never scraped
+    (functools.cache does not prevent it); the same lock keeps a change from being queued after the replay."""
     if not _METRICS:
         with _METRICS_LOCK:
             if not _METRICS:
-                _METRICS.append(_Metrics())
+                _build()
     return _METRICS[0]
+
+
+def _build() -> None:
+    """Make the registry and replay the waiting changes into it (the caller holds the lock). It is
+    published after the replay: a change made meanwhile waits on the lock, then applies after them."""
+    metrics = _Metrics()
+    for change in _PENDING:
+        _apply(metrics, *change)
+    _PENDING.clear()
+    _METRICS.append(metrics)
+
+
+def _apply(metrics: _Metrics, name: str, labels: tuple[str, ...], method: str, value: float) -> None:
+    if method == _CHECKPOINT_TIME:
+        metrics.checkpoint_time = value
+        return
+    m = metrics.by_name[name]
+    getattr(m.labels(*labels) if labels else m, method)(value)
+
+
+def _change(name: str, labels: tuple[str, ...], method: str, value: float) -> None:
+    """Apply one change, or keep it for the registry that does not exist yet."""
+    if not _METRICS:
+        with _METRICS_LOCK:
+            if not _METRICS:
+                _PENDING.append((name, labels, method, value))
+                if len(_PENDING) >= _PENDING_MAX:
+                    _build()
+                return
+    _apply(_METRICS[0], name, labels, method, value)
+
+
+class _Later:
+    """A metric of ``METRICS`` (with its label values) before the registry exists: its changes wait
+    in ``_PENDING``. Refuses at once what prometheus_client would refuse at once."""
+
+    __slots__ = ("labels", "name")
+
+    def __init__(self, name: str, labels: tuple[str, ...]) -> None:
+        spec = _SPECS[name]  # KeyError, as the registry's by_name would raise
+        if len(labels) != len(spec.labels):
+            raise ValueError(f"Incorrect label count for {name}: {labels!r}")
+        self.name = name
+        self.labels = tuple(str(v) for v in labels)  # prometheus_client keeps label values as str
+
+    def inc(self, amount: float = 1) -> None:
+        if float(amount) < 0 and _SPECS[self.name].type == "counter":
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        _change(self.name, self.labels, "inc", amount)
+
+    def set(self, value: float) -> None:
+        float(value)  # a value that is no number fails here, as Gauge.set fails
+        _change(self.name, self.labels, "set", value)
+
+    def observe(self, amount: float) -> None:
+        float(amount)
+        _change(self.name, self.labels, "observe", amount)
 
 
 def metric(name: str) -> Counter | Gauge | Histogram:
@@ -195,13 +265,31 @@ def metric(name: str) -> Counter | Gauge | Histogram:
 
 
 def _counter(name: str, *labels: str) -> Counter:
-    m: Counter = metric(name)  # type: ignore[assignment]  # METRICS says which type each name has
+    if not _METRICS:
+        return _Later(name, labels)  # type: ignore[return-value]  # inc() as a Counter's
+    m: Counter = _METRICS[0].by_name[name]  # type: ignore[assignment]  # METRICS says which type each name has
     return m.labels(*labels) if labels else m
 
 
 def _gauge(name: str, *labels: str) -> Gauge:
-    m: Gauge = metric(name)  # type: ignore[assignment]
+    if not _METRICS:
+        return _Later(name, labels)  # type: ignore[return-value]  # set() as a Gauge's
+    m: Gauge = _METRICS[0].by_name[name]  # type: ignore[assignment]
     return m.labels(*labels) if labels else m
+
+
+def _histogram(name: str) -> Histogram:
+    if not _METRICS:
+        return _Later(name, ())  # type: ignore[return-value]  # observe() as a Histogram's
+    m: Histogram = _METRICS[0].by_name[name]  # type: ignore[assignment]
+    return m
+
+
+def _checkpoint_time(timestamp: float) -> None:
+    if _METRICS:
+        _METRICS[0].checkpoint_time = timestamp
+    else:
+        _change(AGE, (), _CHECKPOINT_TIME, timestamp)
 
 
 class Event:
@@ -345,8 +433,7 @@ class StoreBatchCommitted(Event):
     moves: ClassVar[tuple[str, ...]] = ("kubetrail_store_commit_duration_seconds", "kubetrail_trail_size_leaves")
 
     def apply(self) -> None:
-        histogram: Histogram = metric("kubetrail_store_commit_duration_seconds")  # type: ignore[assignment]
-        histogram.observe(self.seconds)
+        _histogram("kubetrail_store_commit_duration_seconds").observe(self.seconds)
         if self.size is not None:
             _gauge("kubetrail_trail_size_leaves").set(self.size)
 
@@ -432,7 +519,7 @@ class TrailCheckpointSigned(Event):
     def apply(self) -> None:
         _gauge("kubetrail_trail_checkpoint_size_leaves").set(self.size)
         _gauge("kubetrail_trail_checkpoint_timestamp_seconds").set(self.timestamp)
-        _metrics().checkpoint_time = self.timestamp
+        _checkpoint_time(self.timestamp)
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,31 @@ Layout: ``wal.py`` (the on-disk format in its docstring, the writer and the read
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from kubetrail.buffer.frames import SealPoint
-from kubetrail.buffer.policy import LOSS_KIND, WhenFull
-from kubetrail.buffer.wal import Wal, WalEntry, WalStatus, inspect
+if TYPE_CHECKING:
+    from kubetrail.buffer.frames import SealPoint
+    from kubetrail.buffer.policy import LOSS_KIND, WhenFull
+    from kubetrail.buffer.wal import Wal, WalEntry, WalStatus, inspect
+
+# Where each name of the WAL lives. They load at first use (PEP 562 ``__getattr__`` below): the config
+# needs ``BufferConfig`` in every command, but only the agent opens a WAL, and ``frames.py``'s
+# ``crc32c`` (with the ``importlib.metadata`` its ``__init__`` reads its version from) costs ~15 ms of
+# start-up that ``kubetrail ingest``, ``query`` and the rest would otherwise pay for nothing.
+_LAZY = {"SealPoint": "frames", "LOSS_KIND": "policy", "WhenFull": "policy", "Wal": "wal", "WalEntry": "wal",
+         "WalStatus": "wal", "inspect": "wal"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups are plain module attributes
+    return value
 
 
 class BufferConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -35,6 +53,8 @@ class BufferConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return out
 
     def open(self, default_dir: str) -> Wal:
+        from kubetrail.buffer.wal import Wal
+
         return Wal(self.dir or default_dir, self.max_bytes, self.when_full, self.segment_bytes)
 
 

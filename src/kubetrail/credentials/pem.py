@@ -14,11 +14,12 @@ import base64
 import binascii
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
+
+if TYPE_CHECKING:  # imported where a CSR or certificate is decoded: ~20 ms that most commands never need
+    from cryptography import x509
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----(.+?)-----END \1-----", re.S)
 
@@ -79,6 +80,9 @@ def _blocks(raw: bytes, label: bytes) -> list[bytes]:
 
 
 def _names(name: x509.Name, ext: x509.Extensions | None) -> Names:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
     cn = [str(a.value) for a in name.get_attributes_for_oid(NameOID.COMMON_NAME)]
     orgs = [str(a.value) for a in name.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     out = Names(cn=cn[0] if cn else "", orgs=orgs)
@@ -95,6 +99,8 @@ def _names(name: x509.Name, ext: x509.Extensions | None) -> Names:
 
 
 def _key_label(key: object) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     if isinstance(key, rsa.RSAPublicKey):
         return f"RSA {key.key_size}"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -109,6 +115,8 @@ def decode_csr(value: str | bytes) -> CsrInfo | None:
     raw = _raw(value)
     if raw is None:
         return None
+    from cryptography import x509
+
     for der in _blocks(raw, b"CERTIFICATE REQUEST") or _blocks(raw, b"NEW CERTIFICATE REQUEST"):
         try:
             csr = x509.load_der_x509_csr(der)
@@ -129,6 +137,8 @@ def decode_certificate(value: str | bytes) -> CertInfo | None:
     if raw is None:
         return None
     ders = _blocks(raw, b"CERTIFICATE")
+    from cryptography import x509
+
     for der in ders[:1]:
         try:
             cert = x509.load_der_x509_certificate(der)

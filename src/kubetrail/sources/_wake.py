@@ -11,27 +11,32 @@ import contextlib
 import logging
 import select
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from inotify_simple import INotify
 
 log = logging.getLogger("kubetrail.sources.wake")
-
-try:  # pragma: no cover - the import succeeds wherever the dependency is installed
-    from inotify_simple import INotify
-    from inotify_simple import flags as _flags
-except ImportError:  # pragma: no cover
-    INotify = None  # type: ignore[assignment,misc]
 
 
 class Wake:
     """``wait(secs)`` returns early when a watched directory sees a change."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self._ino = None
+        self._ino: INotify | None = None
         self._watched: dict[str, int] = {}
-        if enabled and INotify is not None:
-            try:
-                self._ino = INotify()
-            except OSError as exc:  # inotify limits reached: polling alone still works
-                log.info("inotify unavailable (%s); polling only", exc)
+        if not enabled:
+            return
+        # imported here, by a source that starts watching: the config imports this module in every
+        # command, and inotify_simple (with ctypes) is ~3 ms of start-up that ``ingest`` never uses
+        try:  # pragma: no cover - the import succeeds wherever the dependency is installed
+            from inotify_simple import INotify
+        except ImportError:  # pragma: no cover
+            return
+        try:
+            self._ino = INotify()
+        except OSError as exc:  # inotify limits reached: polling alone still works
+            log.info("inotify unavailable (%s); polling only", exc)
 
     @property
     def active(self) -> bool:
@@ -40,6 +45,8 @@ class Wake:
     def watch(self, directory: str) -> None:
         if self._ino is None or directory in self._watched:
             return
+        from inotify_simple import flags as _flags  # loaded already: ``_ino`` is an INotify
+
         mask = (_flags.CREATE | _flags.MODIFY | _flags.MOVED_TO | _flags.MOVED_FROM | _flags.DELETE
                 | _flags.CLOSE_WRITE)
         with contextlib.suppress(OSError):  # gone already, or the watch limit: the poll covers it

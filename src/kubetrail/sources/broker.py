@@ -10,7 +10,9 @@ Implementations: ``sources/nats.py`` (JetStream durable pull consumer), ``source
 
 from __future__ import annotations
 
-import asyncio
+# asyncio is imported in the coroutines that use it (they run under a loop, where it is loaded): the
+# config reaches this module (through sources/kafka.py, nats.py) in every command, and asyncio is ~20 ms
+# of start-up `ingest` never uses.
 import threading
 import time
 from collections.abc import Callable
@@ -118,6 +120,8 @@ def _quietly(call: Callable[[], None], log: Callable[[str], None], what: str) ->
 
 
 async def _sleep(stop: threading.Event, secs: float) -> None:
+    import asyncio
+
     end = time.monotonic() + secs
     while not stop.is_set() and time.monotonic() < end:
         await asyncio.sleep(0.05)
