@@ -483,8 +483,9 @@ _redactions = operator.attrgetter("redactions")
 
 def _by_source(records: Sequence[Record]) -> dict[tuple[str, str], int]:
     """Records per (source label, kind). Counted by source object in C, then labelled once per
-    source: by commit time a batch's records have gone cold in memory, and a Python pass that labels
-    each record cost the writer ~6 % of its time (py-spy, issue 18) for what one C pass counts."""
+    source: by commit time a batch's records have gone cold in memory, and a Python pass labelling
+    each record cost the writer 1.12 µs per record against 0.70 for this (issue 18, measured inside
+    the writer on the 100,000-event RequestResponse file)."""
     out: dict[tuple[str, str], int] = {}
     for (ref, kind), n in Tally(map(_source_and_kind, records)).items():
         key = (ref.label(), kind)
