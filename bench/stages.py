@@ -43,8 +43,9 @@ from kubetrail.sources.files import Input
 from kubetrail.stages import extract
 from kubetrail.stages.identity import event_key
 from kubetrail.stages.redaction_key import RedactionKey
+from kubetrail.stages.secret_text import has_trigger
 from kubetrail.store import open_store
-from kubetrail.store.rows import row
+from kubetrail.store.rows import row_head
 from kubetrail.trail.checkpointer import Checkpointer
 from kubetrail.trail.tree import sync_now
 
@@ -84,7 +85,7 @@ def one_run(path: str, batch: int, prepare_only: bool = False) -> dict[str, floa
     def redact(d: Any) -> Any:
         extract.redact_event(d.event, scan_jwts=False, key=key)
         body = orjson.dumps(d.event)
-        if extract.needs_deep_scan(body):
+        if has_trigger(body):  # what to_record calls
             extract.redact_event(d.event, scan_jwts=True, key=key)
 
     def extracted(d: Any) -> Any:
@@ -114,7 +115,7 @@ def one_run(path: str, batch: int, prepare_only: bool = False) -> dict[str, floa
         detect = DetectConsumer(store, track=True)  # before the appends: they start at leaf 0
         creds = CredentialConsumer(store)
         t["  compress"], bodies = _cpu(lambda: [store.codec.compress_many([r.body for r in b]) for b in batches])
-        t["  rows"], _ = _cpu(lambda: [row(r, b"") for r in records])
+        t["  rows"], _ = _cpu(lambda: [row_head(r) + (0, b"") for r in records])  # as SqliteStore._rows
         t["store"], _ = _cpu(lambda: [store.append(b) for b in batches])
         signer = Checkpointer(tmp, log=lambda m: None)
         signer._signer()
