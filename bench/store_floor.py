@@ -38,6 +38,7 @@ from kubetrail.sources.files import Input
 from kubetrail.stages import extract
 from kubetrail.stages.redaction_key import RedactionKey
 from kubetrail.store import open_store, sqlite_schema
+from kubetrail.store.base import first_of_each_key
 from kubetrail.store.rows import INSERT_COLUMNS, row
 from kubetrail.trail import merkle
 
@@ -152,12 +153,7 @@ def records_and_rows(path: str, batch: int, limit: int) -> list[tuple[Any, ...]]
                     break
     finally:
         inp.close()
-    seen: set[str] = set()
-    unique = []
-    for r in records:
-        if r.key not in seen:
-            seen.add(r.key)
-            unique.append(r)
+    unique = first_of_each_key(records)
     rows: list[tuple[Any, ...]] = []
     with tempfile.TemporaryDirectory() as tmp, open_store(tmp) as store:
         for i in range(0, len(unique), batch):

@@ -7,7 +7,8 @@ An engine (store/sqlite.py, store/postgres.py) supplies the connection (``Engine
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -192,3 +193,20 @@ def _safe(exc: BaseException) -> str:
     """An error message fit to print: one that quotes stored bytes is named by its type instead."""
     text = str(exc)
     return text if text.isprintable() and "b'" not in text and 'b"' not in text else type(exc).__name__
+
+
+_KEY = operator.attrgetter("key")
+
+
+def first_of_each_key(records: Sequence[Record]) -> list[Record]:
+    """The records in order, each key's first only (an append stores a key once). A batch rarely repeats a key: the keys are counted
+    in C first, and only a batch that does repeat one is walked in Python."""
+    if len(set(map(_KEY, records))) == len(records):
+        return list(records)
+    seen: set[str] = set()
+    unique: list[Record] = []
+    for r in records:
+        if r.key not in seen:
+            seen.add(r.key)
+            unique.append(r)
+    return unique

@@ -34,7 +34,7 @@ from kubetrail.errors import StoreError, StoreNotFoundError
 from kubetrail.record import Record
 from kubetrail.store import postgres_schema
 from kubetrail.store.api import AppendResult, Done, PendingAppend
-from kubetrail.store.base import StoreBase
+from kubetrail.store.base import StoreBase, first_of_each_key
 from kubetrail.store.db import Cursor, register_engine
 from kubetrail.store.rows import INSERT_COLUMNS, row
 from kubetrail.trail.protocols import Problem
@@ -230,12 +230,7 @@ class PostgresStore(StoreBase):
     # -- writing -------------------------------------------------------------------------------
     def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult:
         """Store the records whose keys are new, in order, and the source positions, atomically."""
-        seen: set[str] = set()
-        unique: list[Record] = []
-        for r in records:
-            if r.key not in seen:
-                seen.add(r.key)
-                unique.append(r)
+        unique = first_of_each_key(records)
         known = self._existing([r.key for r in unique])
         todo = [r for r in unique if r.key not in known]
         bodies = self.codec.compress_records(todo)  # a new dictionary commits on its own

@@ -35,7 +35,7 @@ from kubetrail.errors import StoreDamagedError, StoreError, StoreNotFoundError
 from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.api import AppendResult, Done, PendingAppend
-from kubetrail.store.base import StoreBase
+from kubetrail.store.base import StoreBase, first_of_each_key
 from kubetrail.store.codec import FRAME
 from kubetrail.store.rows import MAX_INDEX, describe, insert_sql, row_head
 from kubetrail.trail.protocols import Problem
@@ -288,7 +288,7 @@ class SqliteStore(StoreBase):
                         defer: bool = True) -> PendingAppend:
         """``append`` with the rows inserted now and the ``COMMIT`` on a thread (``_Committing``)."""
         self._settle()
-        unique = _first_of_each_key(records)
+        unique = first_of_each_key(records)
         codec_state = self.codec.snapshot()
         try:
             try:
@@ -409,21 +409,6 @@ def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = Fa
     return found
 
 
-def _first_of_each_key(records: Sequence[Record]) -> list[Record]:
-    """The records in order, each key's first only. A batch rarely repeats a key: the keys are counted
-    in C first, and only a batch that does repeat one is walked in Python."""
-    if len(set(map(_KEY, records))) == len(records):
-        return list(records)
-    seen: set[str] = set()
-    unique: list[Record] = []
-    for r in records:
-        if r.key not in seen:
-            seen.add(r.key)
-            unique.append(r)
-    return unique
-
-
-_KEY = operator.attrgetter("key")
 
 
 def _execute_rows(conn: sqlite3.Connection, sql: dict[int, str], rows: list[tuple[Any, ...]]) -> None:

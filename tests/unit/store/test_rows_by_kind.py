@@ -18,7 +18,7 @@ import zstandard
 
 from kubetrail.record import Decoded, LogMeta, Record, SourceRef
 from kubetrail.stages.extract import to_record
-from kubetrail.store import sqlite as store_sqlite
+from kubetrail.store.base import first_of_each_key
 from kubetrail.store.codec import FRAME, dictionary_compressor
 from kubetrail.store.rows import (
     _LOG_FIELDS,
@@ -189,8 +189,8 @@ def test_duplicate_keys_keep_the_first(tmp_path: Path) -> None:
     records = [audit(i) for i in range(6)]
     batch = records[:3] + [audit(1), audit(4), audit(1)] + records[3:]
     for case in (batch, records, [], [records[0], records[0]], batch[::-1]):
-        assert list(map(id, store_sqlite._first_of_each_key(case))) == list(map(id, reference_unique(case)))
-    assert store_sqlite._first_of_each_key(records) is not records  # the caller's list is not kept
+        assert list(map(id, first_of_each_key(case))) == list(map(id, reference_unique(case)))
+    assert first_of_each_key(records) is not records  # the caller's list is not kept
     with SqliteStore.open(str(tmp_path)) as s:
         result = s.append(batch)
     assert list(map(id, result.stored)) == list(map(id, reference_unique(batch))) and result.duplicates == 3
