@@ -451,7 +451,6 @@ def open_pipeline(options: Options, batch_size: int = DEFAULT_BATCH) -> Pipeline
             restore()
         raise
     pipe.on_close = restore
-    store.sweep_wal = options.workers == 0 and cpus() > 1  # the WAL copied on the idle core (Store.sweep_wal)
     tune_gc()  # after the consumers loaded their rules: those are frozen with the rest of start-up
     if options.workers > 0:
         # After the consumers: forked workers (``workers._may_fork``) take the writer's compiled rules

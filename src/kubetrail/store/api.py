@@ -345,11 +345,6 @@ class Store(Repos, Protocol):
     data_dir: str
     readonly: bool
     append_hooks: list[AppendHook]
-    # After each deferred commit, copy the WAL into the database on a thread of its own (SQLite:
-    # ``sqlite._WalSweeper``) rather than in the COMMIT the pipeline waits for. It costs a little more
-    # CPU in all (pages dirtied again are copied again), so it pays where a core is otherwise idle (one
-    # process without preparation workers). Set by ``open_pipeline``; PostgreSQL ignores it.
-    sweep_wal: bool
 
     def __enter__(self) -> Store: ...
 

@@ -40,7 +40,6 @@ class StoreBase:
     def _setup(self, engine: Engine) -> None:
         self._engine = engine
         self.append_hooks: list[AppendHook] = []
-        self.sweep_wal = False  # see ``Store.sweep_wal``
         self.codec = BodyCodec(engine.db)
         self.trail = TrailTables(engine)
         self.alerts = AlertTables(engine)

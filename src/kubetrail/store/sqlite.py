@@ -19,7 +19,6 @@ One connection serves the store and its repositories; ``transaction()`` is ``BEG
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import operator
 import os
@@ -77,7 +76,6 @@ class _Committing:
         except BaseException as exc:  # noqa: BLE001 - handed to result(), which undoes the append
             self._future.set_exception(exc)
         else:
-            self._store._sweep()  # before the result: the next commit's thread starts after it
             self._future.set_result(None)
 
     def result(self) -> AppendResult:
@@ -91,52 +89,6 @@ class _Committing:
                 raise
             self._store._size += len(self._result.stored)
         return self._result
-
-
-class _WalSweeper:
-    """Copies the WAL into the database on a connection and a thread of its own, after each deferred
-    commit (``PRAGMA wal_checkpoint(PASSIVE)``: it never waits for, nor blocks, the writer).
-
-    Why: SQLite checkpoints inside the COMMIT that crosses ``wal_autocheckpoint`` — every third or
-    fourth batch of a 100,000-event ingest, 95–210 ms instead of 15–80 — and the pipeline waits for
-    that COMMIT before its consumers can use the connection (0.4–0.6 s per 100,000 Metadata events;
-    issue 18). Here the copy, and the fsync of the database that ends it, run beside the consumers.
-    The commit's own automatic checkpoint stays, as the backstop that lets the WAL restart: this
-    sweep copies what was committed when it began, while the consumers commit more, so only a
-    checkpoint inside a COMMIT (nobody writing meanwhile) ever catches the WAL up completely; it then
-    finds little left to copy. Started at the first deferred commit, never before: preparation
-    workers are forked from a writer with no other thread (``workers._may_fork``)."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._due = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="kubetrail-checkpoint", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        self._due.set()
-
-    def _run(self) -> None:
-        try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=0)
-        except sqlite3.Error:
-            return  # the commits' own checkpoints go on as before
-        try:
-            while True:
-                self._due.wait()
-                self._due.clear()
-                if self._stopping:
-                    return
-                with contextlib.suppress(sqlite3.Error):  # busy (a checkpoint in a COMMIT): the next commit pokes again
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self._stopping = True
-        self._due.set()
-        self._thread.join()
 
 
 class _Engine:
@@ -182,7 +134,6 @@ class SqliteStore(StoreBase):
         self._replaying = False  # the last append found stored keys: look keys up before inserting
         self._size = self.trail.entries_size()
         self._pending: _Committing | None = None  # an append whose commit is running (append_deferred)
-        self._sweeper: _WalSweeper | None = None  # started by the first deferred commit (``_sweep``)
 
     @classmethod
     def open(cls, data_dir: str, create: bool = True, readonly: bool = False, path: str | None = None) -> SqliteStore:
@@ -225,18 +176,7 @@ class SqliteStore(StoreBase):
         try:
             self._settle()
         finally:
-            if self._sweeper is not None:
-                self._sweeper.close()
-                self._sweeper = None
             self._conn.close()
-
-    def _sweep(self) -> None:
-        """After a deferred commit (on its thread): have the WAL copied on ``_WalSweeper``'s thread."""
-        if not self.sweep_wal:
-            return
-        if self._sweeper is None:
-            self._sweeper = _WalSweeper(self.path)
-        self._sweeper.poke()
 
     def _settle(self) -> None:
         """Finish a deferred commit before the connection is used for anything else (a caller that
