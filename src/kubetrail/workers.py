@@ -11,8 +11,10 @@ nothing but the event itself, so it runs in ``N`` worker processes::
 
 What crosses a process boundary is bytes: a chunk of the input (not even that for a plain file:
 the writer names chunk ``k`` and the worker reads it, ``prepare_range``), and ``PreparedChunk``
-encoded with msgspec (a record is ~5 µs to encode and decode). Parsed events never cross it:
-pickling one costs far more than parsing it again where it is needed.
+encoded with msgspec (a record is ~5 µs to encode and decode), both through a shared-memory slot
+when the workers are forked (``chunk_slots``: one copy each way instead of the pipe's pickling and
+64 KiB pieces). Parsed events never cross it: pickling one costs far more than parsing it again
+where it is needed.
 
 The results are the single process's: chunks are cut only in front of a line that starts a JSON
 value (a YAML block always ends there), positions get the lines before their chunk added by the
@@ -39,6 +41,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
+from kubetrail import chunk_slots
 from kubetrail.alerts.config import DetectSettings
 from kubetrail.detect.engine import MATCHES, Match, RuleSet
 from kubetrail.detect.stateful import EVENT_FACTS
@@ -147,9 +150,14 @@ def _init(key: RedactionKey, rules: DetectSettings | None = None, ruleset: RuleS
     tune_gc()
 
 
-def prepare(chunk: bytes, first_line: int, source: SourceRef, dictionary: tuple[int, bytes] | None = None) -> bytes:
-    """A worker's task: every item of ``chunk`` (whole lines from ``first_line``)."""
-    return _encoder.encode(_prepare(chunk, first_line, source, dictionary))
+def prepare(chunk: bytes | int, first_line: int, source: SourceRef, dictionary: tuple[int, bytes] | None = None,
+            slot: int | None = None) -> bytes | int:
+    """A worker's task: every item of ``chunk`` (whole lines from ``first_line``; an int: the length of
+    the chunk the writer put in ``slot``), the result sent back through ``slot`` when there is one."""
+    if isinstance(chunk, int):
+        assert slot is not None, "a chunk in a slot, without one"
+        chunk = chunk_slots.get(slot, chunk)
+    return chunk_slots.send(_encoder.encode(_prepare(chunk, first_line, source, dictionary)), slot)
 
 
 def _prepare(chunk: bytes, first_line: int, source: SourceRef, dictionary: tuple[int, bytes] | None) -> PreparedChunk:
@@ -233,19 +241,20 @@ def _rebase(r: Rejected, name: str, base: int) -> Rejected:
 
 def prepare_range(handle: tuple[str, int, int, int, int], k: int, size: int, source: SourceRef,
                   span: tuple[int, int] = (CHUNK_BYTES, MAX_CHUNK_BYTES),
-                  dictionary: tuple[int, bytes] | None = None) -> bytes:
+                  dictionary: tuple[int, bytes] | None = None, slot: int | None = None) -> bytes | int:
     """A worker's task in byte range mode: chunk ``k`` of the file (its first ``size`` bytes, which
     end a line), read here rather than passed through the writer. Every worker finds the same cut
     points: with ``span`` = (chunk bytes, most bytes without a cut), chunk ``k`` runs from the first
     cut at or after ``k * chunk bytes`` to the first at or after ``(k + 1) * chunk bytes``; lines are
-    numbered from 1 and the writer adds those before."""
+    numbered from 1 and the writer adds those before. The result goes back through ``slot`` when
+    there is one."""
     fd = _open(handle)
     start, end = _bounds(fd, k, size, span)
     if end < 0:
-        return _encoder.encode(PreparedChunk([], [], [], [], [], b"", fallback=start))
+        return chunk_slots.send(_encoder.encode(PreparedChunk([], [], [], [], [], b"", fallback=start)), slot)
     out = _prepare(_read_range(fd, start, end), 1, source, dictionary)
     out.end = end
-    return _encoder.encode(out)
+    return chunk_slots.send(_encoder.encode(out), slot)
 
 
 def _bounds(fd: int, k: int, size: int, span: tuple[int, int]) -> tuple[int, int]:
@@ -407,7 +416,9 @@ class WorkerPool:
     consumer's own ``ruleset``; others build one from the same settings, so the matches are the ones
     the consumer would find. ``dictionary`` (the store's ``body_dictionary``, asked at every chunk)
     lets them compress the bodies as the store would; the store uses a frame only if it still
-    compresses with that dictionary.
+    compresses with that dictionary. Forked workers share ``slots`` with the writer, one per chunk in
+    flight, for the chunks and results (``chunk_slots``; made before the fork, which happens at the
+    first task).
     ``start`` starts the processes at once; else they start with the first chunk."""
 
     def __init__(self, n: int, key: RedactionKey, rules: DetectSettings | None = None,
@@ -417,6 +428,7 @@ class WorkerPool:
         self.dictionary = dictionary
         self._warm: list[Future[int]] = []
         self.method = "fork" if _may_fork() else "forkserver"
+        self._slots = chunk_slots.Slots.make(self._in_flight()) if self.method == "fork" else None
         initargs = (key, rules, ruleset if self.method == "fork" else None)
         self._pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(self.method),
                                          initializer=_init, initargs=initargs)
@@ -434,6 +446,51 @@ class WorkerPool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
+
+    def _in_flight(self) -> int:
+        """Chunks submitted and not yet taken, at most."""
+        return max(self.n * IN_FLIGHT_PER_WORKER, MIN_IN_FLIGHT)
+
+    def _submit(self, task: Callable[..., bytes | int], *args: Any, chunk: bytes | None = None) -> _Pending:
+        """``task(*args)`` (``prepare``'s chunk first when given), with a slot for its result if the
+        pool has one free; the writer puts ``chunk`` there for the worker to read."""
+        slot = self._slots.take() if self._slots is not None and self._slots.free else None
+        if chunk is not None:
+            head: bytes | int = chunk
+            if slot is not None:
+                try:
+                    chunk_slots.put(slot, chunk)
+                    head = len(chunk)
+                except OSError:  # no memory for it: the chunk goes through the pipe, the result still here
+                    pass
+            args = (head, *args)
+        return _Pending(self._pool.submit(task, *args, slot=slot), slot)
+
+    def _take(self, pending: _Pending) -> bytes:
+        """The result of the oldest chunk in flight; its slot is free again once it is read."""
+        try:
+            return chunk_slots.receive(pending.future.result(), pending.slot)
+        finally:
+            self._release(pending)
+
+    def _release(self, pending: _Pending) -> None:
+        if pending.slot is not None and self._slots is not None:
+            self._slots.give_back(pending.slot)
+            pending.slot = None
+
+    def _abandon(self, pending: deque[_Pending]) -> None:
+        """Chunks in flight whose results are not wanted (an error or a consumer that stopped early):
+        cancelled, or waited for if a worker has one already (it may still write to the slot, which must
+        not be handed out again before)."""
+        for p in pending:
+            if not p.future.cancel():
+                with contextlib.suppress(Exception):
+                    p.future.result()
+            self._release(p)
+        pending.clear()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -460,22 +517,21 @@ class WorkerPool:
         if _document(reader.first_line()):
             yield from files.read_stream(reader.rest_stream(), name)  # one pretty-printed document
             return
-        pending: deque[Future[bytes]] = deque()
-        limit = max(self.n * IN_FLIGHT_PER_WORKER, MIN_IN_FLIGHT)
+        pending: deque[_Pending] = deque()
+        limit = self._in_flight()
         chunks = reader.chunks()
         try:
             for chunk, first_line in chunks:
                 if not pending and self._starting():
                     yield from _read_on(io.BytesIO(chunk), name, first_line)
                     continue
-                pending.append(self._pool.submit(prepare, chunk, first_line, source, self.dictionary()))
+                pending.append(self._submit(prepare, first_line, source, self.dictionary(), chunk=chunk))
                 while len(pending) >= limit:
-                    yield from unpack(pending.popleft().result(), name)
+                    yield from unpack(self._take(pending.popleft()), name)
             while pending:
-                yield from unpack(pending.popleft().result(), name)
+                yield from unpack(self._take(pending.popleft()), name)
         finally:
-            for f in pending:
-                f.cancel()
+            self._abandon(pending)
         if reader.fallback:  # no line to cut at for MAX_CHUNK_BYTES: read on here, as without workers
             yield from _read_on(reader.rest_stream(), name, reader.number)
 
@@ -494,8 +550,8 @@ class WorkerPool:
         handle = (name, os.getpid(), fd, st.st_dev, st.st_ino)  # what ``_open`` in a worker opens
         span = (CHUNK_BYTES, MAX_CHUNK_BYTES)  # the writer's: the workers' module globals may differ (tests)
         count = -(-size // CHUNK_BYTES)
-        pending: deque[Future[bytes]] = deque()
-        limit = max(self.n * IN_FLIGHT_PER_WORKER, MIN_IN_FLIGHT)
+        pending: deque[_Pending] = deque()
+        limit = self._in_flight()
         base, resume, k = 0, size, 0
         try:
             while k < count or pending:
@@ -510,10 +566,9 @@ class WorkerPool:
                     inp.at, k = end, k + 1
                     continue
                 while k < count and len(pending) < limit:
-                    pending.append(self._pool.submit(prepare_range, handle, k, size, source, span,
-                                                     self.dictionary()))
+                    pending.append(self._submit(prepare_range, handle, k, size, source, span, self.dictionary()))
                     k += 1
-                chunk = _decoder.decode(pending.popleft().result())
+                chunk = _decoder.decode(self._take(pending.popleft()))
                 if chunk.fallback >= 0:  # no line to cut at for MAX_CHUNK_BYTES: read on here
                     resume = chunk.fallback
                     break
@@ -521,11 +576,20 @@ class WorkerPool:
                 base += chunk.newlines
                 inp.at = chunk.end
         finally:
-            for f in pending:
-                f.cancel()
+            self._abandon(pending)
         inp.at = None
         raw.seek(resume)
         yield from _read_on(raw, name, base + 1)
+
+
+class _Pending:
+    """A chunk in flight: its task and the slot its result comes back in (None: through the pipe)."""
+
+    __slots__ = ("future", "slot")
+
+    def __init__(self, future: Future[bytes | int], slot: int | None) -> None:
+        self.future = future
+        self.slot = slot
 
 
 def _document(first: bytes | None) -> bool:

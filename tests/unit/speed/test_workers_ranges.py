@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from kubetrail import workers
+from kubetrail import chunk_slots, workers
 from kubetrail.record import Decoded, Rejected, SourceRef
 from kubetrail.sources import files
 from kubetrail.stages.redaction_key import load_or_create
@@ -44,26 +44,36 @@ def _expected(data: bytes, name: str) -> list[tuple[str, str]]:
 READ_HERE: list[int] = []  # items the writer read itself (``Decoded``) in the last ``_through_ranges``
 
 
+class Here:
+    """A pool's executor running each task at once in this process."""
+
+    def submit(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        from concurrent.futures import Future
+        f: Future[bytes] = Future()
+        f.set_result(fn(*args, **kwargs))
+        return f
+
+
+def here_pool(n: int, slots: bool = False, executor: object | None = None) -> workers.WorkerPool:
+    """A ``WorkerPool`` whose tasks run in this process; with ``slots``, real shared-memory slots
+    (``chunk_slots``: a task here writes its result to the slot as a forked worker does)."""
+    pool = workers.WorkerPool.__new__(workers.WorkerPool)
+    pool.n = n
+    pool._pool = executor or Here()  # type: ignore[assignment]
+    pool.dictionary = lambda: None
+    pool._warm = []
+    pool._slots = chunk_slots.Slots.make(pool._in_flight()) if slots else None
+    return pool
+
+
 def _through_ranges(path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, most: int | None = None,
-                    ) -> list[tuple[str, str]]:
+                    slots: bool = False) -> list[tuple[str, str]]:
     """The items of ``path`` from ``WorkerPool._ranges``, the workers' task run in this process."""
     READ_HERE[:] = [0]
     monkeypatch.setattr(workers, "CHUNK_BYTES", chunk)
     if most is not None:
         monkeypatch.setattr(workers, "MAX_CHUNK_BYTES", most)
-
-    class Here:  # the pool's executor, running each task at once in this process
-        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
-            from concurrent.futures import Future
-            f: Future[bytes] = Future()
-            f.set_result(fn(*args))
-            return f
-
-    pool = workers.WorkerPool.__new__(workers.WorkerPool)
-    pool.n = 2
-    pool._pool = Here()  # type: ignore[assignment]
-    pool.dictionary = lambda: None
-    pool._warm = []
+    pool = here_pool(2, slots)
     inp = files.Input(str(path))
     try:
         out = []
@@ -74,6 +84,9 @@ def _through_ranges(path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, mos
     finally:
         inp.close()
         workers._state.pop("file", None)
+        if pool._slots is not None:
+            assert len(pool._slots.free) == len(pool._slots.fds)  # every slot handed back
+            pool._slots.close()
 
 
 @pytest.fixture(autouse=True)
@@ -81,15 +94,16 @@ def _key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(workers, "_state", {"key": load_or_create(str(tmp_path / "k"))})
 
 
+@pytest.mark.parametrize("slots", [False, True])
 @pytest.mark.parametrize("chunk", [1, 7, 333, 4096, 1 << 20])
 def test_byte_ranges_give_the_single_process_items(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                   chunk: int) -> None:
+                                                   chunk: int, slots: bool) -> None:
     data = _mixed(120)
     path = tmp_path / "a.log"
     path.write_bytes(data)
     want = _expected(data, str(path))
     assert sum(1 for _, k in want if k == "r") > 120 and sum(1 for _, k in want if k != "r") > 5
-    assert _through_ranges(path, monkeypatch, chunk) == want
+    assert _through_ranges(path, monkeypatch, chunk, slots=slots) == want
     assert READ_HERE[0] == 0  # every item came from a worker's range
 
 def test_a_last_line_without_newline_and_blank_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,19 +136,7 @@ def test_lines_appended_while_read_are_read_on(tmp_path: Path, monkeypatch: pyte
     path = tmp_path / "a.log"
     path.write_bytes(b"\n".join(lines[:10]) + b"\n" + lines[10][:50])  # a line half written
     monkeypatch.setattr(workers, "CHUNK_BYTES", 1000)
-    pool = workers.WorkerPool.__new__(workers.WorkerPool)
-    pool.n = 1
-
-    class Here:
-        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
-            from concurrent.futures import Future
-            f: Future[bytes] = Future()
-            f.set_result(fn(*args))
-            return f
-
-    pool._pool = Here()  # type: ignore[assignment]
-    pool.dictionary = lambda: None
-    pool._warm = []
+    pool = here_pool(1)
     inp = files.Input(str(path))
     items = pool._ranges(inp, SRC)
     first = next(items)
@@ -229,9 +231,9 @@ def test_a_single_worker_has_a_batch_of_chunks_queued(tmp_path: Path, monkeypatc
     most = [0]
 
     class Queued:
-        def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+        def submit(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
             f: Future[bytes] = Future()
-            f.set_result(fn(*args))
+            f.set_result(fn(*args, **kwargs))
             outstanding[:] = [o for o in outstanding if not getattr(o, "taken", False)] + [f]
             most[0] = max(most[0], len(outstanding))
             real = f.result
@@ -243,8 +245,7 @@ def test_a_single_worker_has_a_batch_of_chunks_queued(tmp_path: Path, monkeypatc
             f.result = result  # type: ignore[method-assign]
             return f
 
-    pool = workers.WorkerPool.__new__(workers.WorkerPool)
-    pool.n, pool._pool, pool.dictionary, pool._warm = 1, Queued(), lambda: None, []  # type: ignore[assignment]
+    pool = here_pool(1, executor=Queued())
     inp = files.Input(str(path))
     try:
         assert len(list(pool._ranges(inp, SRC))) == 60

@@ -114,16 +114,19 @@ def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pyte
     consumers run in a process of their own (``pipeline.open_pipeline``): both give the same, and so
     do workers reading byte ranges of a plain file, a writer that reads the first ``local`` chunks
     itself while the workers start (``WorkerPool._starting``), and workers started by a forkserver
-    (with their own ruleset) rather than forked from the writer (with its compiled one)."""
+    (with their own ruleset, their results through the pipe) rather than forked from the writer (with
+    its compiled one, chunks and results through shared-memory slots)."""
     monkeypatch.setattr(workers, "CHUNK_BYTES", 64 * 1024)  # many chunks, cut at many places
     monkeypatch.setattr(pipeline, "cpus", lambda: cpus)
     monkeypatch.setattr(workers, "_may_fork", lambda: method == "fork")
     methods: list[str] = []
+    slotted: list[bool] = []
     real_init = workers.WorkerPool.__init__
 
     def init(self: workers.WorkerPool, *args: Any, **kwargs: Any) -> None:
         real_init(self, *args, **kwargs)
         methods.append(self.method)
+        slotted.append(self._slots is not None)
 
     monkeypatch.setattr(workers.WorkerPool, "__init__", init)
     _writer_reads_first(monkeypatch, local)
@@ -133,6 +136,7 @@ def test_workers_store_what_one_process_stores(tmp_path: Path, monkeypatch: pyte
     one = _ingest(path, tmp_path / "one", key, 0)
     two = _ingest(path, tmp_path / "two", key, 2)
     assert methods == [method]
+    assert slotted == [method == "fork"]  # forked workers share the writer's slots (chunk_slots); others use the pipe
     assert len(READ_HERE) >= local and (len(READ_HERE) <= 1 if not local else True)
     assert one["summary"]["rejected"] > 20 and one["summary"]["duplicates"] > 10 and len(one["alerts"]) > 5
     assert len(one["creds"]) > 5 and one["uses"] and one["flags"]
