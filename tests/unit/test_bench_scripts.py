@@ -1,0 +1,44 @@
+"""bench/chunk_transfer.py and bench/index_cost.py (issue 18's figures for the workers' transport and the
+indexes' cost) run against the code they measure: small inputs, every line printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from kubetrail.cli import cli
+from kubetrail.testing import make_event
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="the slots are Linux's")
+def test_chunk_transfer_measures_both_ways() -> None:
+    out = _run(str(ROOT / "bench" / "chunk_transfer.py"), "--mb", "0.2", "--chunks", "5")
+    assert "pipe " in out and "shared-memory slot" in out and out.count("per event") == 2, out
+
+
+def test_index_cost_replays_a_store(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(orjson.dumps(make_event(f"e-{i}", user=f"u{i % 3}")) + b"\n" for i in range(40)))
+    data = tmp_path / "d"
+    r = CliRunner().invoke(cli, ["ingest", str(log), "--data", str(data), "--no-detect", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    out = _run(str(ROOT / "bench" / "index_cost.py"), str(data), "--repeat", "1", "--batch", "10")
+    assert out.startswith("40 rows of")
+    for variant in ("as is", "without the key's UNIQUE index", "UNIQUE (time, key) instead", "without the auditID index",
+                    "without both", "no secondary index"):
+        assert variant in out, (variant, out)
+    assert out.count("KiB/row") == 6
