@@ -131,3 +131,33 @@ def test_a_writer_that_stops_early_waits_for_held_chunks_and_frees_every_slot(tm
         inp.close()
         workers._state.pop("file", None)
         pool._slots.close()
+
+
+class _Stuck:
+    """An executor whose futures a worker holds and never finishes."""
+
+    def submit(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        f: Future[bytes | int] = Future()
+        f.set_running_or_notify_cancel()
+        return f
+
+
+def test_a_chunk_never_done_keeps_its_slot_and_the_writer_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer stops waiting after ``ABANDON_WAIT_S``; the slot a worker may still write to is never
+    handed out again (the pool has one slot fewer; with none left, results come through the pipe)."""
+    monkeypatch.setattr(workers, "ABANDON_WAIT_S", 0.05)
+    pool = workers.WorkerPool.__new__(workers.WorkerPool)
+    pool.n, pool._pool, pool.dictionary, pool._warm = 1, _Stuck(), lambda: None, []  # type: ignore[assignment]
+    pool._slots = chunk_slots.Slots.make(2)
+    assert pool._slots is not None
+    try:
+        from collections import deque
+
+        pending = deque([pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n")])
+        assert len(pool._slots.free) == 1
+        pool._abandon(pending)
+        assert len(pool._slots.free) == 1 and not pending  # the stuck chunk's slot stays out
+        assert pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n").slot is not None
+        assert pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n").slot is None  # the pipe
+    finally:
+        pool._slots.close()
