@@ -6,7 +6,7 @@ A forked child sends ``--chunks`` results of ``--mb`` MB each (the size of a pre
 RequestResponse events, ~365 of them) to this process, once through a pipe (``Connection.send``:
 pickled, written in 64 KiB pieces, read and unpickled — what ``ProcessPoolExecutor`` does with a task's
 result) and once through ``kubetrail.chunk_slots`` (one ``pwrite`` into a memfd, one ``pread`` back; only
-the length crosses the pipe). Prints the CPU µs per chunk on each side and per event (issue 18,
+the length crosses the pipe, and an acknowledgement back, as the pool's slot is reused only once read). Prints the CPU µs per chunk on each side and per event (issue 18,
 bench/RESULTS.md "Eighth session").
 """
 

@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import re
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -69,7 +70,7 @@ MIN_IN_FLIGHT = 6
 # "Fifth session"). Niceness compares tasks within one scheduling group, so in a container or a
 # session of its own this ranks kubetrail's processes among themselves.
 WORKER_NICE = 19
-# How long a writer that stops reading waits for a chunk a worker is still preparing (one takes ~30 ms).
+# How long a writer that stops reading waits for the chunks workers are still preparing (one takes ~30 ms).
 ABANDON_WAIT_S = 30.0
 
 
@@ -486,12 +487,14 @@ class WorkerPool:
     def _abandon(self, pending: deque[_Pending]) -> None:
         """Chunks in flight whose results are not wanted (an error or a consumer that stopped early):
         cancelled, or waited for if a worker has one already (it may still write to the slot, which must
-        not be handed out again before). A chunk not done within ``ABANDON_WAIT_S`` keeps its slot for
-        good: the pool goes on with one slot fewer (the pipe when none is left) rather than hang here."""
+        not be handed out again before). A chunk not done within ``ABANDON_WAIT_S`` (for all of them
+        together) keeps its slot for good: the pool goes on with one slot fewer (the pipe when none is
+        left) rather than hang here."""
+        deadline = time.monotonic() + ABANDON_WAIT_S
         for p in pending:
             if not p.future.cancel():
                 try:
-                    p.future.result(timeout=ABANDON_WAIT_S)
+                    p.future.result(timeout=max(deadline - time.monotonic(), 0.0))
                 except TimeoutError:
                     p.slot = None
                 except Exception:  # noqa: BLE001 - its result is not wanted, nor its failure

@@ -349,8 +349,6 @@ def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = Fa
     return found
 
 
-
-
 def _execute_rows(conn: sqlite3.Connection, sql: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
     """``executemany`` of ``SqliteStore._rows`` with each row's statement (``sql``, by the row's length),
     in order: one statement for a batch of one kind, else one per run of rows of one kind."""

@@ -8,6 +8,7 @@ waiting for a chunk a worker still holds."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_c
 
 
 @pytest.fixture
-def slots() -> chunk_slots.Slots:
+def slots() -> Iterator[chunk_slots.Slots]:
     made = chunk_slots.Slots.make(3)
     assert made is not None
     yield made
@@ -159,5 +160,24 @@ def test_a_chunk_never_done_keeps_its_slot_and_the_writer_goes_on(tmp_path: Path
         assert len(pool._slots.free) == 1 and not pending  # the stuck chunk's slot stays out
         assert pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n").slot is not None
         assert pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n").slot is None  # the pipe
+    finally:
+        pool._slots.close()
+
+
+def test_the_wait_is_for_all_held_chunks_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    from collections import deque
+
+    monkeypatch.setattr(workers, "ABANDON_WAIT_S", 0.3)
+    pool = workers.WorkerPool.__new__(workers.WorkerPool)
+    pool.n, pool._pool, pool.dictionary, pool._warm = 1, _Stuck(), lambda: None, []  # type: ignore[assignment]
+    pool._slots = chunk_slots.Slots.make(3)
+    assert pool._slots is not None
+    try:
+        pending = deque(pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n") for _ in range(3))
+        t = time.monotonic()
+        pool._abandon(pending)
+        assert time.monotonic() - t < 0.55  # one wait of 0.3 s, not three
+        assert not pool._slots.free  # every held chunk keeps its slot
     finally:
         pool._slots.close()
