@@ -8,6 +8,8 @@ waiting for a chunk a worker still holds."""
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -143,38 +145,41 @@ class _Stuck:
         return f
 
 
-def test_a_chunk_never_done_keeps_its_slot_and_the_writer_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _stuck_pool(slots: int) -> workers.WorkerPool:
+    pool = workers.WorkerPool.__new__(workers.WorkerPool)
+    pool.n, pool._pool, pool.dictionary, pool._warm = 1, _Stuck(), lambda: None, []  # type: ignore[assignment]
+    pool._slots = chunk_slots.Slots.make(slots)
+    assert pool._slots is not None
+    return pool
+
+
+def _held(pool: workers.WorkerPool) -> workers._Pending:
+    return pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n")
+
+
+def test_a_chunk_never_done_keeps_its_slot_and_the_writer_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer stops waiting after ``ABANDON_WAIT_S``; the slot a worker may still write to is never
     handed out again (the pool has one slot fewer; with none left, results come through the pipe)."""
     monkeypatch.setattr(workers, "ABANDON_WAIT_S", 0.05)
-    pool = workers.WorkerPool.__new__(workers.WorkerPool)
-    pool.n, pool._pool, pool.dictionary, pool._warm = 1, _Stuck(), lambda: None, []  # type: ignore[assignment]
-    pool._slots = chunk_slots.Slots.make(2)
+    pool = _stuck_pool(2)
     assert pool._slots is not None
     try:
-        from collections import deque
-
-        pending = deque([pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n")])
+        pending = deque([_held(pool)])
         assert len(pool._slots.free) == 1
         pool._abandon(pending)
         assert len(pool._slots.free) == 1 and not pending  # the stuck chunk's slot stays out
-        assert pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n").slot is not None
-        assert pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n").slot is None  # the pipe
+        assert _held(pool).slot is not None
+        assert _held(pool).slot is None  # the pipe
     finally:
         pool._slots.close()
 
 
 def test_the_wait_is_for_all_held_chunks_together(monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-    from collections import deque
-
     monkeypatch.setattr(workers, "ABANDON_WAIT_S", 0.3)
-    pool = workers.WorkerPool.__new__(workers.WorkerPool)
-    pool.n, pool._pool, pool.dictionary, pool._warm = 1, _Stuck(), lambda: None, []  # type: ignore[assignment]
-    pool._slots = chunk_slots.Slots.make(3)
+    pool = _stuck_pool(3)
     assert pool._slots is not None
     try:
-        pending = deque(pool._submit(workers.prepare, 1, SourceRef(stream="f"), None, chunk=b"{}\n") for _ in range(3))
+        pending = deque(_held(pool) for _ in range(3))
         t = time.monotonic()
         pool._abandon(pending)
         assert time.monotonic() - t < 0.55  # one wait of 0.3 s, not three
