@@ -6,10 +6,12 @@ Reads every ``entries`` row of the store in ``DATA_DIR`` (fill one first, e.g. `
 FILE --data DATA_DIR``), then inserts them into a fresh database with the store's own schema for the
 table and its indexes, as the store writes (WAL, ``synchronous=FULL``, the store's cache and
 checkpoint settings, one transaction per ``--batch`` rows), once per variant: the indexes as they
-are, without the key's UNIQUE index, with ``UNIQUE (time, key)`` instead, without the auditID index,
-without both, and without any secondary index. Prints CPU µs per row and the bytes written per row
+are (migration 0016: the key and the auditID indexed by integer heads, store/heads.py), as they were
+before 0016 (the key's text UNIQUE, the auditID's text index), without either head's index, without
+both, and without any secondary index. Prints CPU µs per row and the bytes written per row
 (``/proc/self/io``: WAL, checkpoints and the final database), min of ``--repeat`` (issue 18,
-bench/RESULTS.md "Eighth session": the two indexes on random values cost about as much as the rest).
+bench/RESULTS.md "Eighth session": the two indexes on random values cost about as much as the rest;
+"Ninth session": what their integer heads cost).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from typing import Any
 
 from kubetrail.store.sqlite_schema import CACHE_KIB, WAL_AUTOCHECKPOINT_PAGES
 
-KEY_UNIQUE = "key          TEXT NOT NULL UNIQUE"
+KEY_TEXT = "key           TEXT NOT NULL,"
+ROWID_PK = "leaf_index    INTEGER PRIMARY KEY,"
+# the auditID's text index that migration 0016 replaced (the key's UNIQUE text index is in the table)
+BEFORE_0016 = ("CREATE INDEX entries_audit_id_stage ON entries (audit_id, stage) WHERE audit_id <> ''",)
 
 
 def written() -> int:
@@ -66,17 +71,18 @@ def main() -> None:
     src.close()
     if not rows:
         raise SystemExit(f"{a.data_dir}: no entries to replay")
-    if KEY_UNIQUE not in table:
-        raise SystemExit("the entries table no longer declares its key as this script expects: update KEY_UNIQUE")
-    no_key = table.replace(KEY_UNIQUE, "key TEXT NOT NULL")
-    no_audit = [sql for sql in indexes if "audit_id" not in sql]
+    if KEY_TEXT not in table or ROWID_PK not in table:
+        raise SystemExit("the entries table no longer declares its key and leaf index as this script expects: "
+                         "update KEY_TEXT and ROWID_PK")
+    before = table.replace(KEY_TEXT, "key TEXT NOT NULL UNIQUE,").replace(ROWID_PK, "leaf_index BIGINT PRIMARY KEY,")
+    no_heads = [sql for sql in indexes if "_head" not in sql]
     variants = [
-        ("as is", table, indexes),
-        ("without the key's UNIQUE index", no_key, indexes),
-        ("UNIQUE (time, key) instead", no_key, [*indexes, "CREATE UNIQUE INDEX entries_time_key ON entries (time, key)"]),
-        ("without the auditID index", table, no_audit),
-        ("without both", no_key, no_audit),
-        ("no secondary index (key kept)", table, []),
+        ("as is (integer heads, 0016)", table, indexes),
+        ("before 0016 (text key and auditID)", before, [*no_heads, *BEFORE_0016]),
+        ("without the key head's index", table, [sql for sql in indexes if "key_head" not in sql]),
+        ("without the auditID head's index", table, [sql for sql in indexes if "audit_head" not in sql]),
+        ("without both", table, no_heads),
+        ("no secondary index", table, []),
     ]
     print(f"{len(rows):,} rows of {a.data_dir}, batches of {a.batch}, min of {a.repeat}")
     for name, ddl, idx in variants:

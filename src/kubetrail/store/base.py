@@ -22,6 +22,7 @@ from kubetrail.store.codec import BodyCodec
 from kubetrail.store.credentials import CredentialTables
 from kubetrail.store.db import Engine
 from kubetrail.store.detector_state import DetectorStateTable
+from kubetrail.store.heads import KEY_HEAD_MATCH, key_head
 from kubetrail.store.keys import KeyTables
 from kubetrail.store.queries import LogFilters, QueryFilters, log_where_clause, where_clause
 from kubetrail.store.retention import RetentionTables
@@ -69,7 +70,7 @@ class StoreBase:
     def query(self, filters: QueryFilters, limit: int | None = None, order: str = "ASC",
               body: bool = True) -> Iterator[Record]:
         """Matching records in event-time order; ``body=False`` leaves ``Record.body`` empty (faster)."""
-        where, params = where_clause(filters, self._engine.dialect)
+        where, params = where_clause(filters, self._engine.dialect, self._has_heads())
         order = "DESC" if order.upper() == "DESC" else "ASC"
         sql = (f"SELECT {COLUMNS if body else _COLUMNS_NO_BODY} FROM entries {where} "
                f"ORDER BY time {order}, leaf_index {order}")
@@ -101,6 +102,12 @@ class StoreBase:
         where, params = log_where_clause(filters, self._engine.dialect)
         return int(self._engine.db.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
 
+    def _has_heads(self) -> bool:
+        """Whether migration 0016 ran (store/heads.py; a read-only open of an older store does not migrate it)."""
+        if self.__dict__.get("_heads") is None:
+            self.__dict__["_heads"] = self._engine.has_column("entries", "key_head")
+        return bool(self.__dict__["_heads"])
+
     def _has_log_columns(self) -> bool:
         """Whether migration 0009 ran (a read-only open of an older store does not migrate it)."""
         if self.__dict__.get("_log_columns") is None:
@@ -108,13 +115,14 @@ class StoreBase:
         return bool(self.__dict__["_log_columns"])
 
     def count_matching(self, filters: QueryFilters) -> int:
-        where, params = where_clause(filters, self._engine.dialect)
+        where, params = where_clause(filters, self._engine.dialect, self._has_heads())
         return int(self._engine.db.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
 
     def get(self, key: str) -> Record | None:
         """The record with this key or key alias (``store rekey``), or a leaf index given as digits."""
         db = self._engine.db
-        r = db.execute(f"SELECT {COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone()
+        r = (db.execute(f"SELECT {COLUMNS} FROM entries WHERE {KEY_HEAD_MATCH}", (key_head(key), key)).fetchone()
+             if self._has_heads() else db.execute(f"SELECT {COLUMNS} FROM entries WHERE key = ?", (key,)).fetchone())
         if r is None and self._aliases:
             r = db.execute(f"SELECT {COLUMNS} FROM entries WHERE leaf_index = "
                            "(SELECT leaf_index FROM key_aliases WHERE alias = ?)", (key,)).fetchone()

@@ -9,10 +9,12 @@ by-auditID read the audit-ID reuse check needs.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from kubetrail.store.api import AuditIdRow
 from kubetrail.store.db import Engine, placeholders
+from kubetrail.store.heads import key_head, text_head
 
 
 class KeyTables:
@@ -35,8 +37,10 @@ class KeyTables:
         found: set[str] = set()
         for i in range(0, len(keys), 500):
             chunk = list(keys[i:i + 500])
+            heads = sorted({key_head(k) for k in chunk})
             found.update(k for (k,) in self.db.execute(
-                f"SELECT key FROM entries WHERE key IN ({placeholders(len(chunk))})", chunk))
+                f"SELECT key FROM entries WHERE (key_head IN ({placeholders(len(heads))}) OR key_head IS NULL) "
+                f"AND key IN ({placeholders(len(chunk))})", [*heads, *chunk]))
         return found
 
     def add_aliases(self, rows: Sequence[tuple[str, int]]) -> int:
@@ -67,18 +71,26 @@ class KeyTables:
 
     def by_audit_id(self, audit_ids: Sequence[str]) -> list[AuditIdRow]:
         """The stored records of these auditIDs whose (auditID, stage) more than one record has —
-        what the reuse check needs; the common case (none) reads the index only, no row."""
+        what the reuse check needs. The common case (none) reads the index of the auditIDs' heads
+        only (store/heads.py), no row; the heads it finds shared are checked against the auditIDs."""
         ids = sorted({a for a in audit_ids if a})
-        shared: list[str] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            shared.extend(str(a) for (a,) in self.db.execute(
-                f"SELECT DISTINCT audit_id FROM entries WHERE audit_id IN ({placeholders(len(chunk))}) "
-                "AND audit_id <> '' GROUP BY audit_id, stage HAVING COUNT(*) > 1", chunk))  # partial index (0012)
-        out: list[AuditIdRow] = []
-        for i in range(0, len(shared), 500):
-            chunk = shared[i:i + 500]
-            out.extend(AuditIdRow(*r) for r in self.db.execute(
+        heads = sorted({text_head(a) for a in ids})
+        shared: set[int] = set()
+        for i in range(0, len(heads), 500):
+            chunk = heads[i:i + 500]
+            shared.update(int(h) for (h,) in self.db.execute(
+                f"SELECT audit_head FROM entries WHERE audit_head IN ({placeholders(len(chunk))}) "
+                "GROUP BY audit_head, stage HAVING COUNT(*) > 1", chunk))
+        candidates = [a for a in ids if text_head(a) in shared]
+        rows: list[AuditIdRow] = []
+        for i in range(0, len(candidates), 500):
+            chunk = candidates[i:i + 500]
+            hs = sorted({text_head(a) for a in chunk})
+            rows.extend(AuditIdRow(*r) for r in self.db.execute(
                 "SELECT audit_id, stage, key, time, username, leaf_index FROM entries "
-                f"WHERE audit_id IN ({placeholders(len(chunk))}) AND audit_id <> ''", chunk))
-        return out
+                f"WHERE audit_head IN ({placeholders(len(hs))}) AND audit_id IN ({placeholders(len(chunk))}) "
+                "ORDER BY leaf_index",
+                [*hs, *chunk]))
+        stages = Counter((r.audit_id, r.stage) for r in rows)
+        reused = {a for (a, _), n in stages.items() if n > 1}
+        return [r for r in rows if r.audit_id in reused]

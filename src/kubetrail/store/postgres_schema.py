@@ -18,6 +18,7 @@ from typing import NamedTuple
 from psycopg import Connection
 
 from kubetrail.errors import StoreError
+from kubetrail.store import heads
 from kubetrail.store.rows import LOG_COLUMNS, log_meta
 from kubetrail.store.sqlite_schema import check_version, migrations, statements
 from kubetrail.trail.protocols import Problem
@@ -162,7 +163,22 @@ def deep_check(conn: Connection) -> list[Problem]:
             "WHERE NOT g.tgisinternal AND t.relnamespace = current_schema()::regnamespace "
             "UNION ALL SELECT r.rulename, r.tablename FROM pg_rules r WHERE r.schemaname = current_schema()"):
         problems.append(Problem(0, "modified", f"unexpected trigger {name} on {table} (migrations create none)"))
-    return problems + _log_copy_problems(conn)
+    return problems + _head_problems(conn) + _log_copy_problems(conn)
+
+
+def _head_problems(conn: Connection) -> list[Problem]:
+    """Entries whose key or auditID head (migration 0016) is not their own (as sqlite_deep.head_problems)."""
+    if conn.execute("SELECT to_regclass('entries') IS NULL OR NOT EXISTS (SELECT 1 FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = 'entries' AND column_name = 'key_head')"
+                    ).fetchone()[0]:  # type: ignore[index]
+        return []
+
+    def held(head: int) -> bool:
+        return conn.execute("SELECT 1 FROM entries WHERE key_head = %s LIMIT 1", (head,)).fetchone() is not None
+
+    with conn.cursor() as cur:
+        found = heads.head_problems(cur.stream(heads.HEAD_ROWS), held)  # type: ignore[arg-type]
+    return [Problem(idx, "modified", what) for idx, what in found]
 
 
 def _log_copy_problems(conn: Connection) -> list[Problem]:

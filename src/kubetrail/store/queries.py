@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from kubetrail.store.heads import prefix_range, text_head
+
 
 class QueryFilters(msgspec.Struct, kw_only=True):
     """Each set field narrows the search; lists mean "any of"; times are ns since the epoch.
@@ -131,7 +133,9 @@ def _json_any_of(column: str, n: int, dialect: str) -> str:
     return f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value IN ({marks}))"
 
 
-def where_clause(f: QueryFilters, dialect: str = "sqlite") -> tuple[str, list[Any]]:
+def where_clause(f: QueryFilters, dialect: str = "sqlite", heads: bool = True) -> tuple[str, list[Any]]:
+    """The WHERE of a query; ``heads``: the store has the integer heads of migration 0016 (store/heads.py),
+    which a filter on the auditID or a key prefix goes through (the text has no index of its own)."""
     parts: list[str] = []
     params: list[Any] = []
     for field, column in _EQ.items():
@@ -145,6 +149,10 @@ def where_clause(f: QueryFilters, dialect: str = "sqlite") -> tuple[str, list[An
             parts.append(_any_of(column, values, field in GLOB_FIELDS, params, dialect))
             if column in PARTIAL_INDEXED and "" not in values:
                 parts.append(f"{column} <> ''")
+            if field == "audit_id" and heads and "" not in values:
+                found = sorted({text_head(str(v)) for v in values})
+                parts.append(f"audit_head IN ({','.join('?' * len(found))})")
+                params.extend(found)
     for field, column in _NOT.items():
         values = getattr(f, field)
         if values:
@@ -153,6 +161,9 @@ def where_clause(f: QueryFilters, dialect: str = "sqlite") -> tuple[str, list[An
         parts.append("(" + " OR ".join(_glob("source", _glob_literal(c) + "/*", dialect, params)
                                        for c in f.cluster) + ")")
     if f.key_prefix:
+        if heads and (span := prefix_range(f.key_prefix)) is not None:
+            parts.append("(key_head BETWEEN ? AND ? OR key_head IS NULL)")
+            params.extend(span)
         parts.append("key >= ? AND key < ?")
         params.extend([f.key_prefix, f.key_prefix + "\U0010ffff"])
     if f.group:

@@ -15,6 +15,7 @@ import msgspec
 import orjson
 
 from kubetrail.record import LOG_KINDS, AuditMeta, LogMeta, Record, Redaction, SourceRef
+from kubetrail.store.heads import audit_head, key_head
 from kubetrail.trail.entry import ENTRY_COLUMNS, encode_entry_v2, encode_new_entry, leaf_hash
 
 MAX_INDEX = (1 << 63) - 1  # both engines' integers are 64-bit signed
@@ -65,7 +66,9 @@ LOG_COLUMNS = ("node", "pod_uid", "container", "workload", "unit", "stream")
 COLUMNS = ("leaf_index, key, time, kind, source, seq, format, meta, body, audit_id, stage, level, verb, "
            "username, groups_json, impersonated, resource, subresource, api_group, namespace, name, code, "
            "source_ips, user_agent, request_uri, credential_id")
-INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, *LOG_COLUMNS, "entry", "leaf_hash", "body", "body_sha256")
+# The integer heads of the key and the auditID (store/heads.py, migration 0016), last in a row head.
+HEAD_KEYS = ("key_head", "audit_head")
+INSERT_COLUMNS = ("leaf_index", *ENTRY_COLUMNS, *LOG_COLUMNS, "entry", "leaf_hash", "body", "body_sha256", *HEAD_KEYS)
 ENTRY_SELECT = f"leaf_index, entry, leaf_hash, body, body_sha256, {', '.join(ENTRY_COLUMNS)}"
 
 
@@ -74,13 +77,14 @@ def row(r: Record, compressed_body: bytes) -> tuple[Any, ...]:
     head a preparation worker left on the record is taken off it: the record may wait in the
     consumers' reorder buffers long after (a retried append builds the head again, the same)."""
     head = r.__dict__.pop("_row_head", None) or row_head(r)
-    return (r.leaf_index, *head[:_N_ENTRY], *(head[_N_ENTRY:-2] or _NO_LOG_COLUMNS), b"", head[-2], compressed_body,
-            head[-1])
+    return (r.leaf_index, *head[:_N_ENTRY], *(head[_N_ENTRY:-4] or _NO_LOG_COLUMNS), b"", head[-4], compressed_body,
+            *head[-3:])
 
 
 def row_head(r: Record) -> tuple[Any, ...]:
     """Everything of ``row`` but the leaf index, the compressed body and the always empty values:
-    ``HEAD_COLUMNS`` for an audit record, ``LOG_HEAD_COLUMNS`` for a log line (the body's SHA-256 last).
+    ``HEAD_COLUMNS`` for an audit record, ``LOG_HEAD_COLUMNS`` for a log line (the leaf hash, the body's
+    SHA-256 and the two integer heads last).
 
     None of it depends on the leaf index, so it can be computed before the record reaches the store
     (the preparation workers do, ``kubetrail.workers``) and left on the record as ``_row_head``. The
@@ -100,7 +104,7 @@ def row_head(r: Record) -> tuple[Any, ...]:
     )
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_new_entry(cols, body_hash)
-    return (*cols, leaf_hash(entry), body_hash)
+    return (*cols, leaf_hash(entry), body_hash, key_head(r.key), audit_head(m.audit_id))
 
 
 _N_ENTRY = len(ENTRY_COLUMNS)
@@ -115,14 +119,14 @@ def _log_row(r: Record, m: LogMeta) -> tuple[Any, ...]:
             m.namespace, m.pod, None, "[]", "", "", "", "", _meta_encoder.encode(meta))
     body_hash = hashlib.sha256(r.body).digest()
     entry = encode_new_entry(cols, body_hash)
-    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), leaf_hash(entry), body_hash)
+    return (*cols, *(getattr(m, c) for c in LOG_COLUMNS), leaf_hash(entry), body_hash, key_head(r.key), None)
 
 
 # The SQLite store's rows: a row head (``row_head``) + (leaf index, compressed body), one statement per
 # head length, the values a head leaves out written as literals ('' is TEXT, X'' a zero-length BLOB: the
 # same values and types ``row`` binds).
-HEAD_COLUMNS = (*ENTRY_COLUMNS, "leaf_hash", "body_sha256")
-LOG_HEAD_COLUMNS = (*ENTRY_COLUMNS, *LOG_COLUMNS, "leaf_hash", "body_sha256")
+HEAD_COLUMNS = (*ENTRY_COLUMNS, "leaf_hash", "body_sha256", *HEAD_KEYS)
+LOG_HEAD_COLUMNS = (*ENTRY_COLUMNS, *LOG_COLUMNS, "leaf_hash", "body_sha256", *HEAD_KEYS)
 
 
 def _insert_sql(verb: str, bound: tuple[str, ...], literals: tuple[tuple[str, str], ...]) -> str:

@@ -36,13 +36,17 @@ from kubetrail.store import sqlite_schema
 from kubetrail.store.api import AppendResult, Done, PendingAppend
 from kubetrail.store.base import StoreBase, first_of_each_key
 from kubetrail.store.codec import FRAME
+from kubetrail.store.db import placeholders
+from kubetrail.store.heads import key_head
 from kubetrail.store.rows import MAX_INDEX, describe, insert_sql, row_head
 from kubetrail.trail.protocols import Problem
 
 DB_NAME = "kubetrail.db"
 _INSERT = insert_sql("INSERT")
 _INSERT_OR_ROLLBACK = insert_sql("INSERT OR ROLLBACK")
-_LEAF_HASH = operator.itemgetter(-4)  # of a row (``rows.insert_sql``): the head's leaf hash, before (leaf index, body)
+_LEAF_HASH = operator.itemgetter(-6)  # of a row (``rows.insert_sql``): the head's leaf hash, before (body_sha256,
+# key_head, audit_head, leaf index, body)
+_KEY_HEAD_AT = -4
 
 __all__ = ["DB_NAME", "MAX_INDEX", "SqliteStore", "Store"]
 
@@ -218,8 +222,9 @@ class SqliteStore(StoreBase):
 
         The batch's keys are looked up before inserting only while duplicates are likely (the previous
         batch had some: a replay; or key aliases exist). Otherwise the rows go in at once with
-        ``INSERT OR ROLLBACK``: the ``key`` UNIQUE index, which searches for every key anyway, refuses a
-        stored one by ending the transaction, and the batch is appended again, looking its keys up. The
+        ``INSERT OR ROLLBACK``: the UNIQUE index of the keys' integer heads (store/heads.py), which
+        searches for every head anyway, refuses a stored key (or another key with its head) by ending
+        the transaction, and the batch is appended again, looking its keys up. The
         lookup costs ~1.5-4 µs per event (bench/store_floor.py "current + key lookup"); a savepoint to
         undo only the insert would cost as much (every page the batch touches copied once)."""
         return self.append_deferred(records, positions, defer=False).result()
@@ -269,10 +274,10 @@ class SqliteStore(StoreBase):
         self._size = self.trail.entries_size()
         aliases = self._aliases and conn.execute("SELECT 1 FROM key_aliases LIMIT 1").fetchone() is not None
         if look_up or aliases:
-            existing = _existing_keys(conn, [r.key for r in unique], aliases)
+            existing, heads_taken = _existing_keys(conn, [r.key for r in unique], aliases)
             fresh = [r for r in unique if r.key not in existing]
             self._replaying = len(fresh) < len(unique)
-            rows = self._rows(fresh)
+            rows = _shared_heads_cleared(self._rows(fresh), heads_taken)
             _execute_rows(conn, _INSERT, rows)
         else:
             fresh = unique
@@ -338,15 +343,41 @@ class SqliteStore(StoreBase):
 Store = SqliteStore  # the name callers used before the store had two engines
 
 
-def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = False) -> set[str]:
+def _existing_keys(conn: sqlite3.Connection, keys: list[str], aliases: bool = False) -> tuple[set[str], set[int]]:
+    """The stored keys (and key aliases) among ``keys``, and the key heads stored entries hold among
+    theirs: a new key whose head another entry holds is stored without one (``_shared_heads_cleared``)."""
     found: set[str] = set()
+    taken: set[int] = set()
+    heads = sorted({key_head(k) for k in keys})
+    for i in range(0, len(heads), 500):
+        chunk = heads[i:i + 500]
+        for h, k in conn.execute(f"SELECT key_head, key FROM entries WHERE key_head IN ({placeholders(len(chunk))})",
+                                 chunk):
+            taken.add(h)
+            found.add(k)
     for i in range(0, len(keys), 500):
         chunk = keys[i:i + 500]
-        marks = ",".join("?" * len(chunk))
-        found.update(k for (k,) in conn.execute(f"SELECT key FROM entries WHERE key IN ({marks})", chunk))
+        marks = placeholders(len(chunk))
+        found.update(k for (k,) in conn.execute(f"SELECT key FROM entries WHERE key_head IS NULL AND key IN ({marks})",
+                                                 chunk))
         if aliases:
             found.update(k for (k,) in conn.execute(f"SELECT alias FROM key_aliases WHERE alias IN ({marks})", chunk))
-    return found
+    return found, taken
+
+
+def _shared_heads_cleared(rows: list[tuple[Any, ...]], taken: set[int]) -> list[tuple[Any, ...]]:
+    """The rows, each whose key head an entry (stored, or earlier in the batch) already holds given a
+    NULL head instead (store/heads.py: two keys with one head, about one pair in a billion entries)."""
+    out = rows
+    for i, r in enumerate(rows):
+        h = r[_KEY_HEAD_AT]
+        if h in taken:
+            if out is rows:
+                out = list(rows)
+            out[i] = (*r[:_KEY_HEAD_AT], None, *r[_KEY_HEAD_AT + 1:])
+        else:
+            taken.add(h)
+    return out
 
 
 def _execute_rows(conn: sqlite3.Connection, sql: dict[int, str], rows: list[tuple[Any, ...]]) -> None:

@@ -8,6 +8,7 @@ row from searches while every leaf still verifies. Two checks catch that kind of
   and page checks). A message naming a row of ``entries`` is reported at that row's leaf index.
 * the schema: every table, index, view and trigger in ``sqlite_schema`` must be exactly what the
   applied migrations create, nothing missing, changed or added.
+* the key and auditID heads (migration 0016, store/heads.py) must be the key's and the auditID's.
 * log lines: the indexed copies of their metadata (``node``, ``workload``… columns, migration 0009)
   must equal what the leaf-covered ``meta`` says.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from kubetrail.store import heads
 from kubetrail.store.rows import LOG_COLUMNS, log_meta
 from kubetrail.store.sqlite_schema import SCHEMA_MIGRATIONS_DDL, migrations, statements
 from kubetrail.trail.protocols import Problem
@@ -52,10 +54,25 @@ def deep_check(conn: sqlite3.Connection) -> list[Problem]:
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(0, "modified", f"the schema cannot be read: {exc}"))
     try:
+        problems += head_problems(conn)
+    except sqlite3.DatabaseError as exc:
+        problems.append(Problem(0, "modified", f"the key and auditID heads cannot be read: {exc}"))
+    try:
         problems += log_copy_problems(conn)
     except sqlite3.DatabaseError as exc:
         problems.append(Problem(0, "modified", f"the log-line columns cannot be read: {exc}"))
     return problems
+
+
+def head_problems(conn: sqlite3.Connection) -> list[Problem]:
+    """Entries whose integer key or auditID head (migration 0016, store/heads.py) is not their own."""
+    if "key_head" not in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}:
+        return []
+
+    def held(head: int) -> bool:
+        return conn.execute("SELECT 1 FROM entries WHERE key_head = ?", (head,)).fetchone() is not None
+
+    return [Problem(idx, "modified", what) for idx, what in heads.head_problems(conn.execute(heads.HEAD_ROWS), held)]
 
 
 def log_copy_problems(conn: sqlite3.Connection) -> list[Problem]:
@@ -105,6 +122,7 @@ def schema_problems(conn: sqlite3.Connection) -> list[Problem]:
     """Compare ``sqlite_schema`` with a fresh in-memory database built from the applied migrations."""
     applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     ref = sqlite3.connect(":memory:")
+    heads.register(ref)
     try:
         ref.execute(SCHEMA_MIGRATIONS_DDL)
         for version, _name, sql in migrations():

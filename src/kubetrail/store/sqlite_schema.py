@@ -9,6 +9,7 @@ import urllib.parse
 from importlib import resources
 
 from kubetrail.errors import StoreError, StoreVersionError
+from kubetrail.store import heads
 
 SCHEMA_MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations "
                          "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)")
@@ -137,6 +138,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     check_version(done)
     if all(v in done for v, _, _ in known):
         return
+    heads.register(conn)  # migration 0016 computes existing rows' heads
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(SCHEMA_MIGRATIONS_DDL)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from kubetrail.record import Decoded, SourceRef
 from kubetrail.stages.extract import to_record
 from kubetrail.store import Store, open_store
+from kubetrail.store.heads import KEY_HEAD_MATCH, key_head, text_head
 from kubetrail.store.queries import QueryFilters, where_clause
 from kubetrail.store.testing import execute as sql
 from kubetrail.testing import make_event
@@ -67,7 +68,7 @@ INDEXED = [
     ("namespace pattern", QueryFilters(namespace=["kube-*"]), "entries_namespace",
      lambda m: m.namespace.startswith("kube-")),
     ("credential", QueryFilters(credential_id=[CRED]), "entries_credential", lambda m: m.credential_id == CRED),
-    ("audit-id", QueryFilters(audit_id=["00000007-plan"]), "entries_audit_id_stage",
+    ("audit-id", QueryFilters(audit_id=["00000007-plan"]), "entries_audit_head",
      lambda m: m.audit_id == "00000007-plan"),
     ("since", QueryFilters(since=SINCE), "entries_kind_time", lambda m: True),
 ]
@@ -129,14 +130,39 @@ def test_every_indexed_cli_filter_uses_its_index(store_url: str) -> None:
             if dialect == "sqlite":
                 assert "SCAN entries\n" not in text + "\n" and not text.startswith("SCAN entries "), (what, text)
             assert store.count_matching(filters) == count, what
-        # the reuse check's lookup (detect/reuse.py) reads the auditID index
-        ids = [f"{i:08d}-plan" for i in range(5)]
-        marks = ",".join("?" * len(ids))
-        text = query_plan(store, dialect, f"WHERE audit_id IN ({marks}) AND audit_id <> ''", ids)
-        assert "entries_audit_id_stage" in text, text
+        # the reuse check's lookup (detect/reuse.py, KeyTables.by_audit_id) reads the auditID heads' index only
+        heads = sorted(text_head(f"{i:08d}-plan") for i in range(5))
+        marks = ",".join("?" * len(heads))
+        select = f"SELECT audit_head FROM entries WHERE audit_head IN ({marks}) GROUP BY audit_head, stage HAVING COUNT(*) > 1"
+        text = "\n".join(str(r[-1] if dialect == "sqlite" else r[0]) for r in sql(
+            store, f"EXPLAIN {'QUERY PLAN ' if dialect == 'sqlite' else ''}{select}", heads))
+        assert "entries_audit_head" in text, text
+        if dialect == "sqlite":
+            assert "COVERING INDEX entries_audit_head" in text, text
         assert [r.key for r in store.query(QueryFilters(audit_id=["00000003-plan"]))] == \
             [r.key for r in store.query(QueryFilters(any_kind=True)) if r.kind == "audit" and
              r.meta.audit_id == "00000003-plan"]
+
+
+def test_lookups_by_key_and_key_prefix_use_an_index(store_url: str) -> None:
+    """``show KEY``/``show PREFIX`` (Store.get, cli/resolve.py): through the key heads' index on SQLite
+    (the key's text has none since migration 0016), the key's UNIQUE index on PostgreSQL."""
+    index = "entries_key_key" if store_url.startswith("postgresql") else "entries_key_head"
+    with planned_store(store_url) as (store, dialect):
+        keys = [r.key for r in store.query(QueryFilters(any_kind=True), body=False)]
+        hexed = next(k for k in keys if not k.startswith("log-"))
+        for prefix in (hexed[:6], hexed[:20], hexed, "log-00001"):
+            want = sorted(k for k in keys if k.startswith(prefix))
+            filters = QueryFilters(key_prefix=prefix, any_kind=True)
+            assert sorted(r.key for r in store.query(filters, body=False)) == want, prefix
+            if prefix != "log-00001":  # not hex: no head range, the key column alone
+                where, params = where_clause(filters, dialect)
+                assert index in query_plan(store, dialect, where, params), prefix
+        text = query_plan(store, dialect, f"WHERE {KEY_HEAD_MATCH}", [key_head(hexed), hexed])
+        assert index in text, text
+        for key in (hexed, "log-000007"):
+            got = store.get(key)
+            assert got is not None and got.key == key
 
 
 def test_log_filters_use_their_indexes(store_url: str) -> None:

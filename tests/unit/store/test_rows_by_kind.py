@@ -61,9 +61,18 @@ def reference_head(r: Record) -> tuple[Any, ...]:
     return (*cols, *logs, b"", leaf_hash(encode_new_entry(cols, body_hash)), body_hash)
 
 
+def reference_heads(r: Record) -> tuple[int, int | None]:
+    """key_head, audit_head as docs/specs/event-identity.md defines them (migration 0016)."""
+    md5 = lambda text: int(hashlib.md5(text.encode("utf-8", "surrogatepass")).hexdigest()[:15], 16)  # noqa: E731
+    key = r.key
+    hexed = len(key) >= 15 and all(c in "0123456789abcdef" for c in key[:15])
+    audit_id = getattr(r.meta, "audit_id", "") if r.kind == "audit" else ""
+    return (int(key[:15], 16) if hexed else (1 << 60) | md5(key)), (md5(audit_id) if audit_id else None)
+
+
 def reference_row(r: Record, index: int, compressed_body: bytes) -> tuple[Any, ...]:
     head = reference_head(r)
-    return (index, *head[:-1], compressed_body, head[-1])
+    return (index, *head[:-1], compressed_body, head[-1], *reference_heads(r))
 
 
 REFERENCE_INSERT = (f"INSERT INTO entries ({', '.join(INSERT_COLUMNS)}) "

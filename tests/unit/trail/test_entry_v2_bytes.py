@@ -50,12 +50,12 @@ def test_the_writers_leaf_is_the_reference_leaf() -> None:
     for i in range(30):
         ev = make_event(f"{i:08d}-leaf", user=["alice", "ünïcode ✓\u2028"][i % 2], name=f"o-{i}\x01")
         head = row_head(to_record(Decoded(ev, "event", f"p:{i}"), SourceRef(cluster="c", node="n", stream="s")))
-        assert head[-2] == leaf_hash(reference(head[:len(ENTRY_COLUMNS)], head[-1]))
+        assert head[-4] == leaf_hash(reference(head[:len(ENTRY_COLUMNS)], head[-3]))  # (…, key_head, audit_head)
         log = Record(kind="container", key=f"k{i}", time=i, source=SourceRef(stream="s"), seq=i, format="cri",
                      meta=LogMeta(node="n", namespace="ns", pod=f"p\u2029{i}", labels={"a": "ü\x7f"}),
                      body=b"line")
         lh = _log_row(log, log.meta)
-        assert lh[-2] == leaf_hash(reference(lh[:len(ENTRY_COLUMNS)], lh[-1]))
+        assert lh[-4] == leaf_hash(reference(lh[:len(ENTRY_COLUMNS)], lh[-3]))
 
 
 def test_same_bytes_for_awkward_values() -> None:

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 
 from kubetrail.cli import cli
 from kubetrail.store import sqlite as store_sqlite
-from kubetrail.store.rows import HEAD_COLUMNS, LOG_COLUMNS
+from kubetrail.store.rows import HEAD_COLUMNS, HEAD_KEYS, LOG_COLUMNS
 from kubetrail.trail.entry import ENTRY_PREFIX, ENTRY_V2_PREFIX, decode_entry, encode_entry, leaf_hash
 
 # What kubetrail wrote before entries v2: the entry bytes stored (the leaf hashes them), no body
 # hash column. The store's SQLite rows are a row head + (leaf index, body) with the v2 entry's empty
 # column as a literal (``rows.insert_sql``); these rows carry the v1 entry, bound, before the leaf hash.
-_V1_COLUMNS = (*HEAD_COLUMNS[:-2], "entry", "leaf_hash", "body_sha256", "leaf_index", "body")
+_V1_COLUMNS = (*HEAD_COLUMNS[:-4], "entry", "leaf_hash", "body_sha256", *HEAD_KEYS, "leaf_index", "body")
 _V1_MARKS = ", ".join(("?",) * len(_V1_COLUMNS) + ("''",) * len(LOG_COLUMNS))
 _V1_SQL = {len(_V1_COLUMNS): f"INSERT OR ROLLBACK INTO entries ({', '.join((*_V1_COLUMNS, *LOG_COLUMNS))}) VALUES ({_V1_MARKS})"}
 
@@ -28,7 +28,8 @@ def _v1_rows(self, records):
     for row in _V2_ROWS(self, records):
         v = dict(zip((*HEAD_COLUMNS, "leaf_index", "body"), row, strict=True))
         entry = encode_entry(v["key"], v["time"], v["kind"], v["source"], v["seq"], v["body_sha256"])
-        out.append((*row[:len(HEAD_COLUMNS) - 2], entry, leaf_hash(entry), None, v["leaf_index"], v["body"]))
+        out.append((*row[:len(HEAD_COLUMNS) - 4], entry, leaf_hash(entry), None, v["key_head"], v["audit_head"],
+                    v["leaf_index"], v["body"]))
     return out
 
 
