@@ -73,19 +73,19 @@ class KeyTables:
         """The stored records of these auditIDs whose (auditID, stage) more than one record has —
         what the reuse check needs. The common case (none) reads the index of the auditIDs' heads
         only (store/heads.py), no row; the heads it finds shared are checked against the auditIDs."""
-        ids = sorted({a for a in audit_ids if a})
-        heads = sorted({text_head(a) for a in ids})
+        head_of = {a: text_head(a) for a in sorted({a for a in audit_ids if a})}  # an MD5 each: once
+        heads = sorted(set(head_of.values()))
         shared: set[int] = set()
         for i in range(0, len(heads), 500):
             chunk = heads[i:i + 500]
             shared.update(int(h) for (h,) in self.db.execute(
                 f"SELECT audit_head FROM entries WHERE audit_head IN ({placeholders(len(chunk))}) "
                 "GROUP BY audit_head, stage HAVING COUNT(*) > 1", chunk))
-        candidates = [a for a in ids if text_head(a) in shared]
+        candidates = [a for a, h in head_of.items() if h in shared]
         rows: list[AuditIdRow] = []
         for i in range(0, len(candidates), 500):
             chunk = candidates[i:i + 500]
-            hs = sorted({text_head(a) for a in chunk})
+            hs = sorted({head_of[a] for a in chunk})
             rows.extend(AuditIdRow(*r) for r in self.db.execute(
                 "SELECT audit_id, stage, key, time, username, leaf_index FROM entries "
                 f"WHERE audit_head IN ({placeholders(len(hs))}) AND audit_id IN ({placeholders(len(chunk))}) "
