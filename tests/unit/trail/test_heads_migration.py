@@ -77,3 +77,16 @@ def test_two_stored_keys_with_one_head_keep_the_first_head(tmp_path: Path) -> No
     got = dict(conn.execute("SELECT leaf_index, key_head FROM entries WHERE leaf_index IN (3, 7)").fetchall())
     conn.close()
     assert got == {3: key_head(k3), 7: None}
+
+
+def test_an_older_store_opened_read_only_is_searched_without_heads(tmp_path: Path) -> None:
+    """A read-only open does not migrate: lookups by key, key prefix and auditID use the text columns."""
+    trail = tmp_path / "t"
+    shutil.copytree(Path(__file__).parents[2] / "data" / "trail", trail)
+    with open_store(str(trail / "data"), readonly=True) as s:
+        assert not s._engine.has_column("entries", "key_head")
+        r = next(iter(s.query(QueryFilters(any_kind=True), limit=1)))
+        assert s.get(r.key).leaf_index == r.leaf_index  # type: ignore[union-attr]
+        assert r.leaf_index in [x.leaf_index for x in s.query(QueryFilters(key_prefix=r.key[:6], any_kind=True))]
+        assert [x.leaf_index for x in s.query(QueryFilters(audit_id=[r.meta.audit_id]))] == [r.leaf_index]
+        assert s.deep_check() == []
