@@ -89,7 +89,7 @@ def main() -> None:
         runs = [replay(rows, ddl, idx, a.batch) for _ in range(a.repeat)]
         cpu = min(r[0] for r in runs)
         out = min(r[1] for r in runs)
-        print(f"  {name:<32} CPU {cpu:6.1f} µs/row   written {out / 1024:5.1f} KiB/row")
+        print(f"  {name:<36} CPU {cpu:6.1f} µs/row   written {out / 1024:5.1f} KiB/row")
 
 
 if __name__ == "__main__":
