@@ -46,7 +46,7 @@ _INSERT = insert_sql("INSERT")
 _INSERT_OR_ROLLBACK = insert_sql("INSERT OR ROLLBACK")
 _LEAF_HASH = operator.itemgetter(-6)  # of a row (``rows.insert_sql``): the head's leaf hash, before (body_sha256,
 # key_head, audit_head, leaf index, body)
-_KEY_HEAD_AT = -4
+_KEY_HEAD_AT = -4  # of a row: the key head, before (audit_head, leaf index, body)
 
 __all__ = ["DB_NAME", "MAX_INDEX", "SqliteStore", "Store"]
 
