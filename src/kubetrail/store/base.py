@@ -103,16 +103,20 @@ class StoreBase:
         return int(self._engine.db.execute(f"SELECT COUNT(*) FROM entries {where}", params).fetchone()[0])
 
     def _has_heads(self) -> bool:
-        """Whether migration 0016 ran (store/heads.py; a read-only open of an older store does not migrate it)."""
-        if self.__dict__.get("_heads") is None:
-            self.__dict__["_heads"] = self._engine.has_column("entries", "key_head")
-        return bool(self.__dict__["_heads"])
+        """Whether migration 0016 ran (store/heads.py)."""
+        return self._has_entries_column("key_head")
 
     def _has_log_columns(self) -> bool:
-        """Whether migration 0009 ran (a read-only open of an older store does not migrate it)."""
-        if self.__dict__.get("_log_columns") is None:
-            self.__dict__["_log_columns"] = self._engine.has_column("entries", "workload")
-        return bool(self.__dict__["_log_columns"])
+        """Whether migration 0009 ran."""
+        return self._has_entries_column("workload")
+
+    def _has_entries_column(self, column: str) -> bool:
+        """Whether ``entries`` has a column a later migration added (a read-only open of an older store
+        does not migrate it), asked once per store."""
+        known = self.__dict__.setdefault("_entries_columns", {})
+        if column not in known:
+            known[column] = self._engine.has_column("entries", column)
+        return bool(known[column])
 
     def count_matching(self, filters: QueryFilters) -> int:
         where, params = where_clause(filters, self._engine.dialect, self._has_heads())

@@ -166,11 +166,16 @@ def deep_check(conn: Connection) -> list[Problem]:
     return problems + _head_problems(conn) + _log_copy_problems(conn)
 
 
+def _entries_has(conn: Connection, column: str) -> bool:
+    """Whether ``entries`` exists with a column a later migration added."""
+    return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
+                             "current_schema() AND table_name = 'entries' AND column_name = %s)",
+                             (column,)).fetchone()[0])  # type: ignore[index]
+
+
 def _head_problems(conn: Connection) -> list[Problem]:
     """Entries whose key or auditID head (migration 0016) is not their own (as sqlite_deep.head_problems)."""
-    if conn.execute("SELECT to_regclass('entries') IS NULL OR NOT EXISTS (SELECT 1 FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = 'entries' AND column_name = 'key_head')"
-                    ).fetchone()[0]:  # type: ignore[index]
+    if not _entries_has(conn, "key_head"):
         return []
 
     def held(head: int) -> bool:
@@ -184,9 +189,7 @@ def _head_problems(conn: Connection) -> list[Problem]:
 def _log_copy_problems(conn: Connection) -> list[Problem]:
     """Log lines whose indexed copies (migration 0009) differ from their leaf-covered ``meta`` (as
     sqlite_deep.log_copy_problems: such a row would be hidden from ``kubetrail logs`` filters)."""
-    if conn.execute("SELECT to_regclass('entries') IS NULL OR NOT EXISTS (SELECT 1 FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = 'entries' AND column_name = 'workload')"
-                    ).fetchone()[0]:  # type: ignore[index]
+    if not _entries_has(conn, "workload"):
         return []
     out = []
     with conn.cursor() as cur:

@@ -64,9 +64,14 @@ def deep_check(conn: sqlite3.Connection) -> list[Problem]:
     return problems
 
 
+def _entries_has(conn: sqlite3.Connection, column: str) -> bool:
+    """Whether ``entries`` has a column a later migration added."""
+    return column in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}
+
+
 def head_problems(conn: sqlite3.Connection) -> list[Problem]:
     """Entries whose integer key or auditID head (migration 0016, store/heads.py) is not their own."""
-    if "key_head" not in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}:
+    if not _entries_has(conn, "key_head"):
         return []
 
     def held(head: int) -> bool:
@@ -78,7 +83,7 @@ def head_problems(conn: sqlite3.Connection) -> list[Problem]:
 def log_copy_problems(conn: sqlite3.Connection) -> list[Problem]:
     """Log lines whose indexed copies (migration 0009) differ from their leaf-covered ``meta``: such a
     row would be hidden from ``kubetrail logs`` filters (never shown wrongly: logs re-checks meta)."""
-    if "workload" not in {r[1] for r in conn.execute("PRAGMA table_info(entries)")}:
+    if not _entries_has(conn, "workload"):
         return []
     cols = ", ".join(LOG_COLUMNS)
     out = []
