@@ -336,7 +336,10 @@ class Repos(Protocol):
     def keys(self) -> KeysRepo: ...
 
 
-AppendHook = Callable[[Repos, list[Record]], None]  # runs inside the append's transaction, after the rows
+# Runs inside the append's transaction. The batch's rows may not be in ``entries`` yet (SQLite inserts them
+# after the hooks, on its commit thread): a hook reads the batch from the records it is given (the tree its
+# leaf hashes from ``TrailTables.staged``).
+AppendHook = Callable[[Repos, list[Record]], None]
 
 
 class Store(Repos, Protocol):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import zstandard
@@ -107,15 +107,16 @@ class BodyCodec:
         current = self.dictionary[0]
         return [f[1] if f is not None and f[0] == current else compress(b) for b, f in zip(bodies, ahead, strict=True)]
 
-    def batch(self, records: Sequence[Record]) -> tuple[Callable[[bytes], bytes], int | None]:
+    def batch(self, records: Sequence[Record]) -> tuple[zstandard.ZstdCompressor, int | None]:
         """``compress_records`` for a caller that walks the records once itself (``SqliteStore._rows``:
         a batch's records have gone cold in cache by the time a second pass reaches them): the bodies
-        sampled (a dictionary trained), then the compressor and the id of the dictionary a worker's
+        sampled (a dictionary trained), then the compressor (used after this call, on the store's commit
+        thread, while nothing else compresses) and the id of the dictionary a worker's
         frame (``FRAME``) must have been made with to be taken (None: none is). The caller takes
         ``FRAME`` off each record, as ``compress_records`` does."""
         if not self.trained:
             self._sample([r.body for r in records[: TRAIN_AFTER - len(self._samples)]])
-        return self._compressor.compress, None if self.dictionary is None else self.dictionary[0]
+        return self._compressor, None if self.dictionary is None else self.dictionary[0]
 
     def _sample(self, bodies: Sequence[bytes]) -> None:
         self._samples.extend(bodies)

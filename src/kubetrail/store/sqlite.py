@@ -5,8 +5,9 @@ the same transaction that inserts the row, together with the source positions th
 batch, so a crash can never leave a position ahead of its data (at-least-once in) nor a key
 stored twice (exactly-once out: the store refuses a key it already holds).
 
-``append_hooks`` run inside that transaction, after the rows are inserted: the trail keeps its
-Merkle nodes there so that the tree and the entries never disagree. The body codec's state follows
+``append_hooks`` run inside that transaction (before an optimistic append's rows are inserted, on the
+commit thread: ``_Committing``; they are handed the rows' leaf hashes): the trail keeps its Merkle
+nodes there so that the tree and the entries never disagree. The body codec's state follows
 the transaction too (a dictionary trained in a rolled-back append is forgotten).
 
 ``SqliteStore.open(data_dir, readonly=True)`` is for commands that only read (query, verify,
@@ -28,17 +29,19 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
+
+import zstandard
 
 from kubetrail.errors import StoreDamagedError, StoreError, StoreNotFoundError
 from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
-from kubetrail.store.api import AppendResult, Done, PendingAppend
+from kubetrail.store.api import AppendResult, PendingAppend
 from kubetrail.store.base import StoreBase, first_of_each_key
 from kubetrail.store.codec import FRAME
 from kubetrail.store.db import placeholders
 from kubetrail.store.heads import key_head
-from kubetrail.store.rows import MAX_INDEX, describe, insert_sql, row_head
+from kubetrail.store.rows import MAX_INDEX, InsertStatement, describe, insert_sql, row_head, rows_for
 from kubetrail.trail.protocols import Problem
 
 DB_NAME = "kubetrail.db"
@@ -56,27 +59,44 @@ class _StoredKey(Exception):
 
 
 class _Committing:
-    """An append whose ``COMMIT`` runs on a thread of its own (``SqliteStore.append_deferred``).
+    """An append's last statements: the optimistic insert of its rows, then ``COMMIT``; on a thread of
+    their own (``SqliteStore.append_deferred``) or at once (``append``).
 
-    Why: the commit writes the batch's dirty pages to the WAL, fsyncs it and now and then copies the
-    WAL into the database — ~15 µs per event of a 2.9 KB stream (bench/RESULTS.md), all of it in
-    SQLite's C code, which runs without the GIL. The pipeline meanwhile decodes and prepares the next
-    batch on the other core. Only the commit is moved: the inserts bind their rows one by one, and a
-    thread that needs the GIL back after each row would wait a switch interval every time."""
+    Why a thread: inserting the rows (the indexes' b-trees) and the commit (the dirty pages written to
+    the WAL, fsynced, now and then copied into the database) are ~60 % of the store's CPU per event
+    (bench/RESULTS.md "Tenth session"), all in SQLite's C code, which runs without the GIL, while the
+    pipeline decodes and prepares the next batch on the other core. The rows go in a few statements
+    of up to ``MOST_ROWS`` rows each (``rows.InsertStatement``: one per row would need the GIL back
+    after every row). Everything else of the append (the look-ups, the tree's nodes, the positions)
+    ran before, in the caller's thread: a stored key met here (``_StoredKey``) is appended again there,
+    looking the batch's keys up (``result``)."""
 
-    def __init__(self, store: SqliteStore, records: Sequence[Record], codec_state: object,
-                 result: AppendResult) -> None:
+    def __init__(self, store: SqliteStore, records: Sequence[Record], unique: list[Record],
+                 positions: dict[str, str] | None, codec_state: object, result: AppendResult,
+                 rows: _Rows | None) -> None:
         self._store = store
         self._records = records
+        self._unique = unique
+        self._positions = positions
         self._codec_state = codec_state
         self._result = result
+        self._rows = rows
         self._future: Future[None] = Future()
         self._settled = False
-        threading.Thread(target=self._commit, name="kubetrail-commit", daemon=True).start()
 
-    def _commit(self) -> None:
+    def start(self) -> _Committing:
+        threading.Thread(target=self.run, name="kubetrail-commit", daemon=True).start()
+        return self
+
+    def run(self) -> None:
+        conn = self._store._conn
         try:
-            self._store._conn.execute("COMMIT")
+            if self._rows is not None and self._rows.rows:
+                try:
+                    _execute_rows(conn, _INSERT_OR_ROLLBACK, self._rows)
+                except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
+                    raise _StoredKey from exc
+            conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to result(), which undoes the append
             self._future.set_exception(exc)
         else:
@@ -85,13 +105,21 @@ class _Committing:
     def result(self) -> AppendResult:
         if not self._settled:
             self._settled = True
-            self._store._pending = None
+            store = self._store
+            store._pending = None
             try:
-                self._future.result()
+                try:
+                    self._future.result()
+                except _StoredKey:
+                    store._undo(self._records, self._codec_state)
+                    store._replaying = True
+                    self._result, rows = store._insert(self._records, self._unique, self._positions, True)
+                    assert rows is None, "a look-up append inserts its rows itself"
+                    store._conn.execute("COMMIT")
             except BaseException:
-                self._store._undo(self._records, self._codec_state)
+                store._undo(self._records, self._codec_state)
                 raise
-            self._store._size += len(self._result.stored)
+            store._size += len(self._result.stored)
         return self._result
 
 
@@ -231,30 +259,22 @@ class SqliteStore(StoreBase):
 
     def append_deferred(self, records: Sequence[Record], positions: dict[str, str] | None = None,
                         defer: bool = True) -> PendingAppend:
-        """``append`` with the rows inserted now and the ``COMMIT`` on a thread (``_Committing``)."""
+        """``append`` with its last statements (the optimistic insert and ``COMMIT``) on a thread
+        (``_Committing``); everything else ran when it returns."""
         self._settle()
         unique = first_of_each_key(records)
         codec_state = self.codec.snapshot()
         try:
-            try:
-                result = self._insert(records, unique, positions, self._replaying)
-            except _StoredKey:
-                self._undo(records, codec_state)
-                self._replaying = True
-                result = self._insert(records, unique, positions, True)
+            result, rows = self._insert(records, unique, positions, self._replaying)
         except BaseException:
             self._undo(records, codec_state)
             raise
+        committing = _Committing(self, records, unique, positions, codec_state, result, rows)
         if defer:
-            self._pending = _Committing(self, records, codec_state, result)
-            return self._pending
-        try:
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._undo(records, codec_state)
-            raise
-        self._size += len(result.stored)
-        return Done(result)
+            self._pending = committing.start()
+        else:
+            committing.run()
+        return committing
 
     def _undo(self, records: Sequence[Record], codec_state: object) -> None:
         """A failed append leaves nothing behind: its transaction, a dictionary trained in it, the
@@ -266,28 +286,27 @@ class SqliteStore(StoreBase):
             r.leaf_index = None
 
     def _insert(self, records: Sequence[Record], unique: list[Record], positions: dict[str, str] | None,
-                look_up: bool) -> AppendResult:
-        """The append's statements, in an open ``BEGIN IMMEDIATE`` transaction the caller commits.
-        ``_StoredKey`` when the optimistic insert met a stored key (the transaction is gone then)."""
+                look_up: bool) -> tuple[AppendResult, _Rows | None]:
+        """The append's statements, in an open ``BEGIN IMMEDIATE`` transaction the caller commits, and
+        the rows still to insert with ``INSERT OR ROLLBACK`` (none when ``look_up``: the batch's keys were
+        looked up and the new ones inserted). The tree's hook needs no row inserted: it is handed the
+        rows' leaf hashes (``TrailTables.staged``)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         self._size = self.trail.entries_size()
         aliases = self._aliases and conn.execute("SELECT 1 FROM key_aliases LIMIT 1").fetchone() is not None
+        later: _Rows | None = None
         if look_up or aliases:
             existing, heads_taken = _existing_keys(conn, [r.key for r in unique], aliases)
             fresh = [r for r in unique if r.key not in existing]
             self._replaying = len(fresh) < len(unique)
-            rows = _shared_heads_cleared(self._rows(fresh), heads_taken)
-            _execute_rows(conn, _INSERT, rows)
+            batch = self._rows(fresh)
+            batch = batch._replace(rows=_shared_heads_cleared(batch.rows, heads_taken))
+            _execute_rows(conn, _INSERT, batch)
         else:
             fresh = unique
-            rows = self._rows(fresh)
-            try:
-                _execute_rows(conn, _INSERT_OR_ROLLBACK, rows)
-            except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
-                raise _StoredKey from exc
-        # what the tree's hook would read back from the rows just inserted (``TrailTables.staged``)
-        self.trail.staged = (self._size, list(map(_LEAF_HASH, rows)))
+            batch = later = self._rows(fresh)
+        self.trail.staged = (self._size, list(map(_LEAF_HASH, batch.rows)))
         try:
             for hook in self.append_hooks:
                 hook(self, fresh)
@@ -302,22 +321,29 @@ class SqliteStore(StoreBase):
             )
         dups = len(records) - len(fresh)
         _bump(conn, {"stored": len(fresh), "duplicates": dups})
-        return AppendResult(stored=fresh, duplicates=dups)
+        return AppendResult(stored=fresh, duplicates=dups), later
 
-    def _rows(self, records: list[Record]) -> list[tuple[Any, ...]]:
-        """The records' rows (``rows.insert_sql``: a row head + (leaf index, compressed body)), in one
-        pass over the records: each is touched once, while in cache (it takes the leaf index, gives up
-        the worker's frame and row head; ``compress_records`` and ``rows.row`` do the same apart)."""
-        compress, current = self.codec.batch(records)
+    def _rows(self, records: list[Record]) -> _Rows:
+        """The records' rows (``rows.insert_sql``: a row head + (leaf index, body)), in one pass over the
+        records: each is touched once, while in cache (it takes the leaf index, gives up the worker's
+        frame and row head; ``compress_records`` and ``rows.row`` do the same apart). A row's body is a
+        worker's frame when it was made with the current dictionary, else the uncompressed body, which
+        ``_Rows.bodies`` compresses with the others in one call (on the commit thread)."""
+        compressor, current = self.codec.batch(records)
         rows: list[tuple[Any, ...]] = []
+        raw: list[int] = []
         add = rows.append
-        for i, r in enumerate(records, self._size):
+        for n, (i, r) in enumerate(enumerate(records, self._size)):
             r.leaf_index = i
             d = r.__dict__
             f = d.pop(FRAME, None)
-            add((d.pop("_row_head", None) or row_head(r))
-                + (i, f[1] if f is not None and f[0] == current else compress(r.body)))
-        return rows
+            if f is not None and f[0] == current:
+                body = f[1]
+            else:
+                body = r.body
+                raw.append(n)
+            add((d.pop("_row_head", None) or row_head(r)) + (i, body))
+        return _Rows(rows, raw, compressor)
 
     def count(self, name: str, n: int) -> None:
         """Add to a named counter outside a batch (e.g. rejects)."""
@@ -380,14 +406,59 @@ def _shared_heads_cleared(rows: list[tuple[Any, ...]], taken: set[int]) -> list[
     return out
 
 
-def _execute_rows(conn: sqlite3.Connection, sql: dict[int, str], rows: list[tuple[Any, ...]]) -> None:
-    """``executemany`` of ``SqliteStore._rows`` with each row's statement (``sql``, by the row's length),
-    in order: one statement for a batch of one kind, else one per run of rows of one kind."""
-    if len(lengths := set(map(len, rows))) == 1:
-        conn.executemany(sql[lengths.pop()], rows)
-    else:
-        for n, run in itertools.groupby(rows, len):
-            conn.executemany(sql[n], run)
+class _Rows(NamedTuple):
+    """A batch's rows (``SqliteStore._rows``) and which of them still hold an uncompressed body."""
+
+    rows: list[tuple[Any, ...]]
+    raw: list[int]  # the rows whose last value is the body itself, not its frame
+    compressor: zstandard.ZstdCompressor
+
+    def bodies(self) -> Sequence[Any] | None:
+        """Every row's body frame (None: the rows hold their frames already). The uncompressed ones
+        are compressed in one call, which runs without the GIL (``multi_compress_to_buffer``, in
+        zstandard's C backend; one call per body elsewhere)."""
+        raw = self.raw
+        if not raw:
+            return None
+        plain = [self.rows[i][-1] for i in raw]
+        many = getattr(self.compressor, "multi_compress_to_buffer", None)
+        if many is not None and any(plain):  # (it refuses a batch of empty bodies alone)
+            frames: list[Any] = list(many(plain))
+        else:
+            frames = [self.compressor.compress(b) for b in plain]
+        if len(raw) == len(self.rows):
+            return frames
+        out: list[Any] = [r[-1] for r in self.rows]
+        for i, f in zip(raw, frames, strict=True):
+            out[i] = f
+        return out
+
+
+MOST_ROWS = 2048  # rows per INSERT statement at most (``rows.InsertStatement``)
+
+
+def _execute_rows(conn: sqlite3.Connection, statements: dict[int, InsertStatement], batch: _Rows) -> None:
+    """The rows of ``SqliteStore._rows``, their bodies compressed, in order: a run of rows of one kind
+    (one length) at a time, in statements of up to ``MOST_ROWS`` rows (fewer when SQLite was built to
+    take fewer variables)."""
+    rows = batch.rows
+    bodies = batch.bodies()
+    variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    done = 0
+    for width, run in itertools.groupby(rows, len):
+        statement = statements[width]
+        same = list(run)
+        most = 1 << (min(MOST_ROWS, variables // width).bit_length() - 1)
+        for i in range(0, len(same), most):
+            part = same[i:i + most]
+            n = rows_for(len(part), most)
+            values = list(itertools.chain.from_iterable(part))
+            if bodies is not None:
+                values[width - 1::width] = bodies[done:done + len(part)]
+            done += len(part)
+            if n > len(part):
+                values.extend(itertools.repeat(0, width * (n - len(part))))  # padding rows, dropped
+            conn.execute(statement.sql(n), values)
 
 
 def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:

@@ -52,12 +52,26 @@ class TrailTables:
         self.db.executemany("INSERT INTO trail_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
 
     def entry_leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """The leaf hashes of entries ``start…`` (at most ``limit``): those of the rows an append is
+        inserting from ``staged`` (the SQLite store inserts them after the tree's hook has run), those
+        before from the table."""
         staged = self.staged
-        if staged is not None and start == staged[0] and len(staged[1]) < limit:  # all there is from start
-            return list(enumerate(staged[1], start))
-        rows = self.db.execute("SELECT leaf_index, leaf_hash FROM entries WHERE leaf_index >= ? "
-                               "ORDER BY leaf_index LIMIT ?", (start, limit)).fetchall()
-        return [(int(i), bytes(h)) for i, h in rows]
+        first = staged[0] if staged is not None else None
+        if first is None or start < first:
+            sql = "SELECT leaf_index, leaf_hash FROM entries WHERE leaf_index >= ?"
+            bound: tuple[int, ...] = (start, limit)
+            if first is not None:
+                sql += " AND leaf_index < ?"
+                bound = (start, first, limit)
+            rows = self.db.execute(sql + " ORDER BY leaf_index LIMIT ?", bound).fetchall()
+            out = [(int(i), bytes(h)) for i, h in rows]
+            if first is None or len(out) < min(limit, first - start):
+                return out  # all there is (or a gap, which the tree reports)
+            start = first
+        else:
+            out = []
+        assert staged is not None
+        return out + list(enumerate(staged[1][start - staged[0]:start - staged[0] + limit - len(out)], start))
 
     # -- checkpoints and trail_state ------------------------------------------------------------
     def latest_checkpoint(self) -> tuple[int, bytes, str] | None:

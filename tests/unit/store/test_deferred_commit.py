@@ -1,5 +1,5 @@
-"""``SqliteStore.append_deferred``: the rows go in at once and the COMMIT runs on a thread while the
-pipeline prepares the next batch (issue 18). What must hold: the records are durable when
+"""``SqliteStore.append_deferred``: the optimistic insert of the rows and the COMMIT run on a thread while
+the pipeline prepares the next batch (issue 18). What must hold: the records are durable when
 ``result()`` returns, a commit that fails leaves nothing of its batch behind (rows, tree, leaf
 indexes, a dictionary trained in it), the store refuses to interleave another statement with a
 running commit, and ``ingest`` stores the same records with or without deferral."""
@@ -53,6 +53,32 @@ def test_records_are_durable_when_result_returns(tmp_path: Path) -> None:
         assert other.position("src") == "5"
     finally:
         other.close()
+
+
+def test_the_insert_runs_on_the_commit_thread_and_a_stored_key_is_appended_again(tmp_path: Path) -> None:
+    """Why the thread exists: SQLite inserts the rows there, without the GIL (one statement per batch,
+    ``rows.InsertStatement``). A stored key met there ends the transaction; ``result()`` appends the batch
+    again in the caller's thread, looking its keys up, and the new records alone are stored."""
+    import threading
+
+    store = SqliteStore.open(str(tmp_path / "d"))
+    where: list[tuple[str, str]] = []
+    try:
+        store._conn.set_trace_callback(lambda sql: where.append((threading.current_thread().name, sql[:40])))
+        store.append_deferred(make_records(3), {"src": "3"}).result()
+        assert ("kubetrail-commit", "INSERT OR ROLLBACK INTO entries (key, ti") in where
+        assert not [w for w in where if w[0] != "kubetrail-commit" and "INTO entries" in w[1]]
+        where.clear()
+        again = [*make_records(2, start=2), *make_records(2, start=5)]  # leaf 2 is stored; 4 is skipped
+        result = store.append_deferred(again, {"src": "7"}).result()
+        assert [r.key for r in result.stored] == [r.key for r in again[1:]] and result.duplicates == 1
+        assert [r.leaf_index for r in again] == [None, 3, 4, 5]
+        insert_threads = {w[0] for w in where if "INTO entries" in w[1]}
+        assert insert_threads == {"kubetrail-commit", threading.current_thread().name}  # tried, then again here
+        assert store.size() == 6 and store.position("src") == "7"
+    finally:
+        store._conn.set_trace_callback(None)
+        store.close()
 
 
 def test_a_failed_commit_leaves_nothing_behind(tmp_path: Path) -> None:

@@ -132,15 +132,24 @@ def reference_store(tmp: Path, records: list[Record]) -> list[tuple[Any, ...]]:
     return stored(tmp / "kubetrail.db")
 
 
-@pytest.mark.parametrize("batches", ["realistic", "hostile", "logs-only", "one-per-batch"])
+@pytest.mark.parametrize("batches", ["realistic", "hostile", "logs-only", "one-per-batch", "few-variables",
+                                     "deferred"])
 def test_stored_rows_are_the_reference_rows(tmp_path: Path, batches: str) -> None:
+    """Also: a SQLite that takes few variables per statement (each run of one kind split into
+    statements of 2 rows, the last one padded: ``rows.InsertStatement``), and appends whose rows go
+    in on the commit thread (``append_deferred``)."""
     records = {"realistic": lambda: [audit(i) for i in range(40)], "hostile": hostile,
                "logs-only": lambda: [log_line(i) for i in range(5)],
-               "one-per-batch": hostile}[batches]()
+               "one-per-batch": hostile, "few-variables": hostile, "deferred": hostile}[batches]()
     with SqliteStore.open(str(tmp_path / "new")) as s:
+        if batches == "few-variables":
+            s._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # 2 rows of 31 or 37 values
         if batches == "one-per-batch":
             for r in records:
                 s.append([r])
+        elif batches == "deferred":
+            s.append_deferred(records[:7]).result()
+            s.append_deferred(records[7:]).result()
         else:
             s.append(records[:7])
             s.append(records[7:])

@@ -12,25 +12,25 @@ from click.testing import CliRunner
 
 from kubetrail.cli import cli
 from kubetrail.store import sqlite as store_sqlite
-from kubetrail.store.rows import HEAD_COLUMNS, HEAD_KEYS, LOG_COLUMNS
+from kubetrail.store.rows import HEAD_COLUMNS, HEAD_KEYS, LOG_COLUMNS, InsertStatement
 from kubetrail.trail.entry import ENTRY_PREFIX, ENTRY_V2_PREFIX, decode_entry, encode_entry, leaf_hash
 
 # What kubetrail wrote before entries v2: the entry bytes stored (the leaf hashes them), no body
 # hash column. The store's SQLite rows are a row head + (leaf index, body) with the v2 entry's empty
 # column as a literal (``rows.insert_sql``); these rows carry the v1 entry, bound, before the leaf hash.
 _V1_COLUMNS = (*HEAD_COLUMNS[:-4], "entry", "leaf_hash", "body_sha256", *HEAD_KEYS, "leaf_index", "body")
-_V1_MARKS = ", ".join(("?",) * len(_V1_COLUMNS) + ("''",) * len(LOG_COLUMNS))
-_V1_SQL = {len(_V1_COLUMNS): f"INSERT OR ROLLBACK INTO entries ({', '.join((*_V1_COLUMNS, *LOG_COLUMNS))}) VALUES ({_V1_MARKS})"}
+_V1_SQL = {len(_V1_COLUMNS): InsertStatement("INSERT OR ROLLBACK", _V1_COLUMNS, tuple((c, "''") for c in LOG_COLUMNS))}
 
 
 def _v1_rows(self, records):
+    batch = _V2_ROWS(self, records)
     out = []
-    for row in _V2_ROWS(self, records):
+    for row in batch.rows:
         v = dict(zip((*HEAD_COLUMNS, "leaf_index", "body"), row, strict=True))
         entry = encode_entry(v["key"], v["time"], v["kind"], v["source"], v["seq"], v["body_sha256"])
         out.append((*row[:len(HEAD_COLUMNS) - 4], entry, leaf_hash(entry), None, v["key_head"], v["audit_head"],
                     v["leaf_index"], v["body"]))
-    return out
+    return batch._replace(rows=out)
 
 
 _V2_ROWS = store_sqlite.SqliteStore._rows
