@@ -130,30 +130,32 @@ LOG_HEAD_COLUMNS = (*ENTRY_COLUMNS, *LOG_COLUMNS, "leaf_hash", "body_sha256", *H
 
 
 class InsertStatement:
-    """The SQLite ``INSERT`` of one row shape (the bound columns, then the literals), for ``n`` rows at once.
+    """A SQLite ``INSERT`` of one row shape (the bound columns, then the literals), for ``n`` rows at once.
 
-    Why many rows per statement: the pipeline inserts a batch on the store's commit thread while it
-    prepares the next one (store/sqlite.py ``_Committing``). SQLite runs a statement without the GIL,
-    but binds its values with it: one statement per row would need the GIL back ~2,000 times per batch,
-    and a thread that waits for it waits a switch interval (5 ms) each time the other is busy. One
-    statement per batch binds with the GIL once and inserts every row without it.
+    Why many rows per statement: the SQLite store inserts a batch on its commit thread while the
+    pipeline prepares the next one (store/sqlite.py ``_Committing``). SQLite runs a statement without
+    the GIL, but binds its values with it: one statement per row would need the GIL back ~2,000 times
+    per batch, and a thread that waits for it waits a switch interval (5 ms) each time the other is
+    busy. One statement per batch binds with the GIL once and inserts every row without it.
 
     Its text depends on ``n`` and SQLite compiles it in ~20 µs per row, so ``n`` is a power of two
     (``rows_for``) and the statements stay in the connection's cache: a part of fewer rows is padded
-    with rows of zeros, which the ``WHERE`` drops (a real row's first value is its key, a string)."""
+    with rows whose first value is NULL (``padding``), which the ``WHERE`` drops (no real row has one:
+    the first column of every shape is NOT NULL)."""
 
-    def __init__(self, verb: str, bound: tuple[str, ...], literals: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, verb: str, table: str, bound: tuple[str, ...], literals: tuple[tuple[str, str], ...] = ()) -> None:
         names = (*bound, *(c for c, _ in literals))
         picked = (*(f"column{i}" for i in range(1, len(bound) + 1)), *(v for _, v in literals))
         self.width = len(bound)
-        self._head = f"{verb} INTO entries ({', '.join(names)}) SELECT {', '.join(picked)} FROM (VALUES "
+        self.padding = (None,) + (0,) * (len(bound) - 1)  # zeros bind ~10x faster than NULLs
+        self._head = f"{verb} INTO {table} ({', '.join(names)}) SELECT {', '.join(picked)} FROM (VALUES "
         self._row = f"({', '.join(('?',) * len(bound))})"
         self._text: dict[int, str] = {}
 
     def sql(self, n: int) -> str:
         text = self._text.get(n)
         if text is None:
-            text = self._text[n] = f"{self._head}{', '.join([self._row] * n)}) WHERE column1 IS NOT 0"
+            text = self._text[n] = f"{self._head}{', '.join([self._row] * n)}) WHERE column1 IS NOT NULL"
         return text
 
 
@@ -166,8 +168,8 @@ def insert_sql(verb: str) -> dict[int, InsertStatement]:
     """``verb`` ("INSERT", "INSERT OR ROLLBACK") of a SQLite row (``head + (leaf_index, body)``) by its length."""
     audit = (*HEAD_COLUMNS, "leaf_index", "body")
     log = (*LOG_HEAD_COLUMNS, "leaf_index", "body")
-    return {len(audit): InsertStatement(verb, audit, (*((c, "''") for c in LOG_COLUMNS), ("entry", "X''"))),
-            len(log): InsertStatement(verb, log, (("entry", "X''"),))}
+    return {len(audit): InsertStatement(verb, "entries", audit, (*((c, "''") for c in LOG_COLUMNS), ("entry", "X''"))),
+            len(log): InsertStatement(verb, "entries", log, (("entry", "X''"),))}
 
 
 def log_meta(meta: bytes) -> tuple[LogMeta, list[Redaction]]:

@@ -47,6 +47,9 @@ from kubetrail.trail.protocols import Problem
 DB_NAME = "kubetrail.db"
 _INSERT = insert_sql("INSERT")
 _INSERT_OR_ROLLBACK = insert_sql("INSERT OR ROLLBACK")
+# the tree's rows of an append whose entries go in on the commit thread (``TrailTables.later``)
+_TREE_INSERT = {"trail_leaves": InsertStatement("INSERT", "trail_leaves", ("idx", "hash")),
+                "trail_nodes": InsertStatement("INSERT", "trail_nodes", ("level", "idx", "hash"))}
 _LEAF_HASH = operator.itemgetter(-6)  # of a row (``rows.insert_sql``): the head's leaf hash, before (body_sha256,
 # key_head, audit_head, leaf index, body)
 _KEY_HEAD_AT = -4  # of a row: the key head, before (audit_head, leaf index, body)
@@ -73,7 +76,7 @@ class _Committing:
 
     def __init__(self, store: SqliteStore, records: Sequence[Record], unique: list[Record],
                  positions: dict[str, str] | None, codec_state: object, result: AppendResult,
-                 rows: _Rows | None) -> None:
+                 rows: _Rows | None, tree: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
         self._store = store
         self._records = records
         self._unique = unique
@@ -81,6 +84,7 @@ class _Committing:
         self._codec_state = codec_state
         self._result = result
         self._rows = rows
+        self._tree = tree
         self._future: Future[None] = Future()
         self._settled = False
 
@@ -96,6 +100,8 @@ class _Committing:
                     _execute_rows(conn, _INSERT_OR_ROLLBACK, self._rows)
                 except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
                     raise _StoredKey from exc
+            for table, rows in self._tree:
+                _insert_many(conn, _TREE_INSERT[table], rows)
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to result(), which undoes the append
             self._future.set_exception(exc)
@@ -113,8 +119,8 @@ class _Committing:
                 except _StoredKey:
                     store._undo(self._records, self._codec_state)
                     store._replaying = True
-                    self._result, rows = store._insert(self._records, self._unique, self._positions, True)
-                    assert rows is None, "a look-up append inserts its rows itself"
+                    self._result, rows, tree = store._insert(self._records, self._unique, self._positions, True)
+                    assert rows is None and not tree, "a look-up append inserts its rows itself"
                     store._conn.execute("COMMIT")
             except BaseException:
                 store._undo(self._records, self._codec_state)
@@ -265,11 +271,11 @@ class SqliteStore(StoreBase):
         unique = first_of_each_key(records)
         codec_state = self.codec.snapshot()
         try:
-            result, rows = self._insert(records, unique, positions, self._replaying)
+            result, rows, tree = self._insert(records, unique, positions, self._replaying)
         except BaseException:
             self._undo(records, codec_state)
             raise
-        committing = _Committing(self, records, unique, positions, codec_state, result, rows)
+        committing = _Committing(self, records, unique, positions, codec_state, result, rows, tree)
         if defer:
             self._pending = committing.start()
         else:
@@ -286,7 +292,7 @@ class SqliteStore(StoreBase):
             r.leaf_index = None
 
     def _insert(self, records: Sequence[Record], unique: list[Record], positions: dict[str, str] | None,
-                look_up: bool) -> tuple[AppendResult, _Rows | None]:
+                look_up: bool) -> tuple[AppendResult, _Rows | None, list[tuple[str, list[tuple[Any, ...]]]]]:
         """The append's statements, in an open ``BEGIN IMMEDIATE`` transaction the caller commits, and
         the rows still to insert with ``INSERT OR ROLLBACK`` (none when ``look_up``: the batch's keys were
         looked up and the new ones inserted). The tree's hook needs no row inserted: it is handed the
@@ -307,11 +313,13 @@ class SqliteStore(StoreBase):
             fresh = unique
             batch = later = self._rows(fresh)
         self.trail.staged = (self._size, list(map(_LEAF_HASH, batch.rows)))
+        tree: list[tuple[str, list[tuple[Any, ...]]]] = []
+        self.trail.later = tree if later is not None else None
         try:
             for hook in self.append_hooks:
                 hook(self, fresh)
         finally:
-            self.trail.staged = None
+            self.trail.staged = self.trail.later = None
         if positions:
             now = time.time_ns()
             conn.executemany(
@@ -321,7 +329,7 @@ class SqliteStore(StoreBase):
             )
         dups = len(records) - len(fresh)
         _bump(conn, {"stored": len(fresh), "duplicates": dups})
-        return AppendResult(stored=fresh, duplicates=dups), later
+        return AppendResult(stored=fresh, duplicates=dups), later, tree
 
     def _rows(self, records: list[Record]) -> _Rows:
         """The records' rows (``rows.insert_sql``: a row head + (leaf index, body)), in one pass over the
@@ -439,26 +447,31 @@ MOST_ROWS = 2048  # rows per INSERT statement at most (``rows.InsertStatement``)
 
 def _execute_rows(conn: sqlite3.Connection, statements: dict[int, InsertStatement], batch: _Rows) -> None:
     """The rows of ``SqliteStore._rows``, their bodies compressed, in order: a run of rows of one kind
-    (one length) at a time, in statements of up to ``MOST_ROWS`` rows (fewer when SQLite was built to
-    take fewer variables)."""
-    rows = batch.rows
+    (one length) at a time (``_insert_many``)."""
     bodies = batch.bodies()
-    variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     done = 0
-    for width, run in itertools.groupby(rows, len):
-        statement = statements[width]
+    for width, run in itertools.groupby(batch.rows, len):
         same = list(run)
-        most = 1 << (min(MOST_ROWS, variables // width).bit_length() - 1)
-        for i in range(0, len(same), most):
-            part = same[i:i + most]
-            n = rows_for(len(part), most)
-            values = list(itertools.chain.from_iterable(part))
-            if bodies is not None:
-                values[width - 1::width] = bodies[done:done + len(part)]
-            done += len(part)
-            if n > len(part):
-                values.extend(itertools.repeat(0, width * (n - len(part))))  # padding rows, dropped
-            conn.execute(statement.sql(n), values)
+        _insert_many(conn, statements[width], same, None if bodies is None else bodies[done:done + len(same)])
+        done += len(same)
+
+
+def _insert_many(conn: sqlite3.Connection, statement: InsertStatement, rows: Sequence[tuple[Any, ...]],
+                 bodies: Sequence[Any] | None = None) -> None:
+    """Rows of one shape, in order, in statements of up to ``MOST_ROWS`` rows (fewer when SQLite was
+    built to take fewer variables), the last one padded (``InsertStatement``); ``bodies``, when given,
+    replace each row's last value."""
+    width = statement.width
+    most = 1 << (min(MOST_ROWS, conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width).bit_length() - 1)
+    for i in range(0, len(rows), most):
+        part = rows[i:i + most]
+        n = rows_for(len(part), most)
+        values = list(itertools.chain.from_iterable(part))
+        if bodies is not None:
+            values[width - 1::width] = bodies[i:i + len(part)]
+        if n > len(part):
+            values.extend(statement.padding * (n - len(part)))  # dropped by the statement
+        conn.execute(statement.sql(n), values)
 
 
 def _bump(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:

@@ -10,6 +10,7 @@ index); levels >= 1 are ``trail_nodes``, complete subtrees only, so rows never c
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from kubetrail.store.db import Engine, damaged, damaged_errors
 from kubetrail.store.rows import ENTRY_SELECT, row_entry, verify_row
@@ -25,6 +26,9 @@ class TrailTables:
         # index, hashes). The tree's append hook asks for exactly these (``entry_leaves``), and reading
         # them back cost the writer ~1 µs per event (issue 18); set and cleared by the SQLite store.
         self.staged: tuple[int, Sequence[bytes]] | None = None
+        # An append that inserts its rows later (on the SQLite store's commit thread) collects the tree's
+        # new rows here instead of inserting them: (table, rows), inserted there after the entries.
+        self.later: list[tuple[str, list[tuple[Any, ...]]]] | None = None
 
     def lock(self) -> None:
         """Hold the trail (appends, signing) until the current transaction ends."""
@@ -47,8 +51,11 @@ class TrailTables:
         return int(row[0]) if row else None
 
     def add_nodes(self, start: int, leaves: Sequence[bytes], nodes: Sequence[tuple[int, int, bytes]]) -> None:
-        self.db.executemany("INSERT INTO trail_leaves (idx, hash) VALUES (?, ?)",
-                            [(start + i, h) for i, h in enumerate(leaves)])
+        leaf_rows = list(enumerate(leaves, start))
+        if self.later is not None:
+            self.later += [("trail_leaves", leaf_rows), ("trail_nodes", list(nodes))]
+            return
+        self.db.executemany("INSERT INTO trail_leaves (idx, hash) VALUES (?, ?)", leaf_rows)
         self.db.executemany("INSERT INTO trail_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
 
     def entry_leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:

@@ -61,13 +61,17 @@ def test_the_insert_runs_on_the_commit_thread_and_a_stored_key_is_appended_again
     again in the caller's thread, looking its keys up, and the new records alone are stored."""
     import threading
 
+    from kubetrail.trail.tree import Tree, sync_hook, sync_now
+
     store = SqliteStore.open(str(tmp_path / "d"))
+    store.append_hooks.append(sync_hook)
     where: list[tuple[str, str]] = []
     try:
         store._conn.set_trace_callback(lambda sql: where.append((threading.current_thread().name, sql[:40])))
         store.append_deferred(make_records(3), {"src": "3"}).result()
         assert ("kubetrail-commit", "INSERT OR ROLLBACK INTO entries (key, ti") in where
-        assert not [w for w in where if w[0] != "kubetrail-commit" and "INTO entries" in w[1]]
+        assert ("kubetrail-commit", "INSERT INTO trail_leaves (idx, hash) SEL") in where  # the tree's rows too
+        assert not [w for w in where if w[0] != "kubetrail-commit" and ("INTO entries" in w[1] or "INTO trail_" in w[1])]
         where.clear()
         again = [*make_records(2, start=2), *make_records(2, start=5)]  # leaf 2 is stored; 4 is skipped
         result = store.append_deferred(again, {"src": "7"}).result()
@@ -76,9 +80,16 @@ def test_the_insert_runs_on_the_commit_thread_and_a_stored_key_is_appended_again
         insert_threads = {w[0] for w in where if "INTO entries" in w[1]}
         assert insert_threads == {"kubetrail-commit", threading.current_thread().name}  # tried, then again here
         assert store.size() == 6 and store.position("src") == "7"
+        root = Tree(store.trail).root()
     finally:
         store._conn.set_trace_callback(None)
         store.close()
+    other = SqliteStore.open(str(tmp_path / "e"))
+    try:
+        other.append([*make_records(4), *make_records(2, start=5)])  # the same six records
+        assert sync_now(other) == 6 and Tree(other.trail).root() == root
+    finally:
+        other.close()
 
 
 def test_a_failed_commit_leaves_nothing_behind(tmp_path: Path) -> None:

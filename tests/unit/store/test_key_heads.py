@@ -35,6 +35,18 @@ def test_heads() -> None:
     assert prefix_range("") is None and prefix_range("log-") is None
 
 
+def test_the_audit_head_is_60_bits_of_the_md5_whichever_md5_the_build_has() -> None:
+    """PostgreSQL's migration computes it with ``md5()``: CPython's own MD5 and OpenSSL's must agree."""
+    import hashlib
+
+    from kubetrail.store import heads
+
+    for text in ("0a1b2c3d-1234-5678-9abc-def012345678", "a", "ünï\u2028", "x" * 300):
+        want = int.from_bytes(hashlib.md5(text.encode(), usedforsecurity=False).digest()[:8], "big") >> 4
+        assert audit_head(text) == want
+    assert heads._plain_md5()(b"kubetrail").digest() == hashlib.md5(b"kubetrail", usedforsecurity=False).digest()
+
+
 def stored_heads(store) -> dict[str, int | None]:  # type: ignore[no-untyped-def]
     return {k: h for k, h in sql(store, "SELECT key, key_head FROM entries")}
 

@@ -19,7 +19,7 @@ from kubetrail.trail.entry import ENTRY_PREFIX, ENTRY_V2_PREFIX, decode_entry, e
 # hash column. The store's SQLite rows are a row head + (leaf index, body) with the v2 entry's empty
 # column as a literal (``rows.insert_sql``); these rows carry the v1 entry, bound, before the leaf hash.
 _V1_COLUMNS = (*HEAD_COLUMNS[:-4], "entry", "leaf_hash", "body_sha256", *HEAD_KEYS, "leaf_index", "body")
-_V1_SQL = {len(_V1_COLUMNS): InsertStatement("INSERT OR ROLLBACK", _V1_COLUMNS, tuple((c, "''") for c in LOG_COLUMNS))}
+_V1_SQL = {len(_V1_COLUMNS): InsertStatement("INSERT OR ROLLBACK", "entries", _V1_COLUMNS, tuple((c, "''") for c in LOG_COLUMNS))}
 
 
 def _v1_rows(self, records):
