@@ -107,6 +107,8 @@ class _Committing:
             self._future.set_exception(exc)
         else:
             self._future.set_result(None)
+        finally:
+            self._rows, self._tree = None, []  # the batch's frames are not kept while the caller holds this
 
     def result(self) -> AppendResult:
         if not self._settled:
