@@ -1,5 +1,6 @@
-"""bench/chunk_transfer.py and bench/index_cost.py (issue 18's figures for the workers' transport and the
-indexes' cost) run against the code they measure: small inputs, every line printed."""
+"""bench/chunk_transfer.py, bench/index_cost.py and bench/vcpu_share.py (issue 18's figures for the workers'
+transport, the indexes' cost and what the commit thread's CPU is worth) run against the code they
+measure: small inputs, every line printed."""
 
 from __future__ import annotations
 
@@ -42,3 +43,10 @@ def test_index_cost_replays_a_store(tmp_path: Path) -> None:
                     "without the auditID head's index", "without both", "no secondary index"):
         assert variant in out, (variant, out)
     assert out.count("KiB/row") == 6
+
+
+def test_vcpu_share_times_the_loop_beside_each_hog() -> None:
+    out = _run(str(ROOT / "bench" / "vcpu_share.py"), "--loops", "20000", "--repeat", "2")
+    lines = out.splitlines()
+    assert lines[0].startswith("python loop alone") and len(lines) == 4, out
+    assert [line.split()[2] for line in lines[1:]] == ["sha256", "sqlite", "sleep"], out
