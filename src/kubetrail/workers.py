@@ -34,6 +34,7 @@ import multiprocessing
 import os
 import re
 import stat
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -135,7 +136,21 @@ def default_workers(input_bytes: int) -> int:
     return 0 if n <= 1 or input_bytes < MIN_INPUT_BYTES else n
 
 
+ORPHAN_CHECK_S = 1.0  # how often a worker looks whether its parent is still there
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """A worker waits on its pool's queue and would wait there for ever once the writer is gone: a
+    SIGKILLed (OOM-killed) agent or ``run`` left its workers behind, ~37 MiB each, every restart more.
+    So each worker leaves as soon as it has been reparented."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(1)
+
+
 def _init(key: RedactionKey, rules: DetectSettings | None = None, ruleset: RuleSet | None = None) -> None:
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), name="kubetrail-orphan-check",
+                     daemon=True).start()
     with contextlib.suppress(OSError):  # not allowed here: the same results, only slower on a full machine
         os.nice(WORKER_NICE)
     _state["key"] = key

@@ -7,6 +7,7 @@ across both nodes in time order. The API server is the stand-in, serving the rec
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -80,6 +81,16 @@ class Agent:
             time.sleep(0.2)
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(60)
+
+
+def _processes_of(config: str) -> list[int]:
+    """The processes whose command line names ``config`` (the agents and their workers)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if config.encode() in fh.read():
+                found.append(int(pid))
+    return found
 
 
 def wait_stored(data: str, want: int, secs: float = 60, *args: str) -> list[dict[str, Any]]:
@@ -187,6 +198,11 @@ def test_sigkilled_agent_stores_every_line_once_with_its_workload(tmp_path: Path
     api.stop()
 
     assert agent.kills == 10
+    # the SIGKILLed agents' preparation workers left when their agent did (workers._exit_when_orphaned)
+    deadline = time.monotonic() + 10
+    while (left := _processes_of(agent.config)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"processes of the killed agents still run: {left}"
     assert sum(1 for w in b.written) > 100
     uid_of = {"web-5d8f7c9b6-abcde": WEB_A, "db-0": DB, "report-28599000-x7k2p": JOB, "web-5d8f7c9b6-zzzzz": WEB_B}
     got = Counter((r["pod_uid"], r["container"], r["stream"], r["message"]) for r in rows)
