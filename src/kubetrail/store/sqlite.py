@@ -38,7 +38,7 @@ from kubetrail.record import Record
 from kubetrail.store import sqlite_schema
 from kubetrail.store.api import AppendResult, PendingAppend
 from kubetrail.store.base import StoreBase, first_of_each_key
-from kubetrail.store.codec import FRAME
+from kubetrail.store.codec import FRAME, compress_together
 from kubetrail.store.db import placeholders
 from kubetrail.store.heads import key_head
 from kubetrail.store.rows import MAX_INDEX, InsertStatement, describe, insert_sql, row_head, rows_for
@@ -65,10 +65,11 @@ class _Committing:
     """An append's last statements: the optimistic insert of its rows, then ``COMMIT``; on a thread of
     their own (``SqliteStore.append_deferred``) or at once (``append``).
 
-    Why a thread: inserting the rows (the indexes' b-trees) and the commit (the dirty pages written to
-    the WAL, fsynced, now and then copied into the database) are ~60 % of the store's CPU per event
-    (bench/RESULTS.md "Tenth session"), all in SQLite's C code, which runs without the GIL, while the
-    pipeline decodes and prepares the next batch on the other core. The rows go in a few statements
+    Why a thread: compressing the bodies, inserting the rows (the indexes' b-trees) and the commit (the
+    dirty pages written to the WAL, fsynced, now and then copied into the database) run in zstd's and
+    SQLite's C code without the GIL, while the pipeline decodes and prepares the next batch on the other
+    core: 16-20 % of the main thread's instructions per event moved here (bench/RESULTS.md "Tenth
+    session"); binding the values still takes the GIL. The rows go in a few statements
     of up to ``MOST_ROWS`` rows each (``rows.InsertStatement``: one per row would need the GIL back
     after every row). Everything else of the append (the look-ups, the tree's nodes, the positions)
     ran before, in the caller's thread: a stored key met here (``_StoredKey``) is appended again there,
@@ -76,7 +77,7 @@ class _Committing:
 
     def __init__(self, store: SqliteStore, records: Sequence[Record], unique: list[Record],
                  positions: dict[str, str] | None, codec_state: object, result: AppendResult,
-                 rows: _Rows | None, tree: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+                 rows: _Rows | None) -> None:
         self._store = store
         self._records = records
         self._unique = unique
@@ -84,7 +85,6 @@ class _Committing:
         self._codec_state = codec_state
         self._result = result
         self._rows = rows
-        self._tree = tree
         self._future: Future[None] = Future()
         self._settled = False
 
@@ -95,20 +95,21 @@ class _Committing:
     def run(self) -> None:
         conn = self._store._conn
         try:
-            if self._rows is not None and self._rows.rows:
-                try:
-                    _execute_rows(conn, _INSERT_OR_ROLLBACK, self._rows)
-                except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
-                    raise _StoredKey from exc
-            for table, rows in self._tree:
-                _insert_many(conn, _TREE_INSERT[table], rows)
+            if self._rows is not None:
+                if self._rows.rows:
+                    try:
+                        _execute_rows(conn, _INSERT_OR_ROLLBACK, self._rows)
+                    except sqlite3.IntegrityError as exc:  # SQLite has rolled the transaction back
+                        raise _StoredKey from exc
+                for table, rows in self._rows.tree:
+                    _insert_many(conn, _TREE_INSERT[table], rows)
             conn.execute("COMMIT")
         except BaseException as exc:  # noqa: BLE001 - handed to result(), which undoes the append
             self._future.set_exception(exc)
         else:
             self._future.set_result(None)
         finally:
-            self._rows, self._tree = None, []  # the batch's frames are not kept while the caller holds this
+            self._rows = None  # the batch's frames are not kept while the caller holds this
 
     def result(self) -> AppendResult:
         if not self._settled:
@@ -121,8 +122,8 @@ class _Committing:
                 except _StoredKey:
                     store._undo(self._records, self._codec_state)
                     store._replaying = True
-                    self._result, rows, tree = store._insert(self._records, self._unique, self._positions, True)
-                    assert rows is None and not tree, "a look-up append inserts its rows itself"
+                    self._result, rows = store._insert(self._records, self._unique, self._positions, True)
+                    assert rows is None, "a look-up append inserts its rows itself"
                     store._conn.execute("COMMIT")
             except BaseException:
                 store._undo(self._records, self._codec_state)
@@ -273,11 +274,11 @@ class SqliteStore(StoreBase):
         unique = first_of_each_key(records)
         codec_state = self.codec.snapshot()
         try:
-            result, rows, tree = self._insert(records, unique, positions, self._replaying)
+            result, rows = self._insert(records, unique, positions, self._replaying)
         except BaseException:
             self._undo(records, codec_state)
             raise
-        committing = _Committing(self, records, unique, positions, codec_state, result, rows, tree)
+        committing = _Committing(self, records, unique, positions, codec_state, result, rows)
         if defer:
             self._pending = committing.start()
         else:
@@ -294,11 +295,11 @@ class SqliteStore(StoreBase):
             r.leaf_index = None
 
     def _insert(self, records: Sequence[Record], unique: list[Record], positions: dict[str, str] | None,
-                look_up: bool) -> tuple[AppendResult, _Rows | None, list[tuple[str, list[tuple[Any, ...]]]]]:
+                look_up: bool) -> tuple[AppendResult, _Rows | None]:
         """The append's statements, in an open ``BEGIN IMMEDIATE`` transaction the caller commits, and
-        the rows still to insert with ``INSERT OR ROLLBACK`` (none when ``look_up``: the batch's keys were
-        looked up and the new ones inserted). The tree's hook needs no row inserted: it is handed the
-        rows' leaf hashes (``TrailTables.staged``)."""
+        the rows still to insert: the entries' with ``INSERT OR ROLLBACK`` and the tree's (None when
+        ``look_up``: the batch's keys were looked up and everything inserted). The tree's hook needs no
+        row inserted: it is handed the rows' leaf hashes (``TrailTables.staged``)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         self._size = self.trail.entries_size()
@@ -315,8 +316,7 @@ class SqliteStore(StoreBase):
             fresh = unique
             batch = later = self._rows(fresh)
         self.trail.staged = (self._size, list(map(_LEAF_HASH, batch.rows)))
-        tree: list[tuple[str, list[tuple[Any, ...]]]] = []
-        self.trail.later = tree if later is not None else None
+        self.trail.later = later.tree if later is not None else None  # the hook's rows go in with the batch's
         try:
             for hook in self.append_hooks:
                 hook(self, fresh)
@@ -331,7 +331,7 @@ class SqliteStore(StoreBase):
             )
         dups = len(records) - len(fresh)
         _bump(conn, {"stored": len(fresh), "duplicates": dups})
-        return AppendResult(stored=fresh, duplicates=dups), later, tree
+        return AppendResult(stored=fresh, duplicates=dups), later
 
     def _rows(self, records: list[Record]) -> _Rows:
         """The records' rows (``rows.insert_sql``: a row head + (leaf index, body)), in one pass over the
@@ -343,8 +343,8 @@ class SqliteStore(StoreBase):
         rows: list[tuple[Any, ...]] = []
         raw: list[int] = []
         add = rows.append
-        for n, (i, r) in enumerate(enumerate(records, self._size)):
-            r.leaf_index = i
+        for n, r in enumerate(records):
+            r.leaf_index = i = self._size + n
             d = r.__dict__
             f = d.pop(FRAME, None)
             if f is not None and f[0] == current:
@@ -353,7 +353,7 @@ class SqliteStore(StoreBase):
                 body = r.body
                 raw.append(n)
             add((d.pop("_row_head", None) or row_head(r)) + (i, body))
-        return _Rows(rows, raw, compressor)
+        return _Rows(rows, raw, compressor, [])
 
     def count(self, name: str, n: int) -> None:
         """Add to a named counter outside a batch (e.g. rejects)."""
@@ -417,25 +417,21 @@ def _shared_heads_cleared(rows: list[tuple[Any, ...]], taken: set[int]) -> list[
 
 
 class _Rows(NamedTuple):
-    """A batch's rows (``SqliteStore._rows``) and which of them still hold an uncompressed body."""
+    """A batch's rows (``SqliteStore._rows``), which of them still hold an uncompressed body, and the
+    tree's rows its append adds: what the commit thread inserts."""
 
     rows: list[tuple[Any, ...]]
     raw: list[int]  # the rows whose last value is the body itself, not its frame
     compressor: zstandard.ZstdCompressor
+    tree: list[tuple[str, list[tuple[Any, ...]]]]  # the tree's new rows, by table (``TrailTables.later``)
 
     def bodies(self) -> Sequence[Any] | None:
-        """Every row's body frame (None: the rows hold their frames already). The uncompressed ones
-        are compressed in one call, which runs without the GIL (``multi_compress_to_buffer``, in
-        zstandard's C backend; one call per body elsewhere)."""
+        """Every row's body frame (None: the rows hold their frames already); the uncompressed ones
+        compressed together (``codec.compress_together``: without the GIL)."""
         raw = self.raw
         if not raw:
             return None
-        plain = [self.rows[i][-1] for i in raw]
-        many = getattr(self.compressor, "multi_compress_to_buffer", None)
-        if many is not None and any(plain):  # (it refuses a batch of empty bodies alone)
-            frames: list[Any] = list(many(plain))
-        else:
-            frames = [self.compressor.compress(b) for b in plain]
+        frames = compress_together(self.compressor, [self.rows[i][-1] for i in raw])
         if len(raw) == len(self.rows):
             return frames
         out: list[Any] = [r[-1] for r in self.rows]

@@ -212,3 +212,19 @@ def test_duplicate_keys_keep_the_first(tmp_path: Path) -> None:
     with SqliteStore.open(str(tmp_path)) as s:
         result = s.append(batch)
     assert list(map(id, result.stored)) == list(map(id, reference_unique(batch))) and result.duplicates == 3
+
+
+def test_bodies_compressed_together_are_the_frames_of_one_call_each() -> None:
+    """``codec.compress_together`` (the commit thread's one call) gives each body's own frame, also where
+    the backend has no batch call and for a batch of empty bodies, which the batch call refuses."""
+    from kubetrail.store.codec import compress_together
+
+    plain = zstandard.ZstdCompressor(level=1)
+    bodies = [audit(i).body for i in range(5)] + [b""]
+
+    class OneByOne:  # zstandard's cffi backend: no multi_compress_to_buffer
+        compress = plain.compress
+
+    for compressor, batch in ((plain, bodies), (OneByOne(), bodies), (plain, [b"", b""])):
+        got = [bytes(f) for f in compress_together(compressor, batch)]  # type: ignore[arg-type]
+        assert got == [plain.compress(b) for b in batch]
