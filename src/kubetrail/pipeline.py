@@ -348,6 +348,7 @@ class Pipeline:
                     where.append(position)
             (batch if isinstance(item, Record) else rejected).append(item)
             if len(batch) + len(rejected) >= self.batch_size:
+                self.store.prepare(batch)  # while the previous batch still commits (``Store.prepare``)
                 self._settle(committing, progress)
                 committing = (self._store_begin(batch, rejected, None, where, source, defer=True),
                               len(batch) + len(rejected))

@@ -375,6 +375,13 @@ class Store(Repos, Protocol):
         meanwhile and calls ``result()`` before anything else uses the store (``Pipeline.ingest_items``)."""
         ...
 
+    def prepare(self, records: Sequence[Record]) -> None:
+        """Do now the part of a later ``append`` of these records that needs neither the store nor its
+        transaction, leaving it on the records (the SQLite store: the row heads). The pipeline calls it
+        while the previous batch still commits, so that work overlaps the commit instead of following
+        it; it may be called from any thread that does not use the store meanwhile."""
+        ...
+
     def count(self, name: str, n: int) -> None: ...
 
     def position(self, source: str) -> str | None: ...

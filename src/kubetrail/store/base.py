@@ -54,6 +54,9 @@ class StoreBase:
     def has_table(self, name: str) -> bool:
         return self._engine.has_table(name)
 
+    def prepare(self, records: Sequence[Record]) -> None:
+        """Nothing to do ahead of ``append`` unless an engine says so (``SqliteStore.prepare``)."""
+
     def body_dictionary(self) -> tuple[int, bytes] | None:
         return self.codec.dictionary
 

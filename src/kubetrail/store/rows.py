@@ -148,6 +148,7 @@ class InsertStatement:
         picked = (*(f"column{i}" for i in range(1, len(bound) + 1)), *(v for _, v in literals))
         self.width = len(bound)
         self.padding = (None,) + (0,) * (len(bound) - 1)  # zeros bind ~10x faster than NULLs
+        self.blobs = tuple(i for i, c in enumerate(bound) if c in BLOB_COLUMNS)  # bound as bytearrays (``bindable``)
         self._head = f"{verb} INTO {table} ({', '.join(names)}) SELECT {', '.join(picked)} FROM (VALUES "
         self._row = f"({', '.join(('?',) * len(bound))})"
         self._text: dict[int, str] = {}
@@ -157,6 +158,22 @@ class InsertStatement:
         if text is None:
             text = self._text[n] = f"{self._head}{', '.join([self._row] * n)}) WHERE column1 IS NOT NULL"
         return text
+
+
+# The columns whose values are bytes (or a zstd frame's buffer): never NULL in a new row.
+BLOB_COLUMNS = frozenset({"meta", "leaf_hash", "body", "body_sha256", "hash"})
+
+
+def bindable(statement: InsertStatement, values: list[Any]) -> None:
+    """``values`` (rows of ``statement.width`` values, flattened) with their BLOB columns' values as
+    bytearrays, in place. Why: sqlite3 binds an int, float, str or bytearray directly, and sends anything
+    else (bytes, a zstd buffer) through its adapter protocol first (a tuple built, a dict looked up, a
+    Python call: ~150 ns a value); the statement binds while its thread holds the GIL, and the pipeline's
+    thread waits that long (~1 s of 11 on the 2.9 KB RequestResponse file in one process, most of it
+    binding: bench/RESULTS.md "Eleventh session"). A copy costs ~50 ns, in C. Padding goes in after."""
+    width = statement.width
+    for k in statement.blobs:
+        values[k::width] = map(bytearray, values[k::width])
 
 
 def rows_for(n: int, most: int) -> int:

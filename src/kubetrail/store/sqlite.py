@@ -41,7 +41,15 @@ from kubetrail.store.base import StoreBase, first_of_each_key
 from kubetrail.store.codec import FRAME, compress_together
 from kubetrail.store.db import placeholders
 from kubetrail.store.heads import key_head
-from kubetrail.store.rows import MAX_INDEX, InsertStatement, describe, insert_sql, row_head, rows_for
+from kubetrail.store.rows import (
+    MAX_INDEX,
+    InsertStatement,
+    bindable,
+    describe,
+    insert_sql,
+    row_head,
+    rows_for,
+)
 from kubetrail.trail.protocols import Problem
 
 DB_NAME = "kubetrail.db"
@@ -333,6 +341,17 @@ class SqliteStore(StoreBase):
         _bump(conn, {"stored": len(fresh), "duplicates": dups})
         return AppendResult(stored=fresh, duplicates=dups), later
 
+    def prepare(self, records: Sequence[Record]) -> None:
+        """The records' row heads (``rows.row_head``: everything of a row but its leaf index and body),
+        left on each as ``_row_head`` for ``_rows``, unless a preparation worker left one already.
+        ``Pipeline.ingest_items`` calls this before waiting for the previous batch's commit: the commit
+        thread then has that much more time to finish, and the pipeline waited for it ~0.75 s in 8.5
+        (a Metadata file in one process: bench/RESULTS.md "Eleventh session")."""
+        for r in records:
+            d = r.__dict__
+            if "_row_head" not in d:
+                d["_row_head"] = row_head(r)
+
     def _rows(self, records: list[Record]) -> _Rows:
         """The records' rows (``rows.insert_sql``: a row head + (leaf index, body)), in one pass over the
         records: each is touched once, while in cache (it takes the leaf index, gives up the worker's
@@ -467,6 +486,7 @@ def _insert_many(conn: sqlite3.Connection, statement: InsertStatement, rows: Seq
         values = list(itertools.chain.from_iterable(part))
         if bodies is not None:
             values[width - 1::width] = bodies[i:i + len(part)]
+        bindable(statement, values)
         if n > len(part):
             values.extend(statement.padding * (n - len(part)))  # dropped by the statement
         conn.execute(statement.sql(n), values)

@@ -225,3 +225,43 @@ def test_ingest_cli_on_a_file_of_several_batches(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "stored 0, duplicates 4500" in r.output, r.output
     v = runner.invoke(cli, ["verify", "--data", str(tmp_path / "d")])
     assert v.exit_code == 0, v.output
+
+
+def test_the_next_batch_is_prepared_while_the_previous_one_commits(tmp_path: Path) -> None:
+    """``Store.prepare`` runs for each full batch before the pipeline waits for the previous batch's
+    commit (the work overlaps the commit), leaves exactly ``rows.row_head`` on each record, and the
+    stored rows are those of an ingest in one synchronous batch."""
+    from kubetrail.store.rows import row_head
+
+    pipe = open_pipeline(Options(data_dir=str(tmp_path / "a"), detect=False), batch_size=7)
+    store = pipe.store
+    assert isinstance(store, SqliteStore)
+    calls: list[tuple[int, bool, bool]] = []
+    original = store.prepare
+
+    def spy(records: list[Record]) -> None:
+        original(records)
+        calls.append((len(records), store._pending is not None,
+                      all(r.__dict__["_row_head"] == row_head(r) for r in records)))
+
+    store.prepare = spy  # type: ignore[method-assign]
+    try:
+        pipe.ingest_items(_events(40), SourceRef(stream="audit-file:/a.log"))
+        prepared = store._conn.execute(f"SELECT {_ALL} FROM entries ORDER BY leaf_index").fetchall()
+    finally:
+        pipe.close()
+        store.close()
+    # five full batches: the first has no commit before it, each later one is prepared while one runs
+    assert calls == [(7, False, True)] + [(7, True, True)] * 4
+    whole = open_pipeline(Options(data_dir=str(tmp_path / "b"), detect=False), batch_size=1000)
+    try:
+        whole.ingest_items(_events(40), SourceRef(stream="audit-file:/a.log"))
+        assert isinstance(whole.store, SqliteStore)
+        assert whole.store._conn.execute(f"SELECT {_ALL} FROM entries ORDER BY leaf_index").fetchall() == prepared
+    finally:
+        whole.close()
+        whole.store.close()
+
+
+# every column but the ones that name the store's own key (the redaction key differs per data directory)
+_ALL = "leaf_index, key, time, kind, source, seq, format, audit_id, verb, username, namespace, name, leaf_hash, body_sha256"

@@ -4,6 +4,8 @@ once instead of two failed attribute lookups per value, and binding exactly what
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+from typing import Any
 
 from kubetrail.store import sqlite_schema  # noqa: F401 - registers the adapters
 
@@ -31,3 +33,25 @@ def test_values_bind_as_before() -> None:
     got = db.execute("SELECT a, b, c, d, e, typeof(a), typeof(c), typeof(e) FROM t ORDER BY rowid").fetchall()
     assert got == [(b"", b"\x00\x01" * 40, None, "x", b"ba", "blob", "null", "blob"),
                    (b"k" * 32, b"", 7, "", None, "blob", "integer", "null")]
+
+
+def test_blob_columns_bind_as_bytearrays_and_read_back_as_before(tmp_path: Path) -> None:
+    """``rows.bindable`` turns exactly the BLOB columns' values (bytes, a zstd buffer) into bytearrays,
+    which sqlite3 binds without its adapter protocol; the stored values and their types are unchanged."""
+    import zstandard
+
+    from kubetrail.store.rows import InsertStatement, bindable
+
+    frame = zstandard.ZstdCompressor().multi_compress_to_buffer([b"body one", b"body two"])
+    statement = InsertStatement("INSERT", "t", ("k", "meta", "n", "body"))
+    assert statement.blobs == (1, 3)
+    values: list[Any] = ["a", b"\x92\x01", 1, frame[0], "b", b"", 2, frame[1]]
+    bindable(statement, values)
+    assert [type(v) for v in values] == [str, bytearray, int, bytearray] * 2
+    db = sqlite3.connect(str(tmp_path / "t.db"), isolation_level=None)
+    db.execute("CREATE TABLE t (k TEXT, meta BLOB, n INTEGER, body BLOB)")
+    db.execute(statement.sql(2), values)
+    got = db.execute("SELECT k, meta, n, body, typeof(meta), typeof(body) FROM t ORDER BY rowid").fetchall()
+    plain = zstandard.ZstdDecompressor()
+    assert [(k, m, n, plain.decompress(b), tm, tb) for k, m, n, b, tm, tb in got] == [
+        ("a", b"\x92\x01", 1, b"body one", "blob", "blob"), ("b", b"", 2, b"body two", "blob", "blob")]
