@@ -48,6 +48,9 @@ def test_blob_columns_bind_as_bytearrays_and_read_back_as_before(tmp_path: Path)
     values: list[Any] = ["a", b"\x92\x01", 1, frame[0], "b", b"", 2, frame[1]]
     bindable(statement, values)
     assert [type(v) for v in values] == [str, bytearray, int, bytearray] * 2
+    with_null: list[Any] = ["c", None, 3, b"x", "d", b"m", 4, b"y"]  # a NULL BLOB stays NULL
+    bindable(statement, with_null)
+    assert with_null == ["c", None, 3, bytearray(b"x"), "d", bytearray(b"m"), 4, bytearray(b"y")]
     db = sqlite3.connect(str(tmp_path / "t.db"), isolation_level=None)
     db.execute("CREATE TABLE t (k TEXT, meta BLOB, n INTEGER, body BLOB)")
     db.execute(statement.sql(2), values)
