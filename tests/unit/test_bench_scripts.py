@@ -50,3 +50,16 @@ def test_vcpu_share_times_the_loop_beside_each_hog() -> None:
     lines = out.splitlines()
     assert lines[0].startswith("python loop alone") and len(lines) == 4, out
     assert [line.split()[2] for line in lines[1:]] == ["sha256", "sqlite", "sleep"], out
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/schedstat"), reason="reads Linux's schedstat")
+def test_waits_splits_the_main_threads_wall_time(tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(orjson.dumps(make_event(f"e-{i}", user=f"u{i % 3}")) + b"\n" for i in range(300)))
+    out = _run(str(ROOT / "bench" / "waits.py"), str(log), "--repeat", "2")
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("wall ") and "blocked" in line for line in lines), out
+    for line in lines:
+        fields = line.split()
+        wall, running = float(fields[1]), float(fields[6])
+        assert 0 < running <= wall, line
