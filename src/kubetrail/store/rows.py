@@ -168,9 +168,10 @@ def bindable(statement: InsertStatement, values: list[Any]) -> None:
     """``values`` (rows of ``statement.width`` values, flattened) with their BLOB columns' values as
     bytearrays, in place. Why: sqlite3 binds an int, float, str or bytearray directly, and sends anything
     else (bytes, a zstd buffer) through its adapter protocol first (a tuple built, a dict looked up, a
-    Python call: ~150 ns a value); the statement binds while its thread holds the GIL, and the pipeline's
-    thread waits that long (~1 s of 11 on the 2.9 KB RequestResponse file in one process, most of it
-    binding: bench/RESULTS.md "Eleventh session"). A copy costs ~50 ns, in C. Padding goes in after."""
+    Python call); the statement binds while the commit thread holds the GIL, and the pipeline's thread
+    waits meanwhile. Measured alone, a Python loop beside 2,048-row inserts lost 9.2 ms a batch with bytes
+    and 5.5 with bytearrays; in the whole pipeline the gain was within the noise of the runs
+    (bench/RESULTS.md "Eleventh session"). A copy costs ~50 ns, in C. Padding goes in after."""
     width = statement.width
     for k in statement.blobs:
         column = values[k::width]
