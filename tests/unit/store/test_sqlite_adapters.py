@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kubetrail.store import sqlite_schema  # noqa: F401 - registers the adapters
 
 
@@ -58,3 +60,16 @@ def test_blob_columns_bind_as_bytearrays_and_read_back_as_before(tmp_path: Path)
     plain = zstandard.ZstdDecompressor()
     assert [(k, m, n, plain.decompress(b), tm, tb) for k, m, n, b, tm, tb in got] == [
         ("a", b"\x92\x01", 1, b"body one", "blob", "blob"), ("b", b"", 2, b"body two", "blob", "blob")]
+
+
+def test_a_value_that_is_not_bytes_in_a_blob_column_is_refused() -> None:
+    """``bytearray(3)`` is three zero bytes and ``bytearray(True)`` one: a non-bytes value in a BLOB
+    column must raise rather than be stored as other bytes; the values are left as they were."""
+    from kubetrail.store.rows import InsertStatement, bindable
+
+    statement = InsertStatement("INSERT", "t", ("k", "meta"))
+    for wrong in (3, True, 1.5, "text"):
+        values: list[Any] = ["a", b"ok", "b", wrong]
+        with pytest.raises(TypeError, match="BLOB column"):
+            bindable(statement, values)
+        assert values == ["a", b"ok", "b", wrong]
