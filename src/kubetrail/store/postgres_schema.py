@@ -12,6 +12,7 @@ the URL to keep several stores in one database); advisory lock keys include that
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import resources
 from typing import NamedTuple
 
@@ -20,7 +21,7 @@ from psycopg import Connection
 from kubetrail.errors import StoreError
 from kubetrail.store import heads
 from kubetrail.store.rows import LOG_COLUMNS, log_meta
-from kubetrail.store.sqlite_schema import check_version, migrations, statements
+from kubetrail.store.sqlite_schema import check_version, migrations, notice, statements, upgrade_notes
 from kubetrail.trail.protocols import Problem
 
 SCHEMA_MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -53,7 +54,8 @@ def applied(conn: Connection) -> set[int]:
     return {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
 
 
-def migrate(conn: Connection) -> None:
+def migrate(conn: Connection, report: Callable[[str], None] = notice) -> None:
+    """As ``sqlite_schema.migrate``, under an advisory lock; an upgrade of a store with entries is reported."""
     known = pg_migrations()
     done = applied(conn)
     check_version(done)
@@ -64,12 +66,22 @@ def migrate(conn: Connection) -> None:
         conn.execute(SCHEMA_MIGRATIONS_DDL)
         done = applied(conn)
         check_version(done)
+        note = upgrade_notes(_entries(conn) if done else 0, report)
         for version, name, sql in known:
             if version in done:
                 continue
+            note(name)
             for stmt in statements(sql):
                 conn.execute(stmt)  # type: ignore[call-overload]
             conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (version, name))
+    note(None)
+
+
+def _entries(conn: Connection) -> int:
+    """How many entries the store holds (leaf indexes are contiguous from 0)."""
+    if conn.execute("SELECT to_regclass('entries')").fetchone()[0] is None:  # type: ignore[index]
+        return 0
+    return int(conn.execute("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM entries").fetchone()[0])  # type: ignore[index]
 
 
 _INDEX = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\s+(\w+)\s+ON\s+(\w+)\s*\(([^)]*)\)\s*(?:WHERE\s+(.*?))?\s*;?\s*$",

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from test_tamper import db, store_of, verify
 
 from kubetrail.store import open_store
@@ -90,3 +91,21 @@ def test_an_older_store_opened_read_only_is_searched_without_heads(tmp_path: Pat
         assert r.leaf_index in [x.leaf_index for x in s.query(QueryFilters(key_prefix=r.key[:6], any_kind=True))]
         assert [x.leaf_index for x in s.query(QueryFilters(audit_id=[r.meta.audit_id]))] == [r.leaf_index]
         assert s.deep_check() == []
+
+
+def test_an_upgrade_says_what_it_runs_and_a_fresh_store_says_nothing(trail: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Migration 0016 rewrites every entry (minutes for millions): the open that upgrades says which
+    migration runs on how many entries and how long the upgrade took, on stderr; stdout stays clean."""
+    if os.environ.get("KUBETRAIL_STORE"):
+        pytest.skip("the golden store is a SQLite file: its upgrade is SQLite's")
+    store_of(trail).close()
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert f"kubetrail: upgrading the store ({N} entries): migration 0016_integer_heads.sql" in lines, err
+    assert lines[-1].startswith("kubetrail: store upgraded (") and lines[-1].endswith(" s"), err
+    store_of(trail).close()  # nothing left to apply
+    with open_store(str(tmp_path / "fresh")):
+        pass
+    assert capsys.readouterr() == ("", "")
