@@ -121,6 +121,16 @@ class CredentialTables:
         has this request (``received``: the request's receive time, the same at every stage)."""
         return self._use_cursor.execute(_ADD_USE, row).rowcount > 0  # type: ignore[no-any-return]
 
+    def add_uses(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Uses the ledger knows are new (``Ledger.add_use``), in one ``executemany``."""
+        if rows:
+            self.db.executemany(_ADD_USE, rows)
+
+    def newest_use(self, cred_id: str) -> int | None:
+        """The key's second column after its first: one index seek."""
+        row = self.db.execute("SELECT MAX(received) FROM credential_uses WHERE credential = ?", (cred_id,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
     def set_use_code(self, cred_id: str, received: int, request: str, code: int) -> bool:
         """Fill in a use's response code once it is known; True if it was unknown."""
         cur = self.db.execute("UPDATE credential_uses SET code = ? WHERE credential = ? AND received = ? AND request = ? "

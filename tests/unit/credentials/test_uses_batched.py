@@ -1,0 +1,82 @@
+"""Uses received after a credential's newest are queued and written in one statement at the ledger's
+flush (credentials/ledger.py); an older or repeated request still asks the database. The answers are
+the ones of one statement per use: counts, codes, late requests, merges and a rolled-back step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cred_helpers import Cluster, use
+from test_uses_storage import KEY, stage
+
+from kubetrail.store.credentials import CredentialTables
+from kubetrail.store.testing import execute as sql
+
+IDENT = KEY.removeprefix("X509SHA256=")
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many uses went in one by one (``add_use``) and how many in batches (``add_uses``)."""
+    counts = {"one": 0, "batched": 0}
+    one, many = CredentialTables.add_use, CredentialTables.add_uses
+
+    def add_use(self: CredentialTables, row: Any) -> bool:
+        counts["one"] += 1
+        return one(self, row)
+
+    def add_uses(self: CredentialTables, rows: Any) -> None:
+        counts["batched"] += len(rows)
+        many(self, rows)
+
+    monkeypatch.setattr(CredentialTables, "add_use", add_use)
+    monkeypatch.setattr(CredentialTables, "add_uses", add_uses)
+    return counts
+
+
+def stored_uses(c: Cluster) -> int:
+    return int(sql(c.store, "SELECT COUNT(*) FROM credential_uses").fetchone()[0])
+
+
+def test_in_order_uses_go_in_together_and_the_database_answers_the_rest(cluster: Cluster,
+                                                                        statements: dict[str, int]) -> None:
+    evs = [use("alice", 10 + i, KEY, audit_id=f"r{i}") for i in range(50)]
+    cluster.feed(*(stage(ev, "RequestReceived", 10 + i, None) for i, ev in enumerate(evs)))  # no code yet
+    assert statements == {"one": 0, "batched": 50}
+    assert stored_uses(cluster) == 50 and cluster.show(IDENT)["uses"] == 50
+    # the later stages of two requests already stored: the same uses, their codes filled in
+    cluster.feed(stage(evs[3], "ResponseComplete", 13.5, 403), stage(evs[40], "ResponseComplete", 50.5, 401))
+    assert statements["one"] == 2 and stored_uses(cluster) == 50
+    shown = cluster.show(IDENT)
+    assert shown["uses"] == 50 and shown["denied"] == 2
+    # a request received before the newest, arriving late: asked, and new
+    cluster.feed(use("alice", 5, KEY, audit_id="early"))
+    assert statements["one"] == 3 and stored_uses(cluster) == 51
+    assert cluster.show(IDENT)["uses"] == 51
+    # two stages of one new request in one batch: the first is queued, the second asks (after the queue
+    # was written) and is the same use
+    fresh = use("alice", 100, KEY, audit_id="fresh")
+    cluster.feed(stage(fresh, "RequestReceived", 100, None), stage(fresh, "ResponseComplete", 100.5, 403))
+    assert stored_uses(cluster) == 52
+    shown = cluster.show(IDENT)
+    assert shown["uses"] == 52 and shown["denied"] == 3
+    assert statements["batched"] == 51
+
+
+def test_a_step_that_fails_writes_none_of_its_queued_uses_and_the_retry_writes_each_once(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster.feed(*(use("alice", 10 + i, KEY, audit_id=f"a{i}") for i in range(5)))
+    real = CredentialTables.upsert_aggregates
+
+    def broken(self: CredentialTables, rows: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(CredentialTables, "upsert_aggregates", broken)
+    stored = cluster.store.append(cluster.records(*(use("alice", 20 + i, KEY, audit_id=f"b{i}") for i in range(5)))).stored
+    with pytest.raises(RuntimeError, match="disk full"):
+        cluster.consumer.consume(stored, cluster.store)
+    assert stored_uses(cluster) == 5  # the queued uses were written inside the rolled-back transaction
+    monkeypatch.setattr(CredentialTables, "upsert_aggregates", real)
+    cluster.consumer.catch_up()
+    assert stored_uses(cluster) == 10 and cluster.show(IDENT)["uses"] == 10
