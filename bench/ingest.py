@@ -1,7 +1,7 @@
 """Ingest throughput (issue 18): `kubetrail ingest` with its default hooks next to orjson parsing alone.
 
     .venv/bin/python bench/ingest.py [--events 100000] [--runs 3] [--levels RequestResponse,Metadata]
-                                     [--workers 0,2] [--dir DIR] [--no-detect]
+                                     [--workers 0,2] [--dir DIR] [--no-detect] [--store-url URL]
 
 For each audit level, a log of the demo cluster's traffic (``bench/audit_events.py``: ~2.9 KB
 RequestResponse or ~1 KB Metadata events) is written once (kept in ``--dir`` when given, and
@@ -12,6 +12,10 @@ reused when it is already there), then measured ``--runs`` times each:
   ``--workers`` (0 = the single-process pipeline): the full default pipeline (decode, redaction,
   extraction, key, rows, SQLite commit, trail tree and checkpoints, detection, credentials; with
   ``--no-detect`` the last two are left out). Wall time from process start to exit.
+
+``--store-url`` (a PostgreSQL URL the bench may create schemas in) stores each run in a fresh schema of
+that database instead of a fresh SQLite file (the server's own CPU is not counted: it is not below the
+ingest process).
 
 Prints events/s as min / median of the runs (min = the slowest run), the ratio of the median to
 parse-only, the CPU µs per event (median) of the ingest process (with workers: the writer) and of
@@ -87,13 +91,34 @@ class Descendants(threading.Thread):
                     pass
 
 
-def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple[float, float, float, float, float]:
+def fresh_schema(url: str) -> tuple[str, str]:
+    """(schema, a URL whose search path is that new, empty schema) in the database of ``url``."""
+    import psycopg  # only with --store-url
+
+    schema = f"kt_bench_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return schema, f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+
+
+def drop_schema(url: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def ingest_once(path: str, workers: int | None, detect: bool, tmp: str,
+                store_url: str | None = None) -> tuple[float, float, float, float, float]:
     """Wall seconds, CPU seconds of the ingest process and of all its processes, peak RSS in MiB of the
     ingest process and the largest of its other processes', for one ``kubetrail ingest``; ``workers``
-    None passes no ``--workers`` (a build from before the flag)."""
+    None passes no ``--workers`` (a build from before the flag); ``store_url``: a fresh schema of that
+    PostgreSQL database instead of the data directory's SQLite file."""
     data = tempfile.mkdtemp(dir=tmp)
+    schema, store = fresh_schema(store_url) if store_url else ("", "")
     args = [sys.executable, "-m", "kubetrail", "ingest", path, "--data", data, "--no-progress"] + \
-        ([] if workers is None else ["--workers", str(workers)]) + ([] if detect else ["--no-detect"])
+        ([] if workers is None else ["--workers", str(workers)]) + ([] if detect else ["--no-detect"]) + \
+        (["--store", store] if store else [])
     t = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
@@ -108,6 +133,8 @@ def ingest_once(path: str, workers: int | None, detect: bool, tmp: str) -> tuple
             err.seek(0)
             sys.exit(f"ingest failed ({proc.returncode}): {err.read().decode(errors='replace')}")
     shutil.rmtree(data)
+    if schema:
+        drop_schema(store_url, schema)  # type: ignore[arg-type]
     # wait4's usage counts the children the ingest process reaped itself (forked workers are its
     # children) besides its own CPU: its own is the last /proc sample (50 ms apart), the whole is
     # the larger of the two accounts
@@ -138,10 +165,12 @@ def main() -> None:
                                                       "'none': no --workers flag, for builds before it)")
     ap.add_argument("--dir", help="keep the generated logs here (reused when present)")
     ap.add_argument("--no-detect", action="store_true", help="store + trail only (no detection/credentials)")
+    ap.add_argument("--store-url", help="a PostgreSQL URL: each run stores into a fresh schema of its database")
     a = ap.parse_args()
     workers = [None if w == "none" else int(w) for w in a.workers.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {a.runs} runs each, "
-          f"pipeline: store + trail{'' if a.no_detect else ' + detection + credentials'}")
+          f"pipeline: store + trail{'' if a.no_detect else ' + detection + credentials'}, "
+          f"store: {'PostgreSQL (a fresh schema per run)' if a.store_url else 'SQLite'}")
     with tempfile.TemporaryDirectory() as tmp:
         where = a.dir or tmp
         os.makedirs(where, exist_ok=True)
@@ -160,7 +189,7 @@ def main() -> None:
                   f"{'':<29}load {la}")
             for w in workers:
                 la = load()
-                runs = [ingest_once(path, w, not a.no_detect, tmp) for _ in range(a.runs)]
+                runs = [ingest_once(path, w, not a.no_detect, tmp, a.store_url) for _ in range(a.runs)]
                 walls = [r[0] for r in runs]
                 cpu = statistics.median(r[1] for r in runs)
                 cpu_all = statistics.median(r[2] for r in runs)

@@ -63,3 +63,15 @@ def test_waits_splits_the_main_threads_wall_time(tmp_path: Path) -> None:
         fields = line.split()
         wall, running = float(fields[1]), float(fields[6])
         assert 0 < running <= wall, line
+
+
+def test_ingest_bench_stores_each_run_in_a_fresh_postgres_schema(tmp_path: Path, postgres_server) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    out = _run(str(ROOT / "bench" / "ingest.py"), "--events", "300", "--runs", "1", "--levels", "Metadata",
+               "--workers", "0", "--dir", str(tmp_path), "--store-url", postgres_server.admin_url)
+    assert "store: PostgreSQL (a fresh schema per run)" in out.splitlines()[0], out
+    assert "ingest, single process" in out and "parse only" in out, out
+    with psycopg.connect(postgres_server.admin_url) as conn:
+        left = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'kt_bench_%'").fetchall()
+    assert left == []  # each run's schema is dropped after it
