@@ -84,6 +84,16 @@ def test_lookups_by_audit_id_compare_the_audit_id(store_url: str) -> None:
         assert [r.leaf_index for r in store.query(QueryFilters(audit_id=["id-2"]))] == [2, 5]
 
 
+def test_the_reuse_read_compares_the_audit_id_behind_a_shared_head(store_url: str) -> None:
+    """Records of another auditID under the same head (60 bits of MD5: forced here) are not returned."""
+    with open_store(store_url) as store:
+        store.append([rec(0, audit_id="a"), rec(1, audit_id="a"), rec(2, audit_id="b"), rec(3, audit_id="c")])
+        sql(store, "UPDATE entries SET audit_head = (SELECT audit_head FROM entries WHERE leaf_index = 0) "
+                   "WHERE audit_id = 'b'")
+        assert sorted((r.audit_id, r.leaf_index) for r in store.keys.by_audit_id(["a", "c"])) == [("a", 0), ("a", 1)]
+        assert store.keys.by_audit_id(["c"]) == []
+
+
 @pytest.mark.parametrize("doctor, what", [
     ("UPDATE entries SET key_head = key_head + 1 WHERE leaf_index = 1", "its key head is not its key's"),
     ("UPDATE entries SET key_head = NULL WHERE leaf_index = 1", "no other entry holds the key's head"),
