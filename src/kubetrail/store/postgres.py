@@ -171,6 +171,7 @@ class PostgresStore(StoreBase):
         self.data_dir = data_dir
         self.readonly = readonly
         self._closed = False
+        self._duplicates_likely = True  # the previous append had duplicates (a replay): look keys up first
         self._setup(_Engine(conn, pool))
 
     @classmethod
@@ -231,7 +232,11 @@ class PostgresStore(StoreBase):
     def append(self, records: Sequence[Record], positions: dict[str, str] | None = None) -> AppendResult:
         """Store the records whose keys are new, in order, and the source positions, atomically."""
         unique = first_of_each_key(records)
-        known = self._existing([r.key for r in unique])
+        # Looked up before the transaction only while duplicates are likely (the last append had some), so
+        # that a replay does not compress and build rows it then drops; the look-up under the lock below is
+        # what decides either way (as SQLite's append, which looks up only then too: a round trip and two
+        # 2,000-key arrays per batch otherwise, ~7 ms a batch on a local server).
+        known = self._existing([r.key for r in unique]) if self._duplicates_likely else set()
         todo = [r for r in unique if r.key not in known]
         bodies = self.codec.compress_records(todo)  # a new dictionary commits on its own
         prepared = {r.key: row(r, bodies[i]) for i, r in enumerate(todo)}
@@ -257,6 +262,7 @@ class PostgresStore(StoreBase):
                         [(s, p, now) for s, p in positions.items()])
                 dups = len(records) - len(fresh)
                 self._bump({"stored": len(fresh), "duplicates": dups})
+            self._duplicates_likely = dups > 0
         except BaseException:
             for r in records:
                 r.leaf_index = None
