@@ -142,7 +142,7 @@ def upgrade_notes(existing: int, report: Callable[[str], None]) -> Callable[[str
     """``note(name)`` before each migration an upgrade applies, ``note(None)`` after the last. Silent for
     a fresh store (``existing`` 0 entries: the whole schema in milliseconds); for a store with entries
     it says which migration runs and, at the end, how long the upgrade took, since some rebuild a table
-    (0016 rewrites every entry: ~1 min per million on 2 cores) and the command shows nothing meanwhile."""
+    (0016 rewrites every entry: about half a minute per million, docs/storage.md) and the command shows nothing meanwhile."""
     started = time.monotonic()
     ran: list[str] = []
 
