@@ -91,6 +91,15 @@ class _Engine:
     def lock(self, name: str) -> None:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({postgres_schema.lock_key(name)})")  # type: ignore[arg-type]
 
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        statement = sql.SQL("COPY {} ({}) FROM STDIN").format(sql.Identifier(table),
+                                                              sql.SQL(", ").join(map(sql.Identifier, columns)))
+        with self.conn.cursor().copy(statement) as copy:
+            for r in rows:
+                copy.write_row(r)
+
     def size_bytes(self) -> int:
         row_ = self.conn.execute(
             "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "

@@ -157,6 +157,10 @@ class _Engine:
     def stream(self, sql: str, parameters: Sequence[Any] = ()) -> Iterator[Any]:
         return iter(self.db.execute(sql, parameters))  # SQLite cursors step row by row already
 
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders(len(columns))})", rows)
+
     def lock(self, name: str) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's one write lock."""
 

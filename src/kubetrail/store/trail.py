@@ -55,8 +55,8 @@ class TrailTables:
         if self.later is not None:
             self.later += [("trail_leaves", leaf_rows), ("trail_nodes", list(nodes))]
             return
-        self.db.executemany("INSERT INTO trail_leaves (idx, hash) VALUES (?, ?)", leaf_rows)
-        self.db.executemany("INSERT INTO trail_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+        self.engine.insert_rows("trail_leaves", ("idx", "hash"), leaf_rows)
+        self.engine.insert_rows("trail_nodes", ("level", "idx", "hash"), nodes)
 
     def entry_leaves(self, start: int, limit: int) -> list[tuple[int, bytes]]:
         """The leaf hashes of entries ``start…`` (at most ``limit``): those of the rows an append is
