@@ -180,7 +180,7 @@ class PostgresStore(StoreBase):
         self.data_dir = data_dir
         self.readonly = readonly
         self._closed = False
-        self._duplicates_likely = True  # the previous append had duplicates (a replay): look keys up first
+        self._replaying = True  # the previous append had duplicates (as SqliteStore's): look keys up first
         self._setup(_Engine(conn, pool))
 
     @classmethod
@@ -245,7 +245,7 @@ class PostgresStore(StoreBase):
         # that a replay does not compress and build rows it then drops; the look-up under the lock below is
         # what decides either way (as SQLite's append, which looks up only then too: a round trip and two
         # 2,000-key arrays per batch otherwise, ~7 ms a batch on a local server).
-        known = self._existing([r.key for r in unique]) if self._duplicates_likely else set()
+        known = self._existing([r.key for r in unique]) if self._replaying else set()
         todo = [r for r in unique if r.key not in known]
         bodies = self.codec.compress_records(todo)  # a new dictionary commits on its own
         prepared = {r.key: row(r, bodies[i]) for i, r in enumerate(todo)}
@@ -255,12 +255,10 @@ class PostgresStore(StoreBase):
                 raced = self._existing(list(prepared)) if prepared else set()
                 fresh = [r for r in todo if r.key not in raced]
                 start = self.trail.entries_size()
-                if fresh:
-                    with self._conn.cursor().copy(sql.SQL("COPY entries ({}) FROM STDIN").format(
-                            sql.SQL(", ").join(map(sql.Identifier, INSERT_COLUMNS)))) as copy:
-                        for i, r in enumerate(fresh):
-                            r.leaf_index = start + i
-                            copy.write_row((r.leaf_index, *prepared[r.key][1:]))
+                for i, r in enumerate(fresh):
+                    r.leaf_index = start + i
+                self._engine.insert_rows("entries", INSERT_COLUMNS,
+                                         [(r.leaf_index, *prepared[r.key][1:]) for r in fresh])
                 for hook in self.append_hooks:
                     hook(self, fresh)
                 if positions:
@@ -271,7 +269,7 @@ class PostgresStore(StoreBase):
                         [(s, p, now) for s, p in positions.items()])
                 dups = len(records) - len(fresh)
                 self._bump({"stored": len(fresh), "duplicates": dups})
-            self._duplicates_likely = dups > 0
+            self._replaying = dups > 0
         except BaseException:
             for r in records:
                 r.leaf_index = None
