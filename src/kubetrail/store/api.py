@@ -347,7 +347,7 @@ class Repos(Protocol):
 
 # Runs inside the append's transaction. The batch's rows may not be in ``entries`` yet (SQLite inserts them
 # after the hooks, on its commit thread): a hook reads the batch from the records it is given (the tree its
-# leaf hashes from ``TrailTables.staged``).
+# leaf hashes from ``TrailTables.staging``).
 AppendHook = Callable[[Repos, list[Record]], None]
 
 

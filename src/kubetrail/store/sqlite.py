@@ -55,7 +55,7 @@ from kubetrail.trail.protocols import Problem
 DB_NAME = "kubetrail.db"
 _INSERT = insert_sql("INSERT")
 _INSERT_OR_ROLLBACK = insert_sql("INSERT OR ROLLBACK")
-# the tree's rows of an append whose entries go in on the commit thread (``TrailTables.later``)
+# the tree's rows of an append whose entries go in on the commit thread (``TrailTables.staging``)
 _TREE_INSERT = {"trail_leaves": InsertStatement("INSERT", "trail_leaves", ("idx", "hash")),
                 "trail_nodes": InsertStatement("INSERT", "trail_nodes", ("level", "idx", "hash"))}
 _LEAF_HASH = operator.itemgetter(-6)  # of a row (``rows.insert_sql``): the head's leaf hash, before (body_sha256,
@@ -311,7 +311,7 @@ class SqliteStore(StoreBase):
         """The append's statements, in an open ``BEGIN IMMEDIATE`` transaction the caller commits, and
         the rows still to insert: the entries' with ``INSERT OR ROLLBACK`` and the tree's (None when
         ``look_up``: the batch's keys were looked up and everything inserted). The tree's hook needs no
-        row inserted: it is handed the rows' leaf hashes (``TrailTables.staged``)."""
+        row inserted: it is handed the rows' leaf hashes (``TrailTables.staging``)."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         self._size = self.trail.entries_size()
@@ -327,13 +327,10 @@ class SqliteStore(StoreBase):
         else:
             fresh = unique
             batch = later = self._rows(fresh)
-        self.trail.staged = (self._size, list(map(_LEAF_HASH, batch.rows)))
-        self.trail.later = later.tree if later is not None else None  # the hook's rows go in with the batch's
-        try:
+        # the hooks' tree rows go in with the batch's on the commit thread (``TrailTables.staging``)
+        with self.trail.staging(self._size, list(map(_LEAF_HASH, batch.rows)), later.tree if later is not None else None):
             for hook in self.append_hooks:
                 hook(self, fresh)
-        finally:
-            self.trail.staged = self.trail.later = None
         if positions:
             now = time.time_ns()
             conn.executemany(
@@ -446,7 +443,7 @@ class _Rows(NamedTuple):
     rows: list[tuple[Any, ...]]
     raw: list[int]  # the rows whose last value is the body itself, not its frame
     compressor: zstandard.ZstdCompressor
-    tree: list[tuple[str, list[tuple[Any, ...]]]]  # the tree's new rows, by table (``TrailTables.later``)
+    tree: list[tuple[str, list[tuple[Any, ...]]]]  # the tree's new rows, by table (``TrailTables.staging``)
 
     def bodies(self) -> Sequence[Any] | None:
         """Every row's body frame (None: the rows hold their frames already); the uncompressed ones

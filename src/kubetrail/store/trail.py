@@ -10,6 +10,7 @@ index); levels >= 1 are ``trail_nodes``, complete subtrees only, so rows never c
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from kubetrail.store.db import Engine, damaged, damaged_errors
@@ -22,13 +23,24 @@ class TrailTables:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.db = engine.db
-        # The leaf hashes of the rows an append has just inserted, in its transaction: (first leaf
-        # index, hashes). The tree's append hook asks for exactly these (``entry_leaves``), and reading
-        # them back cost the writer ~1 µs per event (issue 18); set and cleared by the SQLite store.
+        # Set only inside ``staging`` (an append's hooks): the leaf hashes of the rows the append is
+        # inserting, and where the tree's new rows wait when the entries go in later.
         self.staged: tuple[int, Sequence[bytes]] | None = None
-        # An append that inserts its rows later (on the SQLite store's commit thread) collects the tree's
-        # new rows here instead of inserting them: (table, rows), inserted there after the entries.
         self.later: list[tuple[str, list[tuple[Any, ...]]]] | None = None
+
+    @contextmanager
+    def staging(self, start: int, leaves: Sequence[bytes],
+                later: list[tuple[str, list[tuple[Any, ...]]]] | None) -> Iterator[None]:
+        """While an append's hooks run: ``entry_leaves`` answers for the rows it is inserting from
+        ``leaves`` (first leaf index ``start``; reading them back cost the writer ~1 µs per event, issue
+        18), and with ``later`` (the SQLite store, whose commit thread inserts the entries) ``add_nodes``
+        collects the tree's new rows there, as (table, rows), instead of inserting them before the
+        entries. Both are cleared on the way out, whatever the hooks did."""
+        self.staged, self.later = (start, leaves), later
+        try:
+            yield
+        finally:
+            self.staged = self.later = None
 
     def lock(self) -> None:
         """Hold the trail (appends, signing) until the current transaction ends."""

@@ -1,5 +1,5 @@
 """The tree's append hook takes the leaf hashes of the rows an append has just inserted from the store
-(``TrailTables.staged``) instead of reading them back (issue 18: ~1 µs per event in the writer). What
+(``TrailTables.staging``) instead of reading them back (issue 18: ~1 µs per event in the writer). What
 must hold: the tree is the one the read-back builds — same leaves, nodes and root — for fresh appends,
 replays that store only some records, a tree that lags its entries, and leaf hashes the rows carry
 (a staged hash that differs from the row would show here); and nothing stays staged after an append."""
@@ -94,3 +94,27 @@ def test_a_lagging_tree_still_reads_what_it_lacks(tmp_path: Path) -> None:
         assert Tree(other.trail).root() == root
     finally:
         other.close()
+
+
+def test_a_failing_hook_leaves_nothing_staged_and_the_next_append_inserts_its_tree(tmp_path: Path) -> None:
+    """``TrailTables.staging`` clears the staged leaves and the deferred tree rows whatever the hooks do:
+    a later append whose hook runs outside an append's staging must not read stale leaves nor leave its
+    tree rows in a list nobody inserts."""
+    store = SqliteStore.open(str(tmp_path / "d"))
+
+    def failing(_store: object, _records: list[Record]) -> None:
+        assert store.trail.staged is not None and store.trail.later is not None  # inside the staging
+        raise RuntimeError("hook failed")
+
+    try:
+        store.append_hooks.append(failing)
+        with pytest.raises(RuntimeError, match="hook failed"):
+            store.append_deferred(make_records(3)).result()
+        assert (store.trail.staged, store.trail.later) == (None, None)
+        store.append_hooks[:] = [sync_hook]
+        store.append_deferred(make_records(3)).result()
+        assert Tree(store.trail).size() == 3
+    finally:
+        store.close()
+    leaves, _ = _tree_rows(tmp_path / "d" / "kubetrail.db")
+    assert [i for i, _ in leaves] == [0, 1, 2]
