@@ -44,10 +44,21 @@ class SourceRef(msgspec.Struct, frozen=True, kw_only=True):
         ``file:…``) and the detail may hold ``/``; cluster and node names are DNS names without ``/``
         or ``:``. So the stream starts at the first part with a ``:``, or is the last part.
         """
-        parts = label.split("/")
-        start = next((i for i, p in enumerate(parts) if ":" in p), len(parts) - 1)
-        head = parts[:start]
-        return cls(cluster=head[0] if head else "", node="/".join(head[1:]), stream="/".join(parts[start:]))
+        return _parse_label(label) if cls is SourceRef else _parsed(cls, label)
+
+
+def _parsed(cls: type[SourceRef], label: str) -> SourceRef:
+    parts = label.split("/")
+    start = next((i for i, p in enumerate(parts) if ":" in p), len(parts) - 1)
+    head = parts[:start]
+    return cls(cluster=head[0] if head else "", node="/".join(head[1:]), stream="/".join(parts[start:]))
+
+
+@lru_cache(maxsize=1024)
+def _parse_label(label: str) -> SourceRef:
+    """``SourceRef.parse`` for every record read back (a store holds a handful of sources; a SourceRef
+    is frozen, so one object serves every record of its source)."""
+    return _parsed(SourceRef, label)
 
 
 @lru_cache(maxsize=1024)
