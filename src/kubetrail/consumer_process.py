@@ -231,6 +231,7 @@ def _handle(conn: _Channel, consumers: list[Any], store: Any) -> bool:
     elif what == "tick":
         _each([c for c in consumers if getattr(c, "tick", None) is not None], lambda c: c.tick(store))
     elif what == "close":
+        ordering.drain_together(consumers)  # what their close would drain, slice by slice
         _each(consumers, lambda c: c.close())
         return False
     return True

@@ -387,6 +387,7 @@ class Pipeline:
             if self.workers is not None:
                 self.workers.close()
                 self.workers = None
+            ordering.drain_together(self.consumers)  # what the consumers' close would drain, slice by slice
             for consumer in self.consumers:
                 consumer.close()
         finally:

@@ -115,7 +115,16 @@ class CredentialConsumer:
         """Apply everything held (the end of an ``ingest``: nothing more will arrive)."""
         self._step([], drain=True)
 
-    def _step(self, records: list[Record], now: int | None = None, drain: bool = False) -> None:
+    def drain_some(self, n: int) -> bool:
+        """``flush`` a slice at a time (``ordering.drain_together``), each slice in a transaction of its
+        own; nothing when ``close`` would keep what is held (``live``)."""
+        if self.live:
+            return False
+        self._step([], oldest=n)
+        return len(self.buffer) > 0
+
+    def _step(self, records: list[Record], now: int | None = None, drain: bool = False,
+              oldest: int | None = None) -> None:
         ledger = self.ledger
         late_n = 0
         try:
@@ -132,7 +141,8 @@ class CredentialConsumer:
                 late_n = len(late)
                 if now is not None:
                     self.buffer.advance(now)
-                entries = self.buffer.drain() if drain else self.buffer.ready()
+                entries = (self.buffer.drain() if drain else self.buffer.oldest(oldest) if oldest is not None
+                           else self.buffer.ready())
                 self._apply_each(late)
                 for part in released(self.store, entries):
                     self._apply_each(after(part, shared))

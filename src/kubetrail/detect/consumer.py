@@ -303,6 +303,15 @@ class DetectConsumer:
         self._release(self.buffer.drain())
         self._save()
 
+    def drain_some(self, n: int) -> bool:
+        """``flush`` a slice at a time (``ordering.drain_together``); nothing when ``close`` would keep
+        what is held (``live``)."""
+        if self.live:
+            return False
+        self._release(self.buffer.oldest(n))
+        self._save()
+        return len(self.buffer) > 0
+
     def close(self) -> None:
         if not self.live:
             self.flush()

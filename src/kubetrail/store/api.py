@@ -20,7 +20,7 @@ for what it needs (tree nodes, checkpoints, the rows ``verify`` reads); the stor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -411,6 +411,10 @@ class Store(Repos, Protocol):
     def get(self, key: str) -> Record | None: ...
 
     def records_by_index(self, start: int, end: int) -> Iterator[Record]: ...
+
+    def read_back(self, leaves: Iterable[int]) -> dict[int, Record]:
+        """The stored records at these leaf indexes, read once for the consumers that release them."""
+        ...
 
     def iter_entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
         ...

@@ -8,7 +8,7 @@ An engine (store/sqlite.py, store/postgres.py) supplies the connection (``Engine
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -34,6 +34,12 @@ from kubetrail.store.trail import TrailTables
 _COLUMNS_NO_BODY = COLUMNS.replace(" body,", " NULL,")
 
 
+# ``StoreBase.read_back``: records read back for one consumer and kept for the other (one release slice,
+# ``ordering.RELEASE_SLICE``: ~8 MiB of 2.9 KB events), and the largest gap between leaves read in one range.
+READ_BACK_KEPT = 2048
+READ_BACK_GAP = 64
+
+
 class StoreBase:
     data_dir: str
     readonly: bool
@@ -50,6 +56,7 @@ class StoreBase:
         self.retention = RetentionTables(engine, self.transaction)  # type: ignore[attr-defined]
         self.keys = KeyTables(engine)
         self._aliases = engine.has_table("key_aliases")  # absent in a read-only store of an older version
+        self._read_back: dict[int, Record] = {}  # ``read_back``: read for one consumer, not yet for the other
 
     def has_table(self, name: str) -> bool:
         return self._engine.has_table(name)
@@ -143,6 +150,42 @@ class StoreBase:
         sql = f"SELECT {COLUMNS} FROM entries WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"
         for r in self._engine.stream(sql, (start, end)):
             yield self._record(r)
+
+    def read_back(self, leaves: Iterable[int]) -> dict[int, Record]:
+        """The stored records at these leaf indexes (those stored), for a consumer's reorder buffer that
+        did not keep them in memory (``ordering.materialise``). The two consumers of a process hold the
+        same records and release them one after the other: what one has read back is kept (at most
+        ``READ_BACK_KEPT`` records, oldest out first) until the other takes it, so each spilled record is
+        read from the store and decoded once, not twice (a busy apiserver's rate spills most of what the
+        buffers hold: bench/RESULTS.md, "Thirteenth session"). The other gets the same Record objects, as
+        it does for the records the buffers kept."""
+        kept = self._read_back
+        found: dict[int, Record] = {}
+        wanted: list[int] = []
+        for i in leaves:
+            r = kept.pop(i, None)
+            if r is None:
+                wanted.append(i)
+            else:
+                found[i] = r
+        if not wanted:
+            return found
+        wanted.sort()
+        read: dict[int, Record] = {}
+        i = 0
+        while i < len(wanted):  # nearby leaves in one range read (the buffers spill runs of arrivals)
+            j = i
+            while j + 1 < len(wanted) and wanted[j + 1] - wanted[j] <= READ_BACK_GAP:
+                j += 1
+            read.update((r.leaf_index or 0, r) for r in self.records_by_index(wanted[i], wanted[j] + 1))
+            i = j + 1
+        for i in wanted:
+            r = read.get(i)
+            if r is not None:
+                found[i] = kept[i] = r
+        while len(kept) > READ_BACK_KEPT:
+            del kept[next(iter(kept))]
+        return found
 
     def iter_entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes, bytes, bytes | None]]:
         """(leaf_index, entry, leaf_hash, decompressed body or None) in index order, streamed."""
