@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--events 100000] [--runs 3] [--levels RequestResponse,Metadata]
                                      [--workers 0,2] [--dir DIR] [--no-detect] [--store-url URL]
+                                     [--rate EVENTS_PER_SEC]
 
 For each audit level, a log of the demo cluster's traffic (``bench/audit_events.py``: ~2.9 KB
 RequestResponse or ~1 KB Metadata events) is written once (kept in ``--dir`` when given, and
@@ -12,6 +13,12 @@ reused when it is already there), then measured ``--runs`` times each:
   ``--workers`` (0 = the single-process pipeline): the full default pipeline (decode, redaction,
   extraction, key, rows, SQLite commit, trail tree and checkpoints, detection, credentials; with
   ``--no-detect`` the last two are left out). Wall time from process start to exit.
+
+``--rate`` writes logs with that many events per second of event time (``audit_events.at_rate``): the
+default logs spread their events over the scenario's two hours (~14 per second), so the consumers' reorder
+buffers (300 s of lateness) hold ~4,200 records and never exceed their memory budget; at a busy
+apiserver's rate they hold far more, and what is over the budget is read back from the store when
+released (``--rate 1000``: a 100,000-event log spans 100 s, all of it held until the end).
 
 ``--store-url`` (a PostgreSQL URL the bench may create schemas in) stores each run in a fresh schema of
 that database instead of a fresh SQLite file (the server's own CPU is not counted: it is not below the
@@ -166,6 +173,8 @@ def main() -> None:
     ap.add_argument("--dir", help="keep the generated logs here (reused when present)")
     ap.add_argument("--no-detect", action="store_true", help="store + trail only (no detection/credentials)")
     ap.add_argument("--store-url", help="a PostgreSQL URL: each run stores into a fresh schema of its database")
+    ap.add_argument("--rate", type=float, help="events per second of event time in the generated logs (default: "
+                                               "the scenario's two hours; bench/audit_events.py --rate)")
     a = ap.parse_args()
     workers = [None if w == "none" else int(w) for w in a.workers.split(",")]
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, {a.runs} runs each, "
@@ -175,13 +184,14 @@ def main() -> None:
         where = a.dir or tmp
         os.makedirs(where, exist_ok=True)
         for level in a.levels.split(","):
-            path = os.path.join(where, f"audit-{level}-{a.events}.log")
+            path = os.path.join(where, f"audit-{level}-{a.events}{f'-{a.rate:g}ps' if a.rate else ''}.log")
             if not os.path.exists(path):
-                audit_events.write(path, level, a.events)
+                audit_events.write(path, level, a.events, rate=a.rate)
             with open(path, "rb") as fh:
                 n = sum(1 for _ in fh)
             size = os.path.getsize(path)
-            print(f"\n{level}: {n:,} events, {size / n:,.0f} bytes/event, {size / 2**20:,.1f} MiB")
+            print(f"\n{level}: {n:,} events, {size / n:,.0f} bytes/event, {size / 2**20:,.1f} MiB"
+                  f"{f', {a.rate:g} events/s of event time' if a.rate else ''}")
             la = load()
             parse = [parse_only(path) for _ in range(a.runs)]
             pmin, pmed = rates(n, parse)

@@ -77,3 +77,38 @@ def test_the_ingest_process_s_own_peak_rss_not_the_script_s(tmp_path: Path) -> N
     _, _, _, main_rss, _ = bench.ingest_once(str(log), 0, True, str(tmp_path))
     del held
     assert 20 < main_rss < 300, main_rss
+
+
+def test_a_log_at_a_busy_apiserver_s_rate_keeps_everything_but_the_times(tmp_path: Path) -> None:
+    """``--rate``: the same events in the same order, their two timestamps squeezed into events/rate seconds."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import audit_events
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from kubetrail.timefmt import parse_rfc3339_ns
+
+    plain, fast = tmp_path / "plain.log", tmp_path / "fast.log"
+    n, _ = audit_events.write(str(plain), "Metadata", 400)
+    assert audit_events.write(str(fast), "Metadata", 400, rate=100)[0] == n
+    import orjson
+
+    a = [orjson.loads(x) for x in plain.read_bytes().splitlines()]
+    b = [orjson.loads(x) for x in fast.read_bytes().splitlines()]
+    times = audit_events.TIMES
+    assert [{k: v for k, v in e.items() if k not in times} for e in a] == \
+        [{k: v for k, v in e.items() if k not in times} for e in b]
+
+    def span(evs: list[dict[str, object]]) -> float:
+        ns = [parse_rfc3339_ns(e[f]) for e in evs for f in times]
+        return (max(ns) - min(ns)) / 1e9  # type: ignore[type-var, operator]
+
+    assert span(a) > 3600 and abs(span(b) - n / 100) < 0.01 * n / 100
+    for f in b:  # received before its stage (times are never moved apart), as the apiserver writes them
+        assert parse_rfc3339_ns(f[times[0]]) <= parse_rfc3339_ns(f[times[1]])  # type: ignore[operator]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", f[times[1]])
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "ingest.py"), "--events", "300", "--runs", "1",
+                           "--levels", "Metadata", "--workers", "0", "--dir", str(tmp_path), "--rate", "1000"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "1000 events/s of event time" in proc.stdout and (tmp_path / "audit-Metadata-300-1000ps.log").exists()
