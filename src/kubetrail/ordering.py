@@ -82,6 +82,12 @@ class ReorderBuffer:
         self._bytes = 0  # held in memory: bodies + RECORD_OVERHEAD each
         self._parsed = 0  # bodies of held records that keep their parsed event
         self._arrivals: deque[tuple[int, int]] = deque()  # (wall ns, newest event time of that arrival)
+        # ``pending_from`` without a pass over everything held (a busy apiserver's 300 s of lateness hold
+        # hundreds of thousands, asked after every batch): the held leaves in arrival order, increasing as
+        # the store gives them, and those released since (dropped from the front lazily). ``_leaves`` is
+        # None once a leaf arrived out of order (or none was given): then the pass over everything held.
+        self._leaves: deque[int] | None = deque()
+        self._gone: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._items) - self._head
@@ -100,6 +106,8 @@ class ReorderBuffer:
         lt, lk = items[-1][:2] if len(items) > self._head else (None, "")
         in_memory, held_bytes, parsed_bytes = self._in_memory, self._bytes, self._parsed
         limit, max_bytes, max_parsed = self.memory_limit, self.memory_bytes, self.parsed_bytes
+        leaves = self._leaves
+        last_leaf = leaves[-1] if leaves else -1  # a leaf is >= 0; an entry without one is held as -1
         try:
             for r in records:
                 t, key = r.time, r.key
@@ -125,6 +133,12 @@ class ReorderBuffer:
                         entry = (t, key, leaf, r, size, 0)
                 else:
                     entry = (t, key, leaf, None, 0, 0)
+                if leaves is not None:
+                    if leaf > last_leaf:
+                        leaves.append(leaf)
+                        last_leaf = leaf
+                    else:
+                        leaves = self._leaves = None
                 if lt is None or t > lt or (t == lt and key > lk):
                     items.append(entry)
                     lt, lk = t, key
@@ -181,7 +195,11 @@ class ReorderBuffer:
             self._bytes -= sum(sizes)
             self._parsed -= sum(map(_PARSED, out))
             self.frontier = (out[-1][0], out[-1][1])
+            if self._leaves is not None:
+                self._gone.update(map(_LEAF, out))
         self._head = end
+        if self._head == len(self._items):  # nothing held: the leaves start afresh
+            self._leaves, self._gone = deque(), set()
         if self._head > 4096 and self._head * 2 > len(self._items):
             del self._items[:self._head]  # compact now and then: amortised O(1) per record
             self._head = 0
@@ -189,7 +207,13 @@ class ReorderBuffer:
 
     def pending_from(self, default: int) -> int:
         """The lowest leaf still held, or ``default`` (the next leaf to receive) when none is."""
-        return min(map(_LEAF, self._items[self._head:]), default=default)
+        leaves = self._leaves
+        if leaves is None:
+            return min(map(_LEAF, self._items[self._head:]), default=default)
+        gone = self._gone
+        while leaves and leaves[0] in gone:
+            gone.discard(leaves.popleft())
+        return leaves[0] if leaves else default
 
 
 def _order(entry: Entry) -> tuple[int, str]:
