@@ -287,16 +287,8 @@ def check_types(row: Sequence[Any]) -> None:
     column only to name what is wrong."""
     if len(row) >= len(_TYPES) and all(map(isinstance, row, _TYPES)):
         return
-    for name, value in zip(_NAMES, row[:len(_NAMES)], strict=True):
-        if name in _INTS:
-            ok = isinstance(value, int)
-        elif name == "code":
-            ok = value is None or isinstance(value, int)
-        elif name in _BLOBS:
-            ok = isinstance(value, bytes | memoryview | str) or (name == "body" and value is None)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
+    for name, value, types in zip(_NAMES, row[:len(_NAMES)], _TYPES, strict=True):
+        if not isinstance(value, types):
             raise ValueError(f"column {name} holds {describe(value)}")
 
 
