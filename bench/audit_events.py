@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -205,11 +205,13 @@ class Bodies:
         return (obj if verb in WRITES else None), obj
 
 
-def events(level: str, n: int, seed: int = 20260314) -> Iterator[dict[str, Any]]:
-    """At least ``n`` events of the demo scenario at ``level`` (see the module docstring)."""
+def events(level: str, n: int, seed: int = 20260314, rate: float | None = None) -> Iterator[dict[str, Any]]:
+    """At least ``n`` events of the demo scenario at ``level`` (see the module docstring); with ``rate``,
+    that many per second of event time (``_squeezer``)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}")
     scenario = generate(seed=seed, events=n)
+    squeeze = _squeezer(scenario.events, rate) if rate else None
     bodies = Bodies(seed)
     for ev in scenario.events:
         ev = dict(ev, level=level)
@@ -223,29 +225,33 @@ def events(level: str, n: int, seed: int = 20260314) -> Iterator[dict[str, Any]]
                 ev["requestObject"] = req
             if resp is not None and "responseObject" not in ev:
                 ev["responseObject"] = resp
+        if squeeze is not None:  # after the bodies, which are made from the scenario's own times
+            squeeze(ev)
         yield ev
 
 
 TIMES = ("requestReceivedTimestamp", "stageTimestamp")
 
 
-def at_rate(evs: Iterable[dict[str, Any]], rate: float) -> Iterator[dict[str, Any]]:
-    """The events with their two timestamps moved closer together (never apart), so that the log holds
+def _squeezer(evs: list[dict[str, Any]], rate: float) -> Callable[[dict[str, Any]], None]:
+    """What moves an event's two timestamps closer to the first event's (never apart) so that the log holds
     ``rate`` events per second of event time: the scenario spreads any number of events over its two
     hours (100,000 events: ~14 per second, a small cluster), while a busy apiserver logs hundreds to
     thousands per second, and the consumers' reorder buffers (``allowed_lateness_secs``, 300 s) then
     hold far more records than their memory budget keeps (the rest is read back from the store when
-    released: a cost the sparse log never shows). Order and every other byte are kept."""
-    evs = list(evs)
+    released: a cost the sparse log never shows). Order and every other byte are kept. The span is read
+    from the scenario's events, before any body is added: a log of millions is still written event by event."""
     start = min(parse_rfc3339_ns(e[TIMES[0]]) or 0 for e in evs)
     end = max(parse_rfc3339_ns(e[TIMES[1]]) or 0 for e in evs)
     factor = min(1.0, len(evs) / rate / max((end - start) / 1e9, 1e-9))
-    for ev in evs:
+
+    def squeeze(ev: dict[str, Any]) -> None:
         for field in TIMES:
             ns = parse_rfc3339_ns(ev.get(field))
             if ns is not None:
                 ev[field] = _micro_time(start + int((ns - start) * factor))
-        yield ev
+
+    return squeeze
 
 
 def _micro_time(ns: int) -> str:
@@ -255,11 +261,10 @@ def _micro_time(ns: int) -> str:
 
 
 def write(path: str, level: str, n: int, seed: int = 20260314, rate: float | None = None) -> tuple[int, int]:
-    """Write the log (``rate``: events per second of event time, see ``at_rate``); returns (events, bytes)."""
+    """Write the log (``rate``: events per second of event time, see ``_squeezer``); returns (events, bytes)."""
     count = size = 0
-    made = events(level, n, seed)
     with open(path, "wb") as fh:
-        for ev in at_rate(made, rate) if rate else made:
+        for ev in events(level, n, seed, rate):
             line = orjson.dumps(ev) + b"\n"
             fh.write(line)
             count += 1

@@ -14,7 +14,7 @@ reused when it is already there), then measured ``--runs`` times each:
   extraction, key, rows, SQLite commit, trail tree and checkpoints, detection, credentials; with
   ``--no-detect`` the last two are left out). Wall time from process start to exit.
 
-``--rate`` writes logs with that many events per second of event time (``audit_events.at_rate``): the
+``--rate`` writes logs with that many events per second of event time (``audit_events._squeezer``): the
 default logs spread their events over the scenario's two hours (~14 per second), so the consumers' reorder
 buffers (300 s of lateness) hold ~4,200 records and never exceed their memory budget; at a busy
 apiserver's rate they hold far more, and what is over the budget is read back from the store when
