@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.unit.test_order_independence import FAST_DIR, Result, scenario_batches, snapshot
+from tests.unit.test_order_independence import FAST_DIR, Result, scenario_batches, snapshot_and_close
 
 from kubetrail import ordering
 from kubetrail.pipeline import Options, open_pipeline
@@ -64,10 +64,7 @@ def ingest_all_held(slice_size: int | None) -> Result:
                     assert [len(c.buffer) for c in pipe.consumers if hasattr(c, "drain_some")] == [0, 0]
             finally:
                 pipe.close()
-            try:
-                return snapshot(pipe.store)
-            finally:
-                pipe.store.close()
+            return snapshot_and_close(pipe.store)
     finally:
         ordering.set_budget(*budget)
 

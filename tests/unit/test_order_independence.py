@@ -101,10 +101,15 @@ def run(batches: list[Batch], lateness_secs: float) -> Result:
                 pipe.commit_decoded(decoded, [i for i in items if isinstance(i, Rejected)], src)
         finally:
             pipe.close()
-        try:
-            return snapshot(pipe.store)
-        finally:
-            pipe.store.close()
+        return snapshot_and_close(pipe.store)
+
+
+def snapshot_and_close(store: Store) -> Result:
+    """``snapshot`` of a store the test is done with, which is closed either way."""
+    try:
+        return snapshot(store)
+    finally:
+        store.close()
 
 
 def snapshot(store: Store) -> Result:
