@@ -223,13 +223,13 @@ class CredentialsRepo(Protocol):
         """(uses, exact_uses, probable_uses, denied, first_used, last_used, stats JSON)."""
         ...
 
-    def add_use(self, row: Sequence[Any]) -> bool:
-        """Insert one use (credential, received, request, time, leaf_index, code, link); False when
-        (credential, received, request) is already there."""
+    def has_use(self, cred_id: str, received: int, request: str) -> bool:
+        """Whether (credential, received, request) is stored: another stage of a request counted already."""
         ...
 
     def add_uses(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert uses known to be new (``add_use``'s rows, in one statement); one already there is skipped."""
+        """Insert uses known to be new (credential, received, request, time, leaf_index, code, link), at
+        once; one already there is skipped."""
         ...
 
     def newest_use(self, cred_id: str) -> int | None:

@@ -17,8 +17,7 @@ TABLES = ("credentials", "credential_aggregates", "credential_uses", "credential
 _ID_COLUMNS = ("credential_id", "lookup", "subject")
 
 
-_ADD_USE = ("INSERT INTO credential_uses (credential, received, request, time, leaf_index, code, link) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (credential, received, request) DO NOTHING")
+_USE_COLUMNS = ("credential", "received", "request", "time", "leaf_index", "code", "link")
 # A use is "in step" when its time (of the stage first seen) is at most WINDOW_NS after the request was
 # received, as nearly all are; the others are indexed by time in credential_uses_outliers (migration
 # 0015). The key orders a credential's uses by receive time, so an in-step use's time is within
@@ -37,10 +36,6 @@ class CredentialTables:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.db = engine.db
-        # ``add_use`` runs once per linked record: on SQLite through one cursor kept for it, rather than the
-        # new cursor ``Connection.execute`` makes per call (another engine: its own ``execute``)
-        cursor = getattr(self.db, "cursor", None) if getattr(engine, "dialect", "") == "sqlite" else None
-        self._use_cursor: Any = cursor() if cursor is not None else self.db
 
     def lock(self) -> None:
         """One inventory writer at a time (the consumer of each collector) until the transaction ends."""
@@ -116,15 +111,15 @@ class CredentialTables:
             "denied = excluded.denied, first_used = excluded.first_used, last_used = excluded.last_used, "
             "stats = excluded.stats", rows)
 
-    def add_use(self, row: Sequence[Any]) -> bool:
-        """(credential, received, request, time, leaf_index, code, link); False when the credential already
-        has this request (``received``: the request's receive time, the same at every stage)."""
-        return self._use_cursor.execute(_ADD_USE, row).rowcount > 0  # type: ignore[no-any-return]
+    def has_use(self, cred_id: str, received: int, request: str) -> bool:
+        """Whether the credential has this request stored (one probe of the key)."""
+        return self.db.execute("SELECT 1 FROM credential_uses WHERE credential = ? AND received = ? AND request = ?",
+                               (cred_id, received, request)).fetchone() is not None
 
     def add_uses(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Uses the ledger knows are new (``Ledger.add_use``), in one ``executemany``."""
-        if rows:
-            self.db.executemany(_ADD_USE, rows)
+        """Uses the ledger knows are new (``Ledger.add_use``), at once (``Engine.insert_new_rows``: the
+        conflict clause stays, as a retried step may bring them again)."""
+        self.engine.insert_new_rows("credential_uses", _USE_COLUMNS, rows, ("credential", "received", "request"))
 
     def newest_use(self, cred_id: str) -> int | None:
         """The key's second column after its first: one index seek."""

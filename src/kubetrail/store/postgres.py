@@ -42,6 +42,7 @@ from kubetrail.trail.protocols import Problem
 register_engine(psycopg.DatabaseError, psycopg.Error)
 
 POOL_MAX = 4
+COPY_MIN_ROWS = 64  # ``insert_new_rows``: fewer go by ``executemany`` (the temporary table costs two statements)
 STREAM_ROWS = 2000
 _cursor_ids = itertools.count()
 
@@ -99,6 +100,32 @@ class _Engine:
         with self.conn.cursor().copy(statement) as copy:
             for r in rows:
                 copy.write_row(r)
+
+    def insert_new_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                        key: Sequence[str]) -> None:
+        """Within a transaction (the inventory's step), by a temporary table of ``columns`` made once per
+        session: ``COPY`` into it, then one statement moves its rows (``DELETE ... RETURNING``, so it is
+        empty again whatever follows) into ``table``. Outside one (the rows and the move would be separate
+        transactions) and for a few rows, ``executemany``."""
+        if not rows:
+            return
+        names = sql.SQL(", ").join(map(sql.Identifier, columns))
+        conflict = sql.SQL(", ").join(map(sql.Identifier, key))
+        if len(rows) < COPY_MIN_ROWS or self.conn.info.transaction_status != TransactionStatus.INTRANS:
+            self.conn.cursor().executemany(
+                sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING").format(
+                    sql.Identifier(table), names, sql.SQL(", ").join(sql.Placeholder() * len(columns)), conflict),
+                rows)
+            return
+        staging = sql.Identifier(f"kt_new_{table}")
+        self.conn.execute(sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                                  "SELECT {} FROM {} WITH NO DATA").format(staging, names, sql.Identifier(table)))
+        with self.conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(staging, names)) as copy:
+            for r in rows:
+                copy.write_row(r)
+        self.conn.execute(sql.SQL("WITH moved AS (DELETE FROM {} RETURNING {}) INSERT INTO {} ({}) SELECT {} "
+                                  "FROM moved ON CONFLICT ({}) DO NOTHING").format(
+            staging, names, sql.Identifier(table), names, names, conflict))
 
     def size_bytes(self) -> int:
         row_ = self.conn.execute(

@@ -161,6 +161,12 @@ class _Engine:
         if rows:
             self.db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders(len(columns))})", rows)
 
+    def insert_new_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                        key: Sequence[str]) -> None:
+        if rows:
+            self.db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders(len(columns))}) "
+                                f"ON CONFLICT ({', '.join(key)}) DO NOTHING", rows)
+
     def lock(self, name: str) -> None:
         """``BEGIN IMMEDIATE`` already holds the database's one write lock."""
 

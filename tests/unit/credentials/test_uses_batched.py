@@ -1,6 +1,7 @@
 """Uses received after a credential's newest are queued and written in one statement at the ledger's
-flush (credentials/ledger.py); an older or repeated request still asks the database. The answers are
-the ones of one statement per use: counts, codes, late requests, merges and a rolled-back step."""
+flush (credentials/ledger.py); an older or repeated request is looked up in the queue, then asked of the
+database by its key, and queued when new — the queue is never written in pieces. The answers are the
+ones of one statement per use: counts, codes, late requests, merges and a rolled-back step."""
 
 from __future__ import annotations
 
@@ -18,19 +19,21 @@ IDENT = KEY.removeprefix("X509SHA256=")
 
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """How many uses went in one by one (``add_use``) and how many in batches (``add_uses``)."""
-    counts = {"one": 0, "batched": 0}
-    one, many = CredentialTables.add_use, CredentialTables.add_uses
+    """How many uses were asked of the database one by one (``has_use``), how many went in by
+    ``add_uses`` and in how many calls."""
+    counts = {"asked": 0, "batched": 0, "writes": 0}
+    ask, many = CredentialTables.has_use, CredentialTables.add_uses
 
-    def add_use(self: CredentialTables, row: Any) -> bool:
-        counts["one"] += 1
-        return one(self, row)
+    def has_use(self: CredentialTables, cred_id: str, received: int, request: str) -> bool:
+        counts["asked"] += 1
+        return ask(self, cred_id, received, request)
 
     def add_uses(self: CredentialTables, rows: Any) -> None:
         counts["batched"] += len(rows)
+        counts["writes"] += 1
         many(self, rows)
 
-    monkeypatch.setattr(CredentialTables, "add_use", add_use)
+    monkeypatch.setattr(CredentialTables, "has_use", has_use)
     monkeypatch.setattr(CredentialTables, "add_uses", add_uses)
     return counts
 
@@ -43,25 +46,30 @@ def test_in_order_uses_go_in_together_and_the_database_answers_the_rest(cluster:
                                                                         statements: dict[str, int]) -> None:
     evs = [use("alice", 10 + i, KEY, audit_id=f"r{i}") for i in range(50)]
     cluster.feed(*(stage(ev, "RequestReceived", 10 + i, None) for i, ev in enumerate(evs)))  # no code yet
-    assert statements == {"one": 0, "batched": 50}
+    assert statements == {"asked": 0, "batched": 50, "writes": 1}
     assert stored_uses(cluster) == 50 and cluster.show(IDENT)["uses"] == 50
     # the later stages of two requests already stored: the same uses, their codes filled in
     cluster.feed(stage(evs[3], "ResponseComplete", 13.5, 403), stage(evs[40], "ResponseComplete", 50.5, 401))
-    assert statements["one"] == 2 and stored_uses(cluster) == 50
+    assert statements["asked"] == 2 and stored_uses(cluster) == 50
     shown = cluster.show(IDENT)
     assert shown["uses"] == 50 and shown["denied"] == 2
     # a request received before the newest, arriving late: asked, and new
     cluster.feed(use("alice", 5, KEY, audit_id="early"))
-    assert statements["one"] == 3 and stored_uses(cluster) == 51
+    assert statements["asked"] == 3 and stored_uses(cluster) == 51
     assert cluster.show(IDENT)["uses"] == 51
-    # two stages of one new request in one batch: the first is queued, the second asks (after the queue
-    # was written) and is the same use
+    # two stages of one new request in one batch, around an older request that is new too (received
+    # before the newest, ended after it: a watch): the first stage is queued, the older request asked
+    # and queued, the second stage found in the queue (its code set there); all of it written at once
     fresh = use("alice", 100, KEY, audit_id="fresh")
-    cluster.feed(stage(fresh, "RequestReceived", 100, None), stage(fresh, "ResponseComplete", 100.5, 403))
-    assert stored_uses(cluster) == 52
+    writes = statements["writes"]
+    cluster.feed(stage(fresh, "RequestReceived", 100, None), stage(use("alice", 55.5, KEY, audit_id="older"), "ResponseComplete", 100.2, 200),
+                 stage(fresh, "ResponseComplete", 100.5, 403))
+    assert statements["asked"] == 4 and statements["writes"] == writes + 1
+    assert stored_uses(cluster) == 53
     shown = cluster.show(IDENT)
-    assert shown["uses"] == 52 and shown["denied"] == 3
-    assert statements["batched"] == 51
+    assert shown["uses"] == 53 and shown["denied"] == 3
+    assert sql(cluster.store, "SELECT code FROM credential_uses WHERE request = 'fresh'").fetchone()[0] == 403
+    assert statements["batched"] == 53
 
 
 def test_a_step_that_fails_writes_none_of_its_queued_uses_and_the_retry_writes_each_once(
