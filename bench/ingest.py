@@ -9,6 +9,8 @@ RequestResponse or ~1 KB Metadata events) is written once (kept in ``--dir`` whe
 reused when it is already there), then measured ``--runs`` times each:
 
 * parse only: ``orjson.loads`` of every line, in this process;
+* python walk: a pure-Python walk of the first 5,000 parsed events (``python_walk``), the interpreter's
+  speed on this VM: a yardstick none of kubetrail's code runs in;
 * ``kubetrail ingest FILE --workers N`` in a fresh process and a fresh store, for each N of
   ``--workers`` (0 = the single-process pipeline): the full default pipeline (decode, redaction,
   extraction, key, rows, SQLite commit, trail tree and checkpoints, detection, credentials; with
@@ -57,6 +59,30 @@ def parse_only(path: str) -> float:
         for line in fh:
             orjson.loads(line)
     return time.perf_counter() - t
+
+
+WALK_SAMPLE = 5000  # events parsed once and walked for ``python_walk``
+
+
+def python_walk(path: str, sample: int = WALK_SAMPLE) -> float:
+    """Seconds per event of a pure-Python walk of the first ``sample`` parsed events (every key lowered,
+    every string measured): the interpreter's speed on dict-heavy code, which none of kubetrail's code
+    runs in. The VMs these figures come from differ by 2-3x between sessions, and orjson (C) does not
+    move with the interpreter, so ``parse only`` alone cannot tell a slower VM from a slower pipeline."""
+    with open(path, "rb") as fh:
+        events = [orjson.loads(line) for line, _ in zip(fh, range(sample), strict=False)]
+    t = time.perf_counter()
+    for ev in events:
+        _walk(ev)
+    return (time.perf_counter() - t) / max(1, len(events))
+
+
+def _walk(obj: object) -> int:
+    if isinstance(obj, dict):
+        return sum(len(k.lower()) + _walk(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return sum(_walk(v) for v in obj)
+    return len(obj) if isinstance(obj, str) else 1
 
 
 class Descendants(threading.Thread):
@@ -197,6 +223,9 @@ def main() -> None:
             pmin, pmed = rates(n, parse)
             print(f"  {'parse only (orjson)':<28} min {pmin:>10,.0f}  median {pmed:>10,.0f} events/s"
                   f"{'':<29}load {la}")
+            walk = [python_walk(path) for _ in range(a.runs)]
+            print(f"  {'python walk (yardstick)':<28} min {1 / max(walk):>10,.0f}  median {1 / statistics.median(walk):>10,.0f}"
+                  f" events/s{'':<22}load {load()}")
             for w in workers:
                 la = load()
                 runs = [ingest_once(path, w, not a.no_detect, tmp, a.store_url) for _ in range(a.runs)]

@@ -53,8 +53,10 @@ def test_the_bench_runs_both_arrangements(tmp_path: Path) -> None:
                            "--levels", "Metadata", "--workers", "0,2", "--dir", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = {m[1]: m[0] for m in re.finditer(r"^  (ingest[^\n]*?|parse only[^\n]*?)\s{2,}min.*$", proc.stdout, re.M)}
-    assert set(lines) == {"parse only (orjson)", "ingest, single process", "ingest --workers 2"}, proc.stdout
+    lines = {m[1]: m[0] for m in re.finditer(r"^  (ingest[^\n]*?|parse only[^\n]*?|python walk[^\n]*?)\s{2,}min.*$",
+                                               proc.stdout, re.M)}
+    assert set(lines) == {"parse only (orjson)", "python walk (yardstick)", "ingest, single process",
+                          "ingest --workers 2"}, proc.stdout
     workers = lines["ingest --workers 2"]
     main, every = (int(x) for x in re.search(r"main\s+(\d+) all\s+(\d+)", workers).groups())  # type: ignore[union-attr]
     assert every > main  # the workers' CPU, found by the sampler, is in "all"
