@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,12 @@ BUDGET_US = 150_000  # the aim, for `--help`
 # `query --count` opens the store, and the store's package loads the trail's protocols (and with
 # them most of trail/): ~125 ms of CPU on the 2-core dev machine, too close to the aim for a guard
 # that must not flake under load. The module check below is the strict guard; this one catches
-# regressions. bench/cli_startup.py prints the figures (bench/RESULTS.md).
-QUERY_GUARD_US = 200_000
+# regressions, against the same machine: at most QUERY_GUARD_RATIO x the CPU of a process importing
+# the libraries the command cannot do without (``FLOOR``; 1.4-1.5x measured). An absolute 200 ms
+# failed on a VM that ran everything 1.7x slower (161-212 ms; its floor 112-125 ms).
+# bench/cli_startup.py prints the figures (bench/RESULTS.md).
+QUERY_GUARD_RATIO = 2.0
+FLOOR = "import click, msgspec, orjson, zstandard, sqlite3, hashlib, json"
 # Modules a quick command must never load: the wiring, the engines, the table and YAML libraries.
 HEAVY = ("kubetrail.pipeline", "kubetrail.detect", "kubetrail.credentials", "kubetrail.alerts",
          "kubetrail.sources", "kubetrail.posture", "kubetrail.demo", "rich", "yaml", "cryptography")
@@ -48,16 +53,25 @@ def importtime(*args: str) -> tuple[set[str], int]:
 
 
 def cpu_us(*args: str) -> int:
-    """User + system CPU time of one `kubetrail ARGS` process, in µs."""
+    """User + system CPU time of one ``python ARGS`` process, in µs, with its bytecode cached as an
+    installed package has it: a shell with PYTHONDONTWRITEBYTECODE set (CI's may) would otherwise
+    compile every module of the checkout from source in each run (~300 ms instead of ~190 on a slow VM)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    subprocess.run([sys.executable, "-m", "kubetrail", *args], capture_output=True, check=True, timeout=60)
+    subprocess.run([sys.executable, *args], capture_output=True, check=True, timeout=60, env=env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return int(((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) * 1e6)
 
 
+def best_cpu_us(*args: str) -> int:
+    """The best CPU µs of three runs, after one that writes the bytecode the others read."""
+    cpu_us(*args)
+    return min(cpu_us(*args) for _ in range(3))
+
+
 def best_of_three(*args: str) -> tuple[set[str], int]:
-    """(modules imported, best CPU µs of three runs)."""
-    return importtime(*args)[0], min(cpu_us(*args) for _ in range(3))
+    """(modules imported, best CPU µs of three runs of `kubetrail ARGS`)."""
+    return importtime(*args)[0], best_cpu_us("-m", "kubetrail", *args)
 
 
 def heavy(modules: set[str]) -> list[str]:
@@ -78,7 +92,13 @@ def test_query_count_loads_only_the_store(tmp_path: Path) -> None:
     modules, total = best_of_three("query", "--count", "--data", str(data))
     assert "kubetrail.cli.query" in modules and "kubetrail.cli.ingest" not in modules
     assert heavy(modules) == [], f"`query --count` imported {heavy(modules)}"
-    assert total < QUERY_GUARD_US, f"`kubetrail query --count` took {total / 1000:.0f} ms of CPU (aim < 150 ms)"
+    # pairs run back to back see the same phase of a noisy VM (a best of three each apart: 1.4x to 2.3x)
+    pairs = [(cpu_us("-m", "kubetrail", "query", "--count", "--data", str(data)), cpu_us("-c", FLOOR))
+             for _ in range(5)]
+    ratio = statistics.median(q / f for q, f in pairs)
+    assert ratio < QUERY_GUARD_RATIO, (
+        f"`kubetrail query --count` took {ratio:.2f}x the CPU of importing its libraries alone (guard "
+        f"{QUERY_GUARD_RATIO}x; best {total / 1000:.0f} ms; aim < 150 ms on the dev machine): {pairs}")
 
 
 @pytest.mark.parametrize("args", [["query", "--help"], ["alerts", "--help"], ["creds", "list", "--help"]])
