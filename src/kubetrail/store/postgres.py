@@ -80,6 +80,7 @@ class _Engine:
         self.conn = conn
         self.pool = pool
         self.db = _PgDb(conn)
+        self._temporary: bool | None = None  # ``_may_create_temporary``, once asked
 
     def has_column(self, table: str, column: str) -> bool:
         return self.conn.execute("SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = "
@@ -106,12 +107,13 @@ class _Engine:
         """Within a transaction (the inventory's step), by a temporary table of ``columns`` made once per
         session: ``COPY`` into it, then one statement moves its rows (``DELETE ... RETURNING``, so it is
         empty again whatever follows) into ``table``. Outside one (the rows and the move would be separate
-        transactions) and for a few rows, ``executemany``."""
+        transactions), for a few rows and for a role that may not create temporary tables, ``executemany``."""
         if not rows:
             return
         names = sql.SQL(", ").join(map(sql.Identifier, columns))
         conflict = sql.SQL(", ").join(map(sql.Identifier, key))
-        if len(rows) < COPY_MIN_ROWS or self.conn.info.transaction_status != TransactionStatus.INTRANS:
+        if (len(rows) < COPY_MIN_ROWS or self.conn.info.transaction_status != TransactionStatus.INTRANS
+                or not self._may_create_temporary()):
             self.conn.cursor().executemany(
                 sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING").format(
                     sql.Identifier(table), names, sql.SQL(", ").join(sql.Placeholder() * len(columns)), conflict),
@@ -126,6 +128,15 @@ class _Engine:
         self.conn.execute(sql.SQL("WITH moved AS (DELETE FROM {} RETURNING {}) INSERT INTO {} ({}) SELECT {} "
                                   "FROM moved ON CONFLICT ({}) DO NOTHING").format(
             staging, names, sql.Identifier(table), names, names, conflict))
+
+    def _may_create_temporary(self) -> bool:
+        """Whether this role may create temporary tables: PostgreSQL grants it to every role unless the
+        database's owner revoked it (a hardened database); without it ``insert_new_rows`` goes row by row
+        rather than failing the transaction it is in. Asked once per engine."""
+        if self._temporary is None:
+            row_ = self.conn.execute("SELECT has_database_privilege(current_database(), 'TEMPORARY')").fetchone()
+            self._temporary = bool(row_ and row_[0])
+        return self._temporary
 
     def size_bytes(self) -> int:
         row_ = self.conn.execute(

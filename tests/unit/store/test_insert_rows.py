@@ -79,3 +79,26 @@ def test_new_rows_outside_a_transaction(store_url: str) -> None:
     with open_store(store_url) as store:
         store._engine.insert_new_rows("credential_uses", USES, _uses(200), KEY)  # noqa: SLF001
         assert len(_stored_uses(store)) == 200
+
+
+def test_a_role_without_temporary_tables_goes_row_by_row(postgres_server: object) -> None:
+    """A hardened database whose owner revoked TEMPORARY from PUBLIC: the COPY path cannot make its
+    temporary table, and must not fail the transaction it is in (the credential consumer's step would
+    fail and be retried for ever); the rows go in one by one instead."""
+    admin = postgres_server.admin_url  # type: ignore[attr-defined]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS hardened")
+        conn.execute("CREATE DATABASE hardened")
+        conn.execute("DROP ROLE IF EXISTS collector")
+        conn.execute("CREATE ROLE collector LOGIN")
+        conn.execute("REVOKE TEMPORARY ON DATABASE hardened FROM PUBLIC")
+    with psycopg.connect(admin.replace("/postgres?", "/hardened?"), autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA kt AUTHORIZATION collector")
+    url = admin.replace("kubetrail@/postgres?", "collector@/hardened?") + "&options=-csearch_path%3Dkt"
+    with psycopg.connect(url) as probe, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        probe.execute("CREATE TEMPORARY TABLE t (x int)")
+    with open_store(url) as store:
+        with store.transaction():
+            store._engine.insert_new_rows("credential_uses", USES, _uses(200), KEY)  # noqa: SLF001
+            store._engine.insert_new_rows("credential_uses", USES, _uses(200, first=100), KEY)  # noqa: SLF001
+        assert len(_stored_uses(store)) == 300
