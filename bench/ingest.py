@@ -225,7 +225,7 @@ def main() -> None:
                   f"{'':<29}load {la}")
             walk = [python_walk(path) for _ in range(a.runs)]
             print(f"  {'python walk (yardstick)':<28} min {1 / max(walk):>10,.0f}  median {1 / statistics.median(walk):>10,.0f}"
-                  f" events/s{'':<22}load {load()}")
+                  f" events/s{'':<29}load {load()}")
             for w in workers:
                 la = load()
                 runs = [ingest_once(path, w, not a.no_detect, tmp, a.store_url) for _ in range(a.runs)]
